@@ -1,0 +1,34 @@
+# One command sets up and runs the demo, one runs the tests (see README.md).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned to the CPU build this machine has on disk; a looser requirement
+# makes pip fetch a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.edgepack-setup
+DEMO_DIR := examples/digits/artifacts
+DEMO_BUNDLE := dist/digits-host
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml runtime/pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e './runtime[onnx]' -e '.[dev]' $(TORCH_PIN)
+	touch $(STAMP)
+
+demo: setup
+	$(PY) examples/digits/train.py $(DEMO_DIR)
+	$(VENV)/bin/edgepack build examples/digits/model.py:create --target host \
+		--weights $(DEMO_DIR)/weights.safetensors \
+		--calibration $(DEMO_DIR)/calib.npz --eval $(DEMO_DIR)/eval.npz \
+		-o $(DEMO_BUNDLE)
+	$(VENV)/bin/edgepack-runtime verify $(DEMO_BUNDLE)
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) dist $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,118 @@
+"""`edgepack`: list targets and build bundles."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from edgepack_runtime.errors import EdgepackError
+from edgepack_runtime.report import artifacts_table, make_console
+
+from .pipeline import DEFAULT_MAX_ACCURACY_DROP, BuildFailed, build
+from .targets import HOST_ID, load_target, target_ids
+
+console = make_console()
+err_console = make_console(stderr=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print one line on stderr and exit non-zero: the only way errors leave the CLI."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+class _Group(click.Group):
+    """Turn every EdgepackError into one line and exit code 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BuildFailed as exc:
+            console.print(artifacts_table(exc.result.manifest))
+            fail(str(exc))
+        except EdgepackError as exc:
+            fail(str(exc))
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="edgepack")
+def main():
+    """Quantize, export and validate PyTorch models for edge devices."""
+
+
+@main.group(cls=_Group, invoke_without_command=True)
+@click.pass_context
+def targets(ctx):
+    """List the known device profiles."""
+    if ctx.invoked_subcommand:
+        return
+    table = Table(title="edgepack targets")
+    for column in ("id", "arch", "threads", "formats", "precisions", "description"):
+        table.add_column(column, no_wrap=column != "description")
+    for target_id in target_ids():
+        p = load_target(target_id)
+        table.add_row(p.id, p.arch, str(p.threads), ",".join(p.formats), ",".join(p.precisions), p.description)
+    console.print(table)
+
+
+def _print_toml(table: dict, prefix: str = "") -> None:
+    for key, value in table.items():
+        if not isinstance(value, dict):
+            console.print(f"{key} = {json.dumps(value)}", highlight=False)
+    for key, value in table.items():
+        if isinstance(value, dict):
+            console.print(f"\n\\[{prefix}{key}]", highlight=False)
+            _print_toml(value, f"{prefix}{key}.")
+
+
+@targets.command("show")
+@click.argument("target_id")
+def targets_show(target_id: str):
+    """Print one profile, resolved (extends applied; `host` detected)."""
+    _print_toml(load_target(target_id).to_dict())
+
+
+@main.command("build")
+@click.argument("model", metavar="FILE.py:FACTORY")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
+@click.option("--target", default=HOST_ID, show_default=True, help="Target id (see `edgepack targets`).")
+@click.option("--weights", type=click.Path(path_type=Path), help=".safetensors or a state_dict .pt")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224:float32",
+              help="Model input (repeat per input); optional if the file defines example_inputs().")
+@click.option("--formats", help="Comma list, default: the target's.")
+@click.option("--precisions", help="Comma list (fp32,int8), default: the target's.")
+@click.option("--calibration", type=click.Path(path_type=Path), help=".npz, one array [N, ...] per input.")
+@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Like --calibration plus int `labels`.")
+@click.option("--name", help="Bundle name, default: the -o directory name.")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow a full pickle as --weights (runs its code).")
+@click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if an artifact fails validation.")
+@click.option("--allow-partial", is_flag=True, help="Write the bundle even if an artifact fails to build.")
+@click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
+              help="Top-1 points an artifact may lose vs PyTorch.")
+def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
+              trust_checkpoint, allow_mismatch, allow_partial, max_accuracy_drop):
+    """Export, quantize and validate MODEL for a target; write a bundle to -o."""
+    def warn(message: str) -> None:
+        err_console.print(f"[bold yellow]WARNING:[/] {message}", highlight=False)
+
+    with console.status(f"building {model} for {target}…"):
+        result = build(
+            model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
+            inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
+            trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
+            max_accuracy_drop=max_accuracy_drop, warn=warn,
+        )
+    console.print(artifacts_table(result.manifest))
+    seconds = result.manifest.build["seconds"]
+    console.print(f"wrote {result.path} in {seconds['total']:.1f} s "
+                  f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")

@@ -1,0 +1,41 @@
+"""One module per artifact format behind a small protocol; the build knows only this."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from edgepack_runtime.manifest import TensorSpec
+
+from ..targets import TargetProfile
+
+__all__ = ["ExportFormat", "get_format"]
+
+
+class ExportFormat(Protocol):
+    name: str  # as in the manifest and the target profile: "onnx"
+    suffix: str  # file suffix: ".onnx"
+
+    def export(self, module: torch.nn.Module, inputs: tuple[TensorSpec, ...],
+               output_names: list[str], target: TargetProfile, out: Path) -> None:
+        """Write the fp32 artifact of `module` to `out` as one self-contained file."""
+
+    def quantize(self, fp32: Path, out: Path, target: TargetProfile,
+                 calibration: dict[str, np.ndarray]) -> dict:
+        """Write the int8 artifact of `fp32` to `out` with the target's preset, calibrated on
+        `calibration` ([N, *shape] per input, fed one sample at a time). Returns the settings
+        used, for the manifest."""
+
+    def toolchain(self) -> dict[str, str]:
+        """Versions of the libraries this format's export and quantization used."""
+
+
+def get_format(name: str) -> ExportFormat:
+    if name == "onnx":
+        from .onnx import OnnxFormat
+
+        return OnnxFormat()
+    raise KeyError(name)

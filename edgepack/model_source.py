@@ -1,0 +1,163 @@
+"""Load the user's model: `FILE.py:FACTORY`, optional weights, and its input specs."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from edgepack_runtime.manifest import TensorSpec
+
+from .errors import ModelSourceError
+
+__all__ = ["LoadedModel", "load_model", "parse_input_spec"]
+
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "uint8", "bool")
+_INPUT_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*):(?P<shape>\d+(?:x\d+)*):(?P<dtype>\w+)$")
+EXAMPLE_INPUTS = "example_inputs"
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module
+    inputs: tuple[TensorSpec, ...]
+    source: str  # FILE.py:FACTORY as given
+
+    @property
+    def name(self) -> str:
+        return Path(self.source.rpartition(":")[0]).stem
+
+
+def parse_input_spec(text: str) -> TensorSpec:
+    """`NAME:1x3x224x224:float32` → TensorSpec."""
+    match = _INPUT_SPEC.match(text.strip())
+    if not match:
+        raise ModelSourceError(
+            f"--input {text!r} is not NAME:SHAPE:DTYPE; write it like image:1x3x224x224:float32"
+        )
+    dtype = match["dtype"]
+    if dtype not in INPUT_DTYPES:
+        raise ModelSourceError(f"--input {text!r}: dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
+    shape = tuple(int(d) for d in match["shape"].split("x"))
+    if 0 in shape:
+        raise ModelSourceError(f"--input {text!r}: every dimension must be at least 1")
+    return TensorSpec(name=match["name"], shape=shape, dtype=dtype)
+
+
+def _import_file(path: Path):
+    if not path.is_file() or path.suffix != ".py":
+        raise ModelSourceError(f"model file {path} does not exist or is not a .py file; give MODEL as FILE.py:FACTORY")
+    module_name = f"edgepack_user_model_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    # Let the user's file import its neighbours, as `python FILE.py` would.
+    sys.path.insert(0, str(path.parent.resolve()))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelSourceError(f"importing {path} failed: {type(exc).__name__}: {exc}; fix the model file") from None
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def _specs_from_examples(examples, where: str) -> tuple[TensorSpec, ...]:
+    if isinstance(examples, torch.Tensor):
+        examples = {"input": examples}
+    if not isinstance(examples, dict) or not all(isinstance(v, torch.Tensor) for v in examples.values()):
+        raise ModelSourceError(f"{where} must return a dict of {{name: tensor}}; fix it or pass --input")
+    return tuple(
+        TensorSpec(name=name, shape=tuple(t.shape), dtype=str(t.dtype).removeprefix("torch."))
+        for name, t in examples.items()
+    )
+
+
+def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool) -> None:
+    if not weights.is_file():
+        raise ModelSourceError(f"weights file {weights} does not exist; check --weights")
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(weights))
+        except Exception as exc:
+            raise ModelSourceError(f"cannot read {weights} as safetensors ({exc}); re-save it with safetensors.torch.save_file") from None
+    else:
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
+        except pickle.UnpicklingError:
+            raise ModelSourceError(
+                f"{weights} is a full pickle, not a plain state_dict; loading it can run arbitrary code. "
+                "Save model.state_dict() instead, or pass --trust-checkpoint if you trust its source"
+            ) from None
+        except Exception as exc:
+            raise ModelSourceError(f"cannot read {weights} ({type(exc).__name__}: {exc}); pass a .safetensors or a state_dict .pt") from None
+        if isinstance(state, torch.nn.Module):
+            state = state.state_dict()
+    if not isinstance(state, dict):
+        raise ModelSourceError(f"{weights} holds a {type(state).__name__}, not a state_dict; save model.state_dict()")
+    result = module.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelSourceError(
+            f"{weights} does not fit the model: missing {result.missing_keys[:5]}, unexpected "
+            f"{result.unexpected_keys[:5]}; check that FACTORY builds the architecture these weights were trained with"
+        )
+
+
+def load_model(
+    source: str,
+    weights: Optional[Path] = None,
+    inputs: Sequence[str] = (),
+    trust_checkpoint: bool = False,
+) -> LoadedModel:
+    """Import FILE.py, call FACTORY(), load weights, and settle the input specs."""
+    file, sep, factory_name = source.rpartition(":")
+    if not sep or not file or not factory_name.isidentifier():
+        raise ModelSourceError(f"model {source!r} must be FILE.py:FACTORY, e.g. examples/digits/model.py:create")
+    user_module = _import_file(Path(file))
+    factory = getattr(user_module, factory_name, None)
+    if not callable(factory):
+        found = [n for n, v in vars(user_module).items() if callable(v) and not n.startswith("_")]
+        raise ModelSourceError(
+            f"{file} has no function {factory_name!r}; callables defined there: {', '.join(found) or 'none'}"
+        )
+    try:
+        module = factory()
+    except Exception as exc:
+        raise ModelSourceError(f"{source}() raised {type(exc).__name__}: {exc}; fix the factory") from None
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSourceError(f"{source}() returned {type(module).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        _load_weights(module, Path(weights), trust_checkpoint)
+    module.eval()
+
+    if inputs:
+        specs = tuple(parse_input_spec(text) for text in inputs)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ModelSourceError(f"--input names must be unique, got {names}")
+    elif callable(getattr(user_module, EXAMPLE_INPUTS, None)):
+        specs = _specs_from_examples(getattr(user_module, EXAMPLE_INPUTS)(), f"{file}:{EXAMPLE_INPUTS}()")
+    elif callable(getattr(module, EXAMPLE_INPUTS, None)):
+        specs = _specs_from_examples(getattr(module, EXAMPLE_INPUTS)(), f"{type(module).__name__}.{EXAMPLE_INPUTS}()")
+    else:
+        raise ModelSourceError(
+            f"{file} defines no {EXAMPLE_INPUTS}(), so the input shapes are unknown; "
+            "pass --input NAME:1x3x224x224:float32 for each model input"
+        )
+    return LoadedModel(module=module, inputs=specs, source=source)
+
+
+def torch_dtype(dtype: str) -> torch.dtype:
+    return getattr(torch, dtype)
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    return np.dtype(dtype)

@@ -1,0 +1,217 @@
+"""The build: load → export → quantize → validate → write. No format-specific code here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+import edgepack_runtime
+from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
+from edgepack_runtime.hostinfo import host_info
+from edgepack_runtime.manifest import SCHEMA_VERSION, Artifact, Golden, Manifest
+from edgepack_runtime.parity import top1_accuracy
+
+from . import __version__
+from .bundle_writer import BundleStaging
+from .errors import BuildError, TargetError
+from .formats import get_format
+from .model_source import load_model
+from .samples import golden_inputs, load_samples, random_samples
+from .targets import load_target
+from .validate import torch_outputs, validate_artifact
+
+__all__ = ["build", "BuildResult", "BuildFailed"]
+
+GOLDEN_FILE = "golden.npz"
+RANDOM_CALIBRATION_SAMPLES = 32
+RANDOM_CALIBRATION_SEED = 7
+DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an int8 artifact may lose vs PyTorch
+
+
+@dataclass
+class BuildResult:
+    """What `build` made: the manifest (also when nothing was written) and why it failed."""
+
+    manifest: Manifest
+    path: Optional[Path]
+    problems: list[str] = field(default_factory=list)
+
+
+class BuildFailed(BuildError):
+    """The build produced results but they fail its checks; `.result` holds them."""
+
+    def __init__(self, message: str, result: BuildResult):
+        super().__init__(message)
+        self.result = result
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def _timed(seconds: dict, stage: str):
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 3)
+
+
+def _choose(requested: Optional[Sequence[str]], allowed: Sequence[str], what: str, target_id: str) -> list[str]:
+    if not requested:
+        return list(allowed)
+    bad = [r for r in requested if r not in allowed]
+    if bad:
+        raise TargetError(
+            f"{what} {', '.join(bad)} not available for target {target_id} (it offers {', '.join(allowed)}); "
+            f"pick from those or choose another --target"
+        )
+    return list(dict.fromkeys(requested))
+
+
+def build(
+    model: str,
+    output: Path,
+    target: str = "host",
+    *,
+    formats: Optional[Sequence[str]] = None,
+    precisions: Optional[Sequence[str]] = None,
+    weights: Optional[Path] = None,
+    inputs: Sequence[str] = (),
+    calibration: Optional[Path] = None,
+    eval_data: Optional[Path] = None,
+    name: Optional[str] = None,
+    trust_checkpoint: bool = False,
+    allow_mismatch: bool = False,
+    allow_partial: bool = False,
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    warn: Callable[[str], None] = _warn,
+) -> BuildResult:
+    """Build a bundle for `target` from `model` (FILE.py:FACTORY) into the directory `output`.
+
+    Returns the BuildResult; raises BuildFailed (with the result) when an fp32 artifact
+    misses its tolerance or an int8 artifact loses more than `max_accuracy_drop` top-1
+    points on a matching host (unless `allow_mismatch`), or an artifact fails to build
+    (unless `allow_partial`). Nothing is written at `output` when it raises.
+    """
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    profile = load_target(target)
+    formats = _choose(formats, profile.formats, "format", profile.id)
+    precisions = _choose(precisions, profile.precisions, "precision", profile.id)
+    host = host_info()
+    staging = BundleStaging(Path(output))  # refuses a non-bundle destination before any work
+
+    with _timed(seconds, "load"):
+        loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
+        calib, _ = load_samples(Path(calibration), loaded.inputs) if calibration else (None, None)
+        evaluation = load_samples(Path(eval_data), loaded.inputs, labelled=True) if eval_data else None
+    if calib is None and "int8" in precisions:
+        warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
+             "is meaningless; pass --calibration calib.npz with real samples")
+    with _timed(seconds, "reference"):
+        golden_in = golden_inputs(loaded.inputs, calib)
+        output_specs, golden_out = torch_outputs(loaded.module, loaded.inputs, golden_in)
+        reference_top1 = None
+        if evaluation is not None:
+            _, eval_out = torch_outputs(loaded.module, loaded.inputs, evaluation[0])
+            reference_top1 = top1_accuracy(next(iter(eval_out.values())), evaluation[1])
+    calib_samples = calib or random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED)
+
+    artifacts: list[Artifact] = []
+    toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
+                 "python": platform.python_version()}
+    with staging:
+        for fmt_name in formats:
+            fmt = get_format(fmt_name)
+            toolchain.update(fmt.toolchain())
+            fp32_file = staging.dir / f"model.fp32{fmt.suffix}"
+            export_error = None
+            try:
+                with _timed(seconds, f"{fmt_name}.export"):
+                    fmt.export(loaded.module, loaded.inputs, [s.name for s in output_specs], profile, fp32_file)
+            except BuildError as exc:
+                export_error = str(exc)
+            for precision in precisions:
+                art_name = f"{fmt_name}-{precision}"
+                file = fp32_file if precision == "fp32" else staging.dir / f"model.{precision}{fmt.suffix}"
+                quantization = None
+                try:
+                    if export_error:
+                        raise BuildError(export_error)
+                    if precision == "int8":
+                        with _timed(seconds, f"{fmt_name}.quantize"):
+                            quantization = fmt.quantize(fp32_file, file, profile, calib_samples)
+                        quantization["calibration"] = "data" if calib is not None else "random"
+                        quantization["calibration_samples"] = len(next(iter(calib_samples.values())))
+                except BuildError as exc:
+                    artifacts.append(Artifact(name=art_name, format=fmt_name, precision=precision,
+                                              status="failed", error=str(exc)))
+                    continue
+                with _timed(seconds, f"{fmt_name}.validate"):
+                    ev = (evaluation[0], evaluation[1], reference_top1) if evaluation else None
+                    validation, accuracy = validate_artifact(
+                        fmt_name, precision, file, profile, host, (golden_in, golden_out), ev)
+                artifacts.append(Artifact(
+                    name=art_name, format=fmt_name, precision=precision, status="ok",
+                    path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,
+                    quantization=quantization, validation=validation, accuracy=accuracy,
+                ))
+
+        golden_path = staging.dir / GOLDEN_FILE
+        np.savez(golden_path,
+                 **{GOLDEN_INPUT_PREFIX + k: v for k, v in golden_in.items()},
+                 **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in golden_out.items()})
+        seconds["total"] = round(time.perf_counter() - start, 3)
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            name=name or staging.dest.name,
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            target=profile.to_dict(),
+            inputs=loaded.inputs,
+            outputs=output_specs,
+            artifacts=tuple(artifacts),
+            golden=Golden(path=GOLDEN_FILE, sha256=sha256_file(golden_path),
+                          samples=len(next(iter(golden_in.values())))),
+            toolchain=toolchain,
+            accuracy_tolerance=max_accuracy_drop,
+            build={"model": model, "host": host.to_dict(), "seconds": seconds},
+        )
+        result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
+        if result.problems:
+            raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
+        (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        result.path = staging.commit()
+    return result
+
+
+def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
+    problems = []
+    for art in manifest.artifacts:
+        if art.status != "ok":
+            if not allow_partial:
+                problems.append(f"{art.name} failed to build ({art.error}); fix it or pass --allow-partial")
+            continue
+        if allow_mismatch:
+            continue
+        if art.precision == "fp32" and not art.validation.passed:
+            problems.append(
+                f"{art.name} differs from PyTorch by {art.validation.max_abs_diff:.2e} "
+                f"(tolerance {art.validation.tolerance:.1e}); pass --allow-mismatch to write it anyway"
+            )
+        acc = art.accuracy
+        if acc is not None and not acc.indicative and acc.drop > manifest.accuracy_tolerance:
+            problems.append(
+                f"{art.name} loses {acc.drop:.2f} top-1 points vs PyTorch (allowed "
+                f"{manifest.accuracy_tolerance}); pass --allow-mismatch to write it anyway"
+            )
+    return problems

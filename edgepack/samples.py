@@ -1,0 +1,114 @@
+"""Sample data for calibration, validation and evaluation, as stacked per-input arrays.
+
+File convention (`--calibration`, `--eval`): an `.npz` with one array per model input,
+the first axis counting samples. For an input of shape [1, 1, 8, 8] the array is
+[N, 1, 8, 8] (the batch axis of 1 becomes the sample axis) or [N, 1, 1, 8, 8].
+An eval file adds an integer `labels` array of length N.
+Inside edgepack every sample array is normalised to [N, *input_shape].
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edgepack_runtime.manifest import TensorSpec
+
+from .errors import ModelSourceError
+
+__all__ = ["load_samples", "random_samples", "golden_inputs", "LABELS"]
+
+LABELS = "labels"
+GOLDEN_FROM_CALIBRATION = 8
+GOLDEN_RANDOM = 4
+GOLDEN_SEED = 20240501
+
+
+def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
+    shape = tuple(spec.shape)
+    if array.ndim == len(shape) + 1 and array.shape[1:] == shape:
+        stacked = array
+    elif shape and shape[0] == 1 and array.shape[1:] == shape[1:]:
+        stacked = array.reshape((array.shape[0],) + shape)
+    else:
+        per_sample = "x".join(map(str, (shape[1:] if shape and shape[0] == 1 else shape)))
+        raise ModelSourceError(
+            f"{where}: array {name!r} has shape {list(array.shape)}, but input {spec.describe()} "
+            f"needs [N, {per_sample.replace('x', ', ')}] (N samples); re-save it with that shape"
+        )
+    want = np.dtype(spec.dtype)
+    if stacked.dtype != want:
+        if stacked.dtype.kind != want.kind:
+            raise ModelSourceError(
+                f"{where}: array {name!r} has dtype {stacked.dtype}, input needs {want}; convert it before saving"
+            )
+        stacked = stacked.astype(want)  # same kind (e.g. float64 → float32) is safe to cast
+    return np.ascontiguousarray(stacked)
+
+
+def load_samples(
+    path: Path, specs: Sequence[TensorSpec], labelled: bool = False
+) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+    """Read a calibration (or, with `labelled`, eval) .npz; returns (inputs, labels)."""
+    role = "--eval" if labelled else "--calibration"
+    where = f"{role} {path}"
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelSourceError(f"cannot read {where} ({exc}); pass an .npz written by np.savez") from None
+    with data:
+        files = set(data.files)
+        missing = [s.name for s in specs if s.name not in files]
+        if missing:
+            raise ModelSourceError(
+                f"{where} has no array for input(s) {missing} (it holds {sorted(files)}); "
+                "save one array per model input, named like the input"
+            )
+        inputs = {s.name: _normalise(s.name, data[s.name], s, where) for s in specs}
+        labels = None
+        if labelled:
+            if LABELS not in files:
+                raise ModelSourceError(f"{where} has no {LABELS!r} array; add the integer class of each sample")
+            labels = data[LABELS]
+            if labels.dtype.kind not in "iu" or labels.ndim != 1:
+                raise ModelSourceError(f"{where}: {LABELS!r} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    counts = {len(v) for v in inputs.values()} | ({len(labels)} if labels is not None else set())
+    if len(counts) != 1 or 0 in counts:
+        raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")
+    return inputs, labels
+
+
+def random_samples(specs: Sequence[TensorSpec], count: int, seed: int,
+                   like: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
+    """Seeded random samples. With `like`, floats are drawn uniformly inside each input's
+    observed range, so int8 parity is measured where the model was calibrated."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in specs:
+        shape = (count,) + tuple(spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            if like is not None:
+                low, high = float(like[spec.name].min()), float(like[spec.name].max())
+                out[spec.name] = rng.uniform(low, high, size=shape).astype(dtype)
+            else:
+                out[spec.name] = rng.standard_normal(size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            out[spec.name] = rng.integers(0, 2, size=shape).astype(dtype)
+        else:
+            out[spec.name] = rng.integers(0, 10, size=shape).astype(dtype)
+    return out
+
+
+def golden_inputs(specs: Sequence[TensorSpec], calibration: Optional[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The inputs every artifact is checked on: the first calibration samples plus seeded random ones."""
+    random = random_samples(specs, GOLDEN_RANDOM, GOLDEN_SEED, like=calibration)
+    if calibration is None:
+        return random
+    return {
+        s.name: np.concatenate([calibration[s.name][:GOLDEN_FROM_CALIBRATION], random[s.name]])
+        for s in specs
+    }

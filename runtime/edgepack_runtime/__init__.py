@@ -1,0 +1,27 @@
+"""edgepack-runtime: run edgepack bundles on the device. Depends on numpy and one backend; never torch."""
+
+from .bundle import Bundle, open_bundle
+from .errors import BackendUnavailableError, BundleError, EdgepackError, InputError, IntegrityError
+from .manifest import Artifact, Manifest, TensorSpec
+from .model import Model, load
+from .parity import SelfTest, self_test
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "load",
+    "Model",
+    "open_bundle",
+    "Bundle",
+    "Manifest",
+    "Artifact",
+    "TensorSpec",
+    "self_test",
+    "SelfTest",
+    "EdgepackError",
+    "BundleError",
+    "IntegrityError",
+    "InputError",
+    "BackendUnavailableError",
+    "__version__",
+]

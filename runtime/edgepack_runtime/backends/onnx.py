@@ -1,0 +1,53 @@
+"""ONNX artifacts on onnxruntime's CPU execution provider."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, BundleError
+
+# Name the provider explicitly: onnxruntime warns and may pick another one otherwise.
+PROVIDERS = ["CPUExecutionProvider"]
+
+
+def available() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+class OnnxSession:
+    backend = "onnxruntime"
+
+    def __init__(self, path, threads: int):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                f"onnxruntime cannot be imported ({exc}); ONNX artifacts need it: "
+                "pip install 'edgepack-runtime[onnx]'"
+            ) from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        # One graph, run sequentially: inter-op threads only add scheduling noise on small CPUs.
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=options, providers=PROVIDERS)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BundleError(
+                f"onnxruntime could not load {path} ({str(exc).splitlines()[0]}); "
+                "the file may be damaged or need a newer onnxruntime"
+            ) from None
+        self.backend_version = ort.__version__
+        self.threads = threads
+        self._output_names = [o.name for o in self._session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self._session.run(self._output_names, dict(feeds))
+        return dict(zip(self._output_names, results))
+
+
+def open_session(path, threads: int) -> OnnxSession:
+    return OnnxSession(path, threads)

@@ -1,0 +1,97 @@
+"""Open a bundle directory: read its manifest, keep every path inside it, check hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleError, IntegrityError
+from .manifest import MANIFEST_NAME, Artifact, Manifest
+
+__all__ = ["Bundle", "open_bundle", "sha256_file"]
+
+_HASH_CHUNK = 1 << 20
+GOLDEN_INPUT_PREFIX = "inputs/"
+GOLDEN_OUTPUT_PREFIX = "outputs/"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    root: Path
+    manifest: Manifest
+
+    def resolve(self, relative: str) -> Path:
+        """The absolute path of a bundle file; refuses paths that leave the bundle."""
+        candidate = Path(relative)
+        resolved = (self.root / candidate).resolve()
+        if candidate.is_absolute() or not resolved.is_relative_to(self.root):
+            raise IntegrityError(
+                f"manifest path {relative!r} points outside the bundle {self.root}; "
+                "the bundle was tampered with, rebuild it"
+            )
+        return resolved
+
+    def _check_file(self, relative: str, expected_sha256: str) -> None:
+        path = self.resolve(relative)
+        if not path.is_file():
+            raise IntegrityError(
+                f"bundle file {relative} is missing from {self.root}; copy the whole bundle directory again"
+            )
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise IntegrityError(
+                f"bundle file {relative} does not match its sha256 in {MANIFEST_NAME} "
+                f"(expected {expected_sha256[:12]}…, found {actual[:12]}…); it was corrupted "
+                "or modified, copy the bundle again"
+            )
+
+    def verify_artifact(self, artifact: Artifact) -> Path:
+        """Check one artifact file's hash and return its path."""
+        if artifact.status != "ok" or not artifact.path or not artifact.sha256:
+            raise BundleError(
+                f"artifact {artifact.name!r} failed at build time ({artifact.error or 'no file'}); "
+                "choose another artifact or rebuild"
+            )
+        self._check_file(artifact.path, artifact.sha256)
+        return self.resolve(artifact.path)
+
+    def verify_integrity(self) -> None:
+        """Check the hash of every file the manifest lists."""
+        self._check_file(self.manifest.golden.path, self.manifest.golden.sha256)
+        for artifact in self.manifest.artifacts:
+            if artifact.status == "ok":
+                self.verify_artifact(artifact)
+
+    def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Golden inputs and PyTorch reference outputs, stacked on a first sample axis."""
+        golden = self.manifest.golden
+        self._check_file(golden.path, golden.sha256)
+        with np.load(self.resolve(golden.path), allow_pickle=False) as data:
+            inputs = {k[len(GOLDEN_INPUT_PREFIX):]: data[k] for k in data.files if k.startswith(GOLDEN_INPUT_PREFIX)}
+            outputs = {k[len(GOLDEN_OUTPUT_PREFIX):]: data[k] for k in data.files if k.startswith(GOLDEN_OUTPUT_PREFIX)}
+        return inputs, outputs
+
+
+def open_bundle(path: str | Path) -> Bundle:
+    """Read a bundle's manifest. Hashes are checked by `verify_*` (and by `load`)."""
+    root = Path(path).expanduser()
+    manifest_path = root / MANIFEST_NAME
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a directory; pass the bundle directory `edgepack build -o` wrote")
+    if not manifest_path.is_file():
+        raise BundleError(
+            f"{root} has no {MANIFEST_NAME}, so it is not an edgepack bundle; pass the directory `edgepack build -o` wrote"
+        )
+    manifest = Manifest.from_json(manifest_path.read_text(encoding="utf-8"))
+    return Bundle(root=root.resolve(), manifest=manifest)

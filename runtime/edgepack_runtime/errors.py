@@ -1,0 +1,34 @@
+"""The one error hierarchy of edgepack.
+
+The runtime owns it because the packager depends on the runtime, never the reverse.
+Every message says what failed, why, and how to fix it; only the CLIs turn these
+errors into one printed line and an exit code.
+"""
+
+__all__ = [
+    "EdgepackError",
+    "BundleError",
+    "IntegrityError",
+    "InputError",
+    "BackendUnavailableError",
+]
+
+
+class EdgepackError(Exception):
+    """Base class of every error edgepack raises on purpose."""
+
+
+class BundleError(EdgepackError):
+    """The bundle directory or its manifest cannot be used."""
+
+
+class IntegrityError(BundleError):
+    """A bundle file is missing, tampered with or escapes the bundle directory."""
+
+
+class InputError(EdgepackError):
+    """Inputs given to a model do not match what the model expects."""
+
+
+class BackendUnavailableError(EdgepackError):
+    """The inference backend an artifact needs is not installed or cannot start."""

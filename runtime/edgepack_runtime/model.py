@@ -1,0 +1,118 @@
+"""`load()` a bundle and `run()` it: the runtime's Python API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from .backends import Session, backend_available, open_session
+from .bundle import Bundle, open_bundle
+from .errors import BundleError, InputError
+from .manifest import Artifact, TensorSpec
+
+__all__ = ["Model", "load", "choose_artifact"]
+
+
+def choose_artifact(bundle: Bundle) -> Artifact:
+    """The artifact used when none is named (documented in docs/bundle-format.md).
+
+    Among artifacts that were built and passed validation, and whose backend is
+    installed here: the first by the target's `prefer` precision order, ties broken
+    by the target's `formats` order, then by manifest order.
+    """
+    target = bundle.manifest.target
+    prefer = list(target.get("prefer", []))
+    formats = list(target.get("formats", []))
+
+    def rank(art: Artifact) -> tuple[int, int]:
+        p = prefer.index(art.precision) if art.precision in prefer else len(prefer)
+        f = formats.index(art.format) if art.format in formats else len(formats)
+        return p, f
+
+    candidates = [a for a in bundle.manifest.artifacts if a.usable and backend_available(a.format)]
+    if not candidates:
+        usable = [a.name for a in bundle.manifest.artifacts if a.usable]
+        if usable:
+            raise BundleError(
+                f"no backend installed for the validated artifacts ({', '.join(usable)}); "
+                "install one, e.g. pip install 'edgepack-runtime[onnx]'"
+            )
+        raise BundleError(f"bundle {bundle.manifest.name!r} has no artifact that passed validation; rebuild it")
+    return min(candidates, key=rank)
+
+
+def default_threads(bundle: Bundle) -> int:
+    """The target's thread count, but never more than this machine's cores."""
+    wanted = int(bundle.manifest.target.get("threads", 1))
+    return max(1, min(wanted, os.cpu_count() or 1))
+
+
+class Model:
+    """One artifact of a bundle, loaded and ready to run."""
+
+    def __init__(self, bundle: Bundle, artifact: Artifact, session: Session):
+        self.bundle = bundle
+        self.artifact = artifact
+        self._session = session
+        self.inputs: tuple[TensorSpec, ...] = bundle.manifest.inputs
+        self.outputs: tuple[TensorSpec, ...] = bundle.manifest.outputs
+
+    @property
+    def threads(self) -> int:
+        return self._session.threads
+
+    @property
+    def backend(self) -> str:
+        return f"{self._session.backend} {self._session.backend_version}"
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raise InputError naming the input unless names, dtypes and shapes match exactly."""
+        expected = {spec.name: spec for spec in self.inputs}
+        missing = sorted(set(expected) - set(inputs))
+        unknown = sorted(set(inputs) - set(expected))
+        if missing or unknown:
+            want = ", ".join(s.describe() for s in self.inputs)
+            problem = f"missing input(s) {missing}" if missing else f"unknown input(s) {unknown}"
+            raise InputError(f"{problem}; this model takes {want}")
+        checked = {}
+        for name, spec in expected.items():
+            value = inputs[name]
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"input {name!r} must be a numpy array, got {type(value).__name__}")
+            if value.dtype != np.dtype(spec.dtype):
+                raise InputError(
+                    f"input {name!r} has dtype {value.dtype}, expected {spec.dtype}; "
+                    f"convert it with .astype(np.{spec.dtype})"
+                )
+            if tuple(value.shape) != tuple(spec.shape):
+                raise InputError(
+                    f"input {name!r} has shape {list(value.shape)}, expected {list(spec.shape)}; "
+                    "reshape it or rebuild the bundle for this shape"
+                )
+            checked[name] = value
+        return checked
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference. Inputs and outputs are keyed by the manifest's tensor names."""
+        return self._session.run(self.check_inputs(inputs))
+
+    def __repr__(self) -> str:
+        return f"Model({self.bundle.manifest.name!r}, artifact={self.artifact.name!r}, threads={self.threads})"
+
+
+def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int] = None) -> Model:
+    """Open the bundle at `path`, check the chosen artifact's integrity and load it.
+
+    `artifact` names one from the manifest; by default `choose_artifact` picks it.
+    `threads` defaults to the target profile's thread count (capped at this machine's cores).
+    """
+    bundle = open_bundle(path)
+    chosen = bundle.manifest.artifact(artifact) if artifact else choose_artifact(bundle)
+    file = bundle.verify_artifact(chosen)
+    if threads is not None and threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}")
+    session = open_session(chosen.format, file, threads or default_threads(bundle))
+    return Model(bundle, chosen, session)

@@ -1,0 +1,67 @@
+"""Compare a model's outputs with reference outputs, and measure top-1 accuracy.
+
+The packager validates artifacts with these functions at build time and
+`edgepack-runtime verify` repeats the same check on the device: what was validated
+is what ships.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+__all__ = ["SelfTest", "run_samples", "max_abs_diff", "top1_accuracy", "self_test"]
+
+RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
+
+
+def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feed stacked samples ([N, *input_shape] per input) one at a time; stack the outputs."""
+    count = len(next(iter(inputs.values())))
+    collected: dict[str, list[np.ndarray]] = {}
+    for i in range(count):
+        for name, value in run({k: v[i] for k, v in inputs.items()}).items():
+            collected.setdefault(name, []).append(np.asarray(value))
+    return {name: np.stack(values) for name, values in collected.items()}
+
+
+def max_abs_diff(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
+    """Largest absolute difference over every output element."""
+    return max(
+        float(np.max(np.abs(outputs[name].astype(np.float64) - ref.astype(np.float64))))
+        for name, ref in reference.items()
+    )
+
+
+def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Percent of samples whose arg-max over the last axis equals the label."""
+    predicted = logits.reshape(len(labels), -1).argmax(axis=1)
+    return float(np.mean(predicted == labels) * 100.0)
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    artifact: str
+    passed: bool
+    max_abs_diff: float
+    tolerance: float
+    samples: int
+
+
+def self_test(model) -> SelfTest:
+    """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
+    using the tolerance recorded for this artifact at build time."""
+    inputs, reference = model.bundle.golden()
+    outputs = run_samples(model.run, inputs)
+    diff = max_abs_diff(outputs, reference)
+    validation = model.artifact.validation
+    tolerance = validation.tolerance if validation else 0.0
+    return SelfTest(
+        artifact=model.artifact.name,
+        passed=diff <= tolerance,
+        max_abs_diff=diff,
+        tolerance=tolerance,
+        samples=len(next(iter(inputs.values()))),
+    )
