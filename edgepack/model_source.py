@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 
 from edgepack_runtime.manifest import TensorSpec
@@ -29,10 +28,6 @@ class LoadedModel:
     module: torch.nn.Module
     inputs: tuple[TensorSpec, ...]
     source: str  # FILE.py:FACTORY as given
-
-    @property
-    def name(self) -> str:
-        return Path(self.source.rpartition(":")[0]).stem
 
 
 def parse_input_spec(text: str) -> TensorSpec:
@@ -154,10 +149,3 @@ def load_model(
         )
     return LoadedModel(module=module, inputs=specs, source=source)
 
-
-def torch_dtype(dtype: str) -> torch.dtype:
-    return getattr(torch, dtype)
-
-
-def numpy_dtype(dtype: str) -> np.dtype:
-    return np.dtype(dtype)

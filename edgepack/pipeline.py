@@ -199,7 +199,8 @@ def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> 
     for art in manifest.artifacts:
         if art.status != "ok":
             if not allow_partial:
-                problems.append(f"{art.name} failed to build ({art.error}); fix it or pass --allow-partial")
+                problems.append(f"{art.name} failed to build (reason in the table); pass --allow-partial "
+                                "to write the other artifacts")
             continue
         if allow_mismatch:
             continue

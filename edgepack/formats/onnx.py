@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,9 +22,16 @@ from ..targets import TargetProfile
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _first_line(exc: BaseException) -> str:
+    """The root cause's first line: torch.onnx wraps the useful part (which op failed)
+    under two layers of generic advice."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = _ANSI.sub("", str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 class _Reader:
@@ -59,7 +67,10 @@ class OnnxFormat:
                     input_names=[s.name for s in inputs], output_names=output_names,
                 )
         except Exception as exc:
-            raise BuildError(f"torch.onnx.export failed: {_first_line(exc)}") from None
+            raise BuildError(
+                f"torch.onnx.export failed: {_first_line(exc)} (rewrite that part of the model with "
+                "ops ONNX supports, or leave the format out with --formats)"
+            ) from None
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
 

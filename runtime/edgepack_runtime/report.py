@@ -61,9 +61,11 @@ def artifacts_table(manifest: Manifest) -> Table:
     table = Table(title=title)
     for column in ("artifact", "format", "precision", "size", "parity vs PyTorch", "top-1 (vs PyTorch)", "validated on"):
         table.add_column(column, no_wrap=True)
+    failures = []
     for art in manifest.artifacts:
         if art.status != "ok":
-            table.add_row(art.name, art.format, art.precision, "-", f"[red]build failed: {art.error}[/]", "-", "-")
+            table.add_row(art.name, art.format, art.precision, "-", "[red]build failed (below)[/]", "-", "-")
+            failures.append(f"[red]{art.name}[/]: {art.error}")
             continue
         host = art.validation.host if art.validation else {}
         where = host.get("arch", "-")
@@ -73,4 +75,7 @@ def artifacts_table(manifest: Manifest) -> Table:
             art.name, art.format, art.precision, format_size(art.size_bytes),
             _parity(art), _accuracy(art, manifest.accuracy_tolerance), where,
         )
+    if failures:
+        table.caption = "\n".join(failures)
+        table.caption_justify = "left"
     return table

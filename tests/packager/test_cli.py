@@ -1,0 +1,136 @@
+"""Bad input to `edgepack`: one readable line, non-zero exit, never a traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgepack.cli import main
+
+from ..conftest import DIGITS_MODEL
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    # A clean exit is SystemExit; anything else escaped as a traceback.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output.replace("\n", " "), result.output
+    return lines[0]
+
+
+def test_targets_lists_and_shows():
+    listing = run_cli("targets")
+    assert listing.exit_code == 0
+    for target_id in ("host", "raspberry-pi/4b", "raspberry-pi/5", "x86-64/avx2", "x86-64/avx512-vnni", "arm64/generic"):
+        assert target_id in listing.output
+    shown = run_cli("targets", "show", "raspberry-pi/5")
+    assert shown.exit_code == 0
+    assert 'cpu = "Cortex-A76"' in shown.output and "[onnx.int8]" in shown.output
+    assert '"asimddp"' in shown.output
+
+
+def test_unknown_target(tiny_model, tmp_path):
+    one_line_error(run_cli("targets", "show", "raspbery-pi/5"), "did you mean 'raspberry-pi/5'")
+    result = run_cli("build", f"{tiny_model}:create", "--target", "x86-64/avx3", "-o", tmp_path / "b")
+    one_line_error(result, "unknown target 'x86-64/avx3'", "edgepack targets")
+
+
+def test_missing_factory(tiny_model, tmp_path):
+    result = run_cli("build", f"{tiny_model}:build_it", "-o", tmp_path / "b")
+    one_line_error(result, "has no function 'build_it'", "create")
+
+
+def test_model_without_colon(tiny_model, tmp_path):
+    one_line_error(run_cli("build", str(tiny_model), "-o", tmp_path / "b"), "FILE.py:FACTORY")
+
+
+@pytest.mark.parametrize("spec", ["x:1x4", "x:1xfourx:float32", "x:1x4:complex64", "x:0x4:float32"])
+def test_wrong_input_syntax(tiny_model, tmp_path, spec):
+    result = run_cli("build", f"{tiny_model}:create", "--input", spec, "-o", tmp_path / "b")
+    one_line_error(result, f"--input {spec!r}")
+
+
+def test_calibration_missing_an_input(tiny_model, tmp_path):
+    np.savez(tmp_path / "calib.npz", y=np.zeros((4, 4), np.float32))
+    result = run_cli("build", f"{tiny_model}:create", "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "b")
+    one_line_error(result, "no array for input(s) ['x']", "['y']")
+    assert not (tmp_path / "b").exists()
+
+
+def test_calibration_with_the_wrong_shape(tiny_model, tmp_path):
+    np.savez(tmp_path / "calib.npz", x=np.zeros((4, 5), np.float32))
+    result = run_cli("build", f"{tiny_model}:create", "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "b")
+    one_line_error(result, "has shape [4, 5]", "needs [N, 4]")
+
+
+def test_eval_without_labels(tiny_model, tmp_path):
+    np.savez(tmp_path / "eval.npz", x=np.zeros((4, 4), np.float32))
+    result = run_cli("build", f"{tiny_model}:create", "--eval", tmp_path / "eval.npz", "-o", tmp_path / "b")
+    one_line_error(result, "no 'labels' array")
+
+
+def test_calibration_that_is_not_an_npz(tiny_model, tmp_path):
+    (tmp_path / "calib.npz").write_text("not a zip")
+    result = run_cli("build", f"{tiny_model}:create", "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "b")
+    one_line_error(result, "cannot read --calibration")
+
+
+def test_full_pickle_needs_trust_checkpoint(tiny_model, tmp_path):
+    sys.path.insert(0, str(tiny_model.parent))
+    try:
+        import tiny  # the same module the factory lives in, so the pickle can be loaded back
+        torch.save(tiny.create(), tmp_path / "full.pt")
+    finally:
+        sys.path.pop(0)
+    args = ("build", f"{tiny_model}:create", "--weights", tmp_path / "full.pt", "--precisions", "fp32")
+    one_line_error(run_cli(*args, "-o", tmp_path / "a"), "full pickle", "--trust-checkpoint")
+    trusted = run_cli(*args, "--trust-checkpoint", "-o", tmp_path / "b")
+    assert trusted.exit_code == 0, trusted.output
+
+
+def test_state_dict_pt_loads_with_weights_only(tiny_model, tmp_path):
+    sys.path.insert(0, str(tiny_model.parent))
+    try:
+        import tiny
+        module = tiny.create()
+    finally:
+        sys.path.pop(0)
+    with torch.no_grad():
+        module.fc.weight.fill_(0.5)
+    torch.save(module.state_dict(), tmp_path / "w.pt")
+    result = run_cli("build", f"{tiny_model}:create", "--weights", tmp_path / "w.pt", "--precisions", "fp32",
+                     "-o", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+
+
+def test_weights_for_another_architecture(tiny_model, digits_data, tmp_path):
+    result = run_cli("build", f"{tiny_model}:create", "--weights", digits_data / "weights.safetensors",
+                     "-o", tmp_path / "b")
+    one_line_error(result, "does not fit the model")
+
+
+def test_build_prints_the_artifact_table_through_the_real_console_script(digits_data, tmp_path):
+    cli = Path(sys.executable).parent / "edgepack"
+    proc = subprocess.run(
+        [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits",
+         "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",
+         "--eval", digits_data / "eval.npz"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for fragment in ("onnx-fp32", "onnx-int8", "parity vs PyTorch", "top-1", "wrote"):
+        assert fragment in proc.stdout
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,87 @@
+"""`edgepack-runtime` through its real console script: info, run, verify and their errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import edgepack_runtime
+
+CLI = Path(sys.executable).parent / "edgepack-runtime"
+
+
+def cli(*args):
+    proc = subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    text = proc.stderr.replace("\n", " ")
+    for fragment in fragments:
+        assert fragment in text, proc.stderr
+
+
+def test_info_shows_artifacts_and_default(digits_bundle):
+    proc = cli("info", digits_bundle)
+    assert proc.returncode == 0, proc.stderr
+    for fragment in ("image:1x1x8x8:float32", "onnx-fp32", "onnx-int8", "default artifact here: onnx-int8", "onnxruntime"):
+        assert fragment in proc.stdout
+
+
+def test_run_writes_the_same_outputs_as_the_api(digits_bundle, tmp_path):
+    x = edgepack_runtime.open_bundle(digits_bundle).golden()[0]["image"][0]
+    np.save(tmp_path / "x.npy", x)
+    proc = cli("run", digits_bundle, "--input", f"image={tmp_path / 'x.npy'}", "--artifact", "onnx-fp32",
+               "-o", tmp_path / "out.npz")
+    assert proc.returncode == 0, proc.stderr
+    expected = edgepack_runtime.load(digits_bundle, artifact="onnx-fp32").run({"image": x})["output"]
+    with np.load(tmp_path / "out.npz") as out:
+        np.testing.assert_array_equal(out["output"], expected)
+
+
+def test_run_with_wrong_dtype_and_shape(digits_bundle, tmp_path):
+    np.save(tmp_path / "x64.npy", np.zeros((1, 1, 8, 8)))
+    assert_one_line_error(cli("run", digits_bundle, "--input", f"image={tmp_path / 'x64.npy'}"),
+                          "dtype float64, expected float32")
+    np.save(tmp_path / "small.npy", np.zeros((8, 8), np.float32))
+    assert_one_line_error(cli("run", digits_bundle, "--input", f"image={tmp_path / 'small.npy'}"),
+                          "shape [8, 8], expected [1, 1, 8, 8]")
+    assert_one_line_error(cli("run", digits_bundle, "--input", "image"), "NAME=FILE.npy")
+
+
+def test_verify_passes_on_a_good_bundle(digits_bundle):
+    proc = cli("verify", digits_bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("passed") == 2
+
+
+def test_verify_fails_on_a_tampered_bundle(bundle_copy):
+    path = bundle_copy / "model.fp32.onnx"
+    path.write_bytes(path.read_bytes()[:-10])
+    assert_one_line_error(cli("verify", bundle_copy), "model.fp32.onnx does not match its sha256")
+
+
+def test_verify_fails_when_outputs_drift_from_pytorch(bundle_copy):
+    """Swap the int8 file in under the fp32 name (re-hashed): integrity passes, the self-test must not."""
+    import json
+    from edgepack_runtime.bundle import sha256_file
+
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    (bundle_copy / "model.fp32.onnx").write_bytes((bundle_copy / "model.int8.onnx").read_bytes())
+    for art in manifest["artifacts"]:
+        if art["name"] == "onnx-fp32":
+            art["sha256"] = sha256_file(bundle_copy / "model.fp32.onnx")
+    manifest_path.write_text(json.dumps(manifest))
+    proc = cli("verify", bundle_copy)
+    assert_one_line_error(proc, "differ from PyTorch beyond their tolerance")
+    assert "FAILED" in proc.stdout
+
+
+def test_not_a_bundle(tmp_path):
+    assert_one_line_error(cli("info", tmp_path), "not an edgepack bundle")

@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pytest
+
+import edgepack_runtime
+from edgepack_runtime import BundleError, InputError, IntegrityError
+from edgepack_runtime.model import choose_artifact
+from edgepack_runtime.parity import self_test
+
+
+def test_load_exposes_inputs_outputs_and_artifact(digits_bundle):
+    model = edgepack_runtime.load(digits_bundle)
+    assert [s.describe() for s in model.inputs] == ["image:1x1x8x8:float32"]
+    assert [s.describe() for s in model.outputs] == ["output:1x10:float32"]
+    # The host target prefers int8 (documented rule): the default is onnx-int8.
+    assert model.artifact.name == "onnx-int8"
+    assert model.threads >= 1 and model.backend.startswith("onnxruntime ")
+
+
+def test_run_matches_the_golden_outputs(digits_bundle):
+    bundle = edgepack_runtime.open_bundle(digits_bundle)
+    inputs, reference = bundle.golden()
+    model = edgepack_runtime.load(digits_bundle, artifact="onnx-fp32", threads=1)
+    out = model.run({"image": inputs["image"][0]})
+    np.testing.assert_allclose(out["output"], reference["output"][0], atol=1e-4)
+    assert self_test(model).passed
+
+
+@pytest.mark.parametrize("inputs, message", [
+    ({"image": np.zeros((1, 1, 8, 8), np.float64)}, "input 'image' has dtype float64, expected float32"),
+    ({"image": np.zeros((1, 8, 8), np.float32)}, "input 'image' has shape [1, 8, 8], expected [1, 1, 8, 8]"),
+    ({}, "missing input(s) ['image']; this model takes image:1x1x8x8:float32"),
+    ({"image": np.zeros((1, 1, 8, 8), np.float32), "extra": np.zeros(1)}, "unknown input(s) ['extra']"),
+    ({"image": [[0.0]]}, "must be a numpy array"),
+])
+def test_wrong_inputs_name_the_input_and_what_was_expected(digits_bundle, inputs, message):
+    model = edgepack_runtime.load(digits_bundle)
+    with pytest.raises(InputError) as info:
+        model.run(inputs)
+    assert message in str(info.value)
+
+
+def test_tampered_artifact_is_refused(bundle_copy):
+    path = bundle_copy / "model.int8.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="model.int8.onnx does not match its sha256"):
+        edgepack_runtime.load(bundle_copy, artifact="onnx-int8")
+    edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")  # the untouched artifact still loads
+
+
+def test_missing_file_is_reported(bundle_copy):
+    (bundle_copy / "golden.npz").unlink()
+    with pytest.raises(IntegrityError, match="golden.npz is missing"):
+        edgepack_runtime.open_bundle(bundle_copy).verify_integrity()
+
+
+@pytest.mark.parametrize("evil", ["../outside.onnx", "/etc/passwd"])
+def test_paths_escaping_the_bundle_are_refused(bundle_copy, evil):
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"][0]["path"] = evil
+    manifest_path.write_text(json.dumps(manifest))
+    (bundle_copy.parent / "outside.onnx").write_bytes((bundle_copy / "model.fp32.onnx").read_bytes())
+    with pytest.raises(IntegrityError, match="points outside the bundle"):
+        edgepack_runtime.load(bundle_copy, artifact=manifest["artifacts"][0]["name"])
+
+
+def test_symlink_escaping_the_bundle_is_refused(bundle_copy):
+    outside = bundle_copy.parent / "outside.onnx"
+    outside.write_bytes((bundle_copy / "model.fp32.onnx").read_bytes())
+    (bundle_copy / "model.fp32.onnx").unlink()
+    (bundle_copy / "model.fp32.onnx").symlink_to(outside)
+    with pytest.raises(IntegrityError, match="points outside the bundle"):
+        edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
+
+
+def test_newer_schema_and_damaged_manifest_are_refused(bundle_copy):
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "schema_version": 99}))
+    with pytest.raises(BundleError, match="upgrade edgepack-runtime"):
+        edgepack_runtime.open_bundle(bundle_copy)
+    manifest_path.write_text(json.dumps({**manifest, "surprise": 1}))
+    with pytest.raises(BundleError, match=r"unknown keys \['surprise'\]"):
+        edgepack_runtime.open_bundle(bundle_copy)
+    manifest_path.write_text("{")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        edgepack_runtime.open_bundle(bundle_copy)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="not an edgepack bundle"):
+        edgepack_runtime.load(tmp_path)
+
+
+def test_unknown_artifact_lists_the_known_ones(digits_bundle):
+    with pytest.raises(BundleError, match="no artifact 'tflite-int8'; its artifacts are: onnx-fp32, onnx-int8"):
+        edgepack_runtime.load(digits_bundle, artifact="tflite-int8")
+
+
+def test_choice_follows_target_preference_and_skips_failed_validation(bundle_copy):
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-int8"
+    manifest["target"]["prefer"] = ["fp32", "int8"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-fp32"
+    for art in manifest["artifacts"]:
+        if art["name"] == "onnx-fp32":
+            art["validation"]["passed"] = False
+    manifest_path.write_text(json.dumps(manifest))
+    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-int8"
