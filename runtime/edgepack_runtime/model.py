@@ -19,11 +19,13 @@ __all__ = ["Model", "load", "choose_artifact"]
 def choose_artifact(bundle: Bundle) -> Artifact:
     """The artifact used when none is named (documented in docs/bundle-format.md).
 
-    Among artifacts that were built and passed validation, and whose backend is
-    installed here: the first by the target's `prefer` precision order, ties broken
-    by the target's `formats` order, then by manifest order.
+    Among artifacts that were built and passed validation, whose accuracy (where
+    measured on a host matching the target) is within the bundle's tolerance, and
+    whose backend is installed here: the first by the target's `prefer` precision
+    order, ties broken by the target's `formats` order, then by manifest order.
     """
-    target = bundle.manifest.target
+    manifest = bundle.manifest
+    target = manifest.target
     prefer = list(target.get("prefer", []))
     formats = list(target.get("formats", []))
 
@@ -32,15 +34,19 @@ def choose_artifact(bundle: Bundle) -> Artifact:
         f = formats.index(art.format) if art.format in formats else len(formats)
         return p, f
 
-    candidates = [a for a in bundle.manifest.artifacts if a.usable and backend_available(a.format)]
+    def accurate(art: Artifact) -> bool:
+        acc = art.accuracy
+        return acc is None or acc.indicative or acc.drop <= manifest.accuracy_tolerance
+
+    usable = [a for a in manifest.artifacts if a.usable and accurate(a)]
+    candidates = [a for a in usable if backend_available(a.format)]
     if not candidates:
-        usable = [a.name for a in bundle.manifest.artifacts if a.usable]
         if usable:
             raise BundleError(
-                f"no backend installed for the validated artifacts ({', '.join(usable)}); "
+                f"no backend installed for the validated artifacts ({', '.join(a.name for a in usable)}); "
                 "install one, e.g. pip install 'edgepack-runtime[onnx]'"
             )
-        raise BundleError(f"bundle {bundle.manifest.name!r} has no artifact that passed validation; rebuild it")
+        raise BundleError(f"bundle {manifest.name!r} has no artifact that passed validation; rebuild it")
     return min(candidates, key=rank)
 
 

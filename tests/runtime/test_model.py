@@ -108,8 +108,13 @@ def test_choice_follows_target_preference_and_skips_failed_validation(bundle_cop
     manifest["target"]["prefer"] = ["fp32", "int8"]
     manifest_path.write_text(json.dumps(manifest))
     assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-fp32"
-    for art in manifest["artifacts"]:
-        if art["name"] == "onnx-fp32":
-            art["validation"]["passed"] = False
+    fp32 = next(a for a in manifest["artifacts"] if a["name"] == "onnx-fp32")
+    fp32["validation"]["passed"] = False
     manifest_path.write_text(json.dumps(manifest))
     assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-int8"
+    # an artifact that lost too much accuracy on a matching host is not picked either
+    int8 = next(a for a in manifest["artifacts"] if a["name"] == "onnx-int8")
+    int8["accuracy"]["top1"] = int8["accuracy"]["reference_top1"] - 2 * manifest["accuracy_tolerance"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="no artifact that passed validation"):
+        choose_artifact(edgepack_runtime.open_bundle(bundle_copy))
