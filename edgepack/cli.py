@@ -57,11 +57,12 @@ def targets(ctx):
     if ctx.invoked_subcommand:
         return
     table = Table(title="edgepack targets")
-    for column in ("id", "arch", "threads", "formats", "precisions", "description"):
+    for column in ("id", "arch", "threads", "formats and precisions", "description"):
         table.add_column(column, no_wrap=column != "description")
     for target_id in target_ids():
         p = load_target(target_id)
-        table.add_row(p.id, p.arch, str(p.threads), ",".join(p.formats), ",".join(p.precisions), p.description)
+        offered = "; ".join(f"{f}: {','.join(p.settings(f).precisions)}" for f in p.formats)
+        table.add_row(p.id, p.arch, str(p.threads), offered, p.description)
     console.print(table)
 
 

@@ -33,6 +33,8 @@ __all__ = ["build", "BuildResult", "BuildFailed"]
 GOLDEN_FILE = "golden.npz"
 RANDOM_CALIBRATION_SAMPLES = 32
 RANDOM_CALIBRATION_SEED = 7
+# A float artifact that misses its tolerance is a broken export: it fails the build.
+FLOAT_PRECISIONS = ("fp32", "fp16")
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an int8 artifact may lose vs PyTorch
 
 
@@ -107,7 +109,9 @@ def build(
     start = time.perf_counter()
     profile = load_target(target)
     formats = _choose(formats, profile.formats, "format", profile.id)
-    precisions = _choose(precisions, profile.precisions, "precision", profile.id)
+    offered = {f: list(profile.settings(f).precisions) for f in formats}
+    _choose(precisions, sorted({p for ps in offered.values() for p in ps}), "precision", profile.id)
+    plan = {f: [p for p in ps if not precisions or p in precisions] for f, ps in offered.items()}
     host = host_info()
     staging = BundleStaging(Path(output))  # refuses a non-bundle destination before any work
 
@@ -115,11 +119,11 @@ def build(
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
         calib, _ = load_samples(Path(calibration), loaded.inputs) if calibration else (None, None)
         evaluation = load_samples(Path(eval_data), loaded.inputs, labelled=True) if eval_data else None
-    if calib is None and "int8" in precisions:
+    if calib is None and any("int8" in ps for ps in plan.values()):
         warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
              "is meaningless; pass --calibration calib.npz with real samples")
     with _timed(seconds, "reference"):
-        golden_in = golden_inputs(loaded.inputs, calib)
+        golden_in, real_samples = golden_inputs(loaded.inputs, calib)
         output_specs, golden_out = torch_outputs(loaded.module, loaded.inputs, golden_in)
         reference_top1 = None
         if evaluation is not None:
@@ -131,41 +135,10 @@ def build(
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
                  "python": platform.python_version()}
     with staging:
-        for fmt_name in formats:
-            fmt = get_format(fmt_name)
-            toolchain.update(fmt.toolchain())
-            fp32_file = staging.dir / f"model.fp32{fmt.suffix}"
-            export_error = None
-            try:
-                with _timed(seconds, f"{fmt_name}.export"):
-                    fmt.export(loaded.module, loaded.inputs, [s.name for s in output_specs], profile, fp32_file)
-            except BuildError as exc:
-                export_error = str(exc)
-            for precision in precisions:
-                art_name = f"{fmt_name}-{precision}"
-                file = fp32_file if precision == "fp32" else staging.dir / f"model.{precision}{fmt.suffix}"
-                quantization = None
-                try:
-                    if export_error:
-                        raise BuildError(export_error)
-                    if precision == "int8":
-                        with _timed(seconds, f"{fmt_name}.quantize"):
-                            quantization = fmt.quantize(fp32_file, file, profile, calib_samples)
-                        quantization["calibration"] = "data" if calib is not None else "random"
-                        quantization["calibration_samples"] = len(next(iter(calib_samples.values())))
-                except BuildError as exc:
-                    artifacts.append(Artifact(name=art_name, format=fmt_name, precision=precision,
-                                              status="failed", error=str(exc)))
-                    continue
-                with _timed(seconds, f"{fmt_name}.validate"):
-                    ev = (evaluation[0], evaluation[1], reference_top1) if evaluation else None
-                    validation, accuracy = validate_artifact(
-                        fmt_name, precision, file, profile, host, (golden_in, golden_out), ev)
-                artifacts.append(Artifact(
-                    name=art_name, format=fmt_name, precision=precision, status="ok",
-                    path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,
-                    quantization=quantization, validation=validation, accuracy=accuracy,
-                ))
+        for fmt_name, fmt_precisions in plan.items():
+            artifacts += _build_format(get_format(fmt_name), fmt_precisions, loaded, output_specs, profile, host,
+                                       staging.dir, (golden_in, golden_out, real_samples), evaluation, reference_top1,
+                                       calib_samples, calib is not None, seconds, toolchain)
 
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
@@ -181,7 +154,7 @@ def build(
             outputs=output_specs,
             artifacts=tuple(artifacts),
             golden=Golden(path=GOLDEN_FILE, sha256=sha256_file(golden_path),
-                          samples=len(next(iter(golden_in.values())))),
+                          samples=len(next(iter(golden_in.values()))), real_samples=real_samples),
             toolchain=toolchain,
             accuracy_tolerance=max_accuracy_drop,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
@@ -194,6 +167,49 @@ def build(
     return result
 
 
+def _build_format(fmt, precisions, loaded, output_specs, profile, host, out_dir: Path, golden, evaluation,
+                  reference_top1, calib_samples, real_calibration: bool, seconds: dict, toolchain: dict) -> list[Artifact]:
+    """Export one format to fp32, derive its other precisions from that file, validate each."""
+    toolchain.update(fmt.toolchain())
+    fp32_file = out_dir / f"model.fp32{fmt.suffix}"
+    layout = fmt.layout(profile)
+    export_error = None
+    try:
+        with _timed(seconds, f"{fmt.name}.export"):
+            fmt.export(loaded.module, loaded.inputs, [s.name for s in output_specs], profile, fp32_file)
+    except BuildError as exc:
+        export_error = str(exc)
+    artifacts = []
+    for precision in precisions:
+        name = f"{fmt.name}-{precision}"
+        file = out_dir / f"model.{precision}{fmt.suffix}"
+        quantization = None
+        try:
+            if export_error:
+                raise BuildError(export_error)
+            if precision != "fp32":
+                with _timed(seconds, f"{fmt.name}.quantize"):
+                    quantization = fmt.quantize(fp32_file, file, profile, precision, calib_samples)
+                if precision == "int8":
+                    quantization["calibration"] = "data" if real_calibration else "random"
+                    quantization["calibration_samples"] = len(next(iter(calib_samples.values())))
+        except BuildError as exc:
+            artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
+            continue
+        with _timed(seconds, f"{fmt.name}.validate"):
+            ev = (evaluation[0], evaluation[1], reference_top1) if evaluation else None
+            validation, accuracy = validate_artifact(fmt.name, precision, file, profile, host, golden, ev,
+                                                     loaded.inputs, output_specs, layout)
+        artifacts.append(Artifact(
+            name=name, format=fmt.name, precision=precision, status="ok",
+            path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,
+            quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
+        ))
+    if "fp32" not in precisions and fp32_file.exists():
+        fp32_file.unlink()  # only the base for the other precisions: not part of the bundle
+    return artifacts
+
+
 def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
     problems = []
     for art in manifest.artifacts:
@@ -204,7 +220,7 @@ def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> 
             continue
         if allow_mismatch:
             continue
-        if art.precision == "fp32" and not art.validation.passed:
+        if art.precision in FLOAT_PRECISIONS and not art.validation.passed:
             problems.append(
                 f"{art.name} differs from PyTorch by {art.validation.max_abs_diff:.2e} "
                 f"(tolerance {art.validation.tolerance:.1e}); pass --allow-mismatch to write it anyway"

@@ -103,12 +103,12 @@ def random_samples(specs: Sequence[TensorSpec], count: int, seed: int,
     return out
 
 
-def golden_inputs(specs: Sequence[TensorSpec], calibration: Optional[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The inputs every artifact is checked on: the first calibration samples plus seeded random ones."""
+def golden_inputs(specs: Sequence[TensorSpec],
+                  calibration: Optional[dict[str, np.ndarray]]) -> tuple[dict[str, np.ndarray], int]:
+    """The inputs every artifact is checked on: the first calibration samples plus seeded
+    random ones; returns them and how many leading samples are real."""
     random = random_samples(specs, GOLDEN_RANDOM, GOLDEN_SEED, like=calibration)
     if calibration is None:
-        return random
-    return {
-        s.name: np.concatenate([calibration[s.name][:GOLDEN_FROM_CALIBRATION], random[s.name]])
-        for s in specs
-    }
+        return random, 0
+    real = min(GOLDEN_FROM_CALIBRATION, len(next(iter(calibration.values()))))
+    return {s.name: np.concatenate([calibration[s.name][:real], random[s.name]]) for s in specs}, real

@@ -19,7 +19,8 @@ from edgepack_runtime.hostinfo import HostInfo, host_info
 
 from .errors import TargetError
 
-__all__ = ["QuantPreset", "OnnxSettings", "TargetProfile", "target_ids", "load_target", "HOST_ID"]
+__all__ = ["OnnxInt8", "OnnxSettings", "TfliteInt8", "TfliteSettings", "TargetProfile",
+           "target_ids", "load_target", "HOST_ID", "FORMATS", "PRECISIONS"]
 
 HOST_ID = "host"
 # How the host target picks its base profile: first rule whose arch matches and whose
@@ -29,13 +30,16 @@ HOST_BASES = (
     ("x86_64", "avx2", "x86-64/avx2"),
     ("aarch64", None, "arm64/generic"),
 )
-PRECISIONS = ("fp32", "int8")
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "tflite")
+PRECISIONS = ("fp32", "fp16", "int8", "dynamic-int8")
+# Precisions whose kernels are integer kernels: their numbers depend on the ISA.
+INTEGER_PRECISIONS = ("int8", "dynamic-int8")
+LAYOUTS = ("nchw", "nhwc")
 
 
 @dataclass(frozen=True)
-class QuantPreset:
-    """How one format is quantized to int8 for this device (see the profile's comments for why)."""
+class OnnxInt8:
+    """onnxruntime static quantization preset (see the profile's comments for why)."""
 
     quant_format: str  # "qdq" or "qoperator"
     activation_type: str  # "int8" or "uint8"
@@ -49,7 +53,24 @@ class QuantPreset:
 @dataclass(frozen=True)
 class OnnxSettings:
     opset: int
-    int8: QuantPreset
+    precisions: tuple[str, ...]
+    int8: OnnxInt8
+
+
+@dataclass(frozen=True)
+class TfliteInt8:
+    """ai-edge-quantizer preset for full-integer int8."""
+
+    recipe: str  # "static_wi8_ai8"
+    range_update: str  # "min_max" or "moving_average": how calibration merges sample ranges
+    relies_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TfliteSettings:
+    precisions: tuple[str, ...]
+    layout: str  # input layout of the artifact: "nchw" (as PyTorch) or "nhwc"
+    int8: TfliteInt8
 
 
 @dataclass(frozen=True)
@@ -62,22 +83,30 @@ class TargetProfile:
     isa: tuple[str, ...]
     threads: int
     formats: tuple[str, ...]
-    precisions: tuple[str, ...]
     prefer: tuple[str, ...]
-    onnx: OnnxSettings
+    onnx: Optional[OnnxSettings] = None
+    tflite: Optional[TfliteSettings] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def preset(self, fmt: str) -> QuantPreset:
-        return getattr(self, fmt).int8
+    def settings(self, fmt: str):
+        return getattr(self, fmt)
 
     def matches_host(self, host: HostInfo, fmt: str, precision: str) -> bool:
         """Whether `host` runs the kernels this target will: same architecture and, for
-        int8, every ISA feature the format's preset relies on."""
+        integer precisions, every ISA feature the format's int8 preset relies on."""
         if host.arch != self.arch:
             return False
-        return precision != "int8" or set(self.preset(fmt).relies_on) <= set(host.isa)
+        return precision not in INTEGER_PRECISIONS or set(self.settings(fmt).int8.relies_on) <= set(host.isa)
+
+
+# Nested TOML tables and the dataclass each becomes.
+_TABLES = {
+    TargetProfile: {"onnx": OnnxSettings, "tflite": TfliteSettings},
+    OnnxSettings: {"int8": OnnxInt8},
+    TfliteSettings: {"int8": TfliteInt8},
+}
 
 
 def _profiles_root():
@@ -133,18 +162,14 @@ def _build(cls: type, raw: Any, where: str):
     for key in raw:
         if key not in fields:
             raise _unknown(f"key in {where}", key, fields, "fix the profile file")
-    missing = [name for name in fields if name not in raw and name != "id"]
+    missing = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING]
     if missing:
         raise TargetError(f"{where} is missing {', '.join(missing)}; add them to the profile or its `extends` base")
     values = {}
-    for name, f in fields.items():
-        if name not in raw:
-            continue
-        value = raw[name]
-        if f.type == "QuantPreset":
-            value = _build(QuantPreset, value, f"{where}.{name}")
-        elif f.type == "OnnxSettings":
-            value = _build(OnnxSettings, value, f"{where}.{name}")
+    for name, value in raw.items():
+        nested = _TABLES.get(cls, {}).get(name)
+        if nested is not None:
+            value = _build(nested, value, f"{where}.{name}")
         elif isinstance(value, list):
             value = tuple(value)
         values[name] = value
@@ -156,9 +181,17 @@ def _check(profile: TargetProfile) -> TargetProfile:
     for fmt in profile.formats:
         if fmt not in FORMATS:
             raise _unknown(f"format in {where}", fmt, FORMATS, f"supported formats: {', '.join(FORMATS)}")
-    for precision in profile.precisions + profile.prefer:
+        settings = profile.settings(fmt)
+        if settings is None:
+            raise TargetError(f"{where} lists format {fmt!r} but has no [{fmt}] table; add one")
+        for precision in settings.precisions:
+            if precision not in PRECISIONS:
+                raise _unknown(f"precision in {where}.{fmt}", precision, PRECISIONS, f"supported: {', '.join(PRECISIONS)}")
+    for precision in profile.prefer:
         if precision not in PRECISIONS:
-            raise _unknown(f"precision in {where}", precision, PRECISIONS, f"supported: {', '.join(PRECISIONS)}")
+            raise _unknown(f"precision in {where}.prefer", precision, PRECISIONS, f"supported: {', '.join(PRECISIONS)}")
+    if profile.tflite is not None and profile.tflite.layout not in LAYOUTS:
+        raise _unknown(f"layout in {where}.tflite", profile.tflite.layout, LAYOUTS, f"supported: {', '.join(LAYOUTS)}")
     return profile
 
 

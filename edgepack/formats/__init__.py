@@ -23,19 +23,27 @@ class ExportFormat(Protocol):
                output_names: list[str], target: TargetProfile, out: Path) -> None:
         """Write the fp32 artifact of `module` to `out` as one self-contained file."""
 
-    def quantize(self, fp32: Path, out: Path, target: TargetProfile,
+    def layout(self, target: TargetProfile) -> str | None:
+        """"nhwc" when the artifact takes 4-D tensors channels-last, None when as PyTorch."""
+
+    def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
                  calibration: dict[str, np.ndarray]) -> dict:
-        """Write the int8 artifact of `fp32` to `out` with the target's preset, calibrated on
-        `calibration` ([N, *shape] per input, fed one sample at a time). Returns the settings
-        used, for the manifest."""
+        """Write the `precision` artifact derived from `fp32` to `out` with the target's
+        preset; static int8 is calibrated on `calibration` ([N, *shape] per input, fed one
+        sample at a time). Returns the settings used, for the manifest."""
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries this format's export and quantization used."""
 
 
 def get_format(name: str) -> ExportFormat:
+    # Imported on demand: the tflite module's converter stack is heavy and optional.
     if name == "onnx":
         from .onnx import OnnxFormat
 
         return OnnxFormat()
+    if name == "tflite":
+        from .tflite import TfliteFormat
+
+        return TfliteFormat()
     raise KeyError(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -17,21 +16,10 @@ from edgepack_runtime.manifest import TensorSpec
 
 from ..errors import BuildError
 from ..targets import TargetProfile
+from .errors import root_cause
 
 # The exporter logs a line for every torchvision op it cannot register; noise for a user.
 logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The root cause's first line: torch.onnx wraps the useful part (which op failed)
-    under two layers of generic advice."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    lines = _ANSI.sub("", str(exc)).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 class _Reader:
@@ -68,16 +56,21 @@ class OnnxFormat:
                 )
         except Exception as exc:
             raise BuildError(
-                f"torch.onnx.export failed: {_first_line(exc)} (rewrite that part of the model with "
+                f"torch.onnx.export failed: {root_cause(exc)} (rewrite that part of the model with "
                 "ops ONNX supports, or leave the format out with --formats)"
             ) from None
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
 
-    def quantize(self, fp32: Path, out: Path, target: TargetProfile, calibration) -> dict:
+    def layout(self, target: TargetProfile) -> str | None:
+        return None  # the export keeps PyTorch's layout
+
+    def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str, calibration) -> dict:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
+        if precision != "int8":
+            raise BuildError(f"ONNX has no {precision!r} precision here; use fp32 or int8")
         preset = target.onnx.int8
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -103,7 +96,7 @@ class OnnxFormat:
                 quantize_static(str(prepared), str(out), _Reader(calibration),
                                 use_external_data_format=False, **kwargs)
             except Exception as exc:
-                raise BuildError(f"onnxruntime quantization failed: {_first_line(exc)}") from None
+                raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from None
         return {
             "tool": "onnxruntime.quantization.quantize_static",
             **dataclasses.asdict(preset),

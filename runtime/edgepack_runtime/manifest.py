@@ -82,6 +82,7 @@ class Artifact:
     size_bytes: Optional[int] = None
     error: Optional[str] = None
     quantization: Optional[dict] = None
+    layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
     validation: Optional[Validation] = None
     accuracy: Optional[Accuracy] = None
 
@@ -98,6 +99,10 @@ class Golden:
     path: str
     sha256: str
     samples: int
+    # The first `real_samples` come from the calibration data; the rest are seeded random
+    # inputs. Integer artifacts are compared on the real ones only: random inputs push
+    # activations outside the calibrated ranges, where int8 clips by design.
+    real_samples: int = 0
 
 
 @dataclass(frozen=True)

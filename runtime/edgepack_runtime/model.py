@@ -74,9 +74,10 @@ class Model:
     def backend(self) -> str:
         return f"{self._session.backend} {self._session.backend_version}"
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def check_inputs(self, inputs: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         """Raise InputError naming the input unless names, dtypes and shapes match exactly."""
         expected = {spec.name: spec for spec in self.inputs}
+        native = self._session.native_dtypes() if raw else {}
         missing = sorted(set(expected) - set(inputs))
         unknown = sorted(set(inputs) - set(expected))
         if missing or unknown:
@@ -88,10 +89,12 @@ class Model:
             value = inputs[name]
             if not isinstance(value, np.ndarray):
                 raise InputError(f"input {name!r} must be a numpy array, got {type(value).__name__}")
-            if value.dtype != np.dtype(spec.dtype):
+            dtype = native.get(name, np.dtype(spec.dtype))
+            if value.dtype != dtype:
                 raise InputError(
-                    f"input {name!r} has dtype {value.dtype}, expected {spec.dtype}; "
-                    f"convert it with .astype(np.{spec.dtype})"
+                    f"input {name!r} has dtype {value.dtype}, expected {dtype}"
+                    + ("; raw=True takes the artifact's own integer tensors" if raw else
+                       f"; convert it with .astype(np.{dtype})")
                 )
             if tuple(value.shape) != tuple(spec.shape):
                 raise InputError(
@@ -101,9 +104,18 @@ class Model:
             checked[name] = value
         return checked
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run one inference. Inputs and outputs are keyed by the manifest's tensor names."""
-        return self._session.run(self.check_inputs(inputs))
+    def run(self, inputs: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
+        """Run one inference. Inputs and outputs are keyed by the manifest's tensor names.
+
+        Takes and returns float arrays also for integer-quantized artifacts (scale and
+        zero point applied here); `raw=True` passes the artifact's integer tensors through
+        (see `native_dtypes()`), shapes stay the manifest's.
+        """
+        return self._session.run(self.check_inputs(inputs, raw), raw=raw)
+
+    def native_dtypes(self) -> dict[str, np.dtype]:
+        """Input dtypes `run(raw=True)` expects where they differ from `inputs` (int8 TFLite)."""
+        return self._session.native_dtypes()
 
     def __repr__(self) -> str:
         return f"Model({self.bundle.manifest.name!r}, artifact={self.artifact.name!r}, threads={self.threads})"
@@ -120,5 +132,7 @@ def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int
     file = bundle.verify_artifact(chosen)
     if threads is not None and threads < 1:
         raise InputError(f"threads must be at least 1, got {threads}")
-    session = open_session(chosen.format, file, threads or default_threads(bundle))
+    manifest = bundle.manifest
+    session = open_session(chosen.format, file, threads or default_threads(bundle),
+                           [s.name for s in manifest.inputs], [s.name for s in manifest.outputs], chosen.layout)
     return Model(bundle, chosen, session)

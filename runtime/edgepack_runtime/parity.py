@@ -12,7 +12,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["SelfTest", "run_samples", "max_abs_diff", "top1_accuracy", "self_test"]
+__all__ = ["SelfTest", "run_samples", "max_abs_diff", "top1_accuracy", "self_test", "parity_samples",
+           "INTEGER_PRECISIONS"]
+
+# Precisions whose activations are quantized with ranges calibrated on real data.
+INTEGER_PRECISIONS = ("int8",)
 
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -41,6 +45,15 @@ def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted == labels) * 100.0)
 
 
+def parity_samples(precision: str, inputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
+                   real_samples: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The golden samples an artifact of `precision` is compared on (see manifest.Golden)."""
+    if precision in INTEGER_PRECISIONS and real_samples > 0:
+        return ({k: v[:real_samples] for k, v in inputs.items()},
+                {k: v[:real_samples] for k, v in reference.items()})
+    return dict(inputs), dict(reference)
+
+
 @dataclass(frozen=True)
 class SelfTest:
     artifact: str
@@ -53,7 +66,8 @@ class SelfTest:
 def self_test(model) -> SelfTest:
     """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
     using the tolerance recorded for this artifact at build time."""
-    inputs, reference = model.bundle.golden()
+    inputs, reference = parity_samples(model.artifact.precision, *model.bundle.golden(),
+                                       model.bundle.manifest.golden.real_samples)
     outputs = run_samples(model.run, inputs)
     diff = max_abs_diff(outputs, reference)
     validation = model.artifact.validation

@@ -31,15 +31,17 @@ def test_bundle_is_self_contained_and_hashed(digits_bundle):
     assert manifest["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32"}]
     assert {"torch", "onnx", "onnxruntime", "edgepack"} <= set(manifest["toolchain"])
     names = sorted(a["name"] for a in manifest["artifacts"])
-    assert names == ["onnx-fp32", "onnx-int8"]
+    assert names == ["onnx-fp32", "onnx-int8", "tflite-dynamic-int8", "tflite-fp32", "tflite-int8"]
+    assert all(a["status"] == "ok" for a in manifest["artifacts"])
     listed = {manifest["golden"]["path"], "manifest.json"} | {a["path"] for a in manifest["artifacts"]}
     assert {p.name for p in digits_bundle.iterdir()} == listed  # no stray .onnx.data
     for art in manifest["artifacts"]:
         file = digits_bundle / art["path"]
         assert sha256_file(file) == art["sha256"] and file.stat().st_size == art["size_bytes"]
-    int8 = next(a for a in manifest["artifacts"] if a["precision"] == "int8")
-    assert int8["quantization"]["calibration"] == "data"
-    assert int8["quantization"]["calibration_samples"] == 200
+    for int8 in (a for a in manifest["artifacts"] if a["precision"] == "int8"):
+        assert int8["quantization"]["calibration"] == "data"
+        assert int8["quantization"]["calibration_samples"] == 200
+    assert {"litert-torch", "ai-edge-quantizer", "ai-edge-litert"} <= set(manifest["toolchain"])
 
 
 def _trained_torch(digits_data):
@@ -54,14 +56,16 @@ def test_every_artifact_round_trips_against_torch(digits_bundle, digits_data):
         reference = _trained_torch(digits_data)(torch.from_numpy(images[:, 0])).numpy()
     torch_top1 = top1_accuracy(reference, labels)
     assert torch_top1 > 95.0  # a trained model, not random weights
-    for name in ("onnx-fp32", "onnx-int8"):
+    names = [a.name for a in edgepack_runtime.open_bundle(digits_bundle).manifest.artifacts]
+    assert {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "tflite-dynamic-int8"} <= set(names)
+    for name in names:
         model = edgepack_runtime.load(digits_bundle, artifact=name)
         logits = run_samples(model.run, {"image": images})["output"][:, 0]
-        if name == "onnx-fp32":
+        if model.artifact.precision == "fp32":
             np.testing.assert_allclose(logits, reference, atol=1e-4)
         else:
-            assert np.max(np.abs(logits - reference)) < 0.1 * np.max(np.abs(reference))
-        assert torch_top1 - top1_accuracy(logits, labels) <= MAX_INT8_DROP
+            assert np.max(np.abs(logits - reference)) < 0.1 * np.max(np.abs(reference)), name
+        assert torch_top1 - top1_accuracy(logits, labels) <= MAX_INT8_DROP, name
 
 
 @pytest.mark.slow
@@ -96,14 +100,16 @@ def test_arm_bundle_validated_on_x86_is_marked_indicative(build_digits):
 
 def test_without_calibration_int8_uses_random_data_and_says_so(tiny_model, tmp_path):
     warnings = []
-    result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "x86-64/avx512-vnni", warn=warnings.append)
+    result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "x86-64/avx512-vnni", formats=["onnx"],
+                            warn=warnings.append)
     assert any("RANDOM" in w for w in warnings)
     int8 = result.manifest.artifact("onnx-int8")
     assert int8.quantization["calibration"] == "random"
+    assert result.manifest.golden.real_samples == 0
 
 
 def test_python_api_returns_path_and_validation(tiny_model, tmp_path):
-    result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "arm64/generic",
+    result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "arm64/generic", formats=["onnx"],
                             calibration=tiny_model.parent / "calib.npz", precisions=["fp32"])
     assert result.path == (tmp_path / "b").absolute()
     (art,) = result.manifest.artifacts
@@ -127,7 +133,7 @@ def test_failed_export_keeps_the_existing_bundle(digits_bundle, tmp_path):
         "def example_inputs():\n    return {'x': torch.randn(1, 4, 4)}\n"
     )
     with pytest.raises(edgepack.BuildFailed) as info:
-        edgepack.build(f"{bad}:create", dest, "host", precisions=["fp32"])
+        edgepack.build(f"{bad}:create", dest, "host", formats=["onnx"], precisions=["fp32"])
     (art,) = info.value.result.manifest.artifacts
     assert art.status == "failed" and "linalg_eig" in art.error
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
@@ -139,14 +145,14 @@ def test_refuses_to_overwrite_something_that_is_not_a_bundle(tiny_model, tmp_pat
     dest.mkdir()
     (dest / "notes.txt").write_text("keep me")
     with pytest.raises(BuildError, match="not an edgepack bundle; refusing to overwrite"):
-        edgepack.build(f"{tiny_model}:create", dest, "host", precisions=["fp32"])
+        edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32"])
     assert (dest / "notes.txt").read_text() == "keep me"
 
 
 def test_rebuild_replaces_an_existing_bundle_whole(tiny_model, tmp_path):
     dest = tmp_path / "b"
-    first = edgepack.build(f"{tiny_model}:create", dest, "host", precisions=["fp32"])
-    second = edgepack.build(f"{tiny_model}:create", dest, "host", precisions=["fp32", "int8"],
+    first = edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32"])
+    second = edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32", "int8"],
                             calibration=tiny_model.parent / "calib.npz")
     assert first.path == second.path
     assert sorted(a.name for a in edgepack_runtime.open_bundle(dest).manifest.artifacts) == ["onnx-fp32", "onnx-int8"]

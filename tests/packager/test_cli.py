@@ -95,7 +95,8 @@ def test_full_pickle_needs_trust_checkpoint(tiny_model, tmp_path):
         torch.save(tiny.create(), tmp_path / "full.pt")
     finally:
         sys.path.pop(0)
-    args = ("build", f"{tiny_model}:create", "--weights", tmp_path / "full.pt", "--precisions", "fp32")
+    args = ("build", f"{tiny_model}:create", "--weights", tmp_path / "full.pt", "--formats", "onnx",
+            "--precisions", "fp32")
     one_line_error(run_cli(*args, "-o", tmp_path / "a"), "full pickle", "--trust-checkpoint")
     trusted = run_cli(*args, "--trust-checkpoint", "-o", tmp_path / "b")
     assert trusted.exit_code == 0, trusted.output
@@ -111,8 +112,8 @@ def test_state_dict_pt_loads_with_weights_only(tiny_model, tmp_path):
     with torch.no_grad():
         module.fc.weight.fill_(0.5)
     torch.save(module.state_dict(), tmp_path / "w.pt")
-    result = run_cli("build", f"{tiny_model}:create", "--weights", tmp_path / "w.pt", "--precisions", "fp32",
-                     "-o", tmp_path / "b")
+    result = run_cli("build", f"{tiny_model}:create", "--weights", tmp_path / "w.pt", "--formats", "onnx",
+                     "--precisions", "fp32", "-o", tmp_path / "b")
     assert result.exit_code == 0, result.output
 
 
@@ -127,10 +128,10 @@ def test_build_prints_the_artifact_table_through_the_real_console_script(digits_
     proc = subprocess.run(
         [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits",
          "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",
-         "--eval", digits_data / "eval.npz"],
+         "--eval", digits_data / "eval.npz", "--formats", "onnx,tflite"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    for fragment in ("onnx-fp32", "onnx-int8", "parity vs PyTorch", "top-1", "wrote"):
+    for fragment in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "parity vs PyTorch", "top-1", "wrote"):
         assert fragment in proc.stdout
     assert "Traceback" not in proc.stderr

@@ -18,9 +18,13 @@ def test_every_profile_loads_into_a_frozen_dataclass():
         assert profile.id == target_id
         assert profile.arch in ("x86_64", "aarch64")
         assert profile.threads >= 1 and profile.cores >= 1
-        assert set(profile.prefer) <= set(profile.precisions)
+        assert profile.formats == ("onnx", "tflite")
         assert profile.onnx.opset >= 17
-        assert profile.onnx.int8.relies_on, f"{target_id}: int8 preset must say which ISA it relies on"
+        for fmt in profile.formats:
+            settings = profile.settings(fmt)
+            assert settings.precisions[0] == "fp32"  # the base every other precision derives from
+            assert set(settings.precisions) <= set(profile.prefer)
+            assert settings.int8.relies_on, f"{target_id}: {fmt} int8 preset must say which ISA it relies on"
         with pytest.raises(AttributeError):
             profile.threads = 99
 
@@ -30,6 +34,7 @@ def test_profiles_encode_the_devices_they_name():
     assert (pi4.cpu, pi4.cores, pi5.cpu, pi5.cores) == ("Cortex-A72", 4, "Cortex-A76", 4)
     assert "asimddp" not in pi4.isa and "asimddp" in pi5.isa  # dot-product: Pi 5 only
     assert "fphp" in pi5.isa
+    assert "fp16" in pi5.tflite.precisions and "fp16" not in pi4.tflite.precisions
     # Non-VNNI x86 needs reduce_range to avoid VPMADDUBSW saturation; VNNI does not.
     assert load_target("x86-64/avx2").onnx.int8.reduce_range is True
     assert load_target("x86-64/avx512-vnni").onnx.int8.reduce_range is False
@@ -38,6 +43,8 @@ def test_profiles_encode_the_devices_they_name():
 def test_extends_overrides_only_what_it_names():
     base, pi5 = load_target("arm64/generic"), load_target("raspberry-pi/5")
     assert pi5.onnx.int8.relies_on == ("asimd", "asimddp")
+    assert pi5.tflite.int8.relies_on == ("asimd", "asimddp")
+    assert pi5.tflite.int8.recipe == base.tflite.int8.recipe
     assert base.onnx.int8.relies_on == ("asimd",)
     # everything pi5 does not override comes from arm64/generic
     assert pi5.onnx.opset == base.onnx.opset
@@ -80,8 +87,8 @@ def test_extends_cycle_is_reported(profile_dir):
 
 
 def test_unsupported_precision_is_rejected(profile_dir):
-    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\nprecisions = ["fp32", "int4"]\n')
-    with pytest.raises(TargetError, match="unknown precision .* 'int4'"):
+    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n[onnx]\nprecisions = ["fp32", "int4"]\n')
+    with pytest.raises(TargetError, match="unknown precision in target arm64/bad.onnx 'int4'"):
         load_target("arm64/bad")
 
 

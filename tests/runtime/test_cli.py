@@ -57,7 +57,7 @@ def test_run_with_wrong_dtype_and_shape(digits_bundle, tmp_path):
 def test_verify_passes_on_a_good_bundle(digits_bundle):
     proc = cli("verify", digits_bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("passed") == 2
+    assert proc.stdout.count("passed") == 5
 
 
 def test_verify_fails_on_a_tampered_bundle(bundle_copy):

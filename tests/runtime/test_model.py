@@ -97,8 +97,8 @@ def test_not_a_bundle(tmp_path):
 
 
 def test_unknown_artifact_lists_the_known_ones(digits_bundle):
-    with pytest.raises(BundleError, match="no artifact 'tflite-int8'; its artifacts are: onnx-fp32, onnx-int8"):
-        edgepack_runtime.load(digits_bundle, artifact="tflite-int8")
+    with pytest.raises(BundleError, match="no artifact 'tflite-int4'; its artifacts are: onnx-fp32, onnx-int8, tflite"):
+        edgepack_runtime.load(digits_bundle, artifact="tflite-int4")
 
 
 def test_choice_follows_target_preference_and_skips_failed_validation(bundle_copy):
@@ -108,13 +108,19 @@ def test_choice_follows_target_preference_and_skips_failed_validation(bundle_cop
     manifest["target"]["prefer"] = ["fp32", "int8"]
     manifest_path.write_text(json.dumps(manifest))
     assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-fp32"
-    fp32 = next(a for a in manifest["artifacts"] if a["name"] == "onnx-fp32")
-    fp32["validation"]["passed"] = False
+    manifest["target"]["formats"] = ["tflite", "onnx"]  # ties within a precision: the formats order
     manifest_path.write_text(json.dumps(manifest))
-    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-int8"
+    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "tflite-fp32"
+    artifacts = {a["name"]: a for a in manifest["artifacts"]}
+    artifacts["tflite-fp32"]["validation"]["passed"] = False
+    manifest_path.write_text(json.dumps(manifest))
+    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "onnx-fp32"
     # an artifact that lost too much accuracy on a matching host is not picked either
-    int8 = next(a for a in manifest["artifacts"] if a["name"] == "onnx-int8")
-    int8["accuracy"]["top1"] = int8["accuracy"]["reference_top1"] - 2 * manifest["accuracy_tolerance"]
+    artifacts["onnx-fp32"]["accuracy"]["top1"] = artifacts["onnx-fp32"]["accuracy"]["reference_top1"] - 2.0
+    manifest_path.write_text(json.dumps(manifest))
+    assert choose_artifact(edgepack_runtime.open_bundle(bundle_copy)).name == "tflite-int8"
+    for art in manifest["artifacts"]:
+        art["validation"]["passed"] = False
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="no artifact that passed validation"):
         choose_artifact(edgepack_runtime.open_bundle(bundle_copy))

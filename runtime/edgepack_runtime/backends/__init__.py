@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import importlib
-from typing import Mapping, Protocol
+from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
 from ..errors import BundleError
 
-__all__ = ["Session", "open_session", "backend_available", "FORMATS"]
+__all__ = ["Session", "open_session", "backend_available", "FORMATS", "NHWC"]
 
-# format name -> module in this package that implements `open_session`
-FORMATS = {"onnx": "onnx"}
+# format name -> module in this package that implements `open_session` and `available`
+FORMATS = {"onnx": "onnx", "tflite": "tflite"}
+NHWC = "nhwc"
 
 
 class Session(Protocol):
-    """A loaded artifact ready to run. Feeds and results are keyed by tensor name."""
+    """A loaded artifact ready to run. Feeds and results are keyed by the manifest's names."""
 
     backend: str  # e.g. "onnxruntime"
     backend_version: str
     threads: int
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def native_dtypes(self) -> dict[str, np.dtype]:
+        """Inputs whose dtype under raw=True differs from the manifest's (int8 TFLite)."""
+
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]: ...
 
 
 def _module(fmt: str):
@@ -34,9 +38,28 @@ def _module(fmt: str):
     return importlib.import_module(f"{__name__}.{FORMATS[fmt]}")
 
 
-def open_session(fmt: str, path, threads: int) -> Session:
+class _ChannelsLast:
+    """An artifact exported channels-last: callers keep feeding the manifest's NCHW
+    tensors; 4-D inputs are transposed to NHWC and 4-D outputs back to NCHW."""
+
+    def __init__(self, session: Session):
+        self._session = session
+        self.backend, self.backend_version, self.threads = session.backend, session.backend_version, session.threads
+
+    def native_dtypes(self):
+        return self._session.native_dtypes()
+
+    def run(self, feeds, raw: bool = False):
+        to_nhwc = {k: np.ascontiguousarray(v.transpose(0, 2, 3, 1)) if v.ndim == 4 else v for k, v in feeds.items()}
+        out = self._session.run(to_nhwc, raw=raw)
+        return {k: np.ascontiguousarray(v.transpose(0, 3, 1, 2)) if v.ndim == 4 else v for k, v in out.items()}
+
+
+def open_session(fmt: str, path, threads: int, input_names: Sequence[str], output_names: Sequence[str],
+                 layout: Optional[str] = None) -> Session:
     """Load the artifact at `path` with the backend for `fmt`, using exactly `threads` threads."""
-    return _module(fmt).open_session(path, threads)
+    session = _module(fmt).open_session(path, threads, input_names, output_names)
+    return _ChannelsLast(session) if layout == NHWC else session
 
 
 def backend_available(fmt: str) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -44,10 +44,15 @@ class OnnxSession:
         self.threads = threads
         self._output_names = [o.name for o in self._session.get_outputs()]
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def native_dtypes(self) -> dict[str, np.dtype]:
+        return {}  # the graph takes the manifest's dtypes, also when quantized (QDQ)
+
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
+        # ONNX graphs (incl. QDQ int8) take and return the manifest's dtypes: raw changes nothing.
         results = self._session.run(self._output_names, dict(feeds))
         return dict(zip(self._output_names, results))
 
 
-def open_session(path, threads: int) -> OnnxSession:
+def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> OnnxSession:
+    # Names were fixed at export time (input_names/output_names): nothing to map.
     return OnnxSession(path, threads)

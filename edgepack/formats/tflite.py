@@ -1,0 +1,159 @@
+"""TFLite: litert-torch export (no TensorFlow) and ai-edge-quantizer quantization."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgepack_runtime.manifest import TensorSpec
+
+from ..errors import BuildError
+from ..targets import TargetProfile
+from .errors import root_cause
+
+EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
+SIGNATURE = "serving_default"  # the one signature litert-torch writes
+# How calibration merges per-sample activation ranges (ai_edge_quantizer.utils.qsv_utils).
+RANGE_UPDATES = {"min_max": "min_max_update", "moving_average": "moving_average_update"}
+
+
+def _require(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as exc:
+        raise BuildError(f"TFLite needs the tflite extra, which is not installed ({exc}); {EXTRA_HINT}") from None
+
+
+class ChannelsLast(torch.nn.Module):
+    """Takes 4-D inputs as NHWC and returns 4-D outputs as NHWC, for apps feeding HWC frames."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args):
+        out = self.module(*(a.permute(0, 3, 1, 2) if a.dim() == 4 else a for a in args))
+        flip = lambda t: t.permute(0, 2, 3, 1) if t.dim() == 4 else t  # noqa: E731
+        return tuple(flip(t) for t in out) if isinstance(out, (tuple, list)) else flip(out)
+
+
+def _native(value: np.ndarray, layout: str) -> np.ndarray:
+    return np.ascontiguousarray(value.transpose(0, 2, 3, 1)) if layout == "nhwc" and value.ndim == 4 else value
+
+
+@contextlib.contextmanager
+def _quiet():
+    """litert-torch and ai-edge-quantizer print progress reports and bars; failures
+    still arrive as exceptions."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class TfliteFormat:
+    name = "tflite"
+    suffix = ".tflite"
+
+    def layout(self, target: TargetProfile) -> str | None:
+        return "nhwc" if target.tflite.layout == "nhwc" else None
+
+    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: TargetProfile, out: Path) -> None:
+        with _quiet():  # its import prints torchao's optional-kernel load failures
+            litert_torch = _require("litert_torch")
+        layout = target.tflite.layout
+        wrapped = ChannelsLast(module) if layout == "nhwc" else module
+        args = tuple(
+            torch.from_numpy(_native(np.zeros(s.shape, dtype=s.dtype), layout)) for s in inputs
+        )
+        try:
+            with _quiet():
+                converted = litert_torch.convert(wrapped.eval(), args)
+                converted.export(str(out))
+        except Exception as exc:
+            raise BuildError(
+                f"litert-torch could not convert the model: {root_cause(exc)} (replace that op or construct, "
+                "or leave tflite out with --formats onnx)"
+            ) from None
+
+    def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
+                 calibration: dict[str, np.ndarray]) -> dict:
+        _require("ai_edge_quantizer")
+        with _quiet():
+            from ai_edge_quantizer import algorithm_manager, calibrator, qtyping, quantizer, recipe, recipe_manager
+            from ai_edge_quantizer.utils import qsv_utils
+
+        try:
+            qt = quantizer.Quantizer(str(fp32))
+            settings: dict = {"tool": "ai_edge_quantizer", "precision": precision}
+            calibration_result = None
+            if precision == "int8":
+                name = target.tflite.int8.recipe
+                if not hasattr(recipe, name):
+                    raise BuildError(f"target {target.id}: ai-edge-quantizer has no recipe {name!r}; fix [tflite.int8]")
+                preset = target.tflite.int8
+                if preset.range_update not in RANGE_UPDATES:
+                    raise BuildError(f"target {target.id}: [tflite.int8] range_update must be one of "
+                                     f"{', '.join(RANGE_UPDATES)}, not {preset.range_update!r}")
+                chosen = getattr(recipe, name)()
+                qt.load_quantization_recipe(chosen)
+                settings.update(recipe=name, range_update=preset.range_update, relies_on=list(preset.relies_on))
+                # Quantizer.calibrate always uses the moving average; to choose the range
+                # update, drive the (public) Calibrator with the same recipe ourselves.
+                manager = recipe_manager.RecipeManager()
+                manager.load_quantization_recipe(chosen)
+                update = getattr(qsv_utils, RANGE_UPDATES[preset.range_update])
+                with _quiet():
+                    calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
+                    calib.calibrate({SIGNATURE: self._feeds(fp32, calibration, target)}, manager)
+                calibration_result = calib.get_model_qsvs()
+            elif precision == "dynamic-int8":
+                # int8 weights, activations quantized on the fly: no calibration needed.
+                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                settings.update(recipe="dynamic_wi8_afp32")
+            elif precision == "fp16":
+                # Weights stored as fp16 (half the size); compute stays float.
+                qt.add_weight_only_config(
+                    regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                    algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
+                )
+                settings.update(recipe="weight_only float16 (FLOAT_CASTING)")
+            else:
+                raise BuildError(f"TFLite has no {precision!r} precision; use fp32, fp16, int8 or dynamic-int8")
+            with _quiet():
+                result = qt.quantize(calibration_result, enable_progress_report=False)
+            result.export_model(str(out), overwrite=True)
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise BuildError(f"ai-edge-quantizer failed ({precision}): {root_cause(exc)}") from None
+        return settings
+
+    @staticmethod
+    def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: TargetProfile) -> list[dict]:
+        """Calibration samples keyed by the signature's positional input names, in the artifact's layout."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        signature = Interpreter(model_path=str(fp32)).get_signature_list()[SIGNATURE]["inputs"]
+        ordered = sorted(signature, key=lambda n: int(n.rpartition("_")[2]) if n.rpartition("_")[2].isdigit() else n)
+        arrays = list(calibration.values())
+        count = len(arrays[0])
+        return [
+            {sig: _native(array[i], target.tflite.layout) for sig, array in zip(ordered, arrays)}
+            for i in range(count)
+        ]
+
+    def toolchain(self) -> dict[str, str]:
+        versions = {}
+        for dist in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert"):
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                pass
+        return versions

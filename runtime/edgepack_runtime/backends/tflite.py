@@ -1,0 +1,116 @@
+"""TFLite artifacts on LiteRT (`ai-edge-litert`), or `tflite-runtime` on older Pi OS images.
+
+Threads are always set explicitly: LiteRT defaults to one thread, which made
+published Pi numbers twice too slow. Integer model inputs/outputs are transparent:
+`run` quantizes float inputs and dequantizes outputs with each tensor's scale and
+zero point; `run(..., raw=True)` passes the integer tensors through.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from importlib import metadata
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import BackendUnavailableError, BundleError
+
+# litert-torch names positional inputs args_0, args_1, … and outputs output_0, output_1, …
+_POSITION = re.compile(r"_(\d+)$")
+
+
+def available() -> bool:
+    return any(importlib.util.find_spec(m) is not None for m in ("ai_edge_litert", "tflite_runtime"))
+
+
+def _interpreter():
+    """(Interpreter class, backend name, version), preferring ai-edge-litert."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert", metadata.version("ai-edge-litert")
+    except ImportError:
+        pass
+    if importlib.util.find_spec("tflite_runtime") is None:
+        raise BackendUnavailableError(
+            "no TFLite interpreter is installed; TFLite artifacts need one: pip install 'edgepack-runtime[tflite]'"
+        )
+    version = metadata.version("tflite-runtime")
+    try:
+        from tflite_runtime.interpreter import Interpreter
+    except (ImportError, AttributeError) as exc:
+        if int(np.__version__.split(".")[0]) >= 2:
+            raise BackendUnavailableError(
+                f"tflite-runtime {version} was built for numpy 1.x and cannot import with numpy "
+                f"{np.__version__}; pip install 'numpy<2', or install ai-edge-litert instead "
+                "(pip install 'edgepack-runtime[tflite]')"
+            ) from None
+        raise BackendUnavailableError(f"tflite-runtime {version} cannot be imported ({exc}); reinstall it") from None
+    return Interpreter, "tflite-runtime", version
+
+
+def _by_position(names: Sequence[str], wanted: Sequence[str], what: str, path) -> dict[str, str]:
+    """Map the signature's tensor names to the manifest's names, in positional order."""
+    if set(names) == set(wanted):
+        return {n: n for n in names}
+    positions = [_POSITION.search(n) for n in names]
+    if len(names) != len(wanted) or not all(positions):
+        raise BundleError(
+            f"{path}: its {what} {sorted(names)} do not match the manifest's {list(wanted)}; rebuild the bundle"
+        )
+    ordered = [n for _, n in sorted(zip((int(p.group(1)) for p in positions), names))]
+    return dict(zip(ordered, wanted))
+
+
+def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind not in "iu" or scale == 0:
+        return value.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if value.dtype.kind not in "iu" or scale == 0:
+        return value
+    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+class LiteRTSession:
+    delegate = "xnnpack"  # LiteRT's default CPU delegate
+
+    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
+        interpreter_class, self.backend, self.backend_version = _interpreter()
+        try:
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            self._runner = self._interpreter.get_signature_runner()
+        except (ValueError, RuntimeError) as exc:
+            raise BundleError(f"LiteRT could not load {path} ({str(exc).splitlines()[0]}); the file may be damaged") from None
+        self.threads = threads
+        self._inputs = self._runner.get_input_details()
+        self._outputs = self._runner.get_output_details()
+        # manifest name -> signature name (inputs), signature name -> manifest name (outputs)
+        self._input_names = {v: k for k, v in _by_position(list(self._inputs), input_names, "inputs", path).items()}
+        self._output_names = _by_position(list(self._outputs), output_names, "outputs", path)
+
+    def native_dtypes(self) -> dict[str, np.dtype]:
+        return {name: np.dtype(self._inputs[sig]["dtype"]) for name, sig in self._input_names.items()}
+
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
+        converted = {
+            self._input_names[name]: value if raw else _quantize(value, self._inputs[self._input_names[name]])
+            for name, value in feeds.items()
+        }
+        results = self._runner(**converted)
+        return {
+            self._output_names[sig]: value if raw else _dequantize(value, self._outputs[sig])
+            for sig, value in results.items()
+        }
+
+
+def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> LiteRTSession:
+    return LiteRTSession(path, threads, input_names, output_names)
