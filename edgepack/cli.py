@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from edgepack_runtime.errors import EdgepackError
+from edgepack_runtime.cli import ErrorLineGroup
 from edgepack_runtime.report import artifacts_table, make_console
 
 from .pipeline import DEFAULT_MAX_ACCURACY_DROP, BuildFailed, build
@@ -21,23 +19,10 @@ console = make_console()
 err_console = make_console(stderr=True)
 
 
-def fail(message: str) -> NoReturn:
-    """Print one line on stderr and exit non-zero: the only way errors leave the CLI."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    sys.exit(1)
-
-
-class _Group(click.Group):
-    """Turn every EdgepackError into one line and exit code 1, never a traceback."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except BuildFailed as exc:
+class _Group(ErrorLineGroup):
+    def report(self, exc) -> None:
+        if isinstance(exc, BuildFailed):  # show what was built before saying why it failed
             console.print(artifacts_table(exc.result.manifest))
-            fail(str(exc))
-        except EdgepackError as exc:
-            fail(str(exc))
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -104,7 +89,7 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
               trust_checkpoint, allow_mismatch, allow_partial, max_accuracy_drop):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     def warn(message: str) -> None:
-        err_console.print(f"[bold yellow]WARNING:[/] {message}", highlight=False)
+        err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
 
     with console.status(f"building {model} for {target}…"):
         result = build(

@@ -212,13 +212,14 @@ def _build_format(fmt, precisions, loaded, output_specs, profile, host, out_dir:
 
 def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
     problems = []
+    failed = [a.name for a in manifest.artifacts if a.status != "ok"]
+    if failed and not allow_partial:
+        problems.append(f"{', '.join(failed)} failed to build (reasons in the table); "
+                        "pass --allow-partial to write the other artifacts")
+    if allow_mismatch:
+        return problems
     for art in manifest.artifacts:
         if art.status != "ok":
-            if not allow_partial:
-                problems.append(f"{art.name} failed to build (reason in the table); pass --allow-partial "
-                                "to write the other artifacts")
-            continue
-        if allow_mismatch:
             continue
         if art.precision in FLOAT_PRECISIONS and not art.validation.passed:
             problems.append(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -16,6 +17,9 @@ from edgepack_runtime.manifest import TensorSpec
 from ..errors import BuildError
 from ..targets import TargetProfile
 from .errors import root_cause
+
+# torchao (pulled in by litert-torch) logs warnings about optional GPU kernels at import.
+logging.getLogger("torchao").setLevel(logging.ERROR)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
 SIGNATURE = "serving_default"  # the one signature litert-torch writes

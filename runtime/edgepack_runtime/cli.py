@@ -8,11 +8,12 @@ from typing import NoReturn
 
 import click
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from .backends import backend_available
 from .bundle import open_bundle
-from .errors import EdgepackError, InputError
+from .errors import BackendUnavailableError, EdgepackError, InputError
 from .model import choose_artifact, load
 from .parity import self_test
 from .report import artifacts_table, make_console
@@ -22,21 +23,26 @@ console = make_console()
 
 def fail(message: str) -> NoReturn:
     """Print one line on stderr and exit non-zero: the only way errors leave the CLI."""
-    make_console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(1)
 
 
-class _Group(click.Group):
-    """Turn every EdgepackError into one line and exit code 1, never a traceback."""
+class ErrorLineGroup(click.Group):
+    """Turn every EdgepackError into one line and exit code 1, never a traceback.
+    The packager's CLI uses it too."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgepackError as exc:
+            self.report(exc)
             fail(str(exc))
 
+    def report(self, exc: EdgepackError) -> None:
+        """Print what belongs with the error line (subclasses: e.g. a build's table)."""
 
-@click.group(cls=_Group)
+
+@click.group(cls=ErrorLineGroup)
 @click.version_option(package_name="edgepack-runtime")
 def main():
     """Run edgepack bundles on this device."""
@@ -111,7 +117,12 @@ def verify(bundle: Path, artifact):
         if not backend_available(art.format):
             table.add_row(art.name, f"[yellow]skipped: no {art.format} backend installed[/]", "-", "-", "-")
             continue
-        result = self_test(load(b.root, artifact=art.name))
+        try:
+            model = load(b.root, artifact=art.name)
+        except BackendUnavailableError as exc:  # installed but unusable, e.g. tflite-runtime with numpy 2
+            table.add_row(art.name, f"[yellow]skipped: {escape(str(exc))}[/]", "-", "-", "-")
+            continue
+        result = self_test(model)
         tested += 1
         failed += not result.passed
         verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"

@@ -117,6 +117,10 @@ class Model:
         """Input dtypes `run(raw=True)` expects where they differ from `inputs` (int8 TFLite)."""
         return self._session.native_dtypes()
 
+    def quantization(self) -> dict[str, tuple[float, int]]:
+        """(scale, zero_point) of each integer input/output tensor: real = (q - zero_point) * scale."""
+        return self._session.quantization()
+
     def __repr__(self) -> str:
         return f"Model({self.bundle.manifest.name!r}, artifact={self.artifact.name!r}, threads={self.threads})"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .manifest import Artifact, Manifest
@@ -65,7 +66,7 @@ def artifacts_table(manifest: Manifest) -> Table:
     for art in manifest.artifacts:
         if art.status != "ok":
             table.add_row(art.name, art.format, art.precision, "-", "[red]build failed (below)[/]", "-", "-")
-            failures.append(f"[red]{art.name}[/]: {art.error}")
+            failures.append(f"[red]{art.name}[/]: {escape(art.error or '')}")
             continue
         host = art.validation.host if art.validation else {}
         where = host.get("arch", "-")

@@ -86,6 +86,11 @@ def test_int8_stays_within_one_point_where_the_host_matches(build_digits, target
 def test_arm_bundle_validated_on_x86_is_marked_indicative(build_digits):
     result = build_digits("raspberry-pi/5")
     assert host_info().arch == "x86_64"
+    # The Pi 5 profile adds fp16 TFLite weights (it has fp16 arithmetic); Pi 4 does not.
+    names = {a.name for a in result.manifest.artifacts}
+    assert names == {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "tflite-dynamic-int8", "tflite-fp16"}
+    fp16 = result.manifest.artifact("tflite-fp16")
+    assert fp16.validation.passed and fp16.size_bytes < 0.6 * result.manifest.artifact("tflite-fp32").size_bytes
     for art in result.manifest.artifacts:
         assert art.validation.host_matches_target is False
         assert art.validation.host["arch"] == "x86_64"
@@ -182,3 +187,26 @@ def test_killed_build_never_leaves_a_half_bundle(digits_bundle, digits_data, tmp
             edgepack_runtime.open_bundle(dest).verify_integrity()
             assert manifest["golden"]["sha256"] == sha256_file(dest / "golden.npz")
     assert os.listdir(dest)
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_builds_for_pi5_in_one_command(tmp_path):
+    """The MobileNetV2 example: ONNX and TFLite, fp32 and int8, one `edgepack build`."""
+    from ..conftest import ROOT
+
+    cli = Path(sys.executable).parent / "edgepack"
+    out = tmp_path / "mnv2"
+    proc = subprocess.run(
+        [cli, "build", f"{ROOT / 'examples' / 'mobilenet_v2' / 'model.py'}:create", "--target", "raspberry-pi/5",
+         "--formats", "onnx,tflite", "--precisions", "fp32,int8", "-o", out],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = edgepack_runtime.open_bundle(out).manifest
+    assert sorted(a.name for a in manifest.artifacts) == ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
+    assert all(a.status == "ok" and a.validation.passed for a in manifest.artifacts)
+    assert [s.describe() for s in manifest.inputs] == ["image:1x3x224x224:float32"]
+    seconds = manifest.build["seconds"]
+    for stage in ("onnx.export", "onnx.quantize", "onnx.validate", "tflite.export", "tflite.quantize",
+                  "tflite.validate", "total"):
+        assert seconds[stage] > 0

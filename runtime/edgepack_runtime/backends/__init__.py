@@ -26,6 +26,9 @@ class Session(Protocol):
     def native_dtypes(self) -> dict[str, np.dtype]:
         """Inputs whose dtype under raw=True differs from the manifest's (int8 TFLite)."""
 
+    def quantization(self) -> dict[str, tuple[float, int]]:
+        """(scale, zero_point) of every integer input and output tensor, by manifest name."""
+
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]: ...
 
 
@@ -48,6 +51,9 @@ class _ChannelsLast:
 
     def native_dtypes(self):
         return self._session.native_dtypes()
+
+    def quantization(self):
+        return self._session.quantization()
 
     def run(self, feeds, raw: bool = False):
         to_nhwc = {k: np.ascontiguousarray(v.transpose(0, 2, 3, 1)) if v.ndim == 4 else v for k, v in feeds.items()}

@@ -47,6 +47,9 @@ class OnnxSession:
     def native_dtypes(self) -> dict[str, np.dtype]:
         return {}  # the graph takes the manifest's dtypes, also when quantized (QDQ)
 
+    def quantization(self) -> dict[str, tuple[float, int]]:
+        return {}  # QDQ graphs quantize inside: inputs and outputs stay float
+
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         # ONNX graphs (incl. QDQ int8) take and return the manifest's dtypes: raw changes nothing.
         results = self._session.run(self._output_names, dict(feeds))

@@ -17,6 +17,8 @@ import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError
 
+# Every tflite-runtime release up to 2.14 (the last one) was built against numpy 1.x.
+TFLITE_RUNTIME_NUMPY2 = (2, 15)
 # litert-torch names positional inputs args_0, args_1, … and outputs output_0, output_1, …
 _POSITION = re.compile(r"_(\d+)$")
 
@@ -38,15 +40,17 @@ def _interpreter():
             "no TFLite interpreter is installed; TFLite artifacts need one: pip install 'edgepack-runtime[tflite]'"
         )
     version = metadata.version("tflite-runtime")
+    release = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+    if release < TFLITE_RUNTIME_NUMPY2 and int(np.__version__.split(".")[0]) >= 2:
+        # Its import "succeeds" with a banner, then the first model load dies inside the C++ wrapper.
+        raise BackendUnavailableError(
+            f"tflite-runtime {version} was built for numpy 1.x and cannot run with numpy "
+            f"{np.__version__}; pip install 'numpy<2', or install ai-edge-litert instead "
+            "(pip install 'edgepack-runtime[tflite]')"
+        )
     try:
         from tflite_runtime.interpreter import Interpreter
-    except (ImportError, AttributeError) as exc:
-        if int(np.__version__.split(".")[0]) >= 2:
-            raise BackendUnavailableError(
-                f"tflite-runtime {version} was built for numpy 1.x and cannot import with numpy "
-                f"{np.__version__}; pip install 'numpy<2', or install ai-edge-litert instead "
-                "(pip install 'edgepack-runtime[tflite]')"
-            ) from None
+    except ImportError as exc:
         raise BackendUnavailableError(f"tflite-runtime {version} cannot be imported ({exc}); reinstall it") from None
     return Interpreter, "tflite-runtime", version
 
@@ -99,6 +103,12 @@ class LiteRTSession:
 
     def native_dtypes(self) -> dict[str, np.dtype]:
         return {name: np.dtype(self._inputs[sig]["dtype"]) for name, sig in self._input_names.items()}
+
+    def quantization(self) -> dict[str, tuple[float, int]]:
+        details = {name: self._inputs[sig] for name, sig in self._input_names.items()}
+        details.update({name: self._outputs[sig] for sig, name in self._output_names.items()})
+        return {name: tuple(d["quantization"]) for name, d in details.items()
+                if np.dtype(d["dtype"]).kind in "iu" and d["quantization"][0] != 0}
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         converted = {
