@@ -9,7 +9,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -17,7 +17,6 @@ import edgepack_runtime
 from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import host_info
 from edgepack_runtime.manifest import SCHEMA_VERSION, Artifact, Golden, Manifest
-from edgepack_runtime.parity import top1_accuracy
 
 from . import __version__
 from .bundle_writer import BundleStaging
@@ -26,7 +25,7 @@ from .formats import get_format
 from .model_source import load_model
 from .samples import golden_inputs, load_samples, random_samples
 from .targets import load_target
-from .validate import torch_outputs, validate_artifact
+from .validate import References, torch_references, validate_artifact
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
 
@@ -123,27 +122,26 @@ def build(
         warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
              "is meaningless; pass --calibration calib.npz with real samples")
     with _timed(seconds, "reference"):
-        golden_in, real_samples = golden_inputs(loaded.inputs, calib)
-        output_specs, golden_out = torch_outputs(loaded.module, loaded.inputs, golden_in)
-        reference_top1 = None
-        if evaluation is not None:
-            _, eval_out = torch_outputs(loaded.module, loaded.inputs, evaluation[0])
-            reference_top1 = top1_accuracy(next(iter(eval_out.values())), evaluation[1])
-    calib_samples = calib or random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED)
+        refs = torch_references(loaded.module, loaded.inputs, *golden_inputs(loaded.inputs, calib), evaluation)
+    calibration_used = _Calibration(
+        samples=calib or random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED),
+        source="data" if calib is not None else "random",
+    )
 
     artifacts: list[Artifact] = []
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
                  "python": platform.python_version()}
     with staging:
         for fmt_name, fmt_precisions in plan.items():
-            artifacts += _build_format(get_format(fmt_name), fmt_precisions, loaded, output_specs, profile, host,
-                                       staging.dir, (golden_in, golden_out, real_samples), evaluation, reference_top1,
-                                       calib_samples, calib is not None, seconds, toolchain)
+            fmt = get_format(fmt_name)
+            toolchain.update(fmt.toolchain())
+            artifacts += _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
+                                       calibration_used, seconds)
 
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
-                 **{GOLDEN_INPUT_PREFIX + k: v for k, v in golden_in.items()},
-                 **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in golden_out.items()})
+                 **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
+                 **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()})
         seconds["total"] = round(time.perf_counter() - start, 3)
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
@@ -151,10 +149,10 @@ def build(
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             target=profile.to_dict(),
             inputs=loaded.inputs,
-            outputs=output_specs,
+            outputs=refs.outputs,
             artifacts=tuple(artifacts),
             golden=Golden(path=GOLDEN_FILE, sha256=sha256_file(golden_path),
-                          samples=len(next(iter(golden_in.values()))), real_samples=real_samples),
+                          samples=len(next(iter(refs.golden_inputs.values()))), real_samples=refs.real_samples),
             toolchain=toolchain,
             accuracy_tolerance=max_accuracy_drop,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
@@ -167,16 +165,20 @@ def build(
     return result
 
 
-def _build_format(fmt, precisions, loaded, output_specs, profile, host, out_dir: Path, golden, evaluation,
-                  reference_top1, calib_samples, real_calibration: bool, seconds: dict, toolchain: dict) -> list[Artifact]:
+class _Calibration(NamedTuple):
+    samples: dict[str, np.ndarray]  # [N, *shape] per input
+    source: str  # "data" (--calibration) or "random"
+
+
+def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,
+                  calibration: _Calibration, seconds: dict) -> list[Artifact]:
     """Export one format to fp32, derive its other precisions from that file, validate each."""
-    toolchain.update(fmt.toolchain())
     fp32_file = out_dir / f"model.fp32{fmt.suffix}"
     layout = fmt.layout(profile)
     export_error = None
     try:
         with _timed(seconds, f"{fmt.name}.export"):
-            fmt.export(loaded.module, loaded.inputs, [s.name for s in output_specs], profile, fp32_file)
+            fmt.export(module, refs.inputs, [s.name for s in refs.outputs], profile, fp32_file)
     except BuildError as exc:
         export_error = str(exc)
     artifacts = []
@@ -189,17 +191,15 @@ def _build_format(fmt, precisions, loaded, output_specs, profile, host, out_dir:
                 raise BuildError(export_error)
             if precision != "fp32":
                 with _timed(seconds, f"{fmt.name}.quantize"):
-                    quantization = fmt.quantize(fp32_file, file, profile, precision, calib_samples)
+                    quantization = fmt.quantize(fp32_file, file, profile, precision, calibration.samples)
                 if precision == "int8":
-                    quantization["calibration"] = "data" if real_calibration else "random"
-                    quantization["calibration_samples"] = len(next(iter(calib_samples.values())))
+                    quantization["calibration"] = calibration.source
+                    quantization["calibration_samples"] = len(next(iter(calibration.samples.values())))
         except BuildError as exc:
             artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
             continue
         with _timed(seconds, f"{fmt.name}.validate"):
-            ev = (evaluation[0], evaluation[1], reference_top1) if evaluation else None
-            validation, accuracy = validate_artifact(fmt.name, precision, file, profile, host, golden, ev,
-                                                     loaded.inputs, output_specs, layout)
+            validation, accuracy = validate_artifact(fmt.name, precision, file, layout, profile, host, refs)
         artifacts.append(Artifact(
             name=name, format=fmt.name, precision=precision, status="ok",
             path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,

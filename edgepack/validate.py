@@ -8,6 +8,7 @@ labelled eval data for PyTorch and each artifact.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
@@ -21,7 +22,7 @@ from edgepack_runtime.parity import max_abs_diff, parity_samples, run_samples, t
 from .errors import ModelSourceError
 from .targets import TargetProfile
 
-__all__ = ["TOLERANCES", "torch_outputs", "tolerance_for", "validate_artifact"]
+__all__ = ["TOLERANCES", "References", "torch_references", "tolerance_for", "validate_artifact"]
 
 # (atol, rtol) per precision. fp32 differs from PyTorch only by kernel summation
 # order. int8 keeps ~256 levels per tensor: an error of a few percent of the output
@@ -53,32 +54,42 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
     return specs_out, outputs
 
 
+@dataclass(frozen=True)
+class References:
+    """What every artifact is checked against: PyTorch's outputs on the golden inputs
+    (the first `real_samples` from calibration data) and, with eval data, its top-1."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    golden_inputs: dict[str, np.ndarray]
+    golden_outputs: dict[str, np.ndarray]
+    real_samples: int
+    evaluation: Optional[tuple[dict[str, np.ndarray], np.ndarray]] = None  # (inputs, labels)
+    top1: Optional[float] = None
+
+
+def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], golden: dict[str, np.ndarray],
+                     real_samples: int, evaluation=None) -> References:
+    output_specs, golden_outputs = torch_outputs(module, specs, golden)
+    top1 = None
+    if evaluation is not None:
+        _, eval_outputs = torch_outputs(module, specs, evaluation[0])
+        top1 = top1_accuracy(next(iter(eval_outputs.values())), evaluation[1])
+    return References(specs, output_specs, golden, golden_outputs, real_samples, evaluation, top1)
+
+
 def tolerance_for(precision: str, reference: dict[str, np.ndarray]) -> float:
     atol, rtol = TOLERANCES[precision]
     scale = max(float(np.max(np.abs(v))) for v in reference.values())
     return atol + rtol * scale
 
 
-def validate_artifact(
-    fmt: str,
-    precision: str,
-    path,
-    target: TargetProfile,
-    host: HostInfo,
-    golden: tuple[dict[str, np.ndarray], dict[str, np.ndarray], int],
-    evaluation: Optional[tuple[dict[str, np.ndarray], np.ndarray, float]],
-    inputs: Sequence[TensorSpec],
-    outputs: Sequence[TensorSpec],
-    layout: Optional[str],
-) -> tuple[Validation, Optional[Accuracy]]:
-    """Run one artifact on the golden inputs (and eval data) with the runtime backend.
-
-    `golden` is (inputs, PyTorch outputs, number of leading real samples);
-    `evaluation` is (inputs, labels, PyTorch top-1 %).
-    """
+def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile,
+                      host: HostInfo, refs: References) -> tuple[Validation, Optional[Accuracy]]:
+    """Run one artifact on the golden inputs (and eval data) with the runtime backend."""
     threads = max(1, min(target.threads, os.cpu_count() or 1))
-    session = open_session(fmt, path, threads, [s.name for s in inputs], [s.name for s in outputs], layout)
-    golden_inputs, reference = parity_samples(precision, *golden)
+    session = open_session(fmt, path, threads, [s.name for s in refs.inputs], [s.name for s in refs.outputs], layout)
+    golden_inputs, reference = parity_samples(precision, refs.golden_inputs, refs.golden_outputs, refs.real_samples)
     diff = max_abs_diff(run_samples(session.run, golden_inputs), reference)
     tolerance = tolerance_for(precision, reference)
     matches = target.matches_host(host, fmt, precision)
@@ -92,12 +103,12 @@ def validate_artifact(
         host_matches_target=matches,
     )
     accuracy = None
-    if evaluation is not None:
-        inputs, labels, reference_top1 = evaluation
+    if refs.evaluation is not None:
+        inputs, labels = refs.evaluation
         logits = next(iter(run_samples(session.run, inputs).values()))
         accuracy = Accuracy(
             top1=top1_accuracy(logits, labels),
-            reference_top1=reference_top1,
+            reference_top1=refs.top1,
             samples=len(labels),
             indicative=not matches,
         )

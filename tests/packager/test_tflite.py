@@ -1,6 +1,5 @@
 """TFLite through the packager: conversion failures, NHWC layout, the optional extra."""
 
-import json
 import shutil
 import sys
 from pathlib import Path

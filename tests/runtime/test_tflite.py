@@ -1,7 +1,6 @@
 """The LiteRT backend: int8 I/O, raw tensors, threads, and the tflite-runtime fallback."""
 
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
