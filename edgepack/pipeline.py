@@ -129,14 +129,17 @@ def build(
     )
 
     artifacts: list[Artifact] = []
+    macs = None
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
                  "python": platform.python_version()}
     with staging:
         for fmt_name, fmt_precisions in plan.items():
             fmt = get_format(fmt_name)
             toolchain.update(fmt.toolchain())
-            artifacts += _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
-                                       calibration_used, seconds)
+            built, counted = _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
+                                           calibration_used, seconds)
+            artifacts += built
+            macs = macs or counted
 
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
@@ -156,6 +159,7 @@ def build(
             toolchain=toolchain,
             accuracy_tolerance=max_accuracy_drop,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
+            macs=macs,
         )
         result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
         if result.problems:
@@ -171,8 +175,9 @@ class _Calibration(NamedTuple):
 
 
 def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,
-                  calibration: _Calibration, seconds: dict) -> list[Artifact]:
-    """Export one format to fp32, derive its other precisions from that file, validate each."""
+                  calibration: _Calibration, seconds: dict) -> tuple[list[Artifact], Optional[int]]:
+    """Export one format to fp32, derive its other precisions from that file, validate each.
+    Returns the artifacts and the MACs per inference if this format counts them."""
     fp32_file = out_dir / f"model.fp32{fmt.suffix}"
     layout = fmt.layout(profile)
     export_error = None
@@ -181,6 +186,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
             fmt.export(module, refs.inputs, [s.name for s in refs.outputs], profile, fp32_file)
     except BuildError as exc:
         export_error = str(exc)
+    macs = None if export_error else fmt.count_macs(fp32_file)
     artifacts = []
     for precision in precisions:
         name = f"{fmt.name}-{precision}"
@@ -207,7 +213,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
         ))
     if "fp32" not in precisions and fp32_file.exists():
         fp32_file.unlink()  # only the base for the other precisions: not part of the bundle
-    return artifacts
+    return artifacts, macs
 
 
 def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:

@@ -32,6 +32,9 @@ class ExportFormat(Protocol):
         preset; static int8 is calibrated on `calibration` ([N, *shape] per input, fed one
         sample at a time). Returns the settings used, for the manifest."""
 
+    def count_macs(self, fp32: Path) -> int | None:
+        """Multiply-accumulates per inference of the fp32 artifact, if this format can count them."""
+
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries this format's export and quantization used."""
 

@@ -102,6 +102,11 @@ class OnnxFormat:
             **dataclasses.asdict(preset),
         }
 
+    def count_macs(self, fp32: Path) -> int | None:
+        from ..macs import count_macs
+
+        return count_macs(fp32)
+
     def toolchain(self) -> dict[str, str]:
         import onnxruntime
         import onnxscript

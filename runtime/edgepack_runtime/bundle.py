@@ -30,6 +30,7 @@ def sha256_file(path: Path) -> str:
 class Bundle:
     root: Path
     manifest: Manifest
+    sha256: str  # of manifest.json, which holds every file's hash: identifies the bundle
 
     def resolve(self, relative: str) -> Path:
         """The absolute path of a bundle file; refuses paths that leave the bundle."""
@@ -93,5 +94,6 @@ def open_bundle(path: str | Path) -> Bundle:
         raise BundleError(
             f"{root} has no {MANIFEST_NAME}, so it is not an edgepack bundle; pass the directory `edgepack build -o` wrote"
         )
-    manifest = Manifest.from_json(manifest_path.read_text(encoding="utf-8"))
-    return Bundle(root=root.resolve(), manifest=manifest)
+    raw = manifest_path.read_bytes()
+    manifest = Manifest.from_json(raw.decode("utf-8", errors="replace"))
+    return Bundle(root=root.resolve(), manifest=manifest, sha256=hashlib.sha256(raw).hexdigest())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -14,6 +15,8 @@ from rich.table import Table
 from .backends import backend_available
 from .bundle import open_bundle
 from .errors import BackendUnavailableError, EdgepackError, InputError
+from .autoselect import cached_choice
+from .bench import BenchSettings, run_bench
 from .model import choose_artifact, load
 from .parity import self_test
 from .report import artifacts_table, make_console
@@ -61,7 +64,16 @@ def info(bundle: Path):
     try:
         console.print(f"default artifact here: [bold]{choose_artifact(b).name}[/]")
     except EdgepackError as exc:
-        console.print(f"default artifact here: none ({exc})")
+        console.print(f"default artifact here: none ({escape(str(exc))})")
+    auto = cached_choice(b)
+    if auto is None:
+        console.print("auto choice on this device: not measured yet (load with artifact='auto' or "
+                      "`edgepack-runtime bench --artifact auto`)")
+    else:
+        console.print(f"auto choice on this device: [bold]{auto['artifact']}[/] × {auto['threads']} thread(s), "
+                      f"p50 {auto['p50_ms']:.3f} ms, measured {auto['created']}")
+        evidence = ", ".join(f"{e['artifact']}×{e['threads']} {e['p50_ms']:.3f}" for e in auto["evidence"])
+        console.print(f"  trial p50 (ms): {evidence}", highlight=False)
     console.print("toolchain: " + ", ".join(f"{k} {v}" for k, v in m.toolchain.items()))
 
 
@@ -133,3 +145,55 @@ def verify(bundle: Path, artifact):
              "do not deploy them, rebuild or report the difference")
     if not tested:
         fail("no artifact could be tested here; install a backend, e.g. pip install 'edgepack-runtime[onnx]'")
+
+
+def _threads_list(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        threads = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma list of thread counts, e.g. 1,2,4") from None
+    if not threads or min(threads) < 1:
+        raise click.BadParameter("thread counts must be at least 1, e.g. 1,2,4")
+    return threads
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--artifact", default="all", show_default=True, help="An artifact name, all, or auto.")
+@click.option("--threads", "threads_text", metavar="1,2,4", help="Thread counts (default: the target's).")
+@click.option("--warmup", type=click.IntRange(min=0), default=BenchSettings.warmup, show_default=True)
+@click.option("--warmup-seconds", type=click.FloatRange(min=0), default=BenchSettings.warmup_seconds, show_default=True)
+@click.option("--runs", type=click.IntRange(min=2), default=BenchSettings.runs, show_default=True)
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=BenchSettings.min_seconds, show_default=True)
+@click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
+def bench(bundle, artifact, threads_text, warmup, warmup_seconds, runs, min_seconds, inputs, output):
+    """Measure latency per artifact x threads, each in a fresh process (docs/bench-format.md)."""
+    from rich.progress import Progress
+
+    settings = BenchSettings(warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
+                             min_seconds=min_seconds, inputs=inputs)
+    threads = _threads_list(threads_text)
+    if console.is_terminal:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("benchmarking", total=None)
+            result = run_bench(bundle, artifact, threads, settings,
+                               lambda label, done, total: bar.update(task, description=label, completed=done, total=total))
+    else:
+        result = run_bench(bundle, artifact, threads, settings)
+    table = Table(title=f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})")
+    for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB"):
+        table.add_column(column, no_wrap=True)
+    for r in result["results"]:
+        lat = r["latency_ms"]
+        table.add_row(r["artifact"], str(r["threads"]), f"{r['backend']} {r['backend_version']}",
+                      f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
+                      f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
+    console.print(table)
+    if output:
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(output)  # a half-written result file never replaces a good one
+        console.print(f"wrote {output}")

@@ -118,6 +118,7 @@ class Manifest:
     toolchain: dict
     accuracy_tolerance: float  # largest allowed top-1 drop vs PyTorch, in points
     build: dict = field(default_factory=dict)  # how the bundle was made: host, stage timings
+    macs: Optional[int] = None  # multiply-accumulates per inference, counted on the ONNX graph
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:

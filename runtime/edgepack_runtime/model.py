@@ -13,19 +13,38 @@ from .bundle import Bundle, open_bundle
 from .errors import BundleError, InputError
 from .manifest import Artifact, TensorSpec
 
-__all__ = ["Model", "load", "choose_artifact"]
+__all__ = ["Model", "load", "choose_artifact", "candidates", "default_threads", "AUTO"]
+
+AUTO = "auto"  # artifact="auto": the fastest candidate, measured once per device (autoselect.py)
+
+
+def candidates(bundle: Bundle) -> list[Artifact]:
+    """Artifacts fit to run without the user naming one: built, passed validation,
+    accuracy (where measured on a host matching the target) within the bundle's
+    tolerance, and a backend for them installed here."""
+    manifest = bundle.manifest
+
+    def accurate(art: Artifact) -> bool:
+        acc = art.accuracy
+        return acc is None or acc.indicative or acc.drop <= manifest.accuracy_tolerance
+
+    usable = [a for a in manifest.artifacts if a.usable and accurate(a)]
+    found = [a for a in usable if backend_available(a.format)]
+    if not found:
+        if usable:
+            raise BundleError(
+                f"no backend installed for the validated artifacts ({', '.join(a.name for a in usable)}); "
+                "install one, e.g. pip install 'edgepack-runtime[onnx,tflite]'"
+            )
+        raise BundleError(f"bundle {manifest.name!r} has no artifact that passed validation; rebuild it")
+    return found
 
 
 def choose_artifact(bundle: Bundle) -> Artifact:
-    """The artifact used when none is named (documented in docs/bundle-format.md).
-
-    Among artifacts that were built and passed validation, whose accuracy (where
-    measured on a host matching the target) is within the bundle's tolerance, and
-    whose backend is installed here: the first by the target's `prefer` precision
-    order, ties broken by the target's `formats` order, then by manifest order.
-    """
-    manifest = bundle.manifest
-    target = manifest.target
+    """The artifact used when none is named (documented in docs/bundle-format.md):
+    among `candidates`, the first by the target's `prefer` precision order, ties broken
+    by the target's `formats` order, then by manifest order."""
+    target = bundle.manifest.target
     prefer = list(target.get("prefer", []))
     formats = list(target.get("formats", []))
 
@@ -34,20 +53,7 @@ def choose_artifact(bundle: Bundle) -> Artifact:
         f = formats.index(art.format) if art.format in formats else len(formats)
         return p, f
 
-    def accurate(art: Artifact) -> bool:
-        acc = art.accuracy
-        return acc is None or acc.indicative or acc.drop <= manifest.accuracy_tolerance
-
-    usable = [a for a in manifest.artifacts if a.usable and accurate(a)]
-    candidates = [a for a in usable if backend_available(a.format)]
-    if not candidates:
-        if usable:
-            raise BundleError(
-                f"no backend installed for the validated artifacts ({', '.join(a.name for a in usable)}); "
-                "install one, e.g. pip install 'edgepack-runtime[onnx]'"
-            )
-        raise BundleError(f"bundle {manifest.name!r} has no artifact that passed validation; rebuild it")
-    return min(candidates, key=rank)
+    return min(candidates(bundle), key=rank)
 
 
 def default_threads(bundle: Bundle) -> int:
@@ -73,6 +79,12 @@ class Model:
     @property
     def backend(self) -> str:
         return f"{self._session.backend} {self._session.backend_version}"
+
+    def provenance(self) -> dict:
+        """What actually runs: backend, its version, delegate/provider and threads."""
+        s = self._session
+        return {"backend": s.backend, "backend_version": s.backend_version,
+                "delegate": getattr(s, "delegate", None), "threads": s.threads}
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         """Raise InputError naming the input unless names, dtypes and shapes match exactly."""
@@ -128,10 +140,17 @@ class Model:
 def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int] = None) -> Model:
     """Open the bundle at `path`, check the chosen artifact's integrity and load it.
 
-    `artifact` names one from the manifest; by default `choose_artifact` picks it.
-    `threads` defaults to the target profile's thread count (capped at this machine's cores).
+    `artifact` names one from the manifest; by default `choose_artifact` picks it;
+    "auto" picks the fastest on this device (measured once, then cached, see autoselect).
+    `threads` defaults to the target profile's thread count (capped at this machine's
+    cores), or for "auto" to the thread count that won the trial.
     """
     bundle = open_bundle(path)
+    if artifact == AUTO:
+        from .autoselect import auto_choice
+
+        choice = auto_choice(bundle)
+        artifact, threads = choice["artifact"], threads or choice["threads"]
     chosen = bundle.manifest.artifact(artifact) if artifact else choose_artifact(bundle)
     file = bundle.verify_artifact(chosen)
     if threads is not None and threads < 1:

@@ -19,6 +19,7 @@ def available() -> bool:
 
 class OnnxSession:
     backend = "onnxruntime"
+    delegate = PROVIDERS[0]
 
     def __init__(self, path, threads: int):
         try:

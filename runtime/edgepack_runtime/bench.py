@@ -1,0 +1,159 @@
+"""Honest latency benchmarks: warm-up, explicit threads, percentiles, provenance.
+
+Each artifact × thread count is measured in its own fresh Python process, so cold
+start (import + load) is real and peak RSS belongs to that artifact alone. The
+result format is documented in docs/bench-format.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .bundle import Bundle, open_bundle
+from .device import device_info, temperatures_c
+from .errors import EdgepackError, InputError
+from .model import AUTO, default_threads
+from .stats import PERCENTILE_METHOD, latency_summary
+
+__all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
+
+BENCH_SCHEMA_VERSION = 1
+RANDOM_INPUT_SEED = 0
+WORKER_TIMEOUT_S = 3600
+# Runs in the fresh process: the clock starts before edgepack_runtime is imported.
+_WORKER = (
+    "import time; t0 = time.perf_counter(); import sys, json; "
+    "from edgepack_runtime.bench import _worker; print(json.dumps(_worker(t0, json.loads(sys.argv[1]))))"
+)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    warmup: int = 10  # at least this many warm-up runs …
+    warmup_seconds: float = 1.0  # … and at least this long
+    runs: int = 100  # at least this many timed runs …
+    min_seconds: float = 3.0  # … and at least this long
+    inputs: str = "real"  # "real": the bundle's golden inputs; "random": seeded random
+
+
+class BenchError(EdgepackError):
+    """A benchmark could not be run."""
+
+
+def _feeds(bundle: Bundle, how: str) -> list[dict[str, np.ndarray]]:
+    inputs, _ = bundle.golden()
+    if how == "random":
+        rng = np.random.default_rng(RANDOM_INPUT_SEED)
+        inputs = {k: rng.standard_normal(v.shape).astype(v.dtype) if v.dtype.kind == "f" else v
+                  for k, v in inputs.items()}
+    elif how != "real":
+        raise InputError(f"--inputs must be real or random, not {how!r}")
+    return [{k: v[i] for k, v in inputs.items()} for i in range(len(next(iter(inputs.values()))))]
+
+
+def _worker(t0: float, spec: dict) -> dict:
+    """Measure one artifact × thread count; runs in a fresh process (see _WORKER)."""
+    from edgepack_runtime import load  # noqa: F401  (import time is part of cold start)
+
+    model = load(spec["bundle"], artifact=spec["artifact"], threads=spec["threads"])
+    cold_start = time.perf_counter() - t0
+    feeds = _feeds(model.bundle, spec["inputs"])
+    t = time.perf_counter()
+    model.run(feeds[0])
+    first = time.perf_counter() - t
+
+    def loop(min_runs: int, min_seconds: float) -> list[float]:
+        timings, start = [], time.perf_counter()
+        while len(timings) < min_runs or time.perf_counter() - start < min_seconds:
+            feed = feeds[len(timings) % len(feeds)]
+            t = time.perf_counter()
+            model.run(feed)
+            timings.append(time.perf_counter() - t)
+        return timings
+
+    loop(spec["warmup"], spec["warmup_seconds"])
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    timings = loop(spec["runs"], spec["min_seconds"])
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        **model.provenance(),
+        "cold_start_ms": cold_start * 1e3,
+        "first_inference_ms": first * 1e3,
+        "latency_ms": latency_summary(timings),
+        "throughput_per_s": len(timings) / wall,
+        "cpu_ms_per_inference": cpu / len(timings) * 1e3,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "runs": len(timings),
+        "timed_seconds": wall,
+    }
+
+
+def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSettings) -> dict:
+    spec = {"bundle": str(bundle.root), "artifact": artifact, "threads": threads, **asdict(settings)}
+    proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True, text=True,
+                          timeout=WORKER_TIMEOUT_S)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        raise BenchError(f"benchmarking {artifact} with {threads} thread(s) failed: {lines[-1] if lines else 'no output'}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> list[tuple[str, int]]:
+    """(artifact, threads) pairs to measure. `artifact`: a name, "all" or "auto"."""
+    from .model import candidates
+
+    if artifact == AUTO:
+        from .autoselect import auto_choice
+
+        choice = auto_choice(bundle)
+        return [(choice["artifact"], t) for t in (threads or [choice["threads"]])]
+    names = [a.name for a in candidates(bundle)] if artifact == "all" else [bundle.manifest.artifact(artifact).name]
+    return [(name, t) for name in names for t in (threads or [default_threads(bundle)])]
+
+
+def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = None,
+              settings: BenchSettings = BenchSettings(),
+              progress: Callable[[str, int, int], None] = lambda label, done, total: None) -> dict:
+    """Benchmark a bundle on this device; returns the result document (docs/bench-format.md)."""
+    bundle = open_bundle(path)
+    bundle.verify_integrity()
+    pairs = plan(bundle, artifact, threads)
+    device = device_info()
+    temperature_before = device.pop("temperature_c")
+    by_name = {a.name: a for a in bundle.manifest.artifacts}
+    macs = bundle.manifest.macs
+    results = []
+    for i, (name, n_threads) in enumerate(pairs):
+        progress(f"{name} × {n_threads} thread(s)", i, len(pairs))
+        art = by_name[name]
+        measured = _measure(bundle, name, n_threads, settings)
+        p50_s = measured["latency_ms"]["p50"] / 1e3
+        results.append({
+            "artifact": name,
+            "format": art.format,
+            "precision": art.precision,
+            **measured,
+            "gmacs_per_s": macs / p50_s / 1e9 if macs else None,
+            "accuracy": ({"top1": art.accuracy.top1, "reference_top1": art.accuracy.reference_top1,
+                          "indicative": art.accuracy.indicative} if art.accuracy else None),
+        })
+    progress("done", len(pairs), len(pairs))
+    return {
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": {**device, "temperature_c": {"before": temperature_before, "after": temperatures_c()}},
+        "bundle": {"name": bundle.manifest.name, "target": bundle.manifest.target.get("id"),
+                   "sha256": bundle.sha256, "macs": macs},
+        "settings": {**asdict(settings), "artifact": artifact, "percentile_method": PERCENTILE_METHOD,
+                     "isolation": "one fresh process per artifact x threads"},
+        "results": results,
+    }
