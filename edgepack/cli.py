@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edgepack_runtime.cli import ErrorLineGroup
+from edgepack_runtime.cli import ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
 from .pipeline import DEFAULT_MAX_ACCURACY_DROP, BuildFailed, build
@@ -102,3 +102,38 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
     seconds = result.manifest.build["seconds"]
     console.print(f"wrote {result.path} in {seconds['total']:.1f} s "
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
+
+
+@main.command("compare")
+@click.argument("results", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--baseline", type=click.Path(path_type=Path), help="Result JSON to compute speed-ups against.")
+@click.option("--fail-if-slower", type=click.FloatRange(min=0), metavar="PCT",
+              help="Exit 1 if any p50 is more than PCT % slower than --baseline.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Write a PNG bar chart (p50, p90 whiskers).")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write a self-contained HTML report.")
+@click.option("--csv", "csv_out", type=click.Path(path_type=Path), help="Write the rows as CSV.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the rows as JSON.")
+def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json_out):
+    """Compare `edgepack-runtime bench -o` results across devices, with accuracy."""
+    from . import compare
+
+    if fail_if_slower is not None and baseline is None:
+        raise click.UsageError("--fail-if-slower needs --baseline")
+    rows = compare.compare_rows(results, baseline)
+    table = Table(title="edgepack compare" + (f" (baseline {baseline})" if baseline else ""))
+    for column in compare.COLUMNS:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in compare.table_cells(row)))
+    console.print(table)
+    for writer, path in ((compare.write_plot, plot), (compare.write_csv, csv_out), (compare.write_json, json_out)):
+        if path:
+            writer(rows, path)
+            console.print(f"wrote {path}")
+    if html_out:
+        compare.write_html(rows, html_out, "edgepack compare")
+        console.print(f"wrote {html_out}")
+    if fail_if_slower is not None:
+        slower = compare.regressions(rows, fail_if_slower)
+        if slower:
+            fail(f"{len(slower)} result(s) more than {fail_if_slower:g}% slower than the baseline: " + "; ".join(slower))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import platform
 import shutil
 import socket
@@ -13,11 +14,12 @@ from typing import Optional
 
 from .hostinfo import host_info
 
-__all__ = ["device_info", "temperatures_c", "device_key"]
+__all__ = ["device_info", "device_name", "temperatures_c", "device_key", "NAME_ENV"]
 
 _DT_MODEL = Path("/proc/device-tree/model")  # "Raspberry Pi 5 Model B Rev 1.0"
 _CPUFREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq")
 _VCGENCMD_TIMEOUT_S = 5
+NAME_ENV = "EDGEPACK_DEVICE_NAME"  # overrides the detected name (e.g. "pi5-shelf-2")
 
 
 def _read(path: Path) -> Optional[str]:
@@ -49,11 +51,16 @@ def _throttled() -> Optional[str]:
     return out.partition("=")[2] or out or None
 
 
+def device_name() -> str:
+    """EDGEPACK_DEVICE_NAME, else the board model (Pi: /proc/device-tree/model), else the hostname."""
+    return os.environ.get(NAME_ENV) or _read(_DT_MODEL) or socket.gethostname()
+
+
 def device_info() -> dict:
     host = host_info()
     freq = _read(_CPUFREQ / "scaling_cur_freq")
     return {
-        "name": _read(_DT_MODEL) or socket.gethostname(),
+        "name": device_name(),
         "hostname": socket.gethostname(),
         "cpu": host.cpu,
         "arch": host.arch,
@@ -72,4 +79,4 @@ def device_info() -> dict:
 def device_key() -> str:
     """Stable id of this machine for caches: name, CPU and core count."""
     host = host_info()
-    return f"{_read(_DT_MODEL) or socket.gethostname()}|{host.cpu}|{host.arch}|{host.cores}"
+    return f"{device_name()}|{host.cpu}|{host.arch}|{host.cores}"
