@@ -118,7 +118,7 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
     from . import compare
 
     if fail_if_slower is not None and baseline is None:
-        raise click.UsageError("--fail-if-slower needs --baseline")
+        raise compare.CompareError("--fail-if-slower needs --baseline: the result to compare against")
     rows = compare.compare_rows(results, baseline)
     table = Table(title="edgepack compare" + (f" (baseline {baseline})" if baseline else ""))
     for column in compare.COLUMNS:
