@@ -57,7 +57,7 @@ class _ChannelsLast:
 
     def run(self, feeds, raw: bool = False):
         to_nhwc = {k: np.ascontiguousarray(v.transpose(0, 2, 3, 1)) if v.ndim == 4 else v for k, v in feeds.items()}
-        out = self._session.run(to_nhwc, raw=raw)
+        out = self._session.run(to_nhwc, raw)
         return {k: np.ascontiguousarray(v.transpose(0, 3, 1, 2)) if v.ndim == 4 else v for k, v in out.items()}
 
 

@@ -53,8 +53,7 @@ class OnnxSession:
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         # ONNX graphs (incl. QDQ int8) take and return the manifest's dtypes: raw changes nothing.
-        results = self._session.run(self._output_names, dict(feeds))
-        return dict(zip(self._output_names, results))
+        return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
 
 
 def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> OnnxSession:

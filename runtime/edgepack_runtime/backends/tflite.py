@@ -68,19 +68,19 @@ def _by_position(names: Sequence[str], wanted: Sequence[str], what: str, path) -
     return dict(zip(ordered, wanted))
 
 
+def _is_quantized(detail: dict) -> bool:
+    return np.dtype(detail["dtype"]).kind in "iu" and detail["quantization"][0] != 0
+
+
 def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     dtype = np.dtype(detail["dtype"])
-    if dtype.kind not in "iu" or scale == 0:
-        return value.astype(dtype, copy=False)
     info = np.iinfo(dtype)
     return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
-    if value.dtype.kind not in "iu" or scale == 0:
-        return value
     return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
@@ -100,6 +100,9 @@ class LiteRTSession:
         # manifest name -> signature name (inputs), signature name -> manifest name (outputs)
         self._input_names = {v: k for k, v in _by_position(list(self._inputs), input_names, "inputs", path).items()}
         self._output_names = _by_position(list(self._outputs), output_names, "outputs", path)
+        # Per call: which tensors need (de)quantizing. Float models: none, a plain rename.
+        self._quantized_inputs = {n for n, sig in self._input_names.items() if _is_quantized(self._inputs[sig])}
+        self._quantized_outputs = {sig for sig in self._output_names if _is_quantized(self._outputs[sig])}
 
     def native_dtypes(self) -> dict[str, np.dtype]:
         return {name: np.dtype(self._inputs[sig]["dtype"]) for name, sig in self._input_names.items()}
@@ -107,19 +110,20 @@ class LiteRTSession:
     def quantization(self) -> dict[str, tuple[float, int]]:
         details = {name: self._inputs[sig] for name, sig in self._input_names.items()}
         details.update({name: self._outputs[sig] for sig, name in self._output_names.items()})
-        return {name: tuple(d["quantization"]) for name, d in details.items()
-                if np.dtype(d["dtype"]).kind in "iu" and d["quantization"][0] != 0}
+        return {name: tuple(d["quantization"]) for name, d in details.items() if _is_quantized(d)}
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
-        converted = {
-            self._input_names[name]: value if raw else _quantize(value, self._inputs[self._input_names[name]])
-            for name, value in feeds.items()
-        }
+        names, inputs = self._input_names, self._inputs
+        if raw or not self._quantized_inputs:
+            converted = {names[name]: value for name, value in feeds.items()}
+        else:
+            converted = {names[name]: _quantize(value, inputs[names[name]]) if name in self._quantized_inputs
+                         else value for name, value in feeds.items()}
         results = self._runner(**converted)
-        return {
-            self._output_names[sig]: value if raw else _dequantize(value, self._outputs[sig])
-            for sig, value in results.items()
-        }
+        if raw or not self._quantized_outputs:
+            return {self._output_names[sig]: value for sig, value in results.items()}
+        return {self._output_names[sig]: _dequantize(value, self._outputs[sig]) if sig in self._quantized_outputs
+                else value for sig, value in results.items()}
 
 
 def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> LiteRTSession:
