@@ -14,6 +14,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 import edgepack_runtime
+from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import host_info
 from edgepack_runtime.manifest import SCHEMA_VERSION, Artifact, Golden, Manifest
@@ -160,6 +161,7 @@ def build(
             accuracy_tolerance=max_accuracy_drop,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
             macs=macs,
+            drift_reference={k: reference_stats(v) for k, v in calib.items()} if calib is not None else None,
         )
         result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
         if result.problems:

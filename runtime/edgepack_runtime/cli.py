@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from .backends import backend_available
 from .bundle import open_bundle
-from .errors import BackendUnavailableError, EdgepackError, InputError
+from .errors import BackendUnavailableError, BundleError, EdgepackError, InputError
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, load
@@ -98,7 +99,7 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write outputs to this .npz.")
 def run(bundle: Path, inputs, artifact, threads, output):
     """Run one inference on .npy inputs."""
-    model = load(bundle, artifact=artifact, threads=threads)
+    model = load(bundle, artifact=artifact, threads=threads, telemetry=True)
     outputs = model.run(_parse_inputs(inputs))
     if output:
         np.savez(output, **outputs)
@@ -197,3 +198,88 @@ def bench(bundle, artifact, threads_text, warmup, warmup_seconds, runs, min_seco
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(output)  # a half-written result file never replaces a good one
         console.print(f"wrote {output}")
+
+
+@main.group()
+def telemetry():
+    """Local inference records: summary, export, purge (docs/telemetry.md)."""
+
+
+_db_option = click.option("--db", type=click.Path(path_type=Path), default=None,
+                          help="Telemetry database (default: $EDGEPACK_TELEMETRY_DB or the XDG data dir).")
+
+
+def _db(db: Path | None) -> Path:
+    from .telemetry import default_path
+
+    path = db or default_path()
+    if not path.exists():
+        raise BundleError(f"no telemetry database at {path}; nothing has been recorded yet "
+                          "(telemetry is on for the CLI and server, opt-in with load(..., telemetry=True))")
+    return path
+
+
+@telemetry.command("summary")
+@_db_option
+@click.option("--since", default=None, metavar="1h", help="Only the last 30s / 15m / 1h / 7d.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def telemetry_summary(db, since, as_json):
+    """Count, error rate, p50/p90/p99 latency per artifact, and input drift."""
+    from .telemetry_report import summary
+
+    try:
+        data = summary(_db(db), since)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"telemetry {data['database']}" + (f" (last {since})" if since else ""))
+    for column in ("bundle", "artifact", "count", "error rate", "p50 ms", "p90 ms", "p99 ms"):
+        table.add_column(column, no_wrap=True)
+    for a in data["artifacts"]:
+        lat = a["latency_ms"]
+        table.add_row(a["bundle"], a["artifact"], str(a["count"]), f"{a['error_rate']:.2%}",
+                      *(f"{lat[k]:.3f}" if lat[k] is not None else "-" for k in ("p50", "p90", "p99")))
+    console.print(table)
+    for d in data["drift"]:
+        flag = "[red]DRIFT[/]" if d["drifted"] else "ok"
+        console.print(f"drift {d['bundle']} input {d['input']}: PSI {d['psi']:.3f} {flag} ({d['at']})")
+    console.print(f"dropped records: {data['dropped']}; database {data['database_bytes'] / 1024:.0f} KiB")
+
+
+@telemetry.command("export")
+@_db_option
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "prometheus"]), default="json", show_default=True)
+@click.option("--since", default=None, metavar="1h")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (atomically); default stdout.")
+def telemetry_export(db, fmt, since, output):
+    """Export as JSON, CSV or Prometheus text (node_exporter textfile collector)."""
+    from .telemetry_report import export
+
+    try:
+        text = export(_db(db), fmt, since)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    # temp file + rename in the same directory: the collector never reads a half file
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, output)
+    console.print(f"wrote {output}")
+
+
+@telemetry.command("purge")
+@_db_option
+@click.option("--yes", is_flag=True, help="Do not ask.")
+def telemetry_purge(db, yes):
+    """Delete every telemetry record."""
+    from .telemetry_report import purge
+
+    path = _db(db)
+    if not yes and not click.confirm(f"delete all telemetry in {path}?"):
+        return
+    purge(path)
+    console.print(f"purged {path}")

@@ -119,6 +119,9 @@ class Manifest:
     accuracy_tolerance: float  # largest allowed top-1 drop vs PyTorch, in points
     build: dict = field(default_factory=dict)  # how the bundle was made: host, stage timings
     macs: Optional[int] = None  # multiply-accumulates per inference, counted on the ONNX graph
+    # Per input: histogram and per-channel stats of the calibration data (drift.py); None
+    # when int8 was calibrated on random data, which is no reference for anything.
+    drift_reference: Optional[dict] = None
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -62,13 +63,25 @@ def default_threads(bundle: Bundle) -> int:
     return max(1, min(wanted, os.cpu_count() or 1))
 
 
+DRIFT_SCORE_EVERY = 100  # inferences between drift scores written to telemetry
+
+
 class Model:
     """One artifact of a bundle, loaded and ready to run."""
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, session: Session):
+    def __init__(self, bundle: Bundle, artifact: Artifact, session: Session, telemetry=None):
         self.bundle = bundle
         self.artifact = artifact
         self._session = session
+        self._telemetry = telemetry  # a TelemetryWriter, or None
+        self._drift = None
+        if telemetry is not None and bundle.manifest.drift_reference:
+            from .drift import DriftMonitor
+
+            self._drift = DriftMonitor(bundle.manifest.drift_reference, {s.name: s.shape for s in bundle.manifest.inputs})
+        self._runs = 0
+        # How telemetry names the bundle: readable, and unique per build.
+        self.telemetry_label = f"{bundle.manifest.name}@{bundle.sha256[:12]}"
         self.inputs: tuple[TensorSpec, ...] = bundle.manifest.inputs
         self.outputs: tuple[TensorSpec, ...] = bundle.manifest.outputs
         # (dtype, shape) per input, for run() and run(raw=True): computed once, checked per call
@@ -141,7 +154,28 @@ class Model:
         zero point applied here); `raw=True` passes the artifact's integer tensors through
         (see `native_dtypes()`), shapes stay the manifest's.
         """
-        return self._session.run(self.check_inputs(inputs, raw), raw)
+        if self._telemetry is None:
+            return self._session.run(self.check_inputs(inputs, raw), raw)
+        return self._run_recorded(inputs, raw)
+
+    def _run_recorded(self, inputs, raw: bool) -> dict[str, np.ndarray]:
+        start = time.perf_counter()
+        try:
+            outputs = self._session.run(self.check_inputs(inputs, raw), raw)
+        except Exception as exc:
+            self._telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
+            raise
+        self._telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
+        if self._drift is not None and not raw:
+            self._drift.observe(inputs)
+            self._runs += 1
+            if self._runs % DRIFT_SCORE_EVERY == 0:
+                self._telemetry.record_drift(self.telemetry_label, self._drift.scores())
+        return outputs
+
+    def drift_scores(self) -> dict[str, Optional[float]]:
+        """PSI per input over recent inferences (telemetry on and a drift reference in the bundle)."""
+        return self._drift.scores() if self._drift is not None else {}
 
     def native_dtypes(self) -> dict[str, np.dtype]:
         """Input dtypes `run(raw=True)` expects where they differ from `inputs` (int8 TFLite)."""
@@ -155,13 +189,16 @@ class Model:
         return f"Model({self.bundle.manifest.name!r}, artifact={self.artifact.name!r}, threads={self.threads})"
 
 
-def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int] = None) -> Model:
+def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int] = None,
+         telemetry: Optional[bool] = None) -> Model:
     """Open the bundle at `path`, check the chosen artifact's integrity and load it.
 
     `artifact` names one from the manifest; by default `choose_artifact` picks it;
     "auto" picks the fastest on this device (measured once, then cached, see autoselect).
     `threads` defaults to the target profile's thread count (capped at this machine's
     cores), or for "auto" to the thread count that won the trial.
+    `telemetry=True` records every inference locally (docs/telemetry.md); off by default
+    here, on by default in the CLI and server; EDGEPACK_TELEMETRY=0 turns it off everywhere.
     """
     bundle = open_bundle(path)
     if artifact == AUTO:
@@ -176,4 +213,9 @@ def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int
     manifest = bundle.manifest
     session = open_session(chosen.format, file, threads or default_threads(bundle),
                            [s.name for s in manifest.inputs], [s.name for s in manifest.outputs], chosen.layout)
-    return Model(bundle, chosen, session)
+    writer = None
+    if telemetry:
+        from .telemetry import enabled_by_env, shared_writer
+
+        writer = shared_writer() if enabled_by_env() else None
+    return Model(bundle, chosen, session, writer)
