@@ -16,7 +16,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml runtime/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e './runtime[onnx,tflite]' -e '.[dev,tflite]' $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e './runtime[onnx,tflite,serve]' -e '.[dev,tflite]' $(TORCH_PIN)
 	touch $(STAMP)
 
 demo: setup

@@ -283,3 +283,53 @@ def telemetry_purge(db, yes):
         return
     purge(path)
     console.print(f"purged {path}")
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Any non-loopback address needs --token-file.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--artifact", default=None, help="An artifact name, or auto (default: the bundle's preferred one).")
+@click.option("--threads", type=click.IntRange(min=1), default=None)
+@click.option("--token-file", type=click.Path(path_type=Path), help="File holding the bearer token clients must send.")
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests in flight before answering 503.")
+@click.option("--timeout", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
+              help="Seconds per request before answering 504.")
+def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, timeout):
+    """Serve BUNDLE over HTTP: /v1/predict, /v1/model, /healthz, /metrics, /docs."""
+    try:
+        import uvicorn
+
+        from .serve import create_app
+    except ImportError as exc:
+        raise BackendUnavailableError(f"serving needs the serve extra ({exc}); pip install 'edgepack-runtime[serve]'") from None
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise InputError(f"cannot read --token-file {token_file} ({exc.strerror})") from None
+        if not token:
+            raise InputError(f"--token-file {token_file} is empty; put a long random token in it")
+    elif not _is_loopback(host):
+        raise InputError(f"refusing to serve on {host} without a token: anyone on the network could use it; "
+                         "pass --token-file FILE (or bind 127.0.0.1)")
+    from .telemetry import enabled_by_env
+
+    model = load(bundle, artifact=artifact, threads=threads, telemetry=enabled_by_env())
+    asgi, _ = create_app(model, token=token, max_concurrency=max_concurrency, timeout_s=timeout)
+    console.print(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
+                  f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}")
+    uvicorn.run(asgi, host=host, port=port, log_level="warning")

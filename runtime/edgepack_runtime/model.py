@@ -73,7 +73,7 @@ class Model:
         self.bundle = bundle
         self.artifact = artifact
         self._session = session
-        self._telemetry = telemetry  # a TelemetryWriter, or None
+        self.telemetry = telemetry  # the TelemetryWriter recording this model's inferences, or None
         self._drift = None
         if telemetry is not None and bundle.manifest.drift_reference:
             from .drift import DriftMonitor
@@ -154,7 +154,7 @@ class Model:
         zero point applied here); `raw=True` passes the artifact's integer tensors through
         (see `native_dtypes()`), shapes stay the manifest's.
         """
-        if self._telemetry is None:
+        if self.telemetry is None:
             return self._session.run(self.check_inputs(inputs, raw), raw)
         return self._run_recorded(inputs, raw)
 
@@ -163,14 +163,14 @@ class Model:
         try:
             outputs = self._session.run(self.check_inputs(inputs, raw), raw)
         except Exception as exc:
-            self._telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
+            self.telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
             raise
-        self._telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
+        self.telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
         if self._drift is not None and not raw:
             self._drift.observe(inputs)
             self._runs += 1
             if self._runs % DRIFT_SCORE_EVERY == 0:
-                self._telemetry.record_drift(self.telemetry_label, self._drift.scores())
+                self.telemetry.record_drift(self.telemetry_label, self._drift.scores())
         return outputs
 
     def drift_scores(self) -> dict[str, Optional[float]]:

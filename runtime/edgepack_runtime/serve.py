@@ -1,0 +1,238 @@
+"""`edgepack-runtime serve`: a local inference endpoint on FastAPI + uvicorn (docs/serving.md).
+
+Secure by default: loopback only unless a token is configured; bodies larger than the
+model's inputs can need are refused (413) before they are read; concurrency is bounded
+(503 when full) and every request has a time limit (504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import io
+import json
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+from fastapi import FastAPI, Request  # the `serve` extra; this module is imported only to serve
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from .errors import InputError
+from .model import Model
+
+__all__ = ["create_app", "body_limit", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
+
+JSON_BYTES_PER_ELEMENT = 32  # "-1.2345678901234567e-05, " is 25: a float as JSON text, with room
+BODY_SLACK_BYTES = 64 * 1024  # JSON structure / npz headers
+NPZ_TYPES = ("application/x-npz", "application/octet-stream")
+# Server-side request latency buckets for /metrics (seconds).
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def body_limit(model: Model) -> int:
+    """Largest request body accepted: every input element as JSON text, plus slack."""
+    elements = sum(int(np.prod(s.shape)) for s in model.inputs)
+    return elements * JSON_BYTES_PER_ELEMENT + BODY_SLACK_BYTES
+
+
+class _Metrics:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def observe(self, path: str, status: int, seconds: float) -> None:
+        with self.lock:
+            self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
+            if path == "/v1/predict" and status == 200:
+                i = next((i for i, b in enumerate(LATENCY_BUCKETS_S) if seconds <= b), len(LATENCY_BUCKETS_S))
+                self.buckets[i] += 1
+                self.latency_sum += seconds
+                self.latency_count += 1
+
+    def render(self, model: Model) -> str:
+        lines = ["# HELP edgepack_requests_total HTTP requests by path and status.",
+                 "# TYPE edgepack_requests_total counter"]
+        with self.lock:
+            for (path, status), n in sorted(self.requests.items()):
+                lines.append(f'edgepack_requests_total{{path="{path}",status="{status}"}} {n}')
+            lines += ["# HELP edgepack_predict_latency_seconds Successful /v1/predict latency, in the server.",
+                      "# TYPE edgepack_predict_latency_seconds histogram"]
+            cumulative = 0
+            for bound, count in zip(LATENCY_BUCKETS_S + (float("inf"),), self.buckets):
+                cumulative += count
+                le = "+Inf" if bound == float("inf") else f"{bound:g}"
+                lines.append(f'edgepack_predict_latency_seconds_bucket{{le="{le}"}} {cumulative}')
+            lines += [f"edgepack_predict_latency_seconds_sum {self.latency_sum:.6f}",
+                      f"edgepack_predict_latency_seconds_count {self.latency_count}"]
+        lines += ["# HELP edgepack_input_drift_psi PSI of recent inputs vs the calibration data (needs 30+ requests).",
+                  "# TYPE edgepack_input_drift_psi gauge"]
+        lines += [f'edgepack_input_drift_psi{{input="{name}"}} {score:.6g}'
+                  for name, score in model.drift_scores().items() if score is not None]
+        writer = model.telemetry
+        lines += ["# HELP edgepack_telemetry_dropped_total Telemetry records dropped by this server.",
+                  "# TYPE edgepack_telemetry_dropped_total counter",
+                  f"edgepack_telemetry_dropped_total {writer.dropped_total if writer else 0}"]
+        return "\n".join(lines) + "\n"
+
+
+class _Guard:
+    """Pure ASGI middleware: token and body size are checked before the body is read."""
+
+    def __init__(self, app, token: Optional[str], max_body: int, metrics: _Metrics):
+        self.app, self.token, self.max_body, self.metrics = app, token, max_body, metrics
+
+    async def _reply(self, send, status: int, detail: str, headers=()) -> None:
+        body = json.dumps({"detail": detail}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                *headers]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, path = time.perf_counter(), scope["path"]
+        headers = dict(scope["headers"])
+        status_box = {"status": 500}
+
+        async def send_and_count(message):
+            if message["type"] == "http.response.start":
+                status_box["status"] = message["status"]
+            await send(message)
+
+        try:
+            if self.token is not None and path != "/healthz":
+                given = headers.get(b"authorization", b"").decode("latin-1")
+                expected = f"Bearer {self.token}"
+                if not hmac.compare_digest(given.encode(), expected.encode()):
+                    return await self._reply(send_and_count, 401, "missing or wrong token: send 'Authorization: Bearer <token>'",
+                                             [(b"www-authenticate", b"Bearer")])
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+                return await self._reply(send_and_count, 413, f"body larger than this model's inputs need "
+                                         f"({self.max_body} bytes at most)")
+            received = 0
+
+            async def limited_receive():
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > self.max_body:  # chunked bodies without a length: stop reading here
+                    raise _TooLarge()
+                return message
+
+            try:
+                await self.app(scope, limited_receive, send_and_count)
+            except _TooLarge:
+                await self._reply(send_and_count, 413, f"body larger than {self.max_body} bytes")
+        finally:
+            self.metrics.observe(path, status_box["status"], time.perf_counter() - start)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarray]:
+    if content_type in NPZ_TYPES:
+        try:
+            with np.load(io.BytesIO(body), allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except Exception as exc:
+            raise InputError(f"body is not a readable .npz ({exc}); send np.savez output") from None
+    try:
+        payload = json.loads(body)
+        raw = payload["inputs"]
+        if not isinstance(raw, dict):
+            raise TypeError("inputs must be an object")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f'body must be JSON like {{"inputs": {{"name": [[...]]}}}} ({exc})') from None
+    dtypes = {s.name: np.dtype(s.dtype) for s in model.inputs}
+    try:
+        # JSON has no dtypes: numbers take the input's dtype; names and shapes are checked by Model.run.
+        return {k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in raw.items()}
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"input values must be nested lists of numbers ({exc})") from None
+
+
+def create_app(model: Model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
+    """The ASGI app serving `model`."""
+    metrics = _Metrics()
+    inflight = {"n": 0}
+    run_lock = threading.Lock()  # LiteRT interpreters are not thread-safe; ORT gains nothing on a few cores
+
+    def run_serialised(feeds):
+        with run_lock:
+            return model.run(feeds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        if model.telemetry is not None:  # shutdown: commit what is queued before exiting
+            model.telemetry.flush()
+
+    app = FastAPI(title="edgepack-runtime", version="1", lifespan=lifespan,
+                  description=f"Inference for bundle {model.bundle.manifest.name}")
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    def describe():
+        return {"bundle": model.bundle.manifest.name, "bundle_sha256": model.bundle.sha256,
+                "target": model.bundle.manifest.target.get("id"), "artifact": model.artifact.name,
+                "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
+                "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.outputs],
+                **model.provenance()}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus():
+        return PlainTextResponse(metrics.render(model), media_type="text/plain; version=0.0.4")
+
+    predict_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "properties": {"inputs": {
+            "type": "object", "additionalProperties": {"type": "array", "items": {}}}}, "required": ["inputs"]}},
+        "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
+    }}}
+
+    @app.post("/v1/predict", openapi_extra=predict_body)
+    async def predict(request: Request):
+        if inflight["n"] >= max_concurrency:
+            return JSONResponse({"detail": f"busy: {max_concurrency} requests in flight, retry shortly"},
+                                status_code=503, headers={"Retry-After": "1"})
+        inflight["n"] += 1
+        released = False
+        try:
+            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+            try:
+                feeds = _decode(await request.body(), content_type, model)
+            except InputError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=422)
+            task = asyncio.ensure_future(run_in_threadpool(run_serialised, feeds))
+            try:
+                outputs = await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except asyncio.TimeoutError:
+                # The inference keeps its slot until it really ends: concurrency stays bounded.
+                task.add_done_callback(lambda _: inflight.__setitem__("n", inflight["n"] - 1))
+                released = True
+                return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
+            except InputError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=422)
+            if request.headers.get("accept", "").startswith("application/x-npz"):
+                buffer = io.BytesIO()
+                np.savez(buffer, **outputs)
+                return Response(buffer.getvalue(), media_type="application/x-npz")
+            return {"artifact": model.artifact.name, "outputs": {k: v.tolist() for k, v in outputs.items()}}
+        finally:
+            if not released:
+                inflight["n"] -= 1
+
+    return _Guard(app, token, body_limit(model), metrics), app
