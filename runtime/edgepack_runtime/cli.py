@@ -333,3 +333,7 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
     console.print(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
                   f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}")
     uvicorn.run(asgi, host=host, port=port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -178,7 +178,8 @@ class TelemetryWriter:
             self.dropped = 0  # now persisted
             return batch
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLite may already have rolled back (e.g. on SQLITE_FULL)
+                conn.execute("ROLLBACK")
             raise
 
     def _trim_raw(self) -> None:
