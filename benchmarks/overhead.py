@@ -5,7 +5,9 @@ onnxruntime InferenceSession / a LiteRT signature runner, set up exactly as the 
 sets it up) and N calls of `edgepack_runtime.Model.run`, interleaved in rounds so that
 machine noise hits both alike, and reports the difference of the medians in µs and %. For integer-I/O artifacts the
 fair comparison is `run(raw=True)` (same integer tensors as the bare call); `run` also
-(de)quantizes in numpy, reported as its own column.
+(de)quantizes in numpy, reported as its own column. The last column is what local
+telemetry adds per call (`load(..., telemetry=True)`: the record, drift histogram of the
+inputs, written to a throwaway database).
 
     python benchmarks/overhead.py dist/digits-host dist/mnv2-host --rounds 7 --calls 2000
 """
@@ -13,7 +15,9 @@ fair comparison is `run(raw=True)` (same integer tensors as the bare call); `run
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import tempfile
 import time
 
 import numpy as np
@@ -54,8 +58,10 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    os.environ.setdefault("EDGEPACK_TELEMETRY_DB", os.path.join(tempfile.mkdtemp(), "overhead.sqlite"))
+    os.environ.pop("EDGEPACK_TELEMETRY", None)
     print(f"{'bundle':<14} {'artifact':<20} {'bare µs':>10} {'run µs':>10} {'overhead µs':>12} {'%':>7} "
-          f"{'(de)quantize µs':>16}")
+          f"{'(de)quantize µs':>16} {'telemetry µs':>13}")
     for path in args.bundles:
         bundle = edgepack_runtime.open_bundle(path)
         for art in bundle.manifest.artifacts:
@@ -65,7 +71,8 @@ def main() -> None:
             integer_io = bool(model.native_dtypes()) and any(d.kind in "iu" for d in model.native_dtypes().values())
             x = {spec.name: np.zeros(spec.shape, spec.dtype) for spec in model.inputs}
             raw = native_feeds(model)
-            calls = {"bare": bare_call(model), "run": lambda: model.run(x)}
+            recorded = edgepack_runtime.load(path, artifact=art.name, threads=args.threads, telemetry=True)
+            calls = {"bare": bare_call(model), "run": lambda: model.run(x), "telemetry": lambda: recorded.run(x)}
             if integer_io:
                 calls["raw"] = lambda: model.run(raw, raw=True)
             for fn in calls.values():  # warm-up
@@ -79,7 +86,8 @@ def main() -> None:
             wrapped = m.get("raw", m["run"])
             dq = f"{m['run'] - m['raw']:>16.2f}" if integer_io else f"{'-':>16}"
             print(f"{bundle.manifest.name:<14} {art.name:<20} {m['bare']:>10.2f} {wrapped:>10.2f} "
-                  f"{wrapped - m['bare']:>12.2f} {100 * (wrapped - m['bare']) / m['bare']:>6.2f}% {dq}")
+                  f"{wrapped - m['bare']:>12.2f} {100 * (wrapped - m['bare']) / m['bare']:>6.2f}% {dq} "
+                  f"{m['telemetry'] - m['run']:>13.2f}")
 
 
 if __name__ == "__main__":

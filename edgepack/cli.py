@@ -104,6 +104,17 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
 
 
+def _compare_table(rows, title: str) -> Table:
+    from .compare import COLUMNS, table_cells
+
+    table = Table(title=title)
+    for column in COLUMNS:
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in table_cells(row)))
+    return table
+
+
 @main.command("compare")
 @click.argument("results", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--baseline", type=click.Path(path_type=Path), help="Result JSON to compute speed-ups against.")
@@ -120,12 +131,7 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
     if fail_if_slower is not None and baseline is None:
         raise compare.CompareError("--fail-if-slower needs --baseline: the result to compare against")
     rows = compare.compare_rows(results, baseline)
-    table = Table(title="edgepack compare" + (f" (baseline {baseline})" if baseline else ""))
-    for column in compare.COLUMNS:
-        table.add_column(column, no_wrap=True)
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in compare.table_cells(row)))
-    console.print(table)
+    console.print(_compare_table(rows, "edgepack compare" + (f" (baseline {baseline})" if baseline else "")))
     for writer, path in ((compare.write_plot, plot), (compare.write_csv, csv_out), (compare.write_json, json_out)):
         if path:
             writer(rows, path)
@@ -137,3 +143,88 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
         slower = compare.regressions(rows, fail_if_slower)
         if slower:
             fail(f"{len(slower)} result(s) more than {fail_if_slower:g}% slower than the baseline: " + "; ".join(slower))
+
+
+def _progress(message: str) -> None:
+    err_console.print(escape(message), highlight=False)
+
+
+def _devices(hosts: tuple[str, ...], identity: str | None, inventory: Path | None):
+    from .devices import DeviceError, load_inventory, parse_host
+
+    if bool(hosts) == bool(inventory):
+        raise DeviceError("name the devices with --host user@host[:port] (repeatable) or --devices devices.toml, not both")
+    return load_inventory(inventory) if inventory else [parse_host(h, identity) for h in hosts]
+
+
+_host_options = [
+    click.option("--host", "hosts", multiple=True, metavar="USER@HOST[:PORT]", help="A device over SSH (repeatable)."),
+    click.option("--identity", type=click.Path(), help="SSH private key for --host devices."),
+    click.option("--devices", "inventory", type=click.Path(path_type=Path), help="A devices.toml inventory."),
+]
+
+
+def _with_hosts(fn):
+    for option in reversed(_host_options):
+        fn = option(fn)
+    return fn
+
+
+@main.command("deploy")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@_with_hosts
+def deploy_cmd(bundle, hosts, identity, inventory):
+    """Copy BUNDLE and edgepack-runtime to devices over SSH, install, and verify there."""
+    import tempfile
+
+    from .devices import DeviceError
+    from .remote import build_runtime_wheel, deploy
+
+    devices = _devices(hosts, identity, inventory)
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="edgepack-deploy-") as tmp:
+        wheel = build_runtime_wheel(Path(tmp))
+        for device in devices:
+            try:
+                deployment = deploy(bundle, device, wheel, _progress)
+            except DeviceError as exc:
+                failed.append(device.name)
+                err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
+                continue
+            console.print(deployment.verify_output, highlight=False)
+            console.print(f"[green]{device.name}: verified[/] {deployment.bundle}", highlight=False)
+    if failed:
+        fail(f"deployment failed on {', '.join(failed)} (reasons above); the other devices are ready")
+
+
+@main.command("bench")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@_with_hosts
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+              help="Directory for one result JSON per device.")
+@click.option("--artifact", default=None, help="Passed to edgepack-runtime bench (name, all or auto).")
+@click.option("--threads", default=None, metavar="1,2,4")
+@click.option("--runs", type=click.IntRange(min=2), default=None)
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None)
+def bench_cmd(bundle, hosts, identity, inventory, out_dir, artifact, threads, runs, min_seconds):
+    """Deploy where needed and benchmark BUNDLE on every device in parallel; compare them."""
+    from . import compare
+    from .remote import bench_devices
+
+    devices = _devices(hosts, identity, inventory)
+    passthrough = []
+    for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--min-seconds", min_seconds)):
+        if value is not None:
+            passthrough += [flag, str(value)]
+    outcomes = bench_devices(bundle, devices, out_dir, passthrough, _progress)
+    results = [o.result for o in outcomes if o.result]
+    for o in outcomes:
+        if o.error:
+            err_console.print(f"[red]{escape(o.error)}[/]", highlight=False)
+        else:
+            console.print(f"{o.device.name}: {o.result}", highlight=False)
+    if results:
+        console.print(_compare_table(compare.compare_rows(results), f"edgepack bench {bundle} on {len(results)} device(s)"))
+    failed = [o.device.name for o in outcomes if o.error]
+    if failed:
+        fail(f"{len(failed)} of {len(outcomes)} device(s) failed ({', '.join(failed)}); results of the others are in {out_dir}")

@@ -1,0 +1,85 @@
+"""Devices reachable over SSH: `--host user@host[:port]` or a `devices.toml` inventory.
+
+    [[device]]
+    name = "pi5-kitchen"          # how results name it
+    host = "192.168.1.20"
+    user = "pi"                   # default: your local user name
+    port = 22
+    identity = "~/.ssh/id_ed25519"  # default: ssh's own choice
+    python = "python3"            # the device's Python, used to create the venv
+    target = "raspberry-pi/5"     # optional: what the device is
+    root = "~/.edgepack"          # where bundles, the venv and results live on it
+"""
+
+from __future__ import annotations
+
+import difflib
+import getpass
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Optional
+
+from .errors import EdgepackError
+
+__all__ = ["Device", "parse_host", "load_inventory", "DeviceError"]
+
+DEFAULT_ROOT = "~/.edgepack"
+_HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
+
+
+class DeviceError(EdgepackError):
+    """A device spec or inventory is wrong, or a device cannot be reached."""
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    host: str
+    user: Optional[str] = None
+    port: int = 22
+    identity: Optional[str] = None
+    python: str = "python3"
+    target: Optional[str] = None
+    root: str = DEFAULT_ROOT
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user or getpass.getuser()}@{self.host}"
+
+
+def parse_host(text: str, identity: Optional[str] = None) -> Device:
+    """`user@host[:port]` (IPv6 in brackets) → Device named after it."""
+    match = _HOST.match(text.strip())
+    if not match:
+        raise DeviceError(f"--host {text!r} is not user@host[:port], e.g. pi@raspberrypi.local:22")
+    return Device(name=text.strip(), host=match["host"].strip("[]"), user=match["user"],
+                  port=int(match["port"] or 22), identity=identity)
+
+
+def load_inventory(path: Path) -> list[Device]:
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise DeviceError(f"cannot read {path} ({exc.strerror}); pass the devices.toml inventory") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise DeviceError(f"{path} is not valid TOML ({exc}); fix it") from None
+    entries = data.get("device")
+    if not isinstance(entries, list) or not entries:
+        raise DeviceError(f"{path} has no [[device]] entries; see README for the format")
+    known = {f.name for f in fields(Device)}
+    devices = []
+    for i, entry in enumerate(entries):
+        for key in entry:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise DeviceError(f"{path}: device #{i + 1} has unknown key {key!r}{hint}")
+        if "name" not in entry or "host" not in entry:
+            raise DeviceError(f"{path}: device #{i + 1} needs at least name and host")
+        devices.append(Device(**entry))
+    names = [d.name for d in devices]
+    if len(set(names)) != len(names):
+        raise DeviceError(f"{path}: device names must be unique, got {names}")
+    return devices
