@@ -83,10 +83,11 @@ def targets_show(target_id: str):
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a full pickle as --weights (runs its code).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if an artifact fails validation.")
 @click.option("--allow-partial", is_flag=True, help="Write the bundle even if an artifact fails to build.")
+@click.option("--verify-emulated", is_flag=True, help="aarch64 targets: also run the self-test under qemu (slow).")
 @click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
               help="Top-1 points an artifact may lose vs PyTorch.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
-              trust_checkpoint, allow_mismatch, allow_partial, max_accuracy_drop):
+              trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     def warn(message: str) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
@@ -96,9 +97,11 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
             model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
             inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
             trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-            max_accuracy_drop=max_accuracy_drop, warn=warn,
+            verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, warn=warn,
         )
     console.print(artifacts_table(result.manifest))
+    if result.manifest.emulated:
+        console.print(_emulated_table(result.manifest.emulated))
     seconds = result.manifest.build["seconds"]
     console.print(f"wrote {result.path} in {seconds['total']:.1f} s "
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
@@ -228,3 +231,36 @@ def bench_cmd(bundle, hosts, identity, inventory, out_dir, artifact, threads, ru
     failed = [o.device.name for o in outcomes if o.error]
     if failed:
         fail(f"{len(failed)} of {len(outcomes)} device(s) failed ({', '.join(failed)}); results of the others are in {out_dir}")
+
+
+def _emulated_table(report: dict) -> Table:
+    table = Table(title=f"emulated {report['arch']} ({report['cpu']}, {report['qemu']}): "
+                        f"{report['seconds']:.0f} s, timings meaningless under emulation")
+    for column in ("artifact", "result", "max |diff| vs PyTorch", "tolerance", "max |diff| vs this host", "backend"):
+        table.add_column(column, no_wrap=True)
+    for r in report["results"]:
+        if r["error"]:
+            table.add_row(r["artifact"], "[red]FAILED[/]", escape(r["error"]), "-", "-", "-")
+            continue
+        verdict = "[green]passed[/]" if r["passed"] else "[red]FAILED[/]"
+        table.add_row(r["artifact"], verdict, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
+                      f"{r['diff_vs_host']:.3e}", r["backend"])
+    return table
+
+
+@main.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--emulate", type=click.Choice(["aarch64"]), required=True, help="The ISA to emulate with qemu-user.")
+@click.option("--cpu", default=None, help="qemu CPU model (default: the bundle target's emulation_cpu, else max).")
+def verify_cmd(bundle, emulate, cpu):
+    """Run BUNDLE's golden self-test on an emulated ISA and compare with this host."""
+    from edgepack_runtime import open_bundle
+
+    from .emulate import verify_emulated
+
+    cpu = cpu or open_bundle(bundle).manifest.target.get("emulation_cpu")
+    report = verify_emulated(bundle, cpu, _progress)
+    console.print(_emulated_table(report))
+    failed = [r["artifact"] for r in report["results"] if not r["passed"]]
+    if failed:
+        fail(f"{', '.join(failed)} fail(s) on emulated {emulate}: do not ship them to {emulate} devices as they are")

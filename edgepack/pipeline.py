@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 import sys
@@ -95,6 +96,7 @@ def build(
     trust_checkpoint: bool = False,
     allow_mismatch: bool = False,
     allow_partial: bool = False,
+    verify_emulated: bool = False,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     warn: Callable[[str], None] = _warn,
 ) -> BuildResult:
@@ -163,10 +165,13 @@ def build(
             macs=macs,
             drift_reference={k: reference_stats(v) for k, v in calib.items()} if calib is not None else None,
         )
+        (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        if verify_emulated:
+            manifest = _emulate(manifest, profile, staging.dir, warn, seconds)
+            (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
         if result.problems:
             raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
-        (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         result.path = staging.commit()
     return result
 
@@ -218,6 +223,18 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
     return artifacts, macs
 
 
+def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict) -> Manifest:
+    """Run the staged bundle's self-test on emulated aarch64 and record it in the manifest."""
+    if profile.arch != "aarch64":
+        warn(f"--verify-emulated: target {profile.id} is {profile.arch}, not aarch64; nothing to emulate")
+        return manifest
+    from .emulate import verify_emulated
+
+    with _timed(seconds, "emulated.verify"):
+        report = verify_emulated(bundle_dir, profile.emulation_cpu)
+    return dataclasses.replace(manifest, emulated=report)
+
+
 def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
     problems = []
     failed = [a.name for a in manifest.artifacts if a.status != "ok"]
@@ -226,6 +243,10 @@ def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> 
                         "pass --allow-partial to write the other artifacts")
     if allow_mismatch:
         return problems
+    for r in (manifest.emulated or {}).get("results", []):
+        if not r["passed"]:
+            why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
+            problems.append(f"{r['artifact']} fails on emulated aarch64 ({why}); pass --allow-mismatch to write it anyway")
     for art in manifest.artifacts:
         if art.status != "ok":
             continue

@@ -86,6 +86,7 @@ class TargetProfile:
     prefer: tuple[str, ...]
     onnx: Optional[OnnxSettings] = None
     tflite: Optional[TfliteSettings] = None
+    emulation_cpu: Optional[str] = None  # qemu -cpu model for `edgepack verify --emulate` (aarch64 targets)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

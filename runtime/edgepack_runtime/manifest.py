@@ -122,6 +122,8 @@ class Manifest:
     # Per input: histogram and per-channel stats of the calibration data (drift.py); None
     # when int8 was calibrated on random data, which is no reference for anything.
     drift_reference: Optional[dict] = None
+    # `edgepack build --verify-emulated`: per-artifact results on emulated aarch64 (edgepack/emulate.py)
+    emulated: Optional[dict] = None
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:
