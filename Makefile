@@ -13,7 +13,8 @@ DEMO_BUNDLE := dist/digits-host
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml runtime/pyproject.toml Makefile
+$(STAMP): pyproject.toml runtime/pyproject.toml Makefile scripts/setup-system.sh
+	scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e './runtime[onnx,tflite,serve]' -e '.[dev,tflite]' $(TORCH_PIN)

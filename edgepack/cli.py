@@ -152,18 +152,24 @@ def _progress(message: str) -> None:
     err_console.print(escape(message), highlight=False)
 
 
-def _devices(hosts: tuple[str, ...], identity: str | None, inventory: Path | None):
+def _devices(hosts: tuple[str, ...], identity: str | None, inventory: Path | None, remote_root: str):
+    import dataclasses
+
     from .devices import DeviceError, load_inventory, parse_host
 
     if bool(hosts) == bool(inventory):
         raise DeviceError("name the devices with --host user@host[:port] (repeatable) or --devices devices.toml, not both")
-    return load_inventory(inventory) if inventory else [parse_host(h, identity) for h in hosts]
+    if inventory:
+        return load_inventory(inventory)
+    return [dataclasses.replace(parse_host(h, identity), root=remote_root) for h in hosts]
 
 
 _host_options = [
     click.option("--host", "hosts", multiple=True, metavar="USER@HOST[:PORT]", help="A device over SSH (repeatable)."),
     click.option("--identity", type=click.Path(), help="SSH private key for --host devices."),
     click.option("--devices", "inventory", type=click.Path(path_type=Path), help="A devices.toml inventory."),
+    click.option("--remote-root", default="~/.edgepack", show_default=True,
+                 help="Where --host devices keep the venv, bundles and results."),
 ]
 
 
@@ -176,14 +182,14 @@ def _with_hosts(fn):
 @main.command("deploy")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_with_hosts
-def deploy_cmd(bundle, hosts, identity, inventory):
+def deploy_cmd(bundle, hosts, identity, inventory, remote_root):
     """Copy BUNDLE and edgepack-runtime to devices over SSH, install, and verify there."""
     import tempfile
 
     from .devices import DeviceError
     from .remote import build_runtime_wheel, deploy
 
-    devices = _devices(hosts, identity, inventory)
+    devices = _devices(hosts, identity, inventory, remote_root)
     failed = []
     with tempfile.TemporaryDirectory(prefix="edgepack-deploy-") as tmp:
         wheel = build_runtime_wheel(Path(tmp))
@@ -209,12 +215,12 @@ def deploy_cmd(bundle, hosts, identity, inventory):
 @click.option("--threads", default=None, metavar="1,2,4")
 @click.option("--runs", type=click.IntRange(min=2), default=None)
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None)
-def bench_cmd(bundle, hosts, identity, inventory, out_dir, artifact, threads, runs, min_seconds):
+def bench_cmd(bundle, hosts, identity, inventory, remote_root, out_dir, artifact, threads, runs, min_seconds):
     """Deploy where needed and benchmark BUNDLE on every device in parallel; compare them."""
     from . import compare
     from .remote import bench_devices
 
-    devices = _devices(hosts, identity, inventory)
+    devices = _devices(hosts, identity, inventory, remote_root)
     passthrough = []
     for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--min-seconds", min_seconds)):
         if value is not None:

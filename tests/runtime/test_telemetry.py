@@ -1,6 +1,5 @@
 """Telemetry: records, summaries and exports, the size cap, crash safety, drift."""
 
-import json
 import random
 import signal
 import sqlite3
