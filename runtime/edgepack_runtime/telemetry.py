@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
+from .errors import EdgepackError
+
 __all__ = ["TelemetryWriter", "shared_writer", "default_path", "enabled_by_env", "HISTOGRAM_EDGES_MS", "histogram_index",
            "ENV_DISABLE", "ENV_PATH"]
 
@@ -225,13 +227,33 @@ _shared: dict[Path, TelemetryWriter] = {}
 _shared_lock = threading.Lock()
 
 
+# Settings for the CLI and server, where there is no Python call to pass them to.
+SETTINGS_ENV = {"EDGEPACK_TELEMETRY_MAX_BYTES": ("max_bytes", int),
+                "EDGEPACK_TELEMETRY_FLUSH_SECONDS": ("flush_seconds", float),
+                "EDGEPACK_TELEMETRY_BATCH_RECORDS": ("batch_records", int),
+                "EDGEPACK_TELEMETRY_DURABILITY": ("durability", str)}
+
+
+def settings_from_env() -> dict:
+    settings = {}
+    for name, (key, kind) in SETTINGS_ENV.items():
+        if os.environ.get(name):
+            try:
+                settings[key] = kind(os.environ[name])
+            except ValueError:
+                raise EdgepackError(f"{name}={os.environ[name]!r} is not a valid {kind.__name__}; "
+                                    "fix or unset it") from None
+    return settings
+
+
 def shared_writer(path: Optional[Path] = None) -> TelemetryWriter:
-    """One writer per database per process (models share it); flushed at interpreter exit."""
+    """One writer per database per process (models share it); flushed at interpreter exit.
+    Sizes and durability come from the EDGEPACK_TELEMETRY_* variables (docs/telemetry.md)."""
     import atexit
 
     key = Path(path) if path else default_path()
     with _shared_lock:
         if key not in _shared:
-            _shared[key] = TelemetryWriter(key)
+            _shared[key] = TelemetryWriter(key, **settings_from_env())
             atexit.register(_shared[key].close)
         return _shared[key]

@@ -166,3 +166,15 @@ def test_histogram_percentiles_interpolate_inside_buckets():
         exact = float(np.percentile(latencies, q * 100))
         assert histogram_percentile(histogram, q) == pytest.approx(exact, rel=0.1)  # 4 buckets per octave
     assert histogram_percentile([0] * 5, 0.5) is None
+
+
+def test_cli_and_server_settings_come_from_the_environment(tmp_path, monkeypatch):
+    from edgepack_runtime.telemetry import shared_writer
+
+    monkeypatch.setenv("EDGEPACK_TELEMETRY_FLUSH_SECONDS", "0.5")
+    monkeypatch.setenv("EDGEPACK_TELEMETRY_BATCH_RECORDS", "16")
+    writer = shared_writer(tmp_path / "env.sqlite")
+    assert (writer.flush_seconds, writer.batch_records) == (0.5, 16)
+    monkeypatch.setenv("EDGEPACK_TELEMETRY_MAX_BYTES", "lots")
+    with pytest.raises(edgepack_runtime.EdgepackError, match="EDGEPACK_TELEMETRY_MAX_BYTES='lots' is not a valid int"):
+        shared_writer(tmp_path / "other.sqlite")
