@@ -170,6 +170,7 @@ _host_options = [
     click.option("--devices", "inventory", type=click.Path(path_type=Path), help="A devices.toml inventory."),
     click.option("--remote-root", default="~/.edgepack", show_default=True,
                  help="Where --host devices keep the venv, bundles and results."),
+    click.option("--offline", is_flag=True, help="Ship every wheel the device needs: it needs no network."),
 ]
 
 
@@ -182,7 +183,7 @@ def _with_hosts(fn):
 @main.command("deploy")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @_with_hosts
-def deploy_cmd(bundle, hosts, identity, inventory, remote_root):
+def deploy_cmd(bundle, hosts, identity, inventory, remote_root, offline):
     """Copy BUNDLE and edgepack-runtime to devices over SSH, install, and verify there."""
     import tempfile
 
@@ -195,7 +196,7 @@ def deploy_cmd(bundle, hosts, identity, inventory, remote_root):
         wheel = build_runtime_wheel(Path(tmp))
         for device in devices:
             try:
-                deployment = deploy(bundle, device, wheel, _progress)
+                deployment = deploy(bundle, device, wheel, _progress, offline)
             except DeviceError as exc:
                 failed.append(device.name)
                 err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
@@ -215,7 +216,7 @@ def deploy_cmd(bundle, hosts, identity, inventory, remote_root):
 @click.option("--threads", default=None, metavar="1,2,4")
 @click.option("--runs", type=click.IntRange(min=2), default=None)
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None)
-def bench_cmd(bundle, hosts, identity, inventory, remote_root, out_dir, artifact, threads, runs, min_seconds):
+def bench_cmd(bundle, hosts, identity, inventory, remote_root, offline, out_dir, artifact, threads, runs, min_seconds):
     """Deploy where needed and benchmark BUNDLE on every device in parallel; compare them."""
     from . import compare
     from .remote import bench_devices
@@ -225,7 +226,7 @@ def bench_cmd(bundle, hosts, identity, inventory, remote_root, out_dir, artifact
     for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--min-seconds", min_seconds)):
         if value is not None:
             passthrough += [flag, str(value)]
-    outcomes = bench_devices(bundle, devices, out_dir, passthrough, _progress)
+    outcomes = bench_devices(bundle, devices, out_dir, passthrough, _progress, offline)
     results = [o.result for o in outcomes if o.result]
     for o in outcomes:
         if o.error:

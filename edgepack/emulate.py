@@ -34,6 +34,7 @@ from edgepack_runtime.bundle import open_bundle
 from edgepack_runtime.parity import max_abs_diff, run_samples
 
 from .errors import EdgepackError
+from .remote import manylinux_platforms
 
 __all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION"]
 
@@ -44,7 +45,6 @@ DEBIAN_PACKAGES = (
     "libcrypt1", "libncursesw6", "libtinfo6", "libreadline8", "libgomp1",
 )
 WHEELS = ("numpy<2", "onnxruntime==1.19.2", "ai-edge-litert==2.1.6", "click", "rich")
-MANYLINUX = ["manylinux2014_aarch64"] + [f"manylinux_2_{v}_aarch64" for v in (17, 24, 26, 27, 28, 31, 34, 35, 36)]
 QEMU = "qemu-aarch64-static"
 DEFAULT_CPU = "max"
 ARTIFACT_TIMEOUT_S = 900
@@ -116,7 +116,7 @@ def prepare(log=lambda _: None) -> Environment:
         for deb in sorted(debs.glob("*.deb")):
             _run(["dpkg", "-x", str(deb), str(work / "root")], f"unpacking {deb.name}", "remove the cache and retry")
         log("installing aarch64 wheels")
-        platforms = [arg for p in MANYLINUX for arg in ("--platform", p)]
+        platforms = [arg for p in manylinux_platforms("aarch64") for arg in ("--platform", p)]
         _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(work / "site"), *platforms,
               "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *WHEELS],
              "pip install of aarch64 wheels", "check that pip can reach PyPI", timeout=1800)

@@ -100,8 +100,30 @@ def _extras(bundle: Bundle) -> str:
     return ",".join(formats)
 
 
-def deploy(bundle_path: Path, device: Device, wheel: Path, log: Callable[[str], None] = lambda _: None) -> Deployment:
-    """Copy the bundle and the runtime to the device, install, and run `verify` there."""
+def manylinux_platforms(machine: str) -> list[str]:
+    """pip --platform tags a current glibc Linux on `machine` accepts (Debian 12: glibc 2.36)."""
+    return [f"manylinux2014_{machine}"] + [f"manylinux_2_{v}_{machine}" for v in (17, 24, 26, 27, 28, 31, 34, 35, 36)]
+
+
+def download_wheels(wheel: Path, extras: str, machine: str, python_version: str, out_dir: Path) -> Path:
+    """Every wheel the device needs to install the runtime offline, for its CPU and Python."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    platforms = [a for p in manylinux_platforms(machine) for a in ("--platform", p)]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(out_dir), *platforms,
+                           "--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
+                           f"{wheel}[{extras}]"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise DeviceError(f"downloading wheels for {machine}/cp{python_version} failed: "
+                          f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return out_dir
+
+
+def deploy(bundle_path: Path, device: Device, wheel: Path, log: Callable[[str], None] = lambda _: None,
+           offline: bool = False) -> Deployment:
+    """Copy the bundle and the runtime to the device, install, and run `verify` there.
+
+    `offline`: also download, here, every wheel the runtime needs for the device's CPU and
+    Python, copy them over and install with `--no-index`: the device needs no network."""
     bundle = open_bundle(bundle_path)
     bundle.verify_integrity()  # never ship a damaged bundle
     root = ssh(device, f"mkdir -p {_remote_path(device.root)} && cd {_remote_path(device.root)} && pwd").strip()
@@ -117,12 +139,19 @@ def deploy(bundle_path: Path, device: Device, wheel: Path, log: Callable[[str], 
         _scp(device, [str(bundle.root)], f"{device.destination}:{partial}")
         # swap in whole: a half-copied bundle never sits at the final path
         ssh(device, f"rm -rf {q(remote_bundle)} && mv {q(partial)} {q(remote_bundle)}")
-    log(f"{device.name}: installing edgepack-runtime[{_extras(bundle)}]")
+    log(f"{device.name}: installing edgepack-runtime[{_extras(bundle)}]" + (" offline" if offline else ""))
     _scp(device, [str(wheel)], f"{device.destination}:{root}/wheels/")
     remote_wheel = f"{root}/wheels/{wheel.name}"
     venv = f"{root}/venv"
     ssh(device, f"test -x {q(venv)}/bin/python || {device.python} -m venv {q(venv)}", timeout=INSTALL_TIMEOUT_S)
     pip = f"{q(venv)}/bin/python -m pip install -q --disable-pip-version-check"
+    if offline:
+        machine, version = ssh(device, f"{q(venv)}/bin/python -c 'import platform, sys; "
+                                       f"print(platform.machine(), \"%d%d\" % sys.version_info[:2])'").split()
+        with tempfile.TemporaryDirectory(prefix="edgepack-wheels-") as tmp:
+            wheels = download_wheels(wheel, _extras(bundle), machine, version, Path(tmp) / "wheels")
+            _scp(device, [str(p) for p in sorted(wheels.iterdir())], f"{device.destination}:{root}/wheels/")
+        pip += f" --no-index --find-links {q(root)}/wheels"
     ssh(device, f"{pip} {q(remote_wheel + '[' + _extras(bundle) + ']')} && "
                 f"{pip} --force-reinstall --no-deps {q(remote_wheel)}", timeout=INSTALL_TIMEOUT_S)
     runtime = f"{venv}/bin/edgepack-runtime"
@@ -155,14 +184,14 @@ class DeviceOutcome:
 
 
 def bench_devices(bundle_path: Path, devices: Sequence[Device], out_dir: Path, bench_args: Sequence[str] = (),
-                  log: Callable[[str], None] = lambda _: None) -> list[DeviceOutcome]:
+                  log: Callable[[str], None] = lambda _: None, offline: bool = False) -> list[DeviceOutcome]:
     """Deploy and benchmark on every device in parallel; a failing device does not stop the others."""
     with tempfile.TemporaryDirectory(prefix="edgepack-deploy-") as tmp:
         wheel = build_runtime_wheel(Path(tmp))
 
         def one(device: Device) -> DeviceOutcome:
             try:
-                deployment = deploy(bundle_path, device, wheel, log)
+                deployment = deploy(bundle_path, device, wheel, log, offline)
                 log(f"{device.name}: benchmarking")
                 return DeviceOutcome(device, result=remote_bench(deployment, out_dir, bench_args))
             except DeviceError as exc:

@@ -91,15 +91,18 @@ def test_host_specs_and_inventory_errors(tmp_path):
 
 
 def test_deploy_installs_and_verifies_on_the_device(sshd, onnx_bundle, tmp_path):
+    """--offline: every wheel is shipped and installed with --no-index (the device needs no network)."""
     root = tmp_path / "device"
     args = ("deploy", onnx_bundle, "--host", f"{sshd['user']}@127.0.0.1:{sshd['ports'][0]}",
-            "--identity", sshd["key"], "--remote-root", root)
+            "--identity", sshd["key"], "--remote-root", root, "--offline")
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and "passed" in result.output and "copying bundle" in result.output
     remote = root / "bundles" / "digits-onnx"
     assert (remote / "manifest.json").read_bytes() == (onnx_bundle / "manifest.json").read_bytes()
     assert (root / "venv" / "bin" / "edgepack-runtime").exists()
+    shipped = {p.name.split("-")[0].lower() for p in (root / "wheels").glob("*.whl")}
+    assert {"edgepack_runtime", "numpy", "onnxruntime", "click", "rich"} <= shipped
     again = run_cli(*args)  # the same bundle is already there: not copied again, verified again
     assert again.exit_code == 0 and "copying bundle" not in again.output and "verified" in again.output
 
