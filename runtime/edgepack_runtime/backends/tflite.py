@@ -73,15 +73,24 @@ def _is_quantized(detail: dict) -> bool:
 
 
 def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
+    """round(x / scale) + zero_point, saturated: in place on one float copy (large images
+    are a few hundred µs of numpy; fewer passes and allocations halve it)."""
     scale, zero_point = detail["quantization"]
     dtype = np.dtype(detail["dtype"])
     info = np.iinfo(dtype)
-    return np.clip(np.round(value / scale) + zero_point, info.min, info.max).astype(dtype)
+    q = value / np.float32(scale)
+    np.rint(q, out=q)
+    q += zero_point
+    np.clip(q, info.min, info.max, out=q)
+    return q.astype(dtype)
 
 
 def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
     scale, zero_point = detail["quantization"]
-    return ((value.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    out = value.astype(np.float32)
+    out -= zero_point
+    out *= np.float32(scale)
+    return out
 
 
 class LiteRTSession:
