@@ -35,6 +35,12 @@ PRECISIONS = ("fp32", "fp16", "int8", "dynamic-int8")
 # Precisions whose kernels are integer kernels: their numbers depend on the ISA.
 INTEGER_PRECISIONS = ("int8", "dynamic-int8")
 LAYOUTS = ("nchw", "nhwc")
+# Allowed values of preset fields, checked when a profile loads (not deep in a converter).
+PRESET_CHOICES = {
+    "onnx": {"quant_format": ("qdq", "qoperator"), "activation_type": ("int8", "uint8"),
+             "weight_type": ("int8", "uint8"), "calibrate_method": ("minmax", "entropy", "percentile")},
+    "tflite": {"range_update": ("min_max", "moving_average")},
+}
 
 
 @dataclass(frozen=True)
@@ -193,6 +199,12 @@ def _check(profile: TargetProfile) -> TargetProfile:
             raise _unknown(f"precision in {where}.prefer", precision, PRECISIONS, f"supported: {', '.join(PRECISIONS)}")
     if profile.tflite is not None and profile.tflite.layout not in LAYOUTS:
         raise _unknown(f"layout in {where}.tflite", profile.tflite.layout, LAYOUTS, f"supported: {', '.join(LAYOUTS)}")
+    for fmt, choices in PRESET_CHOICES.items():
+        settings = profile.settings(fmt)
+        for key, allowed in choices.items():
+            value = getattr(settings.int8, key) if settings is not None else allowed[0]
+            if value not in allowed:
+                raise _unknown(f"{key} in {where}.{fmt}.int8", value, allowed, f"supported: {', '.join(allowed)}")
     return profile
 
 

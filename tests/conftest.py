@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,13 @@ def create():
 def example_inputs():
     return {"x": torch.zeros(1, 4)}
 '''
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _import(path: Path):

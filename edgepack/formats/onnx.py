@@ -76,17 +76,15 @@ class OnnxFormat:
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-        try:
-            kwargs = dict(
-                quant_format=formats[preset.quant_format],
-                activation_type=types[preset.activation_type],
-                weight_type=types[preset.weight_type],
-                per_channel=preset.per_channel,
-                reduce_range=preset.reduce_range,
-                calibrate_method=methods[preset.calibrate_method],
-            )
-        except KeyError as exc:
-            raise BuildError(f"target {target.id}: unknown value {exc} in [onnx.int8]; fix the profile") from None
+        # Values were checked when the profile loaded (targets.PRESET_CHOICES).
+        kwargs = dict(
+            quant_format=formats[preset.quant_format],
+            activation_type=types[preset.activation_type],
+            weight_type=types[preset.weight_type],
+            per_channel=preset.per_channel,
+            reduce_range=preset.reduce_range,
+            calibrate_method=methods[preset.calibrate_method],
+        )
         with tempfile.TemporaryDirectory(prefix="edgepack-quant-") as tmp:
             prepared = Path(tmp) / "prepared.onnx"
             try:

@@ -101,10 +101,7 @@ class TfliteFormat:
                 name = target.tflite.int8.recipe
                 if not hasattr(recipe, name):
                     raise BuildError(f"target {target.id}: ai-edge-quantizer has no recipe {name!r}; fix [tflite.int8]")
-                preset = target.tflite.int8
-                if preset.range_update not in RANGE_UPDATES:
-                    raise BuildError(f"target {target.id}: [tflite.int8] range_update must be one of "
-                                     f"{', '.join(RANGE_UPDATES)}, not {preset.range_update!r}")
+                preset = target.tflite.int8  # range_update was checked when the profile loaded
                 chosen = getattr(recipe, name)()
                 qt.load_quantization_recipe(chosen)
                 settings.update(recipe=name, range_update=preset.range_update, relies_on=list(preset.relies_on))

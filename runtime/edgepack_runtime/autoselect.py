@@ -18,6 +18,7 @@ from typing import Optional
 from .bundle import Bundle
 from .device import device_key
 from .model import candidates, default_threads, load
+from .parity import split_samples
 from .stats import latency_summary
 
 __all__ = ["auto_choice", "cached_choice", "cache_path", "thread_options"]
@@ -50,8 +51,7 @@ def cached_choice(bundle: Bundle) -> Optional[dict]:
 def _trial(bundle: Bundle, artifact: str, threads: int, seconds: float) -> float:
     """p50 latency (ms) of one candidate over `seconds` of runs on golden inputs."""
     model = load(bundle.root, artifact=artifact, threads=threads)
-    inputs, _ = bundle.golden()
-    feeds = [{k: v[i] for k, v in inputs.items()} for i in range(len(next(iter(inputs.values()))))]
+    feeds = split_samples(bundle.golden()[0])
     for i in range(TRIAL_WARMUP_RUNS):
         model.run(feeds[i % len(feeds)])
     timings, start = [], time.perf_counter()

@@ -22,6 +22,7 @@ from .bundle import Bundle, open_bundle
 from .device import device_info, temperatures_c
 from .errors import EdgepackError, InputError
 from .model import AUTO, default_threads
+from .parity import split_samples
 from .stats import PERCENTILE_METHOD, latency_summary
 
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
@@ -57,7 +58,7 @@ def _feeds(bundle: Bundle, how: str) -> list[dict[str, np.ndarray]]:
                   for k, v in inputs.items()}
     elif how != "real":
         raise InputError(f"--inputs must be real or random, not {how!r}")
-    return [{k: v[i] for k, v in inputs.items()} for i in range(len(next(iter(inputs.values()))))]
+    return split_samples(inputs)
 
 
 def _worker(t0: float, spec: dict) -> dict:

@@ -12,7 +12,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-__all__ = ["SelfTest", "run_samples", "max_abs_diff", "top1_accuracy", "self_test", "parity_samples",
+__all__ = ["SelfTest", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy", "self_test", "parity_samples",
            "INTEGER_PRECISIONS"]
 
 # Precisions whose activations are quantized with ranges calibrated on real data.
@@ -21,12 +21,17 @@ INTEGER_PRECISIONS = ("int8",)
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
 
-def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Feed stacked samples ([N, *input_shape] per input) one at a time; stack the outputs."""
+def split_samples(inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Stacked samples ([N, *input_shape] per input) → N feeds of one sample each."""
     count = len(next(iter(inputs.values())))
+    return [{k: v[i] for k, v in inputs.items()} for i in range(count)]
+
+
+def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Feed stacked samples one at a time; stack the outputs."""
     collected: dict[str, list[np.ndarray]] = {}
-    for i in range(count):
-        for name, value in run({k: v[i] for k, v in inputs.items()}).items():
+    for feed in split_samples(inputs):
+        for name, value in run(feed).items():
             collected.setdefault(name, []).append(np.asarray(value))
     return {name: np.stack(values) for name, values in collected.items()}
 

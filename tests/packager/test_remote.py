@@ -14,16 +14,10 @@ import pytest
 
 from edgepack.devices import DeviceError, load_inventory, parse_host
 
-from ..conftest import DIGITS_MODEL
+from ..conftest import DIGITS_MODEL, free_port
 from .test_cli import one_line_error, run_cli
 
 SSHD = "/usr/sbin/sshd"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

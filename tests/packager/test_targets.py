@@ -79,6 +79,15 @@ def test_unknown_nested_key_is_an_error(profile_dir):
         load_target("arm64/typo")
 
 
+def test_preset_values_are_checked_when_the_profile_loads(profile_dir):
+    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n[onnx.int8]\nactivation_type = "int4"\n')
+    with pytest.raises(TargetError, match="unknown activation_type in target arm64/bad.onnx.int8 'int4'"):
+        load_target("arm64/bad")
+    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n[tflite.int8]\nrange_update = "minmax"\n')
+    with pytest.raises(TargetError, match="did you mean 'min_max'"):
+        load_target("arm64/bad")
+
+
 def test_extends_cycle_is_reported(profile_dir):
     (profile_dir / "arm64" / "a.toml").write_text('extends = "arm64/b"\n')
     (profile_dir / "arm64" / "b.toml").write_text('extends = "arm64/a"\n')

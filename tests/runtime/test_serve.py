@@ -19,13 +19,9 @@ import pytest
 
 import edgepack_runtime
 
+from ..conftest import free_port
+
 CLI = Path(sys.executable).parent / "edgepack-runtime"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
