@@ -178,3 +178,31 @@ def test_metrics_and_a_burst_loses_no_telemetry(server, digits_bundle):
     conn = sqlite3.connect(server.db)
     assert conn.execute("SELECT COUNT(*) FROM events WHERE outcome = 'ok'").fetchone()[0] == n
     assert conn.execute("SELECT SUM(count) FROM minutes").fetchone()[0] == n
+
+
+@pytest.fixture(scope="module")
+def mobilenet_bundle(tmp_path_factory):
+    """MobileNetV2 (random weights), ONNX fp32 only: an inference of several ms on any CPU."""
+    import edgepack
+
+    from ..conftest import ROOT
+
+    out = tmp_path_factory.mktemp("mnv2") / "mnv2"
+    return edgepack.build(f"{ROOT / 'examples' / 'mobilenet_v2' / 'model.py'}:create", out, "host",
+                          formats=["onnx"], precisions=["fp32"]).path
+
+
+@pytest.mark.slow
+def test_an_inference_over_the_time_limit_gets_504_and_frees_its_slot(mobilenet_bundle, tmp_path):
+    # 1 ms is far below one MobileNetV2 inference (~10 ms here, more on slower CPUs).
+    srv = Server(mobilenet_bundle, tmp_path, "--timeout", "0.001", "--max-concurrency", "1", "--threads", "1")
+    try:
+        x = np.zeros((1, 3, 224, 224), np.float32)
+        status, body, _ = srv.predict(x)
+        assert status == 504 and "longer than 0.001 s" in json.loads(body)["detail"]
+        time.sleep(1.0)  # the abandoned inference finishes and releases its slot
+        status, _, _ = srv.predict(x)
+        assert status == 504  # not 503: the one slot was given back
+        assert srv.get("/healthz")[0] == 200
+    finally:
+        srv.stop()
