@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgepack_runtime.backends import to_nhwc
+from edgepack_runtime.backends.tflite import by_position
 from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.parity import split_samples
 
 from ..errors import BuildError
 from ..targets import TargetProfile
@@ -48,7 +51,8 @@ class ChannelsLast(torch.nn.Module):
 
 
 def _native(value: np.ndarray, layout: str) -> np.ndarray:
-    return np.ascontiguousarray(value.transpose(0, 2, 3, 1)) if layout == "nhwc" and value.ndim == 4 else value
+    """`value` in the artifact's input layout (the runtime transposes the same way)."""
+    return to_nhwc(value) if layout == "nhwc" else value
 
 
 @contextlib.contextmanager
@@ -138,17 +142,14 @@ class TfliteFormat:
 
     @staticmethod
     def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: TargetProfile) -> list[dict]:
-        """Calibration samples keyed by the signature's positional input names, in the artifact's layout."""
+        """Calibration samples keyed by the signature's input names (mapped to ours the way the
+        runtime maps them), in the artifact's layout."""
         from ai_edge_litert.interpreter import Interpreter
 
         signature = Interpreter(model_path=str(fp32)).get_signature_list()[SIGNATURE]["inputs"]
-        ordered = sorted(signature, key=lambda n: int(n.rpartition("_")[2]) if n.rpartition("_")[2].isdigit() else n)
-        arrays = list(calibration.values())
-        count = len(arrays[0])
-        return [
-            {sig: _native(array[i], target.tflite.layout) for sig, array in zip(ordered, arrays)}
-            for i in range(count)
-        ]
+        names = by_position(signature, list(calibration), "inputs", fp32)  # signature name -> input name
+        return [{sig: _native(feed[name], target.tflite.layout) for sig, name in names.items()}
+                for feed in split_samples(calibration)]
 
     def count_macs(self, fp32: Path) -> int | None:
         return None  # counted on the ONNX graph when that format is built

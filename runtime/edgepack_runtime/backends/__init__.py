@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import BundleError
 
-__all__ = ["Session", "open_session", "backend_available", "FORMATS", "NHWC"]
+__all__ = ["Session", "open_session", "backend_available", "to_nhwc", "FORMATS", "NHWC"]
 
 # format name -> module in this package that implements `open_session` and `available`
 FORMATS = {"onnx": "onnx", "tflite": "tflite"}
@@ -41,6 +41,15 @@ def _module(fmt: str):
     return importlib.import_module(f"{__name__}.{FORMATS[fmt]}")
 
 
+def to_nhwc(value: np.ndarray) -> np.ndarray:
+    """A 4-D NCHW tensor as contiguous NHWC; other ranks unchanged."""
+    return np.ascontiguousarray(value.transpose(0, 2, 3, 1)) if value.ndim == 4 else value
+
+
+def to_nchw(value: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(value.transpose(0, 3, 1, 2)) if value.ndim == 4 else value
+
+
 class _ChannelsLast:
     """An artifact exported channels-last: callers keep feeding the manifest's NCHW
     tensors; 4-D inputs are transposed to NHWC and 4-D outputs back to NCHW."""
@@ -56,9 +65,8 @@ class _ChannelsLast:
         return self._session.quantization()
 
     def run(self, feeds, raw: bool = False):
-        to_nhwc = {k: np.ascontiguousarray(v.transpose(0, 2, 3, 1)) if v.ndim == 4 else v for k, v in feeds.items()}
-        out = self._session.run(to_nhwc, raw)
-        return {k: np.ascontiguousarray(v.transpose(0, 3, 1, 2)) if v.ndim == 4 else v for k, v in out.items()}
+        out = self._session.run({k: to_nhwc(v) for k, v in feeds.items()}, raw)
+        return {k: to_nchw(v) for k, v in out.items()}
 
 
 def open_session(fmt: str, path, threads: int, input_names: Sequence[str], output_names: Sequence[str],

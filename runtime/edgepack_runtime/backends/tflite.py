@@ -55,7 +55,7 @@ def _interpreter():
     return Interpreter, "tflite-runtime", version
 
 
-def _by_position(names: Sequence[str], wanted: Sequence[str], what: str, path) -> dict[str, str]:
+def by_position(names: Sequence[str], wanted: Sequence[str], what: str, path) -> dict[str, str]:
     """Map the signature's tensor names to the manifest's names, in positional order."""
     if set(names) == set(wanted):
         return {n: n for n in names}
@@ -107,8 +107,8 @@ class LiteRTSession:
         self._inputs = self._runner.get_input_details()
         self._outputs = self._runner.get_output_details()
         # manifest name -> signature name (inputs), signature name -> manifest name (outputs)
-        self._input_names = {v: k for k, v in _by_position(list(self._inputs), input_names, "inputs", path).items()}
-        self._output_names = _by_position(list(self._outputs), output_names, "outputs", path)
+        self._input_names = {v: k for k, v in by_position(list(self._inputs), input_names, "inputs", path).items()}
+        self._output_names = by_position(list(self._outputs), output_names, "outputs", path)
         # Per call: which tensors need (de)quantizing. Float models: none, a plain rename.
         self._quantized_inputs = {n for n, sig in self._input_names.items() if _is_quantized(self._inputs[sig])}
         self._quantized_outputs = {sig for sig in self._output_names if _is_quantized(self._outputs[sig])}
