@@ -12,7 +12,7 @@ from rich.table import Table
 from edgepack_runtime.cli import ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
-from .pipeline import DEFAULT_MAX_ACCURACY_DROP, BuildFailed, build
+from .pipeline import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_COSINE, BuildFailed, build
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -78,16 +78,19 @@ def targets_show(target_id: str):
 @click.option("--formats", help="Comma list, default: the target's.")
 @click.option("--precisions", help="Comma list (fp32,int8), default: the target's.")
 @click.option("--calibration", type=click.Path(path_type=Path), help=".npz, one array [N, ...] per input.")
-@click.option("--eval", "eval_data", type=click.Path(path_type=Path), help="Like --calibration plus int `labels`.")
+@click.option("--eval", "eval_data", type=click.Path(path_type=Path),
+              help="Like --calibration, samples not used for calibration; optional int `labels`.")
 @click.option("--name", help="Bundle name, default: the -o directory name.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a full pickle as --weights (runs its code).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if an artifact fails validation.")
 @click.option("--allow-partial", is_flag=True, help="Write the bundle even if an artifact fails to build.")
 @click.option("--verify-emulated", is_flag=True, help="aarch64 targets: also run the self-test under qemu (slow).")
-@click.option("--max-accuracy-drop", type=float, default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
-              help="Top-1 points an artifact may lose vs PyTorch.")
+@click.option("--accuracy-budget", "max_accuracy_drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP,
+              show_default=True, metavar="POINTS", help="Top-1 points an artifact may lose vs PyTorch (--eval labels).")
+@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=DEFAULT_MIN_COSINE, show_default=True,
+              help="Mean cosine similarity to PyTorch's outputs every artifact must keep.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
-              trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop):
+              trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     def warn(message: str) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
@@ -97,7 +100,7 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
             model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
             inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
             trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-            verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, warn=warn,
+            verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, warn=warn,
         )
     console.print(artifacts_table(result.manifest))
     if result.manifest.emulated:

@@ -25,9 +25,10 @@ from .bundle_writer import BundleStaging
 from .errors import BuildError, TargetError
 from .formats import get_format
 from .model_source import load_model
-from .samples import golden_inputs, load_samples, random_samples
+from .samples import golden_inputs, hold_back, load_samples, random_samples
+from .search import SearchContext, search
 from .targets import load_target
-from .validate import References, torch_references, validate_artifact
+from .validate import Budget, References, measure_latency, torch_references, validate_artifact
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
 
@@ -36,7 +37,8 @@ RANDOM_CALIBRATION_SAMPLES = 32
 RANDOM_CALIBRATION_SEED = 7
 # A float artifact that misses its tolerance is a broken export: it fails the build.
 FLOAT_PRECISIONS = ("fp32", "fp16")
-DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an int8 artifact may lose vs PyTorch
+DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an artifact may lose vs PyTorch (eval labels)
+DEFAULT_MIN_COSINE = 0.99  # mean cosine similarity to PyTorch's outputs an artifact must keep
 
 
 @dataclass
@@ -98,14 +100,21 @@ def build(
     allow_partial: bool = False,
     verify_emulated: bool = False,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
+    min_cosine: float = DEFAULT_MIN_COSINE,
     warn: Callable[[str], None] = _warn,
 ) -> BuildResult:
     """Build a bundle for `target` from `model` (FILE.py:FACTORY) into the directory `output`.
 
-    Returns the BuildResult; raises BuildFailed (with the result) when an fp32 artifact
-    misses its tolerance or an int8 artifact loses more than `max_accuracy_drop` top-1
-    points on a matching host (unless `allow_mismatch`), or an artifact fails to build
-    (unless `allow_partial`). Nothing is written at `output` when it raises.
+    The accuracy budget: every artifact keeps a mean cosine similarity ≥ `min_cosine` to
+    PyTorch's outputs and, when the eval data has labels, loses at most `max_accuracy_drop`
+    top-1 points, measured on `eval_data` or, without it, on calibration samples held back
+    from calibration. Quantized precisions search the target's recipes for the fastest
+    within budget (search.py).
+
+    Returns the BuildResult; raises BuildFailed (with the result) when an artifact misses
+    its parity check or the budget (unless `allow_mismatch`), or fails to build (unless
+    `allow_partial`, which leaves such artifacts out). Nothing is written at `output` when
+    it raises.
     """
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -117,19 +126,28 @@ def build(
     host = host_info()
     staging = BundleStaging(Path(output))  # refuses a non-bundle destination before any work
 
+    budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine)
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
         calib, _ = load_samples(Path(calibration), loaded.inputs) if calibration else (None, None)
-        evaluation = load_samples(Path(eval_data), loaded.inputs, labelled=True) if eval_data else None
-    if calib is None and any("int8" in ps for ps in plan.values()):
+        evaluation = (*load_samples(Path(eval_data), loaded.inputs, evaluation=True), "eval") if eval_data else None
+    quantized = any(p != "fp32" for ps in plan.values() for p in ps)
+    if calib is None and quantized:
         warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
              "is meaningless; pass --calibration calib.npz with real samples")
+    golden = golden_inputs(loaded.inputs, calib)
+    if calib is not None and evaluation is None:
+        # Accuracy is measured on samples calibration never saw.
+        calib, held_back = hold_back(calib, "--calibration", "pass --eval eval.npz")
+        evaluation = (held_back, None, "held-back calibration")
+    if calib is None:
+        calib_samples = random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED)
+        evaluation = evaluation or (random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES,
+                                                   RANDOM_CALIBRATION_SEED + 1), None, "random")
     with _timed(seconds, "reference"):
-        refs = torch_references(loaded.module, loaded.inputs, *golden_inputs(loaded.inputs, calib), evaluation)
-    calibration_used = _Calibration(
-        samples=calib or random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED),
-        source="data" if calib is not None else "random",
-    )
+        refs = torch_references(loaded.module, loaded.inputs, *golden, evaluation)
+    calibration_used = _Calibration(samples=calib if calib is not None else calib_samples,
+                                    source="data" if calib is not None else "random")
 
     artifacts: list[Artifact] = []
     macs = None
@@ -140,7 +158,7 @@ def build(
             fmt = get_format(fmt_name)
             toolchain.update(fmt.toolchain())
             built, counted = _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
-                                           calibration_used, seconds)
+                                           calibration_used, budget, seconds)
             artifacts += built
             macs = macs or counted
 
@@ -161,6 +179,7 @@ def build(
                           samples=len(next(iter(refs.golden_inputs.values()))), real_samples=refs.real_samples),
             toolchain=toolchain,
             accuracy_tolerance=max_accuracy_drop,
+            min_cosine=min_cosine,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
             macs=macs,
             drift_reference={k: reference_stats(v) for k, v in calib.items()} if calib is not None else None,
@@ -168,6 +187,9 @@ def build(
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if verify_emulated:
             manifest = _emulate(manifest, profile, staging.dir, warn, seconds)
+            (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        if allow_partial and not allow_mismatch:
+            manifest = _leave_out(manifest, staging.dir)
             (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
         if result.problems:
@@ -182,7 +204,7 @@ class _Calibration(NamedTuple):
 
 
 def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,
-                  calibration: _Calibration, seconds: dict) -> tuple[list[Artifact], Optional[int]]:
+                  calibration: _Calibration, budget: Budget, seconds: dict) -> tuple[list[Artifact], Optional[int]]:
     """Export one format to fp32, derive its other precisions from that file, validate each.
     Returns the artifacts and the MACs per inference if this format counts them."""
     fp32_file = out_dir / f"model.fp32{fmt.suffix}"
@@ -194,30 +216,40 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
     except BuildError as exc:
         export_error = str(exc)
     macs = None if export_error else fmt.count_macs(fp32_file)
+    context = SearchContext(profile, host, refs, calibration.samples, budget)
     artifacts = []
     for precision in precisions:
         name = f"{fmt.name}-{precision}"
         file = out_dir / f"model.{precision}{fmt.suffix}"
-        quantization = None
+        quantization, latency = None, None
         try:
             if export_error:
                 raise BuildError(export_error)
-            if precision != "fp32":
-                with _timed(seconds, f"{fmt.name}.quantize"):
-                    quantization = fmt.quantize(fp32_file, file, profile, precision, calibration.samples)
+            if precision == "fp32":
+                with _timed(seconds, f"{fmt.name}.validate"):
+                    validation, accuracy, session = validate_artifact(fmt.name, precision, file, layout, profile,
+                                                                      host, refs, budget)
+                    latency = measure_latency(session, refs, host)
+            else:
+                with _timed(seconds, f"{fmt.name}.quantize+search"):
+                    chosen, trail = search(fmt, precision, fp32_file, file, context)
+                validation, accuracy, latency = chosen.validation, chosen.accuracy, chosen.latency
+                quantization = {**chosen.settings, "search": trail}
                 if precision == "int8":
                     quantization["calibration"] = calibration.source
                     quantization["calibration_samples"] = len(next(iter(calibration.samples.values())))
         except BuildError as exc:
             artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
             continue
-        with _timed(seconds, f"{fmt.name}.validate"):
-            validation, accuracy = validate_artifact(fmt.name, precision, file, layout, profile, host, refs)
+        if latency is not None:
+            latency = {**latency, "matches_target": validation.host_matches_target}
         artifacts.append(Artifact(
             name=name, format=fmt.name, precision=precision, status="ok",
             path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,
-            quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
+            quantization=quantization, layout=layout, validation=validation, accuracy=accuracy, latency=latency,
         ))
+    for stale in out_dir.glob(f"model.fp32.*{fmt.suffix}"):
+        stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
     if "fp32" not in precisions and fp32_file.exists():
         fp32_file.unlink()  # only the base for the other precisions: not part of the bundle
     return artifacts, macs
@@ -235,30 +267,66 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict)
     return dataclasses.replace(manifest, emulated=report)
 
 
-def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
+def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
+    """Why a built artifact must not ship as it is, or None."""
+    v, acc = art.validation, art.accuracy
+    if v is not None and not v.passed:
+        return (f"{art.name} differs from PyTorch on the golden samples: max |diff| {v.max_abs_diff:.2e} "
+                f"(allowed {v.tolerance:.1e}), cosine {v.cosine:.4f} (needs ≥ {v.min_cosine})")
+    if acc is not None and acc.within_budget is False:
+        figures = f"cosine {acc.cosine:.4f} (needs ≥ {manifest.min_cosine})"
+        if acc.top1_agreement is not None:
+            figures += f", top-1 agreement {acc.top1_agreement:.1f}%"
+        if acc.drop is not None:
+            figures += f", loses {acc.drop:.2f} top-1 points (allowed {manifest.accuracy_tolerance})"
+        tried = len((art.quantization or {}).get("search", [])) or 1
+        where = f"measured on {acc.measured_on}" + (", indicative" if acc.indicative else "")
+        return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data} samples: {figures} "
+                f"({where}; closest of {tried} candidate(s)); try more --calibration samples, another "
+                "precision, or a looser --min-cosine/--accuracy-budget")
+    return None
+
+
+def _emulated_misses(manifest: Manifest) -> list[str]:
     problems = []
-    failed = [a.name for a in manifest.artifacts if a.status != "ok"]
-    if failed and not allow_partial:
-        problems.append(f"{', '.join(failed)} failed to build (reasons in the table); "
-                        "pass --allow-partial to write the other artifacts")
-    if allow_mismatch:
-        return problems
     for r in (manifest.emulated or {}).get("results", []):
         if not r["passed"]:
             why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
-            problems.append(f"{r['artifact']} fails on emulated aarch64 ({why}); pass --allow-mismatch to write it anyway")
-    for art in manifest.artifacts:
-        if art.status != "ok":
-            continue
-        if art.precision in FLOAT_PRECISIONS and not art.validation.passed:
-            problems.append(
-                f"{art.name} differs from PyTorch by {art.validation.max_abs_diff:.2e} "
-                f"(tolerance {art.validation.tolerance:.1e}); pass --allow-mismatch to write it anyway"
-            )
-        acc = art.accuracy
-        if acc is not None and not acc.indicative and acc.drop > manifest.accuracy_tolerance:
-            problems.append(
-                f"{art.name} loses {acc.drop:.2f} top-1 points vs PyTorch (allowed "
-                f"{manifest.accuracy_tolerance}); pass --allow-mismatch to write it anyway"
-            )
+            problems.append(f"{r['artifact']} fails on emulated aarch64 ({why})")
     return problems
+
+
+def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
+    problems = []
+    failed = [a.name for a in manifest.artifacts if a.status == "failed"]
+    if failed and not allow_partial:
+        problems.append(f"{', '.join(failed)} failed to build (reasons in the table); "
+                        "pass --allow-partial to write the other artifacts")
+    if not any(a.status == "ok" for a in manifest.artifacts):
+        problems.append("no artifact is left to ship (reasons in the table)")
+    if allow_mismatch:
+        return problems
+    misses = [m for a in manifest.artifacts if a.status == "ok" and (m := _misses(a, manifest))]
+    misses += _emulated_misses(manifest)
+    if misses:
+        problems += misses + ["pass --allow-mismatch to write such artifacts anyway, or --allow-partial to leave them out"]
+    return problems
+
+
+def _leave_out(manifest: Manifest, bundle_dir: Path) -> Manifest:
+    """--allow-partial: artifacts that failed to build or to meet their checks are left out
+    of the bundle (their files removed), and stay in the manifest as `rejected` with why."""
+    emulated_failures = {r["artifact"] for r in (manifest.emulated or {}).get("results", []) if not r["passed"]}
+    kept = []
+    for art in manifest.artifacts:
+        why = _misses(art, manifest) if art.status == "ok" else None
+        if art.status == "ok" and art.name in emulated_failures:
+            why = f"{art.name} fails on emulated aarch64"
+        if why is None:
+            kept.append(art)
+            continue
+        if art.path:
+            (bundle_dir / art.path).unlink(missing_ok=True)
+        kept.append(dataclasses.replace(art, status="rejected" if art.status == "ok" else art.status,
+                                        path=None, sha256=None, error=art.error or why))
+    return dataclasses.replace(manifest, artifacts=tuple(kept))

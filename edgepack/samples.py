@@ -3,7 +3,8 @@
 File convention (`--calibration`, `--eval`): an `.npz` with one array per model input,
 the first axis counting samples. For an input of shape [1, 1, 8, 8] the array is
 [N, 1, 8, 8] (the batch axis of 1 becomes the sample axis) or [N, 1, 1, 8, 8].
-An eval file adds an integer `labels` array of length N.
+An eval file may add an integer `labels` array of length N (top-1 accuracy); without it,
+artifacts are judged by how closely they follow PyTorch on those samples.
 Inside edgepack every sample array is normalised to [N, *input_shape].
 """
 
@@ -19,12 +20,16 @@ from edgepack_runtime.manifest import TensorSpec
 
 from .errors import ModelSourceError
 
-__all__ = ["load_samples", "random_samples", "golden_inputs", "LABELS"]
+__all__ = ["load_samples", "random_samples", "golden_inputs", "hold_back", "LABELS"]
 
 LABELS = "labels"
 GOLDEN_FROM_CALIBRATION = 8
 GOLDEN_RANDOM = 4
 GOLDEN_SEED = 20240501
+# Without --eval, a share of the calibration samples is held back to measure accuracy on
+# data calibration never saw; below MIN_TO_HOLD_BACK samples both halves would be too thin.
+HOLD_BACK_FRACTION = 0.25
+MIN_TO_HOLD_BACK = 8
 
 
 def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
@@ -50,10 +55,11 @@ def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np
 
 
 def load_samples(
-    path: Path, specs: Sequence[TensorSpec], labelled: bool = False
+    path: Path, specs: Sequence[TensorSpec], evaluation: bool = False
 ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
-    """Read a calibration (or, with `labelled`, eval) .npz; returns (inputs, labels)."""
-    role = "--eval" if labelled else "--calibration"
+    """Read a calibration (or, with `evaluation`, eval) .npz; returns (inputs, labels),
+    labels None unless an eval file has them."""
+    role = "--eval" if evaluation else "--calibration"
     where = f"{role} {path}"
     try:
         data = np.load(path, allow_pickle=False)
@@ -69,9 +75,7 @@ def load_samples(
             )
         inputs = {s.name: _normalise(s.name, data[s.name], s, where) for s in specs}
         labels = None
-        if labelled:
-            if LABELS not in files:
-                raise ModelSourceError(f"{where} has no {LABELS!r} array; add the integer class of each sample")
+        if evaluation and LABELS in files:
             labels = data[LABELS]
             if labels.dtype.kind not in "iu" or labels.ndim != 1:
                 raise ModelSourceError(f"{where}: {LABELS!r} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
@@ -112,3 +116,14 @@ def golden_inputs(specs: Sequence[TensorSpec],
         return random, 0
     real = min(GOLDEN_FROM_CALIBRATION, len(next(iter(calibration.values()))))
     return {s.name: np.concatenate([calibration[s.name][:real], random[s.name]]) for s in specs}, real
+
+
+def hold_back(samples: dict[str, np.ndarray], role: str, fix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Split stacked samples into (kept, held back): the last HOLD_BACK_FRACTION, at least one."""
+    count = len(next(iter(samples.values())))
+    if count < MIN_TO_HOLD_BACK:
+        raise ModelSourceError(
+            f"{role} has {count} samples: too few to hold some back for measuring accuracy "
+            f"(needs {MIN_TO_HOLD_BACK}); give at least {MIN_TO_HOLD_BACK} samples or {fix}")
+    held = max(1, round(count * HOLD_BACK_FRACTION))
+    return {k: v[:-held] for k, v in samples.items()}, {k: v[-held:] for k, v in samples.items()}

@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, Optional
 
 from edgepack_runtime.hostinfo import HostInfo, host_info
+from edgepack_runtime.manifest import INTEGER_PRECISIONS
 
 from .errors import TargetError
 
@@ -32,8 +33,14 @@ HOST_BASES = (
 )
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic-int8")
-# Precisions whose kernels are integer kernels: their numbers depend on the ISA.
-INTEGER_PRECISIONS = ("int8", "dynamic-int8")
+# CPU features that make onnxruntime and XNNPACK dispatch other int8 kernels (with other
+# rounding and saturation): a host with one the target lacks, or the reverse, does not run
+# the target's int8 code, e.g. an AVX-512 VNNI host never exercises the AVX2 saturation
+# that the x86-64/avx2 preset guards against.
+INT8_KERNEL_FEATURES = {
+    "x86_64": ("avx512_vnni", "avx_vnni", "amx_int8"),
+    "aarch64": ("asimddp", "i8mm", "sve"),
+}
 LAYOUTS = ("nchw", "nhwc")
 # Allowed values of preset fields, checked when a profile loads (not deep in a converter).
 PRESET_CHOICES = {
@@ -54,6 +61,16 @@ class OnnxInt8:
     reduce_range: bool
     calibrate_method: str  # "minmax", "entropy" or "percentile"
     relies_on: tuple[str, ...]  # ISA features whose kernels this preset's numbers depend on
+    percentile: float = 99.999  # calibrate_method "percentile": share of each activation's values kept in range
+    bias_correction: bool = False  # fold NNCF's bias correction into the float model before quantizing
+    # More recipes for the accuracy-driven search, each a table overriding fields above;
+    # the build keeps the fastest recipe within the accuracy budget (see docs/quantization.md).
+    search: tuple[dict, ...] = ()
+
+    def recipes(self) -> list[dict]:
+        """This preset, then each `search` entry applied over it, as quantize settings."""
+        base = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("search", "relies_on")}
+        return [base] + [{**base, **override} for override in self.search]
 
 
 @dataclass(frozen=True)
@@ -105,7 +122,11 @@ class TargetProfile:
         integer precisions, every ISA feature the format's int8 preset relies on."""
         if host.arch != self.arch:
             return False
-        return precision not in INTEGER_PRECISIONS or set(self.settings(fmt).int8.relies_on) <= set(host.isa)
+        if precision not in INTEGER_PRECISIONS:
+            return True
+        dispatch = INT8_KERNEL_FEATURES.get(self.arch, ())
+        same_kernels = {f for f in dispatch if f in host.isa} == {f for f in dispatch if f in self.isa}
+        return same_kernels and set(self.settings(fmt).int8.relies_on) <= set(host.isa)
 
 
 # Nested TOML tables and the dataclass each becomes.
@@ -201,10 +222,17 @@ def _check(profile: TargetProfile) -> TargetProfile:
         raise _unknown(f"layout in {where}.tflite", profile.tflite.layout, LAYOUTS, f"supported: {', '.join(LAYOUTS)}")
     for fmt, choices in PRESET_CHOICES.items():
         settings = profile.settings(fmt)
-        for key, allowed in choices.items():
-            value = getattr(settings.int8, key) if settings is not None else allowed[0]
-            if value not in allowed:
-                raise _unknown(f"{key} in {where}.{fmt}.int8", value, allowed, f"supported: {', '.join(allowed)}")
+        if settings is None:
+            continue
+        recipes = settings.int8.recipes() if hasattr(settings.int8, "recipes") else [dataclasses.asdict(settings.int8)]
+        for i, recipe in enumerate(recipes):
+            place = f"{where}.{fmt}.int8" + (f".search[{i - 1}]" if i else "")
+            unknown = set(recipe) - {f.name for f in dataclasses.fields(settings.int8)}
+            if unknown:
+                raise _unknown(f"key in {place}", sorted(unknown)[0], recipes[0], "fix the profile file")
+            for key, allowed in choices.items():
+                if recipe[key] not in allowed:
+                    raise _unknown(f"{key} in {place}", recipe[key], allowed, f"supported: {', '.join(allowed)}")
     return profile
 
 

@@ -1,12 +1,15 @@
 """Check artifacts against PyTorch through the runtime's own backends.
 
-Parity: max |artifact − PyTorch| over the golden inputs must stay within
-`atol + rtol · max|PyTorch|` for the artifact's precision. Accuracy: top-1 on
-labelled eval data for PyTorch and each artifact.
+Parity (golden inputs, also repeated on the device by `verify`): the largest error must
+stay within a floor plus a fraction of the PyTorch outputs' range, and the outputs'
+cosine similarity to PyTorch's must reach a minimum per precision. Accuracy (eval data,
+or calibration samples held back from calibration): cosine, SQNR, top-1 agreement with
+PyTorch and, with labels, top-1 accuracy, judged against the build's accuracy budget.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -14,22 +17,54 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from edgepack_runtime.backends import open_session
+from edgepack_runtime.backends import Session, open_session
 from edgepack_runtime.hostinfo import HostInfo
 from edgepack_runtime.manifest import Accuracy, TensorSpec, Validation
-from edgepack_runtime.parity import max_abs_diff, parity_samples, run_samples, top1_accuracy
+from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, parity_samples, run_samples,
+                                     split_samples, top1_accuracy)
+from edgepack_runtime.stats import latency_summary, time_calls
 
 from .errors import ModelSourceError
 from .targets import TargetProfile
 
-__all__ = ["TOLERANCES", "References", "torch_references", "tolerance_for", "validate_artifact"]
+__all__ = ["TOLERANCES", "Budget", "References", "torch_references", "tolerance_for", "validate_artifact",
+           "measure_latency", "open_artifact"]
 
-# (atol, rtol) per precision. fp32 differs from PyTorch only by kernel summation
-# order. int8 keeps ~256 levels per tensor: an error of a few percent of the output
-# range is normal, a larger one means a broken graph or a bad preset.
-# fp16 weights carry ~3 significant digits. dynamic-int8 quantizes activations per
-# inference, about as coarse as static int8.
-TOLERANCES = {"fp32": (1e-4, 1e-4), "fp16": (1e-3, 1e-2), "int8": (0.05, 0.1), "dynamic-int8": (0.05, 0.1)}
+
+@dataclass(frozen=True)
+class Tolerance:
+    floor: float  # absolute: only matters for outputs whose range is ~0
+    range_fraction: float  # of max(ref) − min(ref)
+    min_cosine: float  # on the golden samples: a broken graph, not a budget
+
+
+# fp32 differs from PyTorch only by kernel summation order; fp16 weights carry ~3
+# significant digits; int8 keeps ~256 levels per tensor, so a few percent of the output
+# range is normal. The golden check catches broken graphs and presets; whether a
+# quantized artifact is accurate enough is the budget's call (eval data, Budget).
+TOLERANCES = {
+    "fp32": Tolerance(1e-6, 1e-4, 0.9999),
+    "fp16": Tolerance(1e-6, 1e-2, 0.999),
+    "int8": Tolerance(1e-6, 0.15, 0.95),
+    "dynamic-int8": Tolerance(1e-6, 0.15, 0.95),
+}
+LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much an artifact may lose vs PyTorch on data it was not calibrated on."""
+
+    max_top1_drop: float  # top-1 points, when the eval data has labels
+    min_cosine: float  # mean cosine similarity of the outputs, always
+
+    def met(self, accuracy: Accuracy) -> bool:
+        drop = accuracy.drop
+        return accuracy.cosine is not None and accuracy.cosine >= self.min_cosine and (
+            drop is None or drop <= self.max_top1_drop)
+
+    def describe(self) -> str:
+        return f"cosine ≥ {self.min_cosine:g}, top-1 drop ≤ {self.max_top1_drop:g} points (with labels)"
 
 
 def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
@@ -55,61 +90,105 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """Samples an artifact's accuracy is measured on, with PyTorch's outputs for them."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    labels: Optional[np.ndarray]
+    source: str  # "eval" or "held-back calibration"
+    reference_top1: Optional[float]
+
+
+@dataclass(frozen=True)
 class References:
     """What every artifact is checked against: PyTorch's outputs on the golden inputs
-    (the first `real_samples` from calibration data) and, with eval data, its top-1."""
+    (the first `real_samples` from calibration data) and on the evaluation samples."""
 
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     golden_inputs: dict[str, np.ndarray]
     golden_outputs: dict[str, np.ndarray]
     real_samples: int
-    evaluation: Optional[tuple[dict[str, np.ndarray], np.ndarray]] = None  # (inputs, labels)
-    top1: Optional[float] = None
+    evaluation: Optional[Evaluation] = None
 
 
 def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], golden: dict[str, np.ndarray],
-                     real_samples: int, evaluation=None) -> References:
+                     real_samples: int, evaluation: Optional[tuple[dict, Optional[np.ndarray], str]] = None
+                     ) -> References:
+    """`evaluation`: (inputs, labels or None, source) of the samples accuracy is measured on."""
     output_specs, golden_outputs = torch_outputs(module, specs, golden)
-    top1 = None
+    measured = None
     if evaluation is not None:
-        _, eval_outputs = torch_outputs(module, specs, evaluation[0])
-        top1 = top1_accuracy(next(iter(eval_outputs.values())), evaluation[1])
-    return References(specs, output_specs, golden, golden_outputs, real_samples, evaluation, top1)
+        inputs, labels, source = evaluation
+        _, eval_outputs = torch_outputs(module, specs, inputs)
+        top1 = top1_accuracy(next(iter(eval_outputs.values())), labels) if labels is not None else None
+        measured = Evaluation(inputs, eval_outputs, labels, source, top1)
+    return References(specs, output_specs, golden, golden_outputs, real_samples, measured)
 
 
 def tolerance_for(precision: str, reference: dict[str, np.ndarray]) -> float:
-    atol, rtol = TOLERANCES[precision]
-    scale = max(float(np.max(np.abs(v))) for v in reference.values())
-    return atol + rtol * scale
+    rule = TOLERANCES[precision]
+    span = max(float(np.max(v) - np.min(v)) for v in reference.values())
+    return rule.floor + rule.range_fraction * span
+
+
+def open_artifact(fmt: str, path, layout: Optional[str], target: TargetProfile, refs: References) -> Session:
+    """A runtime session for an artifact with the target's threads (capped at this host's cores)."""
+    threads = max(1, min(target.threads, os.cpu_count() or 1))
+    return open_session(fmt, path, threads, [s.name for s in refs.inputs], [s.name for s in refs.outputs], layout)
+
+
+def measure_accuracy(session: Session, refs: References, budget: Budget, measured_on: str,
+                     indicative: bool) -> Optional[Accuracy]:
+    """Fidelity to PyTorch on the evaluation samples (None when there are none)."""
+    ev = refs.evaluation
+    if ev is None:
+        return None
+    outputs = run_samples(session.run, ev.inputs)
+    measured = fidelity(outputs, ev.outputs)
+    top1 = top1_accuracy(next(iter(outputs.values())), ev.labels) if ev.labels is not None else None
+    accuracy = Accuracy(
+        samples=measured.samples, indicative=indicative, top1=top1, reference_top1=ev.reference_top1,
+        cosine=measured.cosine, sqnr_db=measured.sqnr_db, top1_agreement=measured.top1_agreement,
+        data=ev.source, measured_on=measured_on,
+    )
+    return _judged(accuracy, budget)
+
+
+def _judged(accuracy: Accuracy, budget: Budget) -> Accuracy:
+    return dataclasses.replace(accuracy, within_budget=budget.met(accuracy))
+
+
+def measure_latency(session: Session, refs: References, host: HostInfo) -> dict:
+    """A short p50 on the golden inputs: ranks artifacts and recipes, not a benchmark."""
+    feeds = split_samples(refs.golden_inputs)
+    p50 = latency_summary(time_calls(session.run, feeds, LATENCY_TRIAL_S))["p50"]
+    return {"p50_ms": round(p50, 4), "threads": session.threads, "host": f"{host.arch}, {host.cpu}"}
 
 
 def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile,
-                      host: HostInfo, refs: References) -> tuple[Validation, Optional[Accuracy]]:
-    """Run one artifact on the golden inputs (and eval data) with the runtime backend."""
-    threads = max(1, min(target.threads, os.cpu_count() or 1))
-    session = open_session(fmt, path, threads, [s.name for s in refs.inputs], [s.name for s in refs.outputs], layout)
+                      host: HostInfo, refs: References, budget: Budget
+                      ) -> tuple[Validation, Optional[Accuracy], Session]:
+    """Run one artifact on the golden inputs (and the evaluation samples) with the runtime
+    backend. Returns the parity verdict, the accuracy and the open session."""
+    session = open_artifact(fmt, path, layout, target, refs)
     golden_inputs, reference = parity_samples(precision, refs.golden_inputs, refs.golden_outputs, refs.real_samples)
-    diff = max_abs_diff(run_samples(session.run, golden_inputs), reference)
-    tolerance = tolerance_for(precision, reference)
+    outputs = run_samples(session.run, golden_inputs)
+    diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
+    tolerance, min_cosine = tolerance_for(precision, reference), TOLERANCES[precision].min_cosine
     matches = target.matches_host(host, fmt, precision)
     validation = Validation(
-        passed=diff <= tolerance,
+        passed=parity_passes(diff, tolerance, measured.cosine, min_cosine),
         max_abs_diff=diff,
         tolerance=tolerance,
-        samples=len(next(iter(golden_inputs.values()))),
+        samples=measured.samples,
         backend=f"{session.backend} {session.backend_version}",
         host={"arch": host.arch, "cpu": host.cpu, "isa": list(host.isa)},
         host_matches_target=matches,
+        cosine=measured.cosine,
+        min_cosine=min_cosine,
+        sqnr_db=measured.sqnr_db,
     )
-    accuracy = None
-    if refs.evaluation is not None:
-        inputs, labels = refs.evaluation
-        logits = next(iter(run_samples(session.run, inputs).values()))
-        accuracy = Accuracy(
-            top1=top1_accuracy(logits, labels),
-            reference_top1=refs.top1,
-            samples=len(labels),
-            indicative=not matches,
-        )
-    return validation, accuracy
+    accuracy = measure_accuracy(session, refs, budget, f"{host.arch} (build host)", indicative=not matches)
+    return validation, accuracy, session

@@ -26,11 +26,19 @@ class ExportFormat(Protocol):
     def layout(self, target: TargetProfile) -> str | None:
         """"nhwc" when the artifact takes 4-D tensors channels-last, None when as PyTorch."""
 
+    def recipes(self, target: TargetProfile, precision: str) -> list[dict]:
+        """The quantization recipes to try for `precision`, the target's preset first."""
+
     def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
-                 calibration: dict[str, np.ndarray]) -> dict:
-        """Write the `precision` artifact derived from `fp32` to `out` with the target's
-        preset; static int8 is calibrated on `calibration` ([N, *shape] per input, fed one
-        sample at a time). Returns the settings used, for the manifest."""
+                 calibration: dict[str, np.ndarray], recipe: dict) -> dict:
+        """Write the `precision` artifact derived from `fp32` to `out` with `recipe` (one of
+        `recipes()`, possibly with `float_layers` to keep in float); static int8 is calibrated
+        on `calibration` ([N, *shape] per input, fed one sample at a time). Returns the
+        settings used, for the manifest.
+
+        A format that can rank layers for mixed precision also has
+        `sensitive_layers(fp32, quantized, calibration) -> list[list[str]]` (most sensitive
+        first; each entry the layer names to keep in float together)."""
 
     def count_macs(self, fp32: Path) -> int | None:
         """Multiply-accumulates per inference of the fp32 artifact, if this format can count them."""

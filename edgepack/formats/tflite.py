@@ -90,11 +90,20 @@ class TfliteFormat:
                 "or leave tflite out with --formats onnx)"
             ) from None
 
+    def recipes(self, target: TargetProfile, precision: str) -> list[dict]:
+        # One recipe per precision: ai-edge-quantizer's static int8 has one range algorithm
+        # (min/max), so there is nothing to search over yet (docs/quantization.md).
+        if precision == "int8":
+            preset = target.tflite.int8
+            return [{"recipe": preset.recipe, "range_update": preset.range_update}]
+        return [{}]
+
     def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
-                 calibration: dict[str, np.ndarray]) -> dict:
+                 calibration: dict[str, np.ndarray], recipe: dict) -> dict:
         _require("ai_edge_quantizer")
         with _quiet():
-            from ai_edge_quantizer import algorithm_manager, calibrator, qtyping, quantizer, recipe, recipe_manager
+            from ai_edge_quantizer import algorithm_manager, calibrator, qtyping, quantizer, recipe_manager
+            from ai_edge_quantizer import recipe as recipes
             from ai_edge_quantizer.utils import qsv_utils
 
         try:
@@ -102,25 +111,25 @@ class TfliteFormat:
             settings: dict = {"tool": "ai_edge_quantizer", "precision": precision}
             calibration_result = None
             if precision == "int8":
-                name = target.tflite.int8.recipe
-                if not hasattr(recipe, name):
+                name = recipe["recipe"]
+                if not hasattr(recipes, name):
                     raise BuildError(f"target {target.id}: ai-edge-quantizer has no recipe {name!r}; fix [tflite.int8]")
-                preset = target.tflite.int8  # range_update was checked when the profile loaded
-                chosen = getattr(recipe, name)()
+                chosen = getattr(recipes, name)()
                 qt.load_quantization_recipe(chosen)
-                settings.update(recipe=name, range_update=preset.range_update, relies_on=list(preset.relies_on))
+                settings.update(recipe=name, range_update=recipe["range_update"],
+                                relies_on=list(target.tflite.int8.relies_on))
                 # Quantizer.calibrate always uses the moving average; to choose the range
                 # update, drive the (public) Calibrator with the same recipe ourselves.
                 manager = recipe_manager.RecipeManager()
                 manager.load_quantization_recipe(chosen)
-                update = getattr(qsv_utils, RANGE_UPDATES[preset.range_update])
+                update = getattr(qsv_utils, RANGE_UPDATES[recipe["range_update"]])
                 with _quiet():
                     calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
                     calib.calibrate({SIGNATURE: self._feeds(fp32, calibration, target)}, manager)
                 calibration_result = calib.get_model_qsvs()
             elif precision == "dynamic-int8":
                 # int8 weights, activations quantized on the fly: no calibration needed.
-                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                qt.load_quantization_recipe(recipes.dynamic_wi8_afp32())
                 settings.update(recipe="dynamic_wi8_afp32")
             elif precision == "fp16":
                 # Weights stored as fp16 (half the size); compute stays float.

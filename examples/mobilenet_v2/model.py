@@ -1,10 +1,17 @@
 """MobileNetV2 (Sandler et al., 2018) written out in plain PyTorch, no torchvision.
 
-The architecture matches torchvision's `mobilenet_v2` (3.5 M parameters, ~300 M MACs
-at 224x224). Weights are random: good for build times, sizes and latency, meaningless
-for accuracy (random weights give near-uniform outputs, so int8 parity says little).
+The architecture and its module names match torchvision's `mobilenet_v2` (3.5 M
+parameters, ~300 M MACs at 224x224), so torchvision's ImageNet state_dict loads as it
+is: `prepare.py` fetches it and real photos (see README.md in this folder).
 
-    edgepack build examples/mobilenet_v2/model.py:create --target raspberry-pi/5 -o dist/mnv2-pi5
+    python examples/mobilenet_v2/prepare.py examples/mobilenet_v2/artifacts
+    edgepack build examples/mobilenet_v2/model.py:create --target host \
+        --weights examples/mobilenet_v2/artifacts/mobilenet_v2-b0353104.pth \
+        --calibration examples/mobilenet_v2/artifacts/calib.npz \
+        --eval examples/mobilenet_v2/artifacts/eval.npz -o dist/mnv2-host
+
+Without --weights the network is randomly initialised: its outputs are near zero and
+say nothing about accuracy (fine for build times and sizes only).
 """
 
 import torch
@@ -42,10 +49,10 @@ class InvertedResidual(nn.Module):
             nn.Conv2d(hidden, cout, 1, bias=False),  # linear bottleneck: no activation
             nn.BatchNorm2d(cout),
         ]
-        self.block = nn.Sequential(*layers)
+        self.conv = nn.Sequential(*layers)  # torchvision's name
 
     def forward(self, x):
-        return x + self.block(x) if self.use_residual else self.block(x)
+        return x + self.conv(x) if self.use_residual else self.conv(x)
 
 
 class MobileNetV2(nn.Module):
@@ -68,7 +75,7 @@ class MobileNetV2(nn.Module):
 
 
 def create() -> nn.Module:
-    torch.manual_seed(0)  # reproducible random weights
+    torch.manual_seed(0)  # reproducible random weights until --weights replaces them
     return MobileNetV2()
 
 

@@ -10,7 +10,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,7 +18,7 @@ from .bundle import Bundle
 from .device import device_key
 from .model import candidates, default_threads, load
 from .parity import split_samples
-from .stats import latency_summary
+from .stats import latency_summary, time_calls
 
 __all__ = ["auto_choice", "cached_choice", "cache_path", "thread_options"]
 
@@ -52,14 +51,7 @@ def _trial(bundle: Bundle, artifact: str, threads: int, seconds: float) -> float
     """p50 latency (ms) of one candidate over `seconds` of runs on golden inputs."""
     model = load(bundle.root, artifact=artifact, threads=threads)
     feeds = split_samples(bundle.golden()[0])
-    for i in range(TRIAL_WARMUP_RUNS):
-        model.run(feeds[i % len(feeds)])
-    timings, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(timings) < TRIAL_WARMUP_RUNS:
-        t = time.perf_counter()
-        model.run(feeds[len(timings) % len(feeds)])
-        timings.append(time.perf_counter() - t)
-    return latency_summary(timings)["p50"]
+    return latency_summary(time_calls(model.run, feeds, seconds, TRIAL_WARMUP_RUNS))["p50"]
 
 
 def auto_choice(bundle: Bundle, refresh: bool = False) -> dict:

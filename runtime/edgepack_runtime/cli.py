@@ -18,7 +18,7 @@ from .bundle import open_bundle
 from .errors import BackendUnavailableError, BundleError, EdgepackError, InputError
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
-from .model import choose_artifact, load
+from .model import choose_artifact, default_reason, load
 from .parity import self_test
 from .report import artifacts_table, make_console
 
@@ -61,11 +61,12 @@ def info(bundle: Path):
     console.print(f"[bold]{m.name}[/]  target {m.target.get('id')}  created {m.created}  schema {m.schema_version}")
     for label, specs in (("inputs", m.inputs), ("outputs", m.outputs)):
         console.print(f"{label}: " + ", ".join(s.describe() for s in specs))
-    console.print(artifacts_table(m))
     try:
-        console.print(f"default artifact here: [bold]{choose_artifact(b).name}[/]")
+        default, reason = choose_artifact(b).name, default_reason(b)
     except EdgepackError as exc:
-        console.print(f"default artifact here: none ({escape(str(exc))})")
+        default, reason = None, str(exc)
+    console.print(artifacts_table(m, default))
+    console.print(f"default artifact here: [bold]{default or 'none'}[/] ({escape(reason)})")
     auto = cached_choice(b)
     if auto is None:
         console.print("auto choice on this device: not measured yet (load with artifact='auto' or "

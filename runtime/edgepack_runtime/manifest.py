@@ -15,6 +15,7 @@ from .errors import BundleError
 
 __all__ = [
     "SCHEMA_VERSION",
+    "INTEGER_PRECISIONS",
     "MANIFEST_NAME",
     "TensorSpec",
     "Validation",
@@ -24,8 +25,13 @@ __all__ = [
     "Manifest",
 ]
 
-SCHEMA_VERSION = 1
+# 2: output-relative validation (cosine), accuracy as fidelity to PyTorch with where it was
+# measured, per-artifact build-host latency, the accuracy budget's min_cosine. Readers of
+# version 2 still read version 1 bundles: every field added since has a default.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+# Precisions that run integer kernels: their numbers depend on the ISA that runs them.
+INTEGER_PRECISIONS = ("int8", "dynamic-int8")
 
 
 @dataclass(frozen=True)
@@ -51,21 +57,36 @@ class Validation:
     backend: str
     host: dict  # where it ran: arch, cpu, isa
     host_matches_target: bool
+    # Output-relative checks (schema 2): cosine similarity to PyTorch must reach min_cosine;
+    # `tolerance` is a small floor plus a fraction of the reference outputs' range.
+    cosine: Optional[float] = None
+    min_cosine: Optional[float] = None
+    sqnr_db: Optional[float] = None
 
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Top-1 accuracy (percent) of an artifact and of PyTorch on labelled eval data."""
+    """How closely an artifact follows PyTorch on data it was not calibrated on: the eval
+    data, or calibration samples held back from calibration. Top-1 only with labels."""
 
-    top1: float
-    reference_top1: float
     samples: int
-    # int8 kernels differ between ISAs: a number measured on a host that does not
-    # match the target says little about the device.
+    # Integer kernels differ between ISAs: a figure measured on a host that does not run
+    # the target's kernels says little about the device.
     indicative: bool
+    top1: Optional[float] = None  # percent, vs the eval labels
+    reference_top1: Optional[float] = None  # PyTorch's, same samples
+    cosine: Optional[float] = None  # mean cosine similarity of the outputs vs PyTorch's
+    sqnr_db: Optional[float] = None
+    top1_agreement: Optional[float] = None  # % of samples with PyTorch's arg-max (class-score outputs)
+    data: str = "eval"  # "eval" (--eval) or "held-back calibration"
+    measured_on: Optional[str] = None  # e.g. "x86_64 (build host)", "aarch64 (qemu cortex-a76)"
+    within_budget: Optional[bool] = None  # the manifest's accuracy budget, judged on this figure
 
     @property
-    def drop(self) -> float:
+    def drop(self) -> Optional[float]:
+        """Top-1 points lost vs PyTorch; None without labels."""
+        if self.top1 is None or self.reference_top1 is None:
+            return None
         return self.reference_top1 - self.top1
 
 
@@ -85,6 +106,9 @@ class Artifact:
     layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
     validation: Optional[Validation] = None
     accuracy: Optional[Accuracy] = None
+    # p50 latency measured at build time where the build host runs the target's kernels:
+    # {"p50_ms", "threads", "host"}; the default artifact is the fastest accurate one.
+    latency: Optional[dict] = None
 
     @property
     def usable(self) -> bool:
@@ -116,7 +140,7 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
     golden: Golden
     toolchain: dict
-    accuracy_tolerance: float  # largest allowed top-1 drop vs PyTorch, in points
+    accuracy_tolerance: float  # the accuracy budget: largest allowed top-1 drop vs PyTorch, in points (labels)
     build: dict = field(default_factory=dict)  # how the bundle was made: host, stage timings
     macs: Optional[int] = None  # multiply-accumulates per inference, counted on the ONNX graph
     # Per input: histogram and per-channel stats of the calibration data (drift.py); None
@@ -124,6 +148,8 @@ class Manifest:
     drift_reference: Optional[dict] = None
     # `edgepack build --verify-emulated`: per-artifact results on emulated aarch64 (edgepack/emulate.py)
     emulated: Optional[dict] = None
+    # The accuracy budget's other half: smallest mean cosine vs PyTorch (schema 2).
+    min_cosine: Optional[float] = None
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:

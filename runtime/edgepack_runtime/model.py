@@ -12,24 +12,32 @@ import numpy as np
 from .backends import Session, backend_available, open_session
 from .bundle import Bundle, open_bundle
 from .errors import BundleError, InputError
-from .manifest import Artifact, TensorSpec
+from .manifest import INTEGER_PRECISIONS, Artifact, TensorSpec
 
-__all__ = ["Model", "load", "choose_artifact", "candidates", "default_threads", "AUTO"]
+__all__ = ["Model", "load", "choose_artifact", "default_reason", "candidates", "default_threads", "AUTO"]
 
 AUTO = "auto"  # artifact="auto": the fastest candidate, measured once per device (autoselect.py)
 
 
+def _fit_for_default(art: Artifact, manifest) -> bool:
+    """Accurate enough to run without the user naming it. Schema-1 bundles: top-1 within the
+    tolerance unless indicative. Since schema 2: within the accuracy budget, and for integer
+    kernels measured on the target's ISA: an indicative figure is never the silent default."""
+    acc = art.accuracy
+    if acc is None:
+        return True
+    if acc.cosine is None:
+        return acc.indicative or acc.drop <= manifest.accuracy_tolerance
+    if acc.within_budget is False:
+        return False
+    return not (acc.indicative and art.precision in INTEGER_PRECISIONS)
+
+
 def candidates(bundle: Bundle) -> list[Artifact]:
     """Artifacts fit to run without the user naming one: built, passed validation,
-    accuracy (where measured on a host matching the target) within the bundle's
-    tolerance, and a backend for them installed here."""
+    accurate enough (`_fit_for_default`), and a backend for them installed here."""
     manifest = bundle.manifest
-
-    def accurate(art: Artifact) -> bool:
-        acc = art.accuracy
-        return acc is None or acc.indicative or acc.drop <= manifest.accuracy_tolerance
-
-    usable = [a for a in manifest.artifacts if a.usable and accurate(a)]
+    usable = [a for a in manifest.artifacts if a.usable and _fit_for_default(a, manifest)]
     found = [a for a in usable if backend_available(a.format)]
     if not found:
         if usable:
@@ -37,14 +45,32 @@ def candidates(bundle: Bundle) -> list[Artifact]:
                 f"no backend installed for the validated artifacts ({', '.join(a.name for a in usable)}); "
                 "install one, e.g. pip install 'edgepack-runtime[onnx,tflite]'"
             )
-        raise BundleError(f"bundle {manifest.name!r} has no artifact that passed validation; rebuild it")
+        raise BundleError(f"bundle {manifest.name!r} has no artifact that passed validation and its accuracy "
+                          "checks on the target; name one with artifact=..., or rebuild it")
     return found
 
 
+def _measured(art: Artifact) -> bool:
+    return bool(art.latency) and bool(art.latency.get("matches_target"))
+
+
+def default_reason(bundle: Bundle) -> str:
+    """What `choose_artifact` rests on, in words (for `info`)."""
+    if all(_measured(a) for a in candidates(bundle)):
+        host = candidates(bundle)[0].latency["host"]
+        return f"fastest accurate artifact, measured when the bundle was built ({host})"
+    return ("the target profile's precision order (no build-time latency on the target's kernels); "
+            "artifact=\"auto\" measures on this device")
+
+
 def choose_artifact(bundle: Bundle) -> Artifact:
-    """The artifact used when none is named (documented in docs/bundle-format.md):
-    among `candidates`, the first by the target's `prefer` precision order, ties broken
-    by the target's `formats` order, then by manifest order."""
+    """The artifact used when none is named (documented in docs/bundle-format.md): among
+    `candidates`, the fastest by the latency measured at build time when the build host ran
+    every candidate's kernels as the target will; otherwise the first by the target's
+    `prefer` precision order, ties broken by its `formats` order, then by manifest order."""
+    found = candidates(bundle)
+    if all(_measured(a) for a in found):
+        return min(found, key=lambda a: a.latency["p50_ms"])
     target = bundle.manifest.target
     prefer = list(target.get("prefer", []))
     formats = list(target.get("formats", []))
@@ -54,7 +80,7 @@ def choose_artifact(bundle: Bundle) -> Artifact:
         f = formats.index(art.format) if art.format in formats else len(formats)
         return p, f
 
-    return min(candidates(bundle), key=rank)
+    return min(found, key=rank)
 
 
 def default_threads(bundle: Bundle) -> int:

@@ -2,18 +2,20 @@
 
 The packager validates artifacts with these functions at build time and
 `edgepack-runtime verify` repeats the same check on the device: what was validated
-is what ships.
+is what ships. Every verdict scales with the outputs (cosine similarity, error
+relative to the reference's range): an absolute tolerance alone passes anything
+on a model whose outputs are near zero.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
-__all__ = ["SelfTest", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy", "self_test", "parity_samples",
-           "INTEGER_PRECISIONS"]
+__all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
+           "self_test", "parity_samples", "parity_passes", "INTEGER_PRECISIONS"]
 
 # Precisions whose activations are quantized with ranges calibrated on real data.
 INTEGER_PRECISIONS = ("int8",)
@@ -44,6 +46,52 @@ def max_abs_diff(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.n
     )
 
 
+def _per_sample(outputs: Mapping[str, np.ndarray], names) -> np.ndarray:
+    """All outputs of each sample flattened into one float64 row: [N, total elements]."""
+    return np.concatenate([outputs[n].reshape(len(outputs[n]), -1).astype(np.float64) for n in names], axis=1)
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How closely outputs follow a reference, in terms that scale with the outputs."""
+
+    cosine: float  # mean over samples of the cosine similarity of all outputs (1.0 = same direction)
+    sqnr_db: float  # signal-to-quantization-noise ratio over all samples, dB (higher is better)
+    max_rel_error: float  # max |out − ref| / (max ref − min ref)
+    top1_agreement: Optional[float]  # % of samples whose arg-max of the first output matches; None if 1 value
+    samples: int
+
+
+def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Fidelity:
+    """Compare stacked outputs ([N, ...] per name) with the reference's."""
+    names = list(reference)
+    out, ref = _per_sample(outputs, names), _per_sample(reference, names)
+    noise = out - ref
+    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
+    both_zero = (np.linalg.norm(out, axis=1) == 0) & (np.linalg.norm(ref, axis=1) == 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosines = np.where(norms > 0, np.sum(out * ref, axis=1) / norms, np.where(both_zero, 1.0, 0.0))
+    signal, noise_power = float(np.sum(ref * ref)), float(np.sum(noise * noise))
+    sqnr = float("inf") if noise_power == 0 else (-float("inf") if signal == 0 else 10 * np.log10(signal / noise_power))
+    span = float(ref.max() - ref.min()) if ref.size else 0.0
+    worst = float(np.max(np.abs(noise))) if noise.size else 0.0
+    max_rel = worst / span if span > 0 else (0.0 if worst == 0 else float("inf"))
+    first = reference[names[0]]
+    agreement = None
+    if first[0].size > 1:
+        n = len(first)
+        agreement = float(np.mean(outputs[names[0]].reshape(n, -1).argmax(1) == first.reshape(n, -1).argmax(1)) * 100)
+    return Fidelity(cosine=float(np.clip(np.mean(cosines), -1.0, 1.0)), sqnr_db=sqnr, max_rel_error=max_rel,
+                    top1_agreement=agreement, samples=len(out))
+
+
+def parity_passes(max_abs: float, tolerance: float, cosine: float, min_cosine: Optional[float]) -> bool:
+    """The verdict shared by the build and the on-device self-test: the error within
+    `tolerance` (a floor plus a fraction of the reference's range, fixed at build time)
+    and the direction of the outputs kept (bundles from before min_cosine: range only)."""
+    return max_abs <= tolerance and (min_cosine is None or cosine >= min_cosine)
+
+
 def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Percent of samples whose arg-max over the last axis equals the label."""
     predicted = logits.reshape(len(labels), -1).argmax(axis=1)
@@ -66,21 +114,26 @@ class SelfTest:
     max_abs_diff: float
     tolerance: float
     samples: int
+    cosine: float
+    min_cosine: Optional[float]
 
 
 def self_test(model) -> SelfTest:
     """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
-    using the tolerance recorded for this artifact at build time."""
+    using the limits recorded for this artifact at build time."""
     inputs, reference = parity_samples(model.artifact.precision, *model.bundle.golden(),
                                        model.bundle.manifest.golden.real_samples)
     outputs = run_samples(model.run, inputs)
-    diff = max_abs_diff(outputs, reference)
+    diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
     validation = model.artifact.validation
     tolerance = validation.tolerance if validation else 0.0
+    min_cosine = validation.min_cosine if validation else None
     return SelfTest(
         artifact=model.artifact.name,
-        passed=diff <= tolerance,
+        passed=parity_passes(diff, tolerance, measured.cosine, min_cosine),
         max_abs_diff=diff,
         tolerance=tolerance,
-        samples=len(next(iter(inputs.values()))),
+        samples=measured.samples,
+        cosine=measured.cosine,
+        min_cosine=min_cosine,
     )

@@ -39,44 +39,69 @@ def _parity(art: Artifact) -> str:
     if v is None:
         return "-"
     mark = "[green]ok[/]" if v.passed else "[red]FAIL[/]"
-    return f"{mark} {v.max_abs_diff:.2e} ≤ {v.tolerance:.1e}" if v.passed else f"{mark} {v.max_abs_diff:.2e} > {v.tolerance:.1e}"
+    if v.cosine is None:  # schema-1 bundle: absolute tolerance only
+        return f"{mark} {v.max_abs_diff:.2e} {'≤' if v.passed else '>'} {v.tolerance:.1e}"
+    if v.passed:
+        return f"{mark} cos {v.cosine:.4f}"
+    return f"{mark} cos {v.cosine:.4f} (≥ {v.min_cosine}), |diff| {v.max_abs_diff:.1e} (≤ {v.tolerance:.1e})"
 
 
-def _accuracy(art: Artifact, tolerance: float) -> str:
+def _accuracy(art: Artifact, manifest: Manifest) -> str:
     acc = art.accuracy
     if acc is None:
         return "-"
-    text = f"{acc.top1:.2f}% ({-acc.drop:+.2f})"
+    if acc.cosine is None:  # schema-1 bundle
+        text = f"top-1 {acc.top1:.2f}% ({-acc.drop:+.2f})"
+        missed = acc.drop > manifest.accuracy_tolerance
+    else:
+        parts = [f"cos {acc.cosine:.4f}"]
+        if acc.top1_agreement is not None:
+            parts.append(f"top-1 agree {acc.top1_agreement:.1f}%")
+        if acc.drop is not None:
+            parts.append(f"top-1 {acc.top1:.1f}% ({-acc.drop:+.1f})")
+        text = ", ".join(parts)
+        missed = acc.within_budget is False
     if acc.indicative:
-        # Measured on a host whose int8 kernels differ from the target's.
+        # Measured on a host whose integer kernels differ from the target's.
         return f"[yellow]{text} indicative[/]"
-    return f"[red]{text}[/]" if acc.drop > tolerance else text
+    return f"[red]{text}[/]" if missed else text
 
 
-def artifacts_table(manifest: Manifest) -> Table:
-    """One row per artifact: format, precision, size, parity vs PyTorch, accuracy."""
-    reference = next((a.accuracy.reference_top1 for a in manifest.artifacts if a.accuracy), None)
+def _where(art: Artifact) -> str:
+    acc = art.accuracy
+    if acc is not None and acc.measured_on:
+        return acc.measured_on.replace(" (build host)", "") + (" [yellow](≠ target)[/]" if acc.indicative else "")
+    host = art.validation.host if art.validation else {}
+    where = host.get("arch", "-")
+    if art.validation is not None and not art.validation.host_matches_target:
+        where += " [yellow](≠ target)[/]"
+    return where
+
+
+def artifacts_table(manifest: Manifest, default: Optional[str] = None) -> Table:
+    """One row per artifact: format, precision, size, parity vs PyTorch, accuracy, latency.
+    `default` marks the artifact `load()` picks when none is named."""
+    reference = next((a.accuracy.reference_top1 for a in manifest.artifacts
+                      if a.accuracy and a.accuracy.reference_top1 is not None), None)
     title = f"{manifest.name} → {manifest.target.get('id')}"
     if reference is not None:
         title += f"   (PyTorch top-1 {reference:.2f}%)"
     table = Table(title=title)
-    for column in ("artifact", "format", "precision", "size", "parity vs PyTorch", "top-1 (vs PyTorch)", "validated on"):
+    for column in ("artifact", "size", "parity", "accuracy vs PyTorch", "measured on", "p50 at build"):
         table.add_column(column, no_wrap=True)
     failures = []
     for art in manifest.artifacts:
+        label = art.name + (" *" if art.name == default else "")
         if art.status != "ok":
-            table.add_row(art.name, art.format, art.precision, "-", "[red]build failed (below)[/]", "-", "-")
+            verdict = "[red]build failed (below)[/]" if art.status == "failed" else "[red]left out (below)[/]"
+            table.add_row(label, "-", verdict, _accuracy(art, manifest), "-", "-")
             failures.append(f"[red]{art.name}[/]: {escape(art.error or '')}")
             continue
-        host = art.validation.host if art.validation else {}
-        where = host.get("arch", "-")
-        if art.validation is not None and not art.validation.host_matches_target:
-            where += " [yellow](≠ target)[/]"
-        table.add_row(
-            art.name, art.format, art.precision, format_size(art.size_bytes),
-            _parity(art), _accuracy(art, manifest.accuracy_tolerance), where,
-        )
-    if failures:
-        table.caption = "\n".join(failures)
+        latency = art.latency or {}
+        speed = f"{latency['p50_ms']:.2f} ms" if latency and latency.get("matches_target", True) else "-"
+        table.add_row(label, format_size(art.size_bytes), _parity(art), _accuracy(art, manifest), _where(art), speed)
+    notes = failures + (["* the default artifact (load() without artifact=)"] if default else [])
+    if notes:
+        table.caption = "\n".join(notes)
         table.caption_justify = "left"
     return table

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["latency_summary", "PERCENTILE_METHOD"]
+__all__ = ["latency_summary", "time_calls", "PERCENTILE_METHOD"]
 
 # numpy's default: linear interpolation between the two nearest ranks (Hyndman & Fan
 # type 7, as in R and Excel's PERCENTILE.INC).
@@ -28,3 +29,17 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
         "std": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
         "max": float(ms.max()),
     }
+
+
+def time_calls(call: Callable[[object], object], feeds: Sequence[object], seconds: float, warmup: int = 3) -> list[float]:
+    """Wall-clock seconds of `call(feed)` over at least `seconds` (and `warmup` timed calls)
+    after `warmup` untimed ones, cycling through `feeds`. For short trials; `bench` does more."""
+    for i in range(warmup):
+        call(feeds[i % len(feeds)])
+    timings: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(timings) < warmup:
+        t = time.perf_counter()
+        call(feeds[len(timings) % len(feeds)])
+        timings.append(time.perf_counter() - t)
+    return timings

