@@ -150,9 +150,10 @@ class OnnxFormat:
                     source = _bias_corrected(fp32, calibration)
                 # Shape inference and graph optimisation first, as onnxruntime recommends
                 # before static quantization (better fusion, fewer unquantized ops).
-                quant_pre_process(str(source), str(prepared))
-                quantize_static(str(prepared), str(out), _Reader(calibration),
-                                use_external_data_format=False, **kwargs)
+                with _quiet_ort():  # the histogram calibrators print progress
+                    quant_pre_process(str(source), str(prepared))
+                    quantize_static(str(prepared), str(out), _Reader(calibration),
+                                    use_external_data_format=False, **kwargs)
             except BuildError:
                 raise
             except Exception as exc:

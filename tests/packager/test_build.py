@@ -16,6 +16,7 @@ from edgepack.errors import BuildError
 from edgepack.model_source import load_model
 from edgepack_runtime.bundle import sha256_file
 from edgepack_runtime.hostinfo import host_info
+from edgepack_runtime.manifest import SCHEMA_VERSION
 from edgepack_runtime.parity import run_samples, top1_accuracy
 
 from ..conftest import DIGITS_MODEL
@@ -25,7 +26,7 @@ MAX_INT8_DROP = 1.0  # top-1 points, on a host that matches the target (issue #2
 
 def test_bundle_is_self_contained_and_hashed(digits_bundle):
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["target"]["id"] == "host"
     assert manifest["inputs"] == [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32"}]
     assert manifest["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32"}]
