@@ -84,7 +84,8 @@ def targets_show(target_id: str):
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a full pickle as --weights (runs its code).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if an artifact fails validation.")
 @click.option("--allow-partial", is_flag=True, help="Write the bundle even if an artifact fails to build.")
-@click.option("--verify-emulated", is_flag=True, help="aarch64 targets: also run the self-test under qemu (slow).")
+@click.option("--verify-emulated", is_flag=True,
+              help="Also run the self-test, and int8 accuracy on eval data, on the target's ISA under qemu (slow).")
 @click.option("--accuracy-budget", "max_accuracy_drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP,
               show_default=True, metavar="POINTS", help="Top-1 points an artifact may lose vs PyTorch (--eval labels).")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=DEFAULT_MIN_COSINE, show_default=True,
@@ -246,21 +247,26 @@ def bench_cmd(bundle, hosts, identity, inventory, remote_root, offline, out_dir,
 def _emulated_table(report: dict) -> Table:
     table = Table(title=f"emulated {report['arch']} ({report['cpu']}, {report['qemu']}): "
                         f"{report['seconds']:.0f} s, timings meaningless under emulation")
-    for column in ("artifact", "result", "max |diff| vs PyTorch", "tolerance", "max |diff| vs this host", "backend"):
+    for column in ("artifact", "self-test", "max |diff| vs PyTorch", "tolerance", "max |diff| vs this host",
+                   "accuracy vs PyTorch there", "backend"):
         table.add_column(column, no_wrap=True)
     for r in report["results"]:
         if r["error"]:
-            table.add_row(r["artifact"], "[red]FAILED[/]", escape(r["error"]), "-", "-", "-")
+            table.add_row(r["artifact"], "[red]FAILED[/]", escape(r["error"]), "-", "-", "-", "-")
             continue
         verdict = "[green]passed[/]" if r["passed"] else "[red]FAILED[/]"
+        acc = r.get("accuracy")
+        accuracy = "-" if not acc else f"cos {acc['cosine']:.4f}" + (
+            f", top-1 agree {acc['top1_agreement']:.1f}%" if acc["top1_agreement"] is not None else "") + \
+            f" ({acc['samples']} samples)"
         table.add_row(r["artifact"], verdict, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
-                      f"{r['diff_vs_host']:.3e}", r["backend"])
+                      f"{r['diff_vs_host']:.3e}", accuracy, r["backend"])
     return table
 
 
 @main.command("verify")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--emulate", type=click.Choice(["aarch64"]), required=True, help="The ISA to emulate with qemu-user.")
+@click.option("--emulate", type=click.Choice(["aarch64", "x86_64"]), required=True, help="The ISA to emulate with qemu-user.")
 @click.option("--cpu", default=None, help="qemu CPU model (default: the bundle target's emulation_cpu, else max).")
 def verify_cmd(bundle, emulate, cpu):
     """Run BUNDLE's golden self-test on an emulated ISA and compare with this host."""
@@ -269,7 +275,7 @@ def verify_cmd(bundle, emulate, cpu):
     from .emulate import verify_emulated
 
     cpu = cpu or open_bundle(bundle).manifest.target.get("emulation_cpu")
-    report = verify_emulated(bundle, cpu, _progress)
+    report = verify_emulated(bundle, cpu, _progress, arch=emulate)
     console.print(_emulated_table(report))
     failed = [r["artifact"] for r in report["results"] if not r["passed"]]
     if failed:

@@ -1,11 +1,14 @@
-"""Verify a bundle on emulated aarch64 (qemu-user) before it reaches an ARM device.
+"""Verify a bundle on an emulated ISA (qemu-user) before it reaches the device.
 
 int8 kernels differ between ISAs: an artifact validated on x86 can still be wrong on
-the Pi. This runs the bundle's golden self-test under `qemu-aarch64-static` with an
-aarch64 Python (Debian's arm64 packages, unpacked with `dpkg -x`: no chroot, no binfmt)
-and aarch64 wheels of the runtime's backends, and compares each artifact's outputs
-with PyTorch's and with this machine's. Timings under emulation mean nothing and are
-never reported as latency.
+the Pi, and an AVX-512 VNNI host never runs the AVX2 kernels (and their int16
+saturation) of an older x86 box. This runs the bundle's golden self-test, and with eval
+data the accuracy of its integer artifacts, under qemu-user with the target's own CPU
+model: for aarch64 an aarch64 Python (Debian's arm64 packages, unpacked with `dpkg -x`:
+no chroot, no binfmt) and aarch64 wheels of the runtime's backends; for x86_64 this
+machine's own Python with a CPU model that lacks the features this host has (qemu's TCG
+runs AVX2 but not AVX-512). Each artifact's outputs are compared with PyTorch's and with
+this machine's. Timings under emulation mean nothing and are never reported as latency.
 
 Backends are pinned to versions seen to run under Debian 12's qemu 7.2:
 onnxruntime ≥ 1.20 crashes at import, ai-edge-litert 2.2+ crashes on load; with
@@ -31,12 +34,14 @@ import numpy as np
 
 import edgepack_runtime
 from edgepack_runtime.bundle import open_bundle
-from edgepack_runtime.parity import max_abs_diff, run_samples
+from edgepack_runtime.manifest import INTEGER_PRECISIONS
+from edgepack_runtime.parity import fidelity, max_abs_diff, run_samples, top1_accuracy
 
 from .errors import EdgepackError
 from .remote import manylinux_platforms
 
-__all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION"]
+__all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION", "ARCHES",
+           "EVAL_SAMPLES"]
 
 ENV_VERSION = "aarch64-py311-v1"  # bump when the packages below change: a new cached environment
 DEBIAN_PACKAGES = (
@@ -45,9 +50,13 @@ DEBIAN_PACKAGES = (
     "libcrypt1", "libncursesw6", "libtinfo6", "libreadline8", "libgomp1",
 )
 WHEELS = ("numpy<2", "onnxruntime==1.19.2", "ai-edge-litert==2.1.6", "click", "rich")
-QEMU = "qemu-aarch64-static"
+QEMU = {"aarch64": "qemu-aarch64-static", "x86_64": "qemu-x86_64-static"}
+ARCHES = tuple(QEMU)
 DEFAULT_CPU = "max"
 ARTIFACT_TIMEOUT_S = 900
+# Eval samples run per integer artifact under emulation (~0.3-0.7 s each for a MobileNetV2):
+# enough for a cosine and an agreement figure, bounded in time.
+EVAL_SAMPLES = 64
 
 # Runs inside the emulator, once per artifact (a crashing backend cannot hide the others).
 _GUEST = """
@@ -59,6 +68,9 @@ bundle = er.open_bundle(sys.argv[1])
 model = er.load(bundle.root, artifact=sys.argv[2], threads=1)
 inputs, _ = bundle.golden()
 np.savez(sys.argv[3], **run_samples(model.run, inputs))
+if len(sys.argv) > 5:  # eval inputs in, outputs out
+    with np.load(sys.argv[4]) as data:
+        np.savez(sys.argv[5], **run_samples(model.run, {k: data[k] for k in data.files}))
 result = er.self_test(model)
 print(json.dumps({"passed": result.passed, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
                   "backend": model.backend, "machine": platform.machine()}))
@@ -99,8 +111,8 @@ def prepare(log=lambda _: None) -> Environment:
     env = Environment(final / "root", final / "site")
     if (final / "ready").is_file():
         return env
-    if shutil.which(QEMU) is None:
-        raise EmulationError(f"{QEMU} is not installed; apt-get install qemu-user-static (make setup does, as root)")
+    if shutil.which(QEMU["aarch64"]) is None:
+        raise EmulationError(f"{QEMU['aarch64']} is not installed; apt-get install qemu-user-static (make setup does, as root)")
     foreign = subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True, text=True).stdout.split()
     if "arm64" not in foreign:
         raise EmulationError("apt cannot fetch arm64 packages here; run `dpkg --add-architecture arm64 && "
@@ -136,9 +148,11 @@ class EmulatedResult:
     passed: bool
     max_abs_diff: Optional[float]  # vs PyTorch, on the artifact's golden samples
     tolerance: Optional[float]
-    diff_vs_host: Optional[float]  # max |aarch64 output − this machine's output|, all golden samples
+    diff_vs_host: Optional[float]  # max |emulated output − this machine's output|, all golden samples
     backend: Optional[str]
     error: Optional[str] = None
+    # On the eval samples (integer artifacts, with eval data): fidelity to PyTorch there.
+    accuracy: Optional[dict] = None
 
 
 def _guest_runtime(tmp: Path) -> Path:
@@ -149,47 +163,81 @@ def _guest_runtime(tmp: Path) -> Path:
     return target.parent
 
 
-def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: None) -> dict:
-    """Golden self-test of every built artifact on emulated aarch64, vs PyTorch and vs this host."""
-    env = prepare(log)
+def _guest_command(arch: str, cpu: str, log) -> tuple[list[str], list[str]]:
+    """(argv prefix that starts the guest's Python, extra PYTHONPATH entries)."""
+    if shutil.which(QEMU[arch]) is None:
+        raise EmulationError(f"{QEMU[arch]} is not installed; apt-get install qemu-user-static (make setup does, as root)")
+    if arch == "aarch64":
+        env = prepare(log)
+        return [QEMU[arch], "-cpu", cpu, "-L", str(env.root), str(env.python)], [str(env.site)]
+    # Same architecture: this interpreter and its packages, on an emulated CPU model.
+    return [QEMU[arch], "-cpu", cpu, sys.executable], []
+
+
+def _accuracy(outputs: dict, evaluation, where: str) -> dict:
+    measured = fidelity(outputs, evaluation.outputs)
+    top1 = top1_accuracy(next(iter(outputs.values())), evaluation.labels) if evaluation.labels is not None else None
+    return {"samples": measured.samples, "indicative": False, "top1": top1,
+            "reference_top1": evaluation.reference_top1, "cosine": measured.cosine, "sqnr_db": measured.sqnr_db,
+            "top1_agreement": measured.top1_agreement, "data": evaluation.source, "measured_on": where}
+
+
+def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: None, arch: str = "aarch64",
+                    evaluation=None) -> dict:
+    """Golden self-test of every built artifact on emulated `arch`, vs PyTorch and vs this host.
+    With `evaluation` (validate.Evaluation, at most EVAL_SAMPLES used), integer artifacts
+    also measure their fidelity to PyTorch on it under emulation."""
+    if arch not in QEMU:
+        raise EmulationError(f"cannot emulate {arch!r}; choose one of {', '.join(QEMU)}")
+    cpu = cpu or DEFAULT_CPU
+    command, site = _guest_command(arch, cpu, log)
     bundle = open_bundle(bundle_path)
     bundle.verify_integrity()
-    cpu = cpu or DEFAULT_CPU
     inputs, _ = bundle.golden()
-    qemu_version = _run([QEMU, "--version"], "qemu", "reinstall qemu-user-static").stdout.splitlines()[0]
+    qemu_version = _run([QEMU[arch], "--version"], "qemu", "reinstall qemu-user-static").stdout.splitlines()[0]
+    where = f"{arch} (qemu {cpu})"
     results = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgepack-emulate-") as tmp:
         guest = _guest_runtime(Path(tmp))
-        environment = {**os.environ, "PYTHONPATH": f"{guest}:{env.site}", "EDGEPACK_TELEMETRY": "0",
+        environment = {**os.environ, "PYTHONPATH": ":".join([str(guest), *site]), "EDGEPACK_TELEMETRY": "0",
                        "PYTHONDONTWRITEBYTECODE": "1"}
+        eval_in = Path(tmp) / "eval-inputs.npz"
+        if evaluation is not None:
+            np.savez(eval_in, **evaluation.inputs)
         for art in bundle.manifest.artifacts:
             if art.status != "ok":
                 continue
-            log(f"running {art.name} on emulated aarch64 ({cpu})")
-            out_file = Path(tmp) / f"{art.name}.npz"
-            argv = [QEMU, "-cpu", cpu, "-L", str(env.root), str(env.python), "-c", _GUEST,
-                    str(bundle.root), art.name, str(out_file)]
+            measure = evaluation is not None and art.precision in INTEGER_PRECISIONS
+            log(f"running {art.name} on emulated {where}" + (" with eval samples" if measure else ""))
+            out_file, eval_out = Path(tmp) / f"{art.name}.npz", Path(tmp) / f"{art.name}.eval.npz"
+            argv = [*command, "-c", _GUEST, str(bundle.root), art.name, str(out_file)]
+            argv += [str(eval_in), str(eval_out)] if measure else []
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, env=environment, timeout=ARTIFACT_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 results.append(EmulatedResult(art.name, False, None, None, None, None, "timed out"))
                 continue
             if proc.returncode != 0 or not out_file.exists():
-                lines = [line for line in proc.stderr.strip().splitlines() if line.strip() and not line.startswith("INFO")]
+                lines = [line for line in proc.stderr.strip().splitlines()
+                         if line.strip() and not line.startswith(("INFO", "qemu-"))]
                 error = lines[-1] if lines else f"exit code {proc.returncode}"
                 results.append(EmulatedResult(art.name, False, None, None, None, None, error))
                 continue
             guest_result = json.loads(proc.stdout.strip().splitlines()[-1])
             with np.load(out_file) as data:
                 emulated = {k: data[k] for k in data.files}
+            accuracy = None
+            if measure:
+                with np.load(eval_out) as data:
+                    accuracy = _accuracy({k: data[k] for k in data.files}, evaluation, where)
             host_model = edgepack_runtime.load(bundle.root, artifact=art.name, threads=1)
             host = run_samples(host_model.run, inputs)
             results.append(EmulatedResult(
                 art.name, guest_result["passed"], guest_result["max_abs_diff"], guest_result["tolerance"],
-                max_abs_diff(emulated, host), guest_result["backend"]))
+                max_abs_diff(emulated, host), guest_result["backend"], accuracy=accuracy))
     return {
-        "arch": "aarch64", "cpu": cpu, "qemu": qemu_version, "environment": ENV_VERSION,
+        "arch": arch, "cpu": cpu, "qemu": qemu_version, "environment": ENV_VERSION if arch == "aarch64" else "host python",
         "seconds": round(time.perf_counter() - start, 1),
         "results": [r.__dict__ for r in results],
     }

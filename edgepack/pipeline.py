@@ -18,7 +18,8 @@ import edgepack_runtime
 from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import host_info
-from edgepack_runtime.manifest import SCHEMA_VERSION, Artifact, Golden, Manifest
+from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, Golden, Manifest
+from edgepack_runtime.parity import top1_accuracy
 
 from . import __version__
 from .bundle_writer import BundleStaging
@@ -28,7 +29,7 @@ from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples
 from .search import SearchContext, search
 from .targets import load_target
-from .validate import Budget, References, measure_latency, torch_references, validate_artifact
+from .validate import Budget, Evaluation, References, judge, measure_latency, torch_references, validate_artifact
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
 
@@ -186,7 +187,7 @@ def build(
         )
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if verify_emulated:
-            manifest = _emulate(manifest, profile, staging.dir, warn, seconds)
+            manifest = _emulate(manifest, profile, staging.dir, warn, seconds, refs, budget)
             (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if allow_partial and not allow_mismatch:
             manifest = _leave_out(manifest, staging.dir)
@@ -255,16 +256,42 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
     return artifacts, macs
 
 
-def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict) -> Manifest:
-    """Run the staged bundle's self-test on emulated aarch64 and record it in the manifest."""
-    if profile.arch != "aarch64":
-        warn(f"--verify-emulated: target {profile.id} is {profile.arch}, not aarch64; nothing to emulate")
+def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict, refs: References,
+             budget: Budget) -> Manifest:
+    """Run the staged bundle on the target's emulated ISA: golden self-test of every artifact,
+    and accuracy of the integer ones on eval samples, which then replaces the build host's."""
+    if not profile.emulation_cpu:
+        warn(f"--verify-emulated: target {profile.id} names no emulation_cpu (qemu cannot emulate its "
+             "kernels); its integer artifacts stay measured on this host only, marked indicative")
         return manifest
-    from .emulate import verify_emulated
+    if all(a.validation.host_matches_target for a in manifest.artifacts if a.status == "ok"):
+        warn(f"--verify-emulated: this host runs target {profile.id}'s kernels itself; nothing to emulate")
+        return manifest
+    from .emulate import EVAL_SAMPLES, verify_emulated
 
+    evaluation = _subset(refs.evaluation, EVAL_SAMPLES) if refs.evaluation is not None else None
     with _timed(seconds, "emulated.verify"):
-        report = verify_emulated(bundle_dir, profile.emulation_cpu)
-    return dataclasses.replace(manifest, emulated=report)
+        report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation)
+    measured = {r["artifact"]: r["accuracy"] for r in report["results"] if r.get("accuracy")}
+    artifacts = tuple(
+        dataclasses.replace(a, accuracy=judge(Accuracy(**measured[a.name]), budget)) if a.name in measured else a
+        for a in manifest.artifacts
+    )
+    return dataclasses.replace(manifest, emulated=report, artifacts=artifacts)
+
+
+def _subset(evaluation: Evaluation, count: int) -> Evaluation:
+    """`count` samples spread evenly over the evaluation set (it is often ordered by source)."""
+    total = len(next(iter(evaluation.inputs.values())))
+    pick = np.unique(np.linspace(0, total - 1, min(count, total)).astype(int))
+    labels = evaluation.labels[pick] if evaluation.labels is not None else None
+    first = next(iter(evaluation.outputs.values()))[pick]
+    return Evaluation(
+        inputs={k: v[pick] for k, v in evaluation.inputs.items()},
+        outputs={k: v[pick] for k, v in evaluation.outputs.items()},
+        labels=labels, source=evaluation.source,
+        reference_top1=top1_accuracy(first, labels) if labels is not None else None,
+    )
 
 
 def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
@@ -274,7 +301,7 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
         return (f"{art.name} differs from PyTorch on the golden samples: max |diff| {v.max_abs_diff:.2e} "
                 f"(allowed {v.tolerance:.1e}), cosine {v.cosine:.4f} (needs ≥ {v.min_cosine})")
     if acc is not None and acc.within_budget is False:
-        figures = f"cosine {acc.cosine:.4f} (needs ≥ {manifest.min_cosine})"
+        figures = f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})"
         if acc.top1_agreement is not None:
             figures += f", top-1 agreement {acc.top1_agreement:.1f}%"
         if acc.drop is not None:
@@ -289,10 +316,11 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
 
 def _emulated_misses(manifest: Manifest) -> list[str]:
     problems = []
-    for r in (manifest.emulated or {}).get("results", []):
+    emulated = manifest.emulated or {}
+    for r in emulated.get("results", []):
         if not r["passed"]:
             why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
-            problems.append(f"{r['artifact']} fails on emulated aarch64 ({why})")
+            problems.append(f"{r['artifact']} fails its self-test on emulated {emulated['arch']} ({why})")
     return problems
 
 
@@ -321,7 +349,7 @@ def _leave_out(manifest: Manifest, bundle_dir: Path) -> Manifest:
     for art in manifest.artifacts:
         why = _misses(art, manifest) if art.status == "ok" else None
         if art.status == "ok" and art.name in emulated_failures:
-            why = f"{art.name} fails on emulated aarch64"
+            why = f"{art.name} fails its self-test on emulated {manifest.emulated['arch']}"
         if why is None:
             kept.append(art)
             continue

@@ -18,13 +18,15 @@ from typing import Optional
 from edgepack_runtime.manifest import Accuracy, Validation
 
 from .errors import BuildError
-from .validate import Budget, References, measure_latency, validate_artifact
+from .validate import Budget, References, measure_latency, open_artifact, validate_artifact
 
 __all__ = ["Candidate", "search"]
 
-# Layers kept in float at each mixed-precision step (the most sensitive first). Beyond 8,
-# the float islands cost more speed than int8 gains on the CNNs measured.
+# Layers kept in float at each mixed-precision step (the most sensitive first), never more
+# than MAX_FLOAT_SHARE of the ranked layers: float islands cost the speed int8 is for, and a
+# mixed candidate that is not faster than the float model is no candidate at all.
 MIXED_PRECISION_STEPS = (1, 2, 4, 8)
+MAX_FLOAT_SHARE = 0.25
 # Candidates within this fraction of the fastest count as equally fast (build-time trials
 # swing that much): among them the most accurate wins.
 SPEED_TIE = 0.10
@@ -39,9 +41,12 @@ class Candidate:
     latency: Optional[dict]
     seconds: float
 
+    slower_than_float: bool = False  # mixed precision that gave the speed away
+
     @property
     def within_budget(self) -> bool:
-        return self.validation.passed and (self.accuracy is None or bool(self.accuracy.within_budget))
+        return (self.validation.passed and not self.slower_than_float
+                and (self.accuracy is None or bool(self.accuracy.within_budget)))
 
     @property
     def cosine(self) -> float:
@@ -56,6 +61,7 @@ class Candidate:
             "top1": acc.top1 if acc else None,
             "parity": self.validation.passed,
             "within_budget": self.within_budget,
+            **({"slower_than_float": True} if self.slower_than_float else {}),
             "p50_ms": self.latency["p50_ms"] if self.latency else None,
             "size_bytes": self.file.stat().st_size,
             "seconds": round(self.seconds, 2),
@@ -114,12 +120,16 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
         raise BuildError(errors[0])
     if not any(c.within_budget for c in tried) and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation:
         base = max(tried, key=lambda c: c.cosine)
-        recipe = {k: v for k, v in base.settings.items() if k != "tool"}
-        ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration)
+        recipe = {k: v for k, v in base.settings.items() if k not in ("tool", "precision", "relies_on")}
+        ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
+        float_p50 = measure_latency(open_artifact(fmt.name, fp32, fmt.layout(ctx.profile), ctx.profile, ctx.refs),
+                                    ctx.refs, ctx.host)["p50_ms"]
         for count in MIXED_PRECISION_STEPS:
-            if count > len(ranked):
+            if count > len(ranked) * MAX_FLOAT_SHARE:
                 break
             found = attempt({**recipe, "float_layers": ranked[:count]})
+            if found is not None and found.latency is not None and found.latency["p50_ms"] >= float_p50:
+                found.slower_than_float = True
             if found is not None and found.within_budget:
                 break
     chosen = _best(tried)

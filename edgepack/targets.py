@@ -87,6 +87,11 @@ class TfliteInt8:
     recipe: str  # "static_wi8_ai8"
     range_update: str  # "min_max" or "moving_average": how calibration merges sample ranges
     relies_on: tuple[str, ...]
+    search: tuple[dict, ...] = ()  # more recipes for the accuracy-driven search, as in OnnxInt8
+
+    def recipes(self) -> list[dict]:
+        base = {"recipe": self.recipe, "range_update": self.range_update}
+        return [base] + [{**base, **override} for override in self.search]
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,8 @@ class TargetProfile:
     prefer: tuple[str, ...]
     onnx: Optional[OnnxSettings] = None
     tflite: Optional[TfliteSettings] = None
-    emulation_cpu: Optional[str] = None  # qemu -cpu model for `edgepack verify --emulate` (aarch64 targets)
+    # qemu -cpu model for emulated verification of the target's kernels; None or "": none can
+    emulation_cpu: Optional[str] = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,7 +230,7 @@ def _check(profile: TargetProfile) -> TargetProfile:
         settings = profile.settings(fmt)
         if settings is None:
             continue
-        recipes = settings.int8.recipes() if hasattr(settings.int8, "recipes") else [dataclasses.asdict(settings.int8)]
+        recipes = settings.int8.recipes()
         for i, recipe in enumerate(recipes):
             place = f"{where}.{fmt}.int8" + (f".search[{i - 1}]" if i else "")
             unknown = set(recipe) - {f.name for f in dataclasses.fields(settings.int8)}

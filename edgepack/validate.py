@@ -27,7 +27,7 @@ from edgepack_runtime.stats import latency_summary, time_calls
 from .errors import ModelSourceError
 from .targets import TargetProfile
 
-__all__ = ["TOLERANCES", "Budget", "References", "torch_references", "tolerance_for", "validate_artifact",
+__all__ = ["TOLERANCES", "Budget", "Evaluation", "References", "judge", "torch_references", "tolerance_for", "validate_artifact",
            "measure_latency", "open_artifact"]
 
 
@@ -153,10 +153,11 @@ def measure_accuracy(session: Session, refs: References, budget: Budget, measure
         cosine=measured.cosine, sqnr_db=measured.sqnr_db, top1_agreement=measured.top1_agreement,
         data=ev.source, measured_on=measured_on,
     )
-    return _judged(accuracy, budget)
+    return judge(accuracy, budget)
 
 
-def _judged(accuracy: Accuracy, budget: Budget) -> Accuracy:
+def judge(accuracy: Accuracy, budget: Budget) -> Accuracy:
+    """`accuracy` with its verdict against `budget`."""
     return dataclasses.replace(accuracy, within_budget=budget.met(accuracy))
 
 

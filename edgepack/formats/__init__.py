@@ -37,7 +37,7 @@ class ExportFormat(Protocol):
         settings used, for the manifest.
 
         A format that can rank layers for mixed precision also has
-        `sensitive_layers(fp32, quantized, calibration) -> list[list[str]]` (most sensitive
+        `sensitive_layers(fp32, quantized, calibration, target) -> list[list[str]]` (most sensitive
         first; each entry the layer names to keep in float together)."""
 
     def count_macs(self, fp32: Path) -> int | None:

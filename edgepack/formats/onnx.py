@@ -160,7 +160,7 @@ class OnnxFormat:
                 raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from None
         return {"tool": "onnxruntime.quantization.quantize_static", **recipe}
 
-    def sensitive_layers(self, fp32: Path, quantized: Path, calibration) -> list[list[str]]:
+    def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: TargetProfile) -> list[list[str]]:
         """Layers ranked by how much accuracy they lose on their own, most first: the drop in
         SQNR vs the float model between a layer's input and its output, measured with
         onnxruntime's qdq_loss_debug on calibration samples."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import logging
 import warnings
 from importlib import metadata
@@ -26,6 +27,7 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
 SIGNATURE = "serving_default"  # the one signature litert-torch writes
+SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
 # How calibration merges per-sample activation ranges (ai_edge_quantizer.utils.qsv_utils).
 RANGE_UPDATES = {"min_max": "min_max_update", "moving_average": "moving_average_update"}
 
@@ -91,12 +93,8 @@ class TfliteFormat:
             ) from None
 
     def recipes(self, target: TargetProfile, precision: str) -> list[dict]:
-        # One recipe per precision: ai-edge-quantizer's static int8 has one range algorithm
-        # (min/max), so there is nothing to search over yet (docs/quantization.md).
-        if precision == "int8":
-            preset = target.tflite.int8
-            return [{"recipe": preset.recipe, "range_update": preset.range_update}]
-        return [{}]
+        # Static int8 searches the profile's recipes; the other precisions have no knobs.
+        return target.tflite.int8.recipes() if precision == "int8" else [{}]
 
     def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
                  calibration: dict[str, np.ndarray], recipe: dict) -> dict:
@@ -114,14 +112,21 @@ class TfliteFormat:
                 name = recipe["recipe"]
                 if not hasattr(recipes, name):
                     raise BuildError(f"target {target.id}: ai-edge-quantizer has no recipe {name!r}; fix [tflite.int8]")
-                chosen = getattr(recipes, name)()
+                manager = recipe_manager.RecipeManager()
+                manager.load_quantization_recipe(getattr(recipes, name)())
+                float_layers = [list(group) for group in recipe.get("float_layers", ())]
+                for group in float_layers:  # mixed precision: these ops keep float weights and activations
+                    for output in group:
+                        manager.add_quantization_config(re.escape(output), qtyping.TFLOperationName.ALL_SUPPORTED,
+                                                        algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+                chosen = manager.get_quantization_recipe()
                 qt.load_quantization_recipe(chosen)
                 settings.update(recipe=name, range_update=recipe["range_update"],
                                 relies_on=list(target.tflite.int8.relies_on))
+                if float_layers:
+                    settings["float_layers"] = float_layers
                 # Quantizer.calibrate always uses the moving average; to choose the range
                 # update, drive the (public) Calibrator with the same recipe ourselves.
-                manager = recipe_manager.RecipeManager()
-                manager.load_quantization_recipe(chosen)
                 update = getattr(qsv_utils, RANGE_UPDATES[recipe["range_update"]])
                 with _quiet():
                     calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
@@ -148,6 +153,34 @@ class TfliteFormat:
         except Exception as exc:
             raise BuildError(f"ai-edge-quantizer failed ({precision}): {root_cause(exc)}") from None
         return settings
+
+    def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: TargetProfile) -> list[list[str]]:
+        """Weighted ops ranked by how much accuracy they lose on their own, most first: the
+        drop in SNR vs the float model between an op's input and its output, from
+        ai-edge-quantizer's model validator on calibration samples. Each entry names the
+        op's output tensor (how ai-edge-quantizer scopes per-op overrides)."""
+        with _quiet():
+            from ai_edge_quantizer import model_validator
+            from ai_edge_quantizer.utils import tfl_flatbuffer_utils, validation_utils
+
+        feeds = self._feeds(fp32, {k: v[:SENSITIVITY_SAMPLES] for k, v in calibration.items()}, target)
+        with _quiet():
+            results = model_validator.compare_model(
+                fp32.read_bytes(), quantized.read_bytes(), {SIGNATURE: feeds},
+                [validation_utils.ValidationErrorMetric.SNR], compare_fns=None, use_xnnpack=True,
+                num_threads=target.threads).get_all_tensor_results()
+        snr_db = {name: 10 * np.log10(max(r["snr"], 1e-12)) for name, r in results.items() if "snr" in r}
+        graph = tfl_flatbuffer_utils.read_model(str(fp32)).subgraphs[0]
+        names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
+        drops = []
+        for op in graph.operators:
+            if len(op.inputs) < 2 or not len(op.outputs):  # weighted ops: activation + weights (+ bias)
+                continue
+            source, output = names[op.inputs[0]], names[op.outputs[0]]
+            if source in snr_db and output in snr_db:
+                drops.append((snr_db[source] - snr_db[output], [output]))
+        drops.sort(key=lambda d: -d[0])
+        return [group for _, group in drops]
 
     @staticmethod
     def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: TargetProfile) -> list[dict]:

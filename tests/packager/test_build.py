@@ -191,23 +191,35 @@ def test_killed_build_never_leaves_a_half_bundle(digits_bundle, digits_data, tmp
 
 
 @pytest.mark.slow
-def test_mobilenet_v2_builds_for_pi5_in_one_command(tmp_path):
-    """The MobileNetV2 example: ONNX and TFLite, fp32 and int8, one `edgepack build`."""
+def test_real_mobilenet_v2_builds_for_pi5_in_one_command(mobilenet_data, tmp_path):
+    """The ImageNet MobileNetV2 example: ONNX and TFLite, fp32 and int8, one `edgepack build`.
+    On this x86 host the ARM int8 figures are indicative: shipped only within budget, never
+    the default."""
     from ..conftest import ROOT
 
     cli = Path(sys.executable).parent / "edgepack"
     out = tmp_path / "mnv2"
     proc = subprocess.run(
         [cli, "build", f"{ROOT / 'examples' / 'mobilenet_v2' / 'model.py'}:create", "--target", "raspberry-pi/5",
-         "--formats", "onnx,tflite", "--precisions", "fp32,int8", "-o", out],
+         "--weights", mobilenet_data["weights"], "--calibration", mobilenet_data["calibration"],
+         "--eval", mobilenet_data["eval"], "--formats", "onnx,tflite", "--precisions", "fp32,int8",
+         "--allow-partial", "-o", out],
         capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = edgepack_runtime.open_bundle(out).manifest
     assert sorted(a.name for a in manifest.artifacts) == ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
-    assert all(a.status == "ok" and a.validation.passed for a in manifest.artifacts)
+    for art in manifest.artifacts:
+        if art.precision == "fp32":
+            assert art.status == "ok" and art.accuracy.cosine > 0.9999
+        elif art.status == "ok":
+            assert art.accuracy.within_budget and art.accuracy.indicative  # x86 host, ARM kernels
+        else:
+            assert art.status == "rejected" and "misses the accuracy budget" in art.error
+            assert not (out / f"model.int8.{art.format}").exists()
+    assert edgepack_runtime.load(out).artifact.precision == "fp32"  # indicative int8 is never the default
     assert [s.describe() for s in manifest.inputs] == ["image:1x3x224x224:float32"]
     seconds = manifest.build["seconds"]
-    for stage in ("onnx.export", "onnx.quantize", "onnx.validate", "tflite.export", "tflite.quantize",
+    for stage in ("onnx.export", "onnx.quantize+search", "onnx.validate", "tflite.export", "tflite.quantize+search",
                   "tflite.validate", "total"):
         assert seconds[stage] > 0

@@ -29,7 +29,9 @@ def assert_one_line_error(proc, *fragments):
 def test_info_shows_artifacts_and_default(digits_bundle):
     proc = cli("info", digits_bundle)
     assert proc.returncode == 0, proc.stderr
-    for fragment in ("image:1x1x8x8:float32", "onnx-fp32", "onnx-int8", "default artifact here: onnx-int8", "onnxruntime"):
+    default = edgepack_runtime.load(digits_bundle).artifact.name
+    for fragment in ("image:1x1x8x8:float32", "onnx-fp32", "onnx-int8", f"default artifact here: {default}",
+                     "fastest accurate artifact, measured when the bundle was built", "onnxruntime"):
         assert fragment in proc.stdout
 
 

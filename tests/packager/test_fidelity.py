@@ -1,0 +1,112 @@
+"""Output-relative validation, the accuracy budget and the recipe search."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import edgepack
+import edgepack_runtime
+from edgepack.pipeline import BuildFailed
+from edgepack.targets import load_target
+from edgepack.validate import Budget, torch_references, validate_artifact
+from edgepack_runtime.hostinfo import HostInfo, host_info
+from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.model import choose_artifact
+from edgepack_runtime.parity import fidelity
+
+TINY_SCALE = 1e-20  # outputs around 1e-20: any absolute tolerance passes them
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, seed: int):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(x) * TINY_SCALE
+
+
+def test_fidelity_scales_with_the_outputs():
+    ref = {"output": np.random.default_rng(0).standard_normal((8, 10)) * TINY_SCALE}
+    same = fidelity({"output": ref["output"] * (1 + 1e-6)}, ref)
+    assert same.cosine > 0.9999 and same.top1_agreement == 100.0 and same.max_rel_error < 1e-5
+    wrong = fidelity({"output": -ref["output"]}, ref)
+    assert wrong.cosine < -0.99 and wrong.top1_agreement < 50 and wrong.sqnr_db < 0
+
+
+def test_a_broken_artifact_of_a_tiny_output_model_fails(tmp_path):
+    """A model whose outputs are ~1e-20 with an artifact of other weights: its error (~1e-20)
+    is far below any absolute tolerance, the old check passed it; cosine catches it."""
+    spec = (TensorSpec("x", (1, 16), "float32"),)
+    samples = {"x": np.random.default_rng(1).standard_normal((16, 1, 16)).astype(np.float32)}
+    right, wrong = _Scaled(seed=0).eval(), _Scaled(seed=1).eval()
+    refs = torch_references(right, spec, samples, 16, ({"x": samples["x"][:8]}, None, "eval"))
+    budget = Budget(max_top1_drop=1.0, min_cosine=0.99)
+    profile, host = load_target("host"), host_info()
+    for module, should_pass in ((right, True), (wrong, False)):
+        path = tmp_path / f"{should_pass}.onnx"
+        torch.onnx.export(module, (torch.zeros(1, 16),), dynamo=True, input_names=["x"],
+                          output_names=["output"]).save(str(path), external_data=False)
+        for precision in ("fp32", "int8"):
+            validation, accuracy, _ = validate_artifact("onnx", precision, path, None, profile, host, refs, budget)
+            assert validation.max_abs_diff < 1e-18  # "passes" any absolute tolerance
+            assert validation.passed is should_pass, (precision, validation)
+            assert accuracy.within_budget is should_pass
+
+
+def test_avx2_int8_on_a_vnni_host_is_not_the_targets_kernels():
+    avx2 = load_target("x86-64/avx2")
+    vnni_host = HostInfo("x86_64", "Xeon", 2, ("avx", "avx2", "fma", "avx512f", "avx512_vnni"))
+    avx2_host = HostInfo("x86_64", "Haswell", 4, ("avx", "avx2", "fma"))
+    assert not avx2.matches_host(vnni_host, "onnx", "int8")  # VNNI kernels would run, not AVX2's
+    assert avx2.matches_host(vnni_host, "onnx", "fp32")
+    assert avx2.matches_host(avx2_host, "onnx", "int8")
+    assert load_target("x86-64/avx512-vnni").matches_host(vnni_host, "onnx", "int8")
+
+
+def test_search_keeps_the_fastest_within_budget_and_records_the_trail(digits_bundle):
+    manifest = edgepack_runtime.open_bundle(digits_bundle).manifest
+    int8 = manifest.artifact("onnx-int8")
+    trail = int8.quantization["search"]
+    assert len(trail) >= 1 and sum(t["chosen"] for t in trail) == 1
+    chosen = next(t for t in trail if t["chosen"])
+    assert chosen["within_budget"] and chosen["p50_ms"] > 0
+    contenders = [t for t in trail if t["within_budget"]]
+    assert chosen["p50_ms"] <= 1.1 * min(t["p50_ms"] for t in contenders)
+    assert int8.accuracy.within_budget and int8.accuracy.cosine >= manifest.min_cosine
+
+
+def test_default_is_the_fastest_accurate_artifact_measured_at_build(digits_bundle):
+    bundle = edgepack_runtime.open_bundle(digits_bundle)
+    measured = [a for a in bundle.manifest.artifacts if a.latency and a.latency["matches_target"]]
+    assert len(measured) == len(bundle.manifest.artifacts)  # the host target: every kernel is this host's
+    assert choose_artifact(bundle).name == min(measured, key=lambda a: a.latency["p50_ms"]).name
+
+
+def test_a_budget_that_cannot_be_met_names_the_closest_candidate(build_digits, tmp_path):
+    with pytest.raises(BuildFailed, match=r"onnx-int8 misses the accuracy budget on 360 eval samples: "
+                                          r"cosine 0\.9\d+ \(needs ≥ 0\.999999\)") as failed:
+        build_digits("host", name="impossible", formats=["onnx"], min_cosine=0.999999)
+    assert failed.value.result.path is None
+
+
+def test_allow_partial_leaves_out_what_misses_the_budget(build_digits):
+    result = build_digits("host", name="partial", formats=["onnx"], min_cosine=0.999999, allow_partial=True)
+    int8 = result.manifest.artifact("onnx-int8")
+    assert int8.status == "rejected" and "misses the accuracy budget" in int8.error
+    assert not (result.path / "model.int8.onnx").exists()
+    assert json.loads((result.path / "manifest.json").read_text())["artifacts"][1]["status"] == "rejected"
+    assert edgepack_runtime.load(result.path).artifact.name == "onnx-fp32"
+
+
+def test_without_eval_accuracy_is_measured_on_held_back_calibration(tiny_model, tmp_path):
+    result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "host", formats=["onnx"],
+                            calibration=tiny_model.parent / "calib.npz")
+    int8 = result.manifest.artifact("onnx-int8")
+    assert int8.accuracy.data == "held-back calibration" and int8.accuracy.samples == 4  # 25 % of 16
+    assert int8.quantization["calibration_samples"] == 12

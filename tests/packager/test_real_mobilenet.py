@@ -1,0 +1,46 @@
+"""int8 on a real pretrained network: torchvision's ImageNet MobileNetV2 on real photos.
+
+A slice of examples/mobilenet_v2 (ONNX only, 3 views per eval photo) keeps CI short;
+benchmarks/fidelity.py runs the full table for every target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgepack
+from edgepack.model_source import load_model
+
+from ..conftest import ROOT
+
+MODEL = f"{ROOT / 'examples' / 'mobilenet_v2' / 'model.py'}:create"
+CAT_CLASSES = range(281, 286)  # ImageNet's domestic cats: chelsea.png is a tabby
+
+
+@pytest.mark.slow
+def test_the_weights_are_real(mobilenet_data):
+    module = load_model(MODEL, weights=mobilenet_data["weights"]).module
+    with np.load(mobilenet_data["eval"]) as data:
+        first_view_of_the_cat = torch.from_numpy(data["image"][:1])
+    with torch.no_grad():
+        assert int(module(first_view_of_the_cat).argmax()) in CAT_CLASSES
+
+
+@pytest.mark.slow
+def test_int8_search_beats_the_preset_and_ships_only_within_budget(mobilenet_data, tmp_path):
+    result = edgepack.build(MODEL, tmp_path / "mnv2", "host", formats=["onnx"], weights=mobilenet_data["weights"],
+                            calibration=mobilenet_data["calibration"], eval_data=mobilenet_data["eval"],
+                            allow_partial=True)
+    int8 = result.manifest.artifact("onnx-int8")
+    trail = [t for t in int8.quantization["search"] if "cosine" in t]
+    preset, chosen = trail[0], next(t for t in trail if t["chosen"])
+    assert len(trail) >= 3
+    assert chosen["cosine"] > preset["cosine"]  # min/max alone loses most on this network
+    assert int8.accuracy.data == "eval" and int8.accuracy.samples == 33
+    if int8.status == "ok":
+        assert int8.accuracy.within_budget and int8.accuracy.cosine >= result.manifest.min_cosine
+        assert (result.path / int8.path).is_file()
+    else:
+        assert int8.status == "rejected" and not (result.path / "model.int8.onnx").exists()
