@@ -40,6 +40,7 @@ class Row:
     backend: str
     top1: Optional[float]
     top1_indicative: Optional[bool]
+    cosine: Optional[float] = None  # of the outputs vs PyTorch's, from the bundle (schema 2)
     baseline_p50_ms: Optional[float] = None
 
     @property
@@ -85,7 +86,7 @@ def _rows(doc: dict) -> list[Row]:
         out.append(Row(device=device, artifact=r["artifact"], threads=r["threads"], p50_ms=lat["p50"],
                        p90_ms=lat["p90"], p99_ms=lat["p99"], throughput_per_s=r["throughput_per_s"],
                        backend=f"{r['backend']} {r['backend_version']}", top1=acc.get("top1"),
-                       top1_indicative=acc.get("indicative")))
+                       top1_indicative=acc.get("indicative"), cosine=acc.get("cosine")))
     return out
 
 
@@ -119,14 +120,15 @@ def regressions(rows: Sequence[Row], max_slower_pct: float) -> list[str]:
     ]
 
 
-COLUMNS = ("device", "artifact", "threads", "p50 ms", "p90 ms", "p99 ms", "inf/s", "speed-up", "top-1 %", "backend")
+COLUMNS = ("device", "artifact", "threads", "p50 ms", "p90 ms", "p99 ms", "inf/s", "speed-up", "top-1 %", "cos vs PyTorch", "backend")
 
 
 def table_cells(r: Row) -> list[str]:
     top1 = "-" if r.top1 is None else f"{r.top1:.2f}" + (" (indicative)" if r.top1_indicative else "")
     speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
+    cosine = "-" if r.cosine is None else f"{r.cosine:.4f}" + (" (indicative)" if r.top1_indicative else "")
     return [r.device, r.artifact, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
-            f"{r.throughput_per_s:.0f}", speedup, top1, r.backend]
+            f"{r.throughput_per_s:.0f}", speedup, top1, cosine, r.backend]
 
 
 def _records(rows: Sequence[Row]) -> list[dict]:

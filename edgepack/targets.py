@@ -33,14 +33,19 @@ HOST_BASES = (
 )
 FORMATS = ("onnx", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8", "dynamic-int8")
-# CPU features that make onnxruntime and XNNPACK dispatch other int8 kernels (with other
-# rounding and saturation): a host with one the target lacks, or the reverse, does not run
-# the target's int8 code, e.g. an AVX-512 VNNI host never exercises the AVX2 saturation
-# that the x86-64/avx2 preset guards against.
-INT8_KERNEL_FEATURES = {
-    "x86_64": ("avx512_vnni", "avx_vnni", "amx_int8"),
-    "aarch64": ("asimddp", "i8mm", "sve"),
+# CPU features that select onnxruntime's and XNNPACK's int8 kernels (each family rounds and
+# saturates its own way), best first: a machine runs the family of the first one it has.
+# A host whose family differs from the target's does not run the target's int8 code, e.g.
+# an AVX-512 VNNI host never exercises the AVX2 saturation the x86-64/avx2 preset guards against.
+INT8_KERNEL_FAMILIES = {
+    "x86_64": ("amx_int8", "avx512_vnni", "avx_vnni", "avx2"),
+    "aarch64": ("i8mm", "asimddp", "asimd"),
 }
+
+
+def int8_kernel_family(arch: str, isa) -> Optional[str]:
+    """The int8 kernel family a machine with these ISA features runs (None: none known)."""
+    return next((f for f in INT8_KERNEL_FAMILIES.get(arch, ()) if f in isa), None)
 LAYOUTS = ("nchw", "nhwc")
 # Allowed values of preset fields, checked when a profile loads (not deep in a converter).
 PRESET_CHOICES = {
@@ -130,8 +135,7 @@ class TargetProfile:
             return False
         if precision not in INTEGER_PRECISIONS:
             return True
-        dispatch = INT8_KERNEL_FEATURES.get(self.arch, ())
-        same_kernels = {f for f in dispatch if f in host.isa} == {f for f in dispatch if f in self.isa}
+        same_kernels = int8_kernel_family(self.arch, self.isa) == int8_kernel_family(host.arch, host.isa)
         return same_kernels and set(self.settings(fmt).int8.relies_on) <= set(host.isa)
 
 

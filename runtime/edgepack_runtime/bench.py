@@ -145,6 +145,8 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
             **measured,
             "gmacs_per_s": macs / p50_s / 1e9 if macs else None,
             "accuracy": ({"top1": art.accuracy.top1, "reference_top1": art.accuracy.reference_top1,
+                          "cosine": art.accuracy.cosine, "top1_agreement": art.accuracy.top1_agreement,
+                          "measured_on": art.accuracy.measured_on,
                           "indicative": art.accuracy.indicative} if art.accuracy else None),
         })
     progress("done", len(pairs), len(pairs))

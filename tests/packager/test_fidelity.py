@@ -61,7 +61,7 @@ def test_a_broken_artifact_of_a_tiny_output_model_fails(tmp_path):
 
 def test_avx2_int8_on_a_vnni_host_is_not_the_targets_kernels():
     avx2 = load_target("x86-64/avx2")
-    vnni_host = HostInfo("x86_64", "Xeon", 2, ("avx", "avx2", "fma", "avx512f", "avx512_vnni"))
+    vnni_host = HostInfo("x86_64", "Xeon", 2, ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"))
     avx2_host = HostInfo("x86_64", "Haswell", 4, ("avx", "avx2", "fma"))
     assert not avx2.matches_host(vnni_host, "onnx", "int8")  # VNNI kernels would run, not AVX2's
     assert avx2.matches_host(vnni_host, "onnx", "fp32")

@@ -69,7 +69,8 @@ def test_cli_export_is_atomic_and_summary_prints(digits_bundle, telemetry_db, tm
     assert "edgepack_inferences_total" in out.read_text()
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     shown = subprocess.run([*cli, "telemetry", "summary", "--since", "1h"], capture_output=True, text=True)
-    assert shown.returncode == 0 and "onnx-" in shown.stdout
+    default_format = edgepack_runtime.load(digits_bundle).artifact.format  # what `run` used
+    assert shown.returncode == 0 and f"{default_format}-" in shown.stdout
     bad = subprocess.run([*cli, "telemetry", "summary", "--since", "yesterday"], capture_output=True, text=True)
     assert bad.returncode == 1 and "must look like" in bad.stderr and "Traceback" not in bad.stderr
 
