@@ -118,7 +118,8 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
         attempt(recipe)
     if not tried:
         raise BuildError(errors[0])
-    if not any(c.within_budget for c in tried) and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation:
+    mixed_possible = precision == "int8" and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
+    if mixed_possible and not any(c.within_budget for c in tried):
         base = max(tried, key=lambda c: c.cosine)
         recipe = {k: v for k, v in base.settings.items() if k not in ("tool", "precision", "relies_on")}
         ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)

@@ -121,26 +121,28 @@ def verify(bundle: Path, artifact):
     console.print(f"integrity: all {1 + sum(a.status == 'ok' for a in b.manifest.artifacts)} files match their sha256")
     chosen = [b.manifest.artifact(artifact)] if artifact else list(b.manifest.artifacts)
     table = Table(title=f"self-test {b.manifest.name}")
-    for column in ("artifact", "result", "max |diff| vs PyTorch", "tolerance", "samples"):
+    for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance", "samples"):
         table.add_column(column)
     tested = failed = 0
     for art in chosen:
         if art.status != "ok":
-            table.add_row(art.name, "[yellow]not built[/]", "-", "-", "-")
+            table.add_row(art.name, f"[yellow]not in the bundle ({art.status})[/]", "-", "-", "-", "-")
             continue
         if not backend_available(art.format):
-            table.add_row(art.name, f"[yellow]skipped: no {art.format} backend installed[/]", "-", "-", "-")
+            table.add_row(art.name, f"[yellow]skipped: no {art.format} backend installed[/]", "-", "-", "-", "-")
             continue
         try:
             model = load(b.root, artifact=art.name)
         except BackendUnavailableError as exc:  # installed but unusable, e.g. tflite-runtime with numpy 2
-            table.add_row(art.name, f"[yellow]skipped: {escape(str(exc))}[/]", "-", "-", "-")
+            table.add_row(art.name, f"[yellow]skipped: {escape(str(exc))}[/]", "-", "-", "-", "-")
             continue
         result = self_test(model)
         tested += 1
         failed += not result.passed
         verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
-        table.add_row(art.name, verdict, f"{result.max_abs_diff:.3e}", f"{result.tolerance:.1e}", str(result.samples))
+        cosine = f"{result.cosine:.5f}" + (f" (≥ {result.min_cosine})" if result.min_cosine is not None else "")
+        table.add_row(art.name, verdict, cosine, f"{result.max_abs_diff:.3e}", f"{result.tolerance:.1e}",
+                      str(result.samples))
     console.print(table)
     if failed:
         fail(f"{failed} artifact(s) differ from PyTorch beyond their tolerance on this device; "
