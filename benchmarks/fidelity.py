@@ -41,9 +41,13 @@ def build(target: str, data: Path, out: Path, emulate: bool) -> tuple[dict, floa
     return json.loads((out / "manifest.json").read_text()), seconds
 
 
-def needs_emulation(manifest: dict) -> bool:
-    return any(a["validation"] and not a["validation"]["host_matches_target"] and a["precision"] != "fp32"
-               for a in manifest["artifacts"] if a["status"] == "ok") and bool(manifest["target"].get("emulation_cpu"))
+def needs_emulation(target: str) -> bool:
+    """Whether this host runs other int8 kernels than the target and qemu can run the target's."""
+    from edgepack.targets import load_target
+    from edgepack_runtime.hostinfo import host_info
+
+    profile = load_target(target)
+    return bool(profile.emulation_cpu) and not all(profile.matches_host(host_info(), f, "int8") for f in profile.formats)
 
 
 def bench(bundle: Path, out: Path) -> dict[tuple[str, int], float]:
@@ -67,9 +71,9 @@ def rows(target: str, manifest: dict, p50: dict) -> list[str]:
                                if (a["name"], t) in p50 and (fp32, t) in p50)
         size = f"{a['size_bytes'] / 2**20:.1f} MiB" if a.get("size_bytes") else "-"
         chosen = next((t for t in (a.get("quantization") or {}).get("search", []) if t.get("chosen")), None)
-        recipe = "-" if not chosen else ", ".join(f"{k}={v}" for k, v in chosen["recipe"].items()
-                                                  if k in ("calibrate_method", "percentile", "bias_correction",
-                                                           "range_update") or (k == "float_layers" and v))
+        recipe = "-" if not chosen else ", ".join(
+            f"{k}={len(v) if k == 'float_layers' else v}" for k, v in chosen["recipe"].items()
+            if k in ("calibrate_method", "percentile", "bias_correction", "range_update", "float_layers"))
         out.append(f"| {target} | {a['name']} | {a['status']} | {cos} | {agree} | {where} | {size} | {speed} | {recipe} |")
     return out
 
@@ -86,11 +90,7 @@ def main() -> None:
     timings = []
     for target in args.targets.split(","):
         out = args.out / target.replace("/", "-")
-        manifest, _ = build(target, args.data, out, emulate=False)
-        if needs_emulation(manifest):
-            manifest, seconds = build(target, args.data, out, emulate=True)
-        else:
-            seconds = manifest["build"]["seconds"]["total"]
+        manifest, seconds = build(target, args.data, out, emulate=needs_emulation(target))
         matches = all(a["validation"]["host_matches_target"] for a in manifest["artifacts"] if a["status"] == "ok")
         p50 = bench(out, args.out / f"{target.replace('/', '-')}.bench.json") if args.bench and matches else {}
         table += rows(target, manifest, p50)

@@ -130,25 +130,10 @@ def build(
     budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine)
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
-        calib, _ = load_samples(Path(calibration), loaded.inputs) if calibration else (None, None)
-        evaluation = (*load_samples(Path(eval_data), loaded.inputs, evaluation=True), "eval") if eval_data else None
-    quantized = any(p != "fp32" for ps in plan.values() for p in ps)
-    if calib is None and quantized:
-        warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
-             "is meaningless; pass --calibration calib.npz with real samples")
-    golden = golden_inputs(loaded.inputs, calib)
-    if calib is not None and evaluation is None:
-        # Accuracy is measured on samples calibration never saw.
-        calib, held_back = hold_back(calib, "--calibration", "pass --eval eval.npz")
-        evaluation = (held_back, None, "held-back calibration")
-    if calib is None:
-        calib_samples = random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED)
-        evaluation = evaluation or (random_samples(loaded.inputs, RANDOM_CALIBRATION_SAMPLES,
-                                                   RANDOM_CALIBRATION_SEED + 1), None, "random")
+        quantized = any(p != "fp32" for ps in plan.values() for p in ps)
+        golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, warn)
     with _timed(seconds, "reference"):
         refs = torch_references(loaded.module, loaded.inputs, *golden, evaluation)
-    calibration_used = _Calibration(samples=calib if calib is not None else calib_samples,
-                                    source="data" if calib is not None else "random")
 
     artifacts: list[Artifact] = []
     macs = None
@@ -167,7 +152,6 @@ def build(
         np.savez(golden_path,
                  **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
                  **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()})
-        seconds["total"] = round(time.perf_counter() - start, 3)
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             name=name or staging.dest.name,
@@ -183,15 +167,16 @@ def build(
             min_cosine=min_cosine,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
             macs=macs,
-            drift_reference={k: reference_stats(v) for k, v in calib.items()} if calib is not None else None,
+            drift_reference=({k: reference_stats(v) for k, v in calibration_used.samples.items()}
+                             if calibration_used.source == "data" else None),
         )
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if verify_emulated:
             manifest = _emulate(manifest, profile, staging.dir, warn, seconds, refs, budget)
-            (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if allow_partial and not allow_mismatch:
             manifest = _leave_out(manifest, staging.dir)
-            (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        seconds["total"] = round(time.perf_counter() - start, 3)  # the manifest's build dict holds `seconds`
+        (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
         if result.problems:
             raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
@@ -202,6 +187,25 @@ def build(
 class _Calibration(NamedTuple):
     samples: dict[str, np.ndarray]  # [N, *shape] per input
     source: str  # "data" (--calibration) or "random"
+
+
+def _samples(specs, calibration: Optional[Path], eval_data: Optional[Path], quantized: bool, warn):
+    """The golden inputs (and how many are real), the calibration samples and the samples
+    accuracy is measured on: --eval, else calibration samples held back from calibration."""
+    calib, _ = load_samples(Path(calibration), specs) if calibration else (None, None)
+    evaluation = (*load_samples(Path(eval_data), specs, evaluation=True), "eval") if eval_data else None
+    golden = golden_inputs(specs, calib)
+    if calib is None:
+        if quantized:
+            warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
+                 "is meaningless; pass --calibration calib.npz with real samples")
+        random = _Calibration(random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED), "random")
+        held_out = random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED + 1)
+        return golden, random, evaluation or (held_out, None, "random")
+    if evaluation is None:
+        calib, held_back = hold_back(calib, "--calibration", "pass --eval eval.npz")
+        evaluation = (held_back, None, "held-back calibration")
+    return golden, _Calibration(calib, "data"), evaluation
 
 
 def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,

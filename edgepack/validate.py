@@ -39,14 +39,16 @@ class Tolerance:
 
 
 # fp32 differs from PyTorch only by kernel summation order; fp16 weights carry ~3
-# significant digits; int8 keeps ~256 levels per tensor, so a few percent of the output
-# range is normal. The golden check catches broken graphs and presets; whether a
-# quantized artifact is accurate enough is the budget's call (eval data, Budget).
+# significant digits. int8 keeps ~256 levels per tensor, and the recipes that keep it
+# accurate clip rare outliers on purpose (percentile calibration, moving-average ranges):
+# one clipped logit can be off by a third of the range while the cosine stays above 0.99
+# (MobileNetV2 example). So the golden check only catches broken graphs and presets;
+# whether a quantized artifact is accurate enough is the budget's call (eval data, Budget).
 TOLERANCES = {
     "fp32": Tolerance(1e-6, 1e-4, 0.9999),
     "fp16": Tolerance(1e-6, 1e-2, 0.999),
-    "int8": Tolerance(1e-6, 0.15, 0.95),
-    "dynamic-int8": Tolerance(1e-6, 0.15, 0.95),
+    "int8": Tolerance(1e-6, 0.5, 0.95),
+    "dynamic-int8": Tolerance(1e-6, 0.5, 0.95),
 }
 LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .backends import backend_available
 from .bundle import open_bundle
-from .errors import BackendUnavailableError, BundleError, EdgepackError, InputError
+from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, default_reason, load
@@ -217,7 +217,7 @@ def _db(db: Path | None) -> Path:
 
     path = db or default_path()
     if not path.exists():
-        raise BundleError(f"no telemetry database at {path}; nothing has been recorded yet "
+        raise TelemetryError(f"no telemetry database at {path}; nothing has been recorded yet "
                           "(telemetry is on for the CLI and server, opt-in with load(..., telemetry=True))")
     return path
 

@@ -11,6 +11,7 @@ __all__ = [
     "IntegrityError",
     "InputError",
     "BackendUnavailableError",
+    "TelemetryError",
 ]
 
 
@@ -32,3 +33,7 @@ class InputError(EdgepackError):
 
 class BackendUnavailableError(EdgepackError):
     """The inference backend an artifact needs is not installed or cannot start."""
+
+
+class TelemetryError(EdgepackError):
+    """The telemetry database cannot be read for a report (recording never raises)."""

@@ -7,11 +7,16 @@ What is stored, where, how much and how long: docs/telemetry.md. The rules that 
   SD card, and a crash or power cut loses at most the records not yet committed.
 - The database never grows past `max_bytes` (SQLite's max_page_count enforces it); when
   full, the oldest data goes first; if a batch still does not fit it is dropped and counted.
+- Any database failure degrades telemetry, never inference: a corrupt or foreign file is
+  moved aside (`*.corrupt-<time>`, as systemd-journald does) and a new one started; a
+  database that cannot be opened at all (read-only card, a directory in the way, disk
+  full) turns telemetry off with one warning, and every record is counted as dropped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sqlite3
@@ -33,6 +38,7 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 RAW_WINDOW_ROWS = 10_000  # raw per-inference rows kept; older ones live on as per-minute aggregates
 PRUNE_FRACTION = 0.2  # at the cap, drop this share of the oldest aggregates (and raw rows) at a time
 BUSY_TIMEOUT_MS = 5000
+log = logging.getLogger("edgepack_runtime.telemetry")
 # Latency histogram: 4 buckets per octave from 10 µs (≤ 9 % error on interpolated percentiles).
 HISTOGRAM_EDGES_MS = tuple(0.01 * 2 ** (i / 4) for i in range(96))
 
@@ -72,6 +78,15 @@ def connect(path: Path, max_bytes: Optional[int] = None, durability: str = "full
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False)
+    try:
+        _prepare(conn, max_bytes, durability)
+    except BaseException:
+        conn.close()  # folds any WAL back into the file and lets go of it
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, max_bytes: Optional[int], durability: str) -> None:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # only takes effect on a new file: frees pages at the cap
     conn.execute("PRAGMA journal_mode = WAL")
@@ -82,7 +97,6 @@ def connect(path: Path, max_bytes: Optional[int] = None, durability: str = "full
     if max_bytes:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         conn.execute(f"PRAGMA max_page_count = {max(16, max_bytes // page_size)}")
-    return conn
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -101,7 +115,8 @@ class TelemetryWriter:
         self.on_commit = on_commit
         self.dropped = 0  # records lost and not yet counted in the database's `counters`
         self.dropped_total = 0  # records lost by this process (for /metrics)
-        self._conn = connect(self.path, max_bytes, durability)
+        self.disabled: Optional[str] = None  # why telemetry is off (the database cannot be used)
+        self._conn = self._open(max_bytes, durability)
         self._pending: list[tuple] = []
         self._drift: list[tuple] = []
         self._lock = threading.Lock()  # guards _pending/_drift
@@ -111,8 +126,38 @@ class TelemetryWriter:
         self._thread = threading.Thread(target=self._loop, name="edgepack-telemetry", daemon=True)
         self._thread.start()
 
+    def _open(self, max_bytes: Optional[int], durability: str) -> Optional[sqlite3.Connection]:
+        """The database connection, or None (telemetry off, one warning) when it cannot be had."""
+        try:
+            return connect(self.path, max_bytes, durability)
+        except sqlite3.DatabaseError as exc:  # not a database, malformed, someone else's schema
+            if not self.path.is_file():
+                return self._disable(exc)
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            try:
+                for suffix in ("-wal", "-shm", ""):  # journal files travel with their database
+                    if Path(f"{self.path}{suffix}").exists():
+                        os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+                conn = connect(self.path, max_bytes, durability)
+            except (OSError, sqlite3.Error) as again:
+                return self._disable(again)
+            log.warning("telemetry database %s was unusable (%s); kept it as %s and started a new one",
+                        self.path, exc, aside.name)
+            return conn
+        except (sqlite3.Error, OSError) as exc:
+            return self._disable(exc)
+
+    def _disable(self, exc: Exception) -> None:
+        self.disabled = f"{type(exc).__name__}: {exc}"
+        log.warning("telemetry is off: cannot use %s (%s); inference goes on, records are counted as dropped",
+                    self.path, self.disabled)
+        return None
+
     def record(self, bundle: str, artifact: str, latency_ms: Optional[float], outcome: str) -> None:
         """Queue one inference record (outcome: "ok" or the error class name). Never raises."""
+        if self._conn is None:
+            self.dropped_total += 1
+            return
         with self._lock:
             self._pending.append((time.time(), bundle, artifact, latency_ms, outcome))
             full = len(self._pending) >= self.batch_records
@@ -120,6 +165,8 @@ class TelemetryWriter:
             self._wake.set()
 
     def record_drift(self, bundle: str, scores: dict) -> None:
+        if self._conn is None:
+            return
         now = time.time()
         with self._lock:
             self._drift += [(now, bundle, name, score) for name, score in scores.items() if score is not None]
@@ -143,8 +190,8 @@ class TelemetryWriter:
                 try:
                     batch = self._commit(records, drift)
                     break
-                except sqlite3.Error as exc:
-                    if attempt == 0 and _is_full(exc):
+                except (sqlite3.Error, OSError) as exc:  # full, read-only, I/O error: drop, count, go on
+                    if attempt == 0 and isinstance(exc, sqlite3.Error) and _is_full(exc):
                         self._prune()  # make room: the oldest data goes first
                         continue
                     self.dropped += len(records)
@@ -185,6 +232,8 @@ class TelemetryWriter:
             raise
 
     def _trim_raw(self) -> None:
+        if self._conn is None:
+            return
         try:
             self._conn.execute("DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (RAW_WINDOW_ROWS,))
         except sqlite3.Error:
@@ -193,6 +242,8 @@ class TelemetryWriter:
     def _prune(self) -> None:
         """Delete the oldest share of aggregates, raw rows and drift scores, and free the pages."""
         conn = self._conn
+        if conn is None:
+            return
         try:
             for table, order in (("minutes", "minute"), ("events", "id"), ("drift", "ts"), ("batches", "id")):
                 conn.execute(f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} ORDER BY {order} "
@@ -207,7 +258,8 @@ class TelemetryWriter:
         self._wake.set()
         self._thread.join()
         self.flush()
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 def _aggregate(records: Iterable[tuple]) -> dict[tuple, tuple[int, float, list[int]]]:

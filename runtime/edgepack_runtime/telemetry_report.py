@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -13,7 +14,25 @@ from pathlib import Path
 from typing import Optional
 
 from .drift import DRIFT_THRESHOLD
+from .errors import TelemetryError
 from .telemetry import HISTOGRAM_EDGES_MS, connect
+
+
+@contextlib.contextmanager
+def _database(path: Path):
+    """A connection for a report; any database failure becomes one TelemetryError."""
+    try:
+        conn = connect(path)
+    except (sqlite3.Error, OSError) as exc:
+        raise TelemetryError(f"cannot read the telemetry database {path} ({exc}); move it aside or delete it "
+                             "(recording starts a new one)") from None
+    try:
+        yield conn
+    except (sqlite3.Error, ValueError) as exc:  # ValueError: a histogram that is not JSON
+        raise TelemetryError(f"the telemetry database {path} is damaged ({exc}); move it aside or delete it "
+                             "(recording starts a new one)") from None
+    finally:
+        conn.close()
 
 __all__ = ["summary", "export", "purge", "histogram_percentile", "parse_since"]
 
@@ -55,8 +74,7 @@ def _rows(conn: sqlite3.Connection, since_s: Optional[float]):
 def summary(path: Path, since: Optional[str] = None) -> dict:
     """Per bundle × artifact: count, error rate, latency percentiles; latest drift; drops."""
     since_s = parse_since(since)
-    conn = connect(path)
-    try:
+    with _database(path) as conn:
         groups: dict[tuple, dict] = {}
         for minute, bundle, artifact, outcome, count, _total, histogram in _rows(conn, since_s):
             g = groups.setdefault((bundle, artifact), {"count": 0, "errors": {}, "histogram": None})
@@ -85,8 +103,6 @@ def summary(path: Path, since: Optional[str] = None) -> dict:
         dropped = conn.execute("SELECT value FROM counters WHERE name = 'dropped'").fetchone()
         return {"since": since, "artifacts": artifacts, "drift": drift, "dropped": dropped[0] if dropped else 0,
                 "database": str(path), "database_bytes": os.path.getsize(path)}
-    finally:
-        conn.close()
 
 
 def _prometheus(data: dict) -> str:
@@ -121,8 +137,7 @@ def export(path: Path, fmt: str, since: Optional[str] = None) -> str:
         return json.dumps(summary(path, since), indent=2) + "\n"
     if fmt != "csv":
         raise ValueError(f"unknown export format {fmt!r}; use json, csv or prometheus")
-    conn = connect(path)
-    try:
+    with _database(path) as conn:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["minute_utc", "bundle", "artifact", "outcome", "count", "mean_ms", "p50_ms", "p90_ms", "p99_ms"])
@@ -133,15 +148,10 @@ def export(path: Path, fmt: str, since: Optional[str] = None) -> str:
                              *(f"{v:.4f}" if (v := histogram_percentile(h, q)) is not None else ""
                                for q in (0.5, 0.9, 0.99))])
         return out.getvalue()
-    finally:
-        conn.close()
 
 
 def purge(path: Path) -> None:
-    conn = connect(path)
-    try:
+    with _database(path) as conn:
         for table in ("events", "minutes", "drift", "batches", "counters"):
             conn.execute(f"DELETE FROM {table}")
         conn.execute("VACUUM")
-    finally:
-        conn.close()

@@ -150,7 +150,7 @@ def test_refuses_to_overwrite_something_that_is_not_a_bundle(tiny_model, tmp_pat
     dest = tmp_path / "precious"
     dest.mkdir()
     (dest / "notes.txt").write_text("keep me")
-    with pytest.raises(BuildError, match="not an edgepack bundle; refusing to overwrite"):
+    with pytest.raises(BuildError, match="not an edgepack bundle .*refusing to replace it"):
         edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32"])
     assert (dest / "notes.txt").read_text() == "keep me"
 
