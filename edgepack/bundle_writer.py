@@ -1,22 +1,35 @@
 """Write a bundle atomically: build in a staging directory beside the destination,
-fsync everything, then swap it into place with renames.
+fsync everything, then swap it into place in one step.
 
 An interrupted or failed build leaves the destination exactly as it was; an existing
-bundle is replaced only by a complete one.
+bundle is replaced only by a complete one, and at every instant the destination holds a
+complete bundle (Linux `renameat2(RENAME_EXCHANGE)` swaps the two directories at once).
+`-o` never replaces anything but a bundle edgepack wrote, with no file it does not list:
+a folder of the user's that happens to hold a `manifest.json` is not a bundle.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Optional
 
-from edgepack_runtime.manifest import MANIFEST_NAME
+from edgepack_runtime.errors import BundleError
+from edgepack_runtime.manifest import MANIFEST_NAME, Manifest
 
 from .errors import BuildError
 
 __all__ = ["BundleStaging"]
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+# Filesystems or kernels without renameat2's exchange answer with one of these.
+_NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -38,25 +51,79 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step; False where the system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in _NO_EXCHANGE:
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _check_destination(dest: Path) -> None:
+    """Refuse a destination that is not empty and not a bundle edgepack wrote, or that holds
+    files its manifest does not list: replacing it would delete the user's files."""
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise BuildError(f"{dest} exists and is not a directory; choose another -o")
+    entries = sorted(p.name for p in dest.iterdir())
+    if not entries:
+        return
+    try:
+        manifest = Manifest.from_json((dest / MANIFEST_NAME).read_text(encoding="utf-8"))
+        listed = {MANIFEST_NAME, manifest.golden.path} | {a.path for a in manifest.artifacts if a.path}
+    except (OSError, UnicodeDecodeError, BundleError, TypeError, ValueError, AttributeError) as exc:
+        why = "no manifest.json" if not (dest / MANIFEST_NAME).exists() else f"its manifest.json is not edgepack's: {exc}"
+        raise BuildError(f"{dest} is not an edgepack bundle ({why}); refusing to replace it. "
+                         "Choose another -o or empty it yourself") from None
+    unknown = [name for name in entries if name not in listed]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
+        raise BuildError(f"{dest} is a bundle but also holds files it does not list ({shown}); refusing to "
+                         "replace it and lose them. Move them out or choose another -o")
+
+
+def _sweep(dest: Path) -> None:
+    """Remove staging and old-bundle directories that killed builds left beside `dest`
+    (their names carry the builder's pid; a live builder's are left alone)."""
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(partial|old)-(\d+)-")
+    for sibling in dest.parent.iterdir():
+        match = pattern.match(sibling.name)
+        if match and sibling.is_dir() and not _alive(int(match.group(2))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class BundleStaging:
     """`with BundleStaging(dest) as staging:` write files into `staging.dir`, then
     `staging.commit()`. Leaving the block without committing removes the staging dir."""
 
     def __init__(self, dest: Path):
         self.dest = Path(dest).expanduser().absolute()
-        if self.dest.exists():
-            is_bundle = (self.dest / MANIFEST_NAME).is_file()
-            is_empty_dir = self.dest.is_dir() and not any(self.dest.iterdir())
-            if not (is_bundle or is_empty_dir):
-                raise BuildError(
-                    f"{self.dest} exists and is not an edgepack bundle; refusing to overwrite it. "
-                    "Choose another -o or remove it yourself"
-                )
-        self.dir: Path | None = None
+        _check_destination(self.dest)  # before any work: the build would only be refused at the end
+        self.dir: Optional[Path] = None
 
     def __enter__(self) -> "BundleStaging":
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-", dir=self.dest.parent))
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            _sweep(self.dest)
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-{os.getpid()}-", dir=self.dest.parent))
+        except OSError as exc:
+            raise BuildError(f"cannot write beside {self.dest} ({exc.strerror or exc}); choose a writable -o") from None
         # mkdtemp makes the directory private (0700); a bundle is meant to be copied and shared.
         umask = os.umask(0)
         os.umask(umask)
@@ -64,16 +131,23 @@ class BundleStaging:
         return self
 
     def commit(self) -> Path:
+        _check_destination(self.dest)  # again: the folder may have changed during the build
         _fsync_tree(self.dir)
-        old = None
-        if self.dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.old-", dir=self.dest.parent))
-            os.rename(self.dest, old / "bundle")
-        os.rename(self.dir, self.dest)
+        if not self.dest.exists():
+            os.rename(self.dir, self.dest)
+            replaced = None
+        elif _exchange(self.dir, self.dest):
+            replaced = self.dir  # the old bundle now sits where the staging dir was
+        else:
+            # No atomic exchange here: two renames, with a moment without a bundle at dest;
+            # the old one waits in `.NAME.old-PID-*`, which the next build sweeps.
+            replaced = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.old-{os.getpid()}-", dir=self.dest.parent))
+            os.rename(self.dest, replaced / "bundle")
+            os.rename(self.dir, self.dest)
         _fsync_dir(self.dest.parent)
         self.dir = None
-        if old is not None:
-            shutil.rmtree(old)
+        if replaced is not None:
+            shutil.rmtree(replaced)
         return self.dest
 
     def __exit__(self, *exc) -> None:
