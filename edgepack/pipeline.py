@@ -18,7 +18,7 @@ import edgepack_runtime
 from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import host_info
-from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, Golden, Manifest
+from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, Golden, Latency, Manifest
 from edgepack_runtime.parity import top1_accuracy
 
 from . import __version__
@@ -247,7 +247,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
             artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
             continue
         if latency is not None:
-            latency = {**latency, "matches_target": validation.host_matches_target}
+            latency = Latency(**latency, matches_target=validation.host_matches_target)
         artifacts.append(Artifact(
             name=name, format=fmt.name, precision=precision, status="ok",
             path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,9 +79,15 @@ class Bundle:
         """Golden inputs and PyTorch reference outputs, stacked on a first sample axis."""
         golden = self.manifest.golden
         self._check_file(golden.path, golden.sha256)
-        with np.load(self.resolve(golden.path), allow_pickle=False) as data:
-            inputs = {k[len(GOLDEN_INPUT_PREFIX):]: data[k] for k in data.files if k.startswith(GOLDEN_INPUT_PREFIX)}
-            outputs = {k[len(GOLDEN_OUTPUT_PREFIX):]: data[k] for k in data.files if k.startswith(GOLDEN_OUTPUT_PREFIX)}
+        try:
+            with np.load(self.resolve(golden.path), allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # e.g. object arrays: never unpickled
+            raise BundleError(f"{golden.path} cannot be read ({exc}); rebuild the bundle") from None
+        if any(a.dtype.kind not in "biuf" for a in arrays.values()):
+            raise BundleError(f"{golden.path} holds non-numeric arrays; rebuild the bundle")
+        inputs = {k[len(GOLDEN_INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_INPUT_PREFIX)}
+        outputs = {k[len(GOLDEN_OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_OUTPUT_PREFIX)}
         return inputs, outputs
 
 

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+import numpy as np
 
 from .errors import BundleError
 
@@ -21,6 +25,7 @@ __all__ = [
     "Validation",
     "Accuracy",
     "Artifact",
+    "Latency",
     "Golden",
     "Manifest",
 ]
@@ -91,6 +96,16 @@ class Accuracy:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """A short build-time trial of an artifact: ranks artifacts, it is not a benchmark."""
+
+    p50_ms: float
+    threads: int
+    host: str  # "arch, cpu" of the build host
+    matches_target: bool = False  # the build host ran the target's kernels
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One exported model file (or a failed attempt at one)."""
 
@@ -106,9 +121,8 @@ class Artifact:
     layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
     validation: Optional[Validation] = None
     accuracy: Optional[Accuracy] = None
-    # p50 latency measured at build time where the build host runs the target's kernels:
-    # {"p50_ms", "threads", "host"}; the default artifact is the fastest accurate one.
-    latency: Optional[dict] = None
+    # Where the build host runs the target's kernels, the default artifact is the fastest accurate one.
+    latency: Optional[Latency] = None
 
     @property
     def usable(self) -> bool:
@@ -165,11 +179,14 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
+        if len(text) > MAX_MANIFEST_CHARS:
+            raise BundleError(f"{MANIFEST_NAME} is {len(text)} characters, more than any bundle writes "
+                              f"({MAX_MANIFEST_CHARS}); the bundle is damaged, rebuild it")
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON, an absurd integer, absurd nesting
             raise BundleError(
-                f"{MANIFEST_NAME} is not valid JSON ({exc}); rebuild the bundle with `edgepack build`"
+                f"{MANIFEST_NAME} is not valid JSON ({str(exc)[:200]}); rebuild the bundle with `edgepack build`"
             ) from None
         return cls.from_dict(data)
 
@@ -178,51 +195,109 @@ class Manifest:
         if not isinstance(data, dict):
             raise BundleError(f"{MANIFEST_NAME} must hold a JSON object; rebuild the bundle")
         version = data.get("schema_version")
-        if not isinstance(version, int):
-            raise BundleError(f"{MANIFEST_NAME} has no integer schema_version; rebuild the bundle")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise BundleError(f"{MANIFEST_NAME} has no valid schema_version (a positive integer); rebuild the bundle")
         if version > SCHEMA_VERSION:
             raise BundleError(
                 f"bundle schema_version {version} is newer than this runtime understands "
                 f"({SCHEMA_VERSION}); upgrade edgepack-runtime"
             )
-        fields = _fields(cls, data, "manifest")
-        fields["inputs"] = tuple(_tensor(t) for t in fields["inputs"])
-        fields["outputs"] = tuple(_tensor(t) for t in fields["outputs"])
-        fields["artifacts"] = tuple(_artifact(a) for a in fields["artifacts"])
-        fields["golden"] = Golden(**_fields(Golden, fields["golden"], "golden"))
-        return cls(**fields)
+        manifest = _typed(cls, data, "manifest")
+        _check_target(manifest.target)
+        return manifest
 
 
-def _fields(cls: type, data: Any, where: str) -> dict:
-    """Check that `data` has exactly the fields of `cls` (defaults may be missing)."""
+# Far above any real manifest (a few KiB; the search trail adds tens of KiB), far below
+# what would strain a Pi's memory.
+MAX_MANIFEST_CHARS = 8 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_STATUSES = ("ok", "failed", "rejected")
+
+
+def _damaged(where: str, problem: str) -> BundleError:
+    return BundleError(f"{MANIFEST_NAME}: {where} {problem}; the bundle is damaged or from an incompatible "
+                       "edgepack, rebuild it")
+
+
+def _typed(cls: type, data: Any, where: str):
+    """Make dataclass `cls` from JSON `data`, checking every field's keys, type and range."""
     if not isinstance(data, dict):
-        raise BundleError(f"{MANIFEST_NAME}: {where} must be an object; rebuild the bundle")
+        raise _damaged(where, "must be an object")
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(known))
-    required = {
-        n for n, f in known.items()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
+    required = {n for n, f in known.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
     missing = sorted(required - set(data))
     if unknown or missing:
-        problem = f"unknown keys {unknown}" if unknown else f"missing keys {missing}"
-        raise BundleError(
-            f"{MANIFEST_NAME}: {where} has {problem}; the bundle is damaged or from an "
-            "incompatible edgepack, rebuild it"
-        )
-    return dict(data)
+        raise _damaged(where, f"has unknown keys {unknown[:5]}" if unknown else f"has missing keys {missing}")
+    hints = typing.get_type_hints(cls)
+    values = {name: _value(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    obj = cls(**values)
+    _check_ranges(obj, where)
+    return obj
 
 
-def _tensor(data: Any) -> TensorSpec:
-    fields = _fields(TensorSpec, data, "tensor spec")
-    return TensorSpec(name=fields["name"], shape=tuple(fields["shape"]), dtype=fields["dtype"])
+def _value(hint, value: Any, where: str):
+    """`value` checked against the type `hint` (lists become tuples where the hint says tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _value(inner, value, where)
+    if dataclasses.is_dataclass(hint):
+        return _typed(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _damaged(where, "must be a list")
+        return tuple(_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise _damaged(where, f"must be true or false, not {type(value).__name__}")
+        return value
+    if hint is int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise _damaged(where, "must be a non-negative integer")
+        return value
+    if hint is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+            raise _damaged(where, "must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str) or "\x00" in value:
+            raise _damaged(where, "must be a string without NUL characters")
+        return value
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise _damaged(where, "must be an object")
+        return value
+    raise TypeError(f"manifest field type {hint!r} has no reader")  # a programming error, not bad input
 
 
-def _artifact(data: Any) -> Artifact:
-    fields = _fields(Artifact, data, "artifact")
-    where = f"artifact {fields.get('name')!r}"
-    if fields.get("validation") is not None:
-        fields["validation"] = Validation(**_fields(Validation, fields["validation"], where))
-    if fields.get("accuracy") is not None:
-        fields["accuracy"] = Accuracy(**_fields(Accuracy, fields["accuracy"], where))
-    return Artifact(**fields)
+def _check_ranges(obj: Any, where: str) -> None:
+    """What types alone do not say."""
+    if isinstance(obj, TensorSpec):
+        try:
+            dtype = np.dtype(obj.dtype)
+        except TypeError:
+            raise _damaged(where, f"has dtype {obj.dtype[:40]!r}, not a numpy dtype") from None
+        if dtype.kind not in "biuf" or any(d < 1 for d in obj.shape):
+            raise _damaged(where, "needs a numeric dtype and dimensions of at least 1")
+    elif isinstance(obj, Artifact):
+        if obj.status not in _STATUSES:
+            raise _damaged(where, f"has status {obj.status[:20]!r}, not one of {', '.join(_STATUSES)}")
+        if obj.status == "ok" and not (obj.path and obj.sha256 and _SHA256.match(obj.sha256)):
+            raise _damaged(where, "is ok but lacks a path or a sha256 of 64 hex digits")
+    elif isinstance(obj, Golden):
+        if not _SHA256.match(obj.sha256) or obj.real_samples > obj.samples:
+            raise _damaged(where, "needs a sha256 of 64 hex digits and real_samples ≤ samples")
+
+
+def _check_target(target: dict) -> None:
+    """The profile keys the runtime reads (threads, prefer, formats)."""
+    threads = target.get("threads", 1)
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise _damaged("target.threads", "must be a positive integer")
+    for key in ("prefer", "formats"):
+        if not isinstance(target.get(key, []), list) or not all(isinstance(v, str) for v in target.get(key, [])):
+            raise _damaged(f"target.{key}", "must be a list of strings")

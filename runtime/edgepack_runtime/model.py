@@ -51,13 +51,13 @@ def candidates(bundle: Bundle) -> list[Artifact]:
 
 
 def _measured(art: Artifact) -> bool:
-    return bool(art.latency) and bool(art.latency.get("matches_target"))
+    return art.latency is not None and art.latency.matches_target
 
 
 def default_reason(bundle: Bundle) -> str:
     """What `choose_artifact` rests on, in words (for `info`)."""
     if all(_measured(a) for a in candidates(bundle)):
-        host = candidates(bundle)[0].latency["host"]
+        host = candidates(bundle)[0].latency.host
         return f"fastest accurate artifact, measured when the bundle was built ({host})"
     return ("the target profile's precision order (no build-time latency on the target's kernels); "
             "artifact=\"auto\" measures on this device")
@@ -70,7 +70,7 @@ def choose_artifact(bundle: Bundle) -> Artifact:
     `prefer` precision order, ties broken by its `formats` order, then by manifest order."""
     found = candidates(bundle)
     if all(_measured(a) for a in found):
-        return min(found, key=lambda a: a.latency["p50_ms"])
+        return min(found, key=lambda a: a.latency.p50_ms)
     target = bundle.manifest.target
     prefer = list(target.get("prefer", []))
     formats = list(target.get("formats", []))

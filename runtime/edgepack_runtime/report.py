@@ -97,8 +97,7 @@ def artifacts_table(manifest: Manifest, default: Optional[str] = None) -> Table:
             table.add_row(label, "-", verdict, _accuracy(art, manifest), "-", "-")
             failures.append(f"[red]{art.name}[/]: {escape(art.error or '')}")
             continue
-        latency = art.latency or {}
-        speed = f"{latency['p50_ms']:.2f} ms" if latency and latency.get("matches_target", True) else "-"
+        speed = f"{art.latency.p50_ms:.2f} ms" if art.latency is not None and art.latency.matches_target else "-"
         table.add_row(label, format_size(art.size_bytes), _parity(art), _accuracy(art, manifest), _where(art), speed)
     notes = failures + (["* the default artifact (load() without artifact=)"] if default else [])
     if notes:

@@ -83,9 +83,9 @@ def test_search_keeps_the_fastest_within_budget_and_records_the_trail(digits_bun
 
 def test_default_is_the_fastest_accurate_artifact_measured_at_build(digits_bundle):
     bundle = edgepack_runtime.open_bundle(digits_bundle)
-    measured = [a for a in bundle.manifest.artifacts if a.latency and a.latency["matches_target"]]
+    measured = [a for a in bundle.manifest.artifacts if a.latency and a.latency.matches_target]
     assert len(measured) == len(bundle.manifest.artifacts)  # the host target: every kernel is this host's
-    assert choose_artifact(bundle).name == min(measured, key=lambda a: a.latency["p50_ms"]).name
+    assert choose_artifact(bundle).name == min(measured, key=lambda a: a.latency.p50_ms).name
 
 
 def test_a_budget_that_cannot_be_met_names_the_closest_candidate(build_digits, tmp_path):

@@ -14,7 +14,7 @@ def test_load_exposes_inputs_outputs_and_artifact(digits_bundle):
     assert [s.describe() for s in model.inputs] == ["image:1x1x8x8:float32"]
     assert [s.describe() for s in model.outputs] == ["output:1x10:float32"]
     # Built on the host target: the default is the fastest accurate artifact measured then.
-    latencies = {a.name: a.latency["p50_ms"] for a in model.bundle.manifest.artifacts}
+    latencies = {a.name: a.latency.p50_ms for a in model.bundle.manifest.artifacts}
     assert latencies[model.artifact.name] == min(latencies.values())
     assert model.threads >= 1 and model.backend.startswith(("onnxruntime ", "ai-edge-litert "))
 
