@@ -332,6 +332,7 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
     from .telemetry import enabled_by_env
 
     model = load(bundle, artifact=artifact, threads=threads, telemetry=enabled_by_env())
+    model.warm_up()  # ready means able to answer: a damaged artifact stops here, before the port opens
     asgi, _ = create_app(model, token=token, max_concurrency=max_concurrency, timeout_s=timeout)
     console.print(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
                   f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}")

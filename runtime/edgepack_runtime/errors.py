@@ -12,6 +12,7 @@ __all__ = [
     "InputError",
     "BackendUnavailableError",
     "TelemetryError",
+    "InferenceError",
 ]
 
 
@@ -37,3 +38,7 @@ class BackendUnavailableError(EdgepackError):
 
 class TelemetryError(EdgepackError):
     """The telemetry database cannot be read for a report (recording never raises)."""
+
+
+class InferenceError(EdgepackError):
+    """The backend failed while running an artifact (a damaged file, an unsupported op)."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import Session, backend_available, open_session
 from .bundle import Bundle, open_bundle
-from .errors import BundleError, InputError
+from .errors import BundleError, EdgepackError, InferenceError, InputError
 from .manifest import INTEGER_PRECISIONS, Artifact, TensorSpec
 
 __all__ = ["Model", "load", "choose_artifact", "default_reason", "candidates", "default_threads", "AUTO"]
@@ -135,6 +135,8 @@ class Model:
     def check_inputs(self, inputs: Mapping[str, np.ndarray], raw: bool = False) -> Mapping[str, np.ndarray]:
         """Raise InputError naming the input unless names, dtypes and shapes match exactly."""
         expected = self._raw_expected if raw else self._float_expected
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"inputs must be a dict of input name to numpy array, not {type(inputs).__name__}")
         # Fast path, on every inference: a handful of attribute compares (see benchmarks/overhead.py).
         if len(inputs) == len(expected):
             try:
@@ -181,13 +183,31 @@ class Model:
         (see `native_dtypes()`), shapes stay the manifest's.
         """
         if self.telemetry is None:
-            return self._session.run(self.check_inputs(inputs, raw), raw)
+            return self._backend_run(self.check_inputs(inputs, raw), raw)
         return self._run_recorded(inputs, raw)
+
+    def warm_up(self) -> None:
+        """One inference on the bundle's first golden input, not recorded: proves the artifact
+        runs on this machine (raises InferenceError if not) and warms the backend's caches."""
+        inputs, _ = self.bundle.golden()
+        self._backend_run(self.check_inputs({k: v[0] for k, v in inputs.items()}), raw=False)
+
+    def _backend_run(self, feeds, raw: bool) -> dict[str, np.ndarray]:
+        try:
+            return self._session.run(feeds, raw)
+        except EdgepackError:
+            raise
+        except Exception as exc:  # the backend's own errors, one typed error for every caller
+            raise InferenceError(
+                f"{self.backend} failed running {self.artifact.name}: {type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:300]}; "
+                "the file may be damaged: run `edgepack-runtime verify` and rebuild the bundle if it fails"
+            ) from None
 
     def _run_recorded(self, inputs, raw: bool) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         try:
-            outputs = self._session.run(self.check_inputs(inputs, raw), raw)
+            outputs = self._backend_run(self.check_inputs(inputs, raw), raw)
         except Exception as exc:
             self.telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
             raise

@@ -1,8 +1,13 @@
 """`edgepack-runtime serve`: a local inference endpoint on FastAPI + uvicorn (docs/serving.md).
 
-Secure by default: loopback only unless a token is configured; bodies larger than the
-model's inputs can need are refused (413) before they are read; concurrency is bounded
-(503 when full) and every request has a time limit (504).
+Secure by default, with limits in the order nginx applies them: the Host header (a
+tokenless server answers only to loopback names: no DNS rebinding), the token, the
+content type (JSON or npz only: no form or text body a web page could send without a
+CORS preflight), the body size (413 before reading when a length is sent, else as soon
+as the chunks pass it) and the body time (408). Only then does a request take one of the
+bounded inference slots (503 when full), so slow clients cannot hold them; npz members
+are checked against the inputs' sizes before they are inflated; every inference has a
+time limit (504).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import io
 import json
 import threading
 import time
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -21,14 +27,21 @@ from fastapi import FastAPI, Request  # the `serve` extra; this module is import
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .errors import InputError
+from .errors import EdgepackError, InputError
 from .model import Model
+from .telemetry_report import label
 
 __all__ = ["create_app", "body_limit", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
 
 JSON_BYTES_PER_ELEMENT = 32  # "-1.2345678901234567e-05, " is 25: a float as JSON text, with room
 BODY_SLACK_BYTES = 64 * 1024  # JSON structure / npz headers
 NPZ_TYPES = ("application/x-npz", "application/octet-stream")
+BODY_TYPES = ("application/json",) + NPZ_TYPES
+BODY_TIMEOUT_S = 10.0  # the whole body must arrive within this; a byte every few seconds does not
+NPY_HEADER_BYTES = 4096  # an .npy member's header, beside its data
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+# /metrics labels requests by route, never by the raw path: bounded, and nothing to inject.
+ROUTES = ("/v1/predict", "/v1/model", "/healthz", "/metrics", "/openapi.json", "/docs")
 # Server-side request latency buckets for /metrics (seconds).
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -48,6 +61,7 @@ class _Metrics:
         self.latency_count = 0
 
     def observe(self, path: str, status: int, seconds: float) -> None:
+        path = path if path in ROUTES else "other"
         with self.lock:
             self.requests[(path, status)] = self.requests.get((path, status), 0) + 1
             if path == "/v1/predict" and status == 200:
@@ -73,7 +87,7 @@ class _Metrics:
                       f"edgepack_predict_latency_seconds_count {self.latency_count}"]
         lines += ["# HELP edgepack_input_drift_psi PSI of recent inputs vs the calibration data (needs 30+ requests).",
                   "# TYPE edgepack_input_drift_psi gauge"]
-        lines += [f'edgepack_input_drift_psi{{input="{name}"}} {score:.6g}'
+        lines += [f'edgepack_input_drift_psi{{input="{label(name)}"}} {score:.6g}'
                   for name, score in model.drift_scores().items() if score is not None]
         writer = model.telemetry
         lines += ["# HELP edgepack_telemetry_dropped_total Telemetry records dropped by this server.",
@@ -108,58 +122,107 @@ class _Guard:
             await send(message)
 
         try:
-            if self.token is not None and path != "/healthz":
-                given = headers.get(b"authorization", b"").decode("latin-1")
-                expected = f"Bearer {self.token}"
-                if not hmac.compare_digest(given.encode(), expected.encode()):
-                    return await self._reply(send_and_count, 401, "missing or wrong token: send 'Authorization: Bearer <token>'",
-                                             [(b"www-authenticate", b"Bearer")])
-            length = headers.get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            refusal = self._refusal(path, scope["method"], headers)
+            if refusal is not None:
+                return await self._reply(send_and_count, *refusal)
+            try:
+                body = await asyncio.wait_for(self._read_body(receive), BODY_TIMEOUT_S)
+            except _TooLarge:
                 return await self._reply(send_and_count, 413, f"body larger than this model's inputs need "
                                          f"({self.max_body} bytes at most)")
-            received = 0
+            except asyncio.TimeoutError:
+                return await self._reply(send_and_count, 408, f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
+            replayed = False
 
-            async def limited_receive():
-                nonlocal received
-                message = await receive()
-                received += len(message.get("body", b""))
-                if received > self.max_body:  # chunked bodies without a length: stop reading here
-                    raise _TooLarge()
-                return message
+            async def replay():  # the app reads the body we already have, then waits for disconnect
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-            try:
-                await self.app(scope, limited_receive, send_and_count)
-            except _TooLarge:
-                await self._reply(send_and_count, 413, f"body larger than {self.max_body} bytes")
+            await self.app(scope, replay, send_and_count)
         finally:
             self.metrics.observe(path, status_box["status"], time.perf_counter() - start)
+
+    def _refusal(self, path: str, method: str, headers: dict) -> Optional[tuple]:
+        """(status, detail, headers) for a request refused on its headers alone, else None."""
+        if self.token is None:  # a tokenless server is loopback-only: so is its name
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in LOOPBACK_HOSTS:
+                return 421, f"this server answers to localhost only, not Host {host[:60]!r}", ()
+        if self.token is not None and path != "/healthz":
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return 401, "missing or wrong token: send 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")]
+        if method == "POST":
+            kind = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
+            if kind not in BODY_TYPES:
+                return 415, f"content type {kind[:60]!r} is not accepted; send application/json or application/x-npz", ()
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return 413, f"body larger than this model's inputs need ({self.max_body} bytes at most)", ()
+        return None
+
+    async def _read_body(self, receive) -> bytes:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:  # chunked bodies without a length: stop reading here
+                raise _TooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 class _TooLarge(Exception):
     pass
 
 
+def _decode_npz(body: bytes, model: Model) -> dict[str, np.ndarray]:
+    """The npz's arrays, each member's inflated size checked (from its zip header, which
+    also bounds what zipfile will inflate) before it is read: no zip bomb."""
+    largest = max(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in model.inputs) + NPY_HEADER_BYTES
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            members = archive.infolist()
+            if len(members) > len(model.inputs) or any(m.file_size > largest for m in members):
+                raise InputError(f"npz holds more or larger arrays than this model's inputs "
+                                 f"({len(model.inputs)} of at most {largest} bytes); send one array per input")
+        with np.load(io.BytesIO(body), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"body is not a readable .npz ({exc}); send np.savez output") from None
+
+
 def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarray]:
     if content_type in NPZ_TYPES:
+        feeds = _decode_npz(body, model)
+    else:
         try:
-            with np.load(io.BytesIO(body), allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except Exception as exc:
-            raise InputError(f"body is not a readable .npz ({exc}); send np.savez output") from None
-    try:
-        payload = json.loads(body)
-        raw = payload["inputs"]
-        if not isinstance(raw, dict):
-            raise TypeError("inputs must be an object")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f'body must be JSON like {{"inputs": {{"name": [[...]]}}}} ({exc})') from None
-    dtypes = {s.name: np.dtype(s.dtype) for s in model.inputs}
-    try:
-        # JSON has no dtypes: numbers take the input's dtype; names and shapes are checked by Model.run.
-        return {k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in raw.items()}
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"input values must be nested lists of numbers ({exc})") from None
+            payload = json.loads(body)
+            raw = payload["inputs"]
+            if not isinstance(raw, dict):
+                raise TypeError("inputs must be an object")
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise InputError(f'body must be JSON like {{"inputs": {{"name": [[...]]}}}} ({str(exc)[:200]})') from None
+        dtypes = {s.name: np.dtype(s.dtype) for s in model.inputs}
+        try:
+            # JSON has no dtypes: numbers take the input's dtype; names and shapes are checked by Model.run.
+            feeds = {k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in raw.items()}
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise InputError(f"input values must be nested lists of numbers ({str(exc)[:200]})") from None
+    for name, value in feeds.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise InputError(f"input {name!r} holds NaN or infinite values; send finite numbers")
+    return feeds
 
 
 def create_app(model: Model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
@@ -205,17 +268,17 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
 
     @app.post("/v1/predict", openapi_extra=predict_body)
     async def predict(request: Request):
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        try:  # the guard has read the whole body already: decoding takes no slot
+            feeds = _decode(await request.body(), content_type, model)
+        except InputError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
         if inflight["n"] >= max_concurrency:
             return JSONResponse({"detail": f"busy: {max_concurrency} requests in flight, retry shortly"},
                                 status_code=503, headers={"Retry-After": "1"})
         inflight["n"] += 1
         released = False
         try:
-            content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-            try:
-                feeds = _decode(await request.body(), content_type, model)
-            except InputError as exc:
-                return JSONResponse({"detail": str(exc)}, status_code=422)
             task = asyncio.ensure_future(run_in_threadpool(run_serialised, feeds))
             try:
                 outputs = await asyncio.wait_for(asyncio.shield(task), timeout_s)
@@ -226,6 +289,11 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
                 return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
             except InputError as exc:
                 return JSONResponse({"detail": str(exc)}, status_code=422)
+            except EdgepackError as exc:  # the backend failed on this input: say so, keep serving
+                return JSONResponse({"detail": str(exc)}, status_code=500)
+            if any(v.dtype.kind == "f" and not np.all(np.isfinite(v)) for v in outputs.values()):
+                return JSONResponse({"detail": "the model produced NaN or infinite outputs for this input"},
+                                    status_code=422)
             if request.headers.get("accept", "").startswith("application/x-npz"):
                 buffer = io.BytesIO()
                 np.savez(buffer, **outputs)

@@ -18,6 +18,11 @@ from .errors import TelemetryError
 from .telemetry import HISTOGRAM_EDGES_MS, connect
 
 
+def label(value: str) -> str:
+    """A Prometheus label value, escaped as the text exposition format requires."""
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
 @contextlib.contextmanager
 def _database(path: Path):
     """A connection for a report; any database failure becomes one TelemetryError."""
@@ -109,20 +114,20 @@ def _prometheus(data: dict) -> str:
     lines = ["# HELP edgepack_inferences_total Inferences recorded, by outcome.",
              "# TYPE edgepack_inferences_total counter"]
     for a in data["artifacts"]:
-        labels = f'bundle="{a["bundle"]}",artifact="{a["artifact"]}"'
+        labels = f'bundle="{label(a["bundle"])}",artifact="{label(a["artifact"])}"'
         ok = a["count"] - sum(a["errors"].values())
         lines.append(f'edgepack_inferences_total{{{labels},outcome="ok"}} {ok}')
-        lines += [f'edgepack_inferences_total{{{labels},outcome="{k}"}} {v}' for k, v in a["errors"].items()]
+        lines += [f'edgepack_inferences_total{{{labels},outcome="{label(k)}"}} {v}' for k, v in a["errors"].items()]
     lines += ["# HELP edgepack_inference_latency_ms Latency percentiles of successful inferences.",
               "# TYPE edgepack_inference_latency_ms gauge"]
     for a in data["artifacts"]:
         for q, v in a["latency_ms"].items():
             if v is not None:
-                lines.append(f'edgepack_inference_latency_ms{{bundle="{a["bundle"]}",artifact="{a["artifact"]}",'
-                             f'quantile="0.{q[1:]}"}} {v:.6g}')
+                lines.append(f'edgepack_inference_latency_ms{{bundle="{label(a["bundle"])}",'
+                             f'artifact="{label(a["artifact"])}",quantile="0.{q[1:]}"}} {v:.6g}')
     lines += ["# HELP edgepack_input_drift_psi Population stability index of recent inputs vs calibration.",
               "# TYPE edgepack_input_drift_psi gauge"]
-    lines += [f'edgepack_input_drift_psi{{bundle="{d["bundle"]}",input="{d["input"]}"}} {d["psi"]:.6g}'
+    lines += [f'edgepack_input_drift_psi{{bundle="{label(d["bundle"])}",input="{label(d["input"])}"}} {d["psi"]:.6g}'
               for d in data["drift"]]
     lines += ["# HELP edgepack_telemetry_dropped_total Telemetry records dropped (disk full or database error).",
               "# TYPE edgepack_telemetry_dropped_total counter", f"edgepack_telemetry_dropped_total {data['dropped']}"]

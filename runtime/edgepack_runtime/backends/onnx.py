@@ -11,6 +11,7 @@ from ..errors import BackendUnavailableError, BundleError
 
 # Name the provider explicitly: onnxruntime warns and may pick another one otherwise.
 PROVIDERS = ["CPUExecutionProvider"]
+FATAL_ONLY = 4  # onnxruntime's log severities: 0 verbose … 3 error, 4 fatal
 
 
 def available() -> bool:
@@ -34,6 +35,9 @@ class OnnxSession:
         # One graph, run sequentially: inter-op threads only add scheduling noise on small CPUs.
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Failures reach the caller as one typed error (Model.run); onnxruntime's own log line
+        # on stderr would only repeat it, in colour.
+        options.log_severity_level = FATAL_ONLY
         try:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=PROVIDERS)
         except Exception as exc:  # onnxruntime raises its own untyped errors
