@@ -56,7 +56,7 @@ def _import_file(path: Path):
     sys.path.insert(0, str(path.parent.resolve()))
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a model file that calls sys.exit() is a broken model file
         raise ModelSourceError(f"importing {path} failed: {type(exc).__name__}: {exc}; fix the model file") from None
     finally:
         sys.path.pop(0)
@@ -125,7 +125,7 @@ def load_model(
         )
     try:
         module = factory()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ModelSourceError(f"{source}() raised {type(exc).__name__}: {exc}; fix the factory") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelSourceError(f"{source}() returned {type(module).__name__}, not a torch.nn.Module")

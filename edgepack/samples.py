@@ -73,12 +73,19 @@ def load_samples(
                 f"{where} has no array for input(s) {missing} (it holds {sorted(files)}); "
                 "save one array per model input, named like the input"
             )
-        inputs = {s.name: _normalise(s.name, data[s.name], s, where) for s in specs}
+        try:
+            inputs = {s.name: _normalise(s.name, data[s.name], s, where) for s in specs}
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:  # object arrays (never unpickled), truncated members
+            raise ModelSourceError(f"cannot read {where} ({exc}); save plain numeric arrays with np.savez") from None
         labels = None
         if evaluation and LABELS in files:
             labels = data[LABELS]
             if labels.dtype.kind not in "iu" or labels.ndim != 1:
                 raise ModelSourceError(f"{where}: {LABELS!r} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    for name, value in inputs.items():
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ModelSourceError(f"{where}: array {name!r} holds NaN or infinite values; "
+                                   "calibration and evaluation need real, finite samples")
     counts = {len(v) for v in inputs.values()} | ({len(labels)} if labels is not None else set())
     if len(counts) != 1 or 0 in counts:
         raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")

@@ -76,8 +76,12 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
     Outputs are named `output` (one tensor) or `output_0`, `output_1`, … (a tuple).
     """
     def run(feed):
-        with torch.no_grad():
-            result = module(*(torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in specs))
+        try:
+            with torch.no_grad():
+                result = module(*(torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in specs))
+        except (Exception, SystemExit) as exc:
+            raise ModelSourceError(f"the model's forward() raised {type(exc).__name__}: {str(exc)[:300]}; "
+                                   "fix the model or the input shapes (--input, example_inputs())") from None
         if isinstance(result, torch.Tensor):
             return {"output": result.numpy()}
         if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,7 @@ class Bundle:
             raise IntegrityError(
                 f"bundle file {relative} is missing from {self.root}; copy the whole bundle directory again"
             )
+        _refuse_links(self.root / relative, relative)
         actual = sha256_file(path)
         if actual != expected_sha256:
             raise IntegrityError(
@@ -91,6 +94,16 @@ class Bundle:
         return inputs, outputs
 
 
+def _refuse_links(path: Path, relative: str) -> None:
+    """A bundle holds its own files: a symlink or a hard link could make the runtime read (and
+    a server answer with) a file from elsewhere on the device."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode) or info.st_nlink > 1:
+        kind = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "a hard link shared with another path"
+        raise IntegrityError(f"bundle file {relative} is {kind}; copy the bundle as plain files (cp -r, rsync "
+                             "without --link-dest) and load the copy")
+
+
 def open_bundle(path: str | Path) -> Bundle:
     """Read a bundle's manifest. Hashes are checked by `verify_*` (and by `load`)."""
     root = Path(path).expanduser()
@@ -101,6 +114,10 @@ def open_bundle(path: str | Path) -> Bundle:
         raise BundleError(
             f"{root} has no {MANIFEST_NAME}, so it is not an edgepack bundle; pass the directory `edgepack build -o` wrote"
         )
-    raw = manifest_path.read_bytes()
+    _refuse_links(manifest_path, MANIFEST_NAME)
+    try:
+        raw = manifest_path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {manifest_path} ({exc.strerror}); check the bundle's permissions") from None
     manifest = Manifest.from_json(raw.decode("utf-8", errors="replace"))
     return Bundle(root=root.resolve(), manifest=manifest, sha256=hashlib.sha256(raw).hexdigest())

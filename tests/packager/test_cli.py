@@ -82,6 +82,29 @@ def test_too_few_calibration_samples_to_hold_back(tiny_model, tmp_path):
     one_line_error(result, "has 4 samples: too few to hold some back", "pass --eval eval.npz")
 
 
+@pytest.mark.parametrize("array, message", [
+    (np.array([object()] * 4, dtype=object), "cannot read --calibration"),
+    (np.full((16, 4), np.nan, np.float32), "holds NaN or infinite values"),
+])
+def test_calibration_with_objects_or_nan(tiny_model, tmp_path, array, message):
+    np.savez(tmp_path / "calib.npz", x=array)
+    result = run_cli("build", f"{tiny_model}:create", "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "b")
+    one_line_error(result, message)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("def forward(self, x):\n        raise RuntimeError('boom')", "forward() raised RuntimeError: boom"),
+    ("def __init__(self):\n        import sys; sys.exit(3)", "raised SystemExit"),
+])
+def test_a_model_that_raises_or_exits_is_one_line(tmp_path, body, message):
+    model = tmp_path / "bad.py"
+    model.write_text(f"import torch\nclass M(torch.nn.Module):\n    {body}\n"
+                     "def create():\n    return M()\n"
+                     "def example_inputs():\n    return {'x': torch.zeros(1, 4)}\n")
+    result = run_cli("build", f"{model}:create", "--formats", "onnx", "--precisions", "fp32", "-o", tmp_path / "b")
+    one_line_error(result, message)
+
+
 def test_calibration_that_is_not_an_npz(tiny_model, tmp_path):
     (tmp_path / "calib.npz").write_text("not a zip")
     result = run_cli("build", f"{tiny_model}:create", "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "b")

@@ -78,6 +78,24 @@ def test_symlink_escaping_the_bundle_is_refused(bundle_copy):
         edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
 
 
+def test_links_inside_the_bundle_are_refused(bundle_copy, tmp_path):
+    """A symlinked manifest or a hard-linked model could make a server read files from
+    elsewhere on the device, even with matching hashes."""
+    import os
+    import shutil
+
+    outside = tmp_path / "elsewhere.onnx"
+    os.link(bundle_copy / "model.fp32.onnx", outside)
+    with pytest.raises(IntegrityError, match="model.fp32.onnx is a hard link"):
+        edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
+    outside.unlink()
+    assert edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
+    shutil.move(bundle_copy / "manifest.json", tmp_path / "manifest.json")
+    (bundle_copy / "manifest.json").symlink_to(tmp_path / "manifest.json")
+    with pytest.raises(IntegrityError, match="manifest.json is a symbolic link"):
+        edgepack_runtime.open_bundle(bundle_copy)
+
+
 def test_newer_schema_and_damaged_manifest_are_refused(bundle_copy):
     manifest_path = bundle_copy / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
