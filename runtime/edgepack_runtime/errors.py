@@ -13,7 +13,14 @@ __all__ = [
     "BackendUnavailableError",
     "TelemetryError",
     "InferenceError",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """A foreign exception as one short line for our messages (some have none, some have many)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
 
 
 class EdgepackError(Exception):

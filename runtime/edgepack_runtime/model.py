@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends import Session, backend_available, open_session
 from .bundle import Bundle, open_bundle
-from .errors import BundleError, EdgepackError, InferenceError, InputError
+from .errors import BundleError, EdgepackError, InferenceError, InputError, first_line
 from .manifest import INTEGER_PRECISIONS, Artifact, TensorSpec
 
 __all__ = ["Model", "load", "choose_artifact", "default_reason", "candidates", "default_threads", "AUTO"]
@@ -199,8 +199,7 @@ class Model:
             raise
         except Exception as exc:  # the backend's own errors, one typed error for every caller
             raise InferenceError(
-                f"{self.backend} failed running {self.artifact.name}: {type(exc).__name__}: "
-                f"{' '.join(str(exc).split())[:300]}; "
+                f"{self.backend} failed running {self.artifact.name}: {first_line(exc)}; "
                 "the file may be damaged: run `edgepack-runtime verify` and rebuild the bundle if it fails"
             ) from None
 

@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError
+from ..errors import BackendUnavailableError, BundleError, first_line
 
 # Name the provider explicitly: onnxruntime warns and may pick another one otherwise.
 PROVIDERS = ["CPUExecutionProvider"]
@@ -42,7 +42,7 @@ class OnnxSession:
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=PROVIDERS)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(
-                f"onnxruntime could not load {path} ({str(exc).splitlines()[0]}); "
+                f"onnxruntime could not load {path} ({first_line(exc)}); "
                 "the file may be damaged or need a newer onnxruntime"
             ) from None
         self.backend_version = ort.__version__

@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError
+from ..errors import BackendUnavailableError, BundleError, first_line
 
 # Every tflite-runtime release up to 2.14 (the last one) was built against numpy 1.x.
 TFLITE_RUNTIME_NUMPY2 = (2, 15)
@@ -101,11 +101,11 @@ class LiteRTSession:
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
             self._runner = self._interpreter.get_signature_runner()
-        except (ValueError, RuntimeError) as exc:
-            raise BundleError(f"LiteRT could not load {path} ({str(exc).splitlines()[0]}); the file may be damaged") from None
+            self._inputs = self._runner.get_input_details()
+            self._outputs = self._runner.get_output_details()
+        except Exception as exc:  # LiteRT raises its own untyped errors on damaged files
+            raise BundleError(f"LiteRT could not load {path} ({first_line(exc)}); the file may be damaged") from None
         self.threads = threads
-        self._inputs = self._runner.get_input_details()
-        self._outputs = self._runner.get_output_details()
         # manifest name -> signature name (inputs), signature name -> manifest name (outputs)
         self._input_names = {v: k for k, v in by_position(list(self._inputs), input_names, "inputs", path).items()}
         self._output_names = by_position(list(self._outputs), output_names, "outputs", path)
