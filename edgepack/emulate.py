@@ -183,10 +183,10 @@ def _accuracy(outputs: dict, evaluation, where: str) -> dict:
 
 
 def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: None, arch: str = "aarch64",
-                    evaluation=None) -> dict:
-    """Golden self-test of every built artifact on emulated `arch`, vs PyTorch and vs this host.
-    With `evaluation` (validate.Evaluation, at most EVAL_SAMPLES used), integer artifacts
-    also measure their fidelity to PyTorch on it under emulation."""
+                    evaluation=None, only: Optional[set] = None) -> dict:
+    """Golden self-test of the built artifacts (all, or the names in `only`) on emulated
+    `arch`, vs PyTorch and vs this host. With `evaluation` (validate.Evaluation, at most
+    EVAL_SAMPLES used), integer artifacts also measure their fidelity to PyTorch on it."""
     if arch not in QEMU:
         raise EmulationError(f"cannot emulate {arch!r}; choose one of {', '.join(QEMU)}")
     cpu = cpu or DEFAULT_CPU
@@ -206,7 +206,7 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
         if evaluation is not None:
             np.savez(eval_in, **evaluation.inputs)
         for art in bundle.manifest.artifacts:
-            if art.status != "ok":
+            if art.status != "ok" or (only is not None and art.name not in only):
                 continue
             measure = evaluation is not None and art.precision in INTEGER_PRECISIONS
             log(f"running {art.name} on emulated {where}" + (" with eval samples" if measure else ""))

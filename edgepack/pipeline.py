@@ -268,14 +268,18 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict,
         warn(f"--verify-emulated: target {profile.id} names no emulation_cpu (qemu cannot emulate its "
              "kernels); its integer artifacts stay measured on this host only, marked indicative")
         return manifest
-    if all(a.validation.host_matches_target for a in manifest.artifacts if a.status == "ok"):
+    # Only what this host does not run as the target will: on another architecture every
+    # artifact, on the same one the integer artifacts whose kernel family differs.
+    foreign = {a.name for a in manifest.artifacts if a.status == "ok" and not a.validation.host_matches_target}
+    if not foreign:
         warn(f"--verify-emulated: this host runs target {profile.id}'s kernels itself; nothing to emulate")
         return manifest
     from .emulate import EVAL_SAMPLES, verify_emulated
 
     evaluation = _subset(refs.evaluation, EVAL_SAMPLES) if refs.evaluation is not None else None
     with _timed(seconds, "emulated.verify"):
-        report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation)
+        report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation,
+                                 only=foreign)
     measured = {r["artifact"]: r["accuracy"] for r in report["results"] if r.get("accuracy")}
     artifacts = tuple(
         dataclasses.replace(a, accuracy=judge(Accuracy(**measured[a.name]), budget)) if a.name in measured else a

@@ -65,7 +65,7 @@ class Bundle:
         """Check one artifact file's hash and return its path."""
         if artifact.status != "ok" or not artifact.path or not artifact.sha256:
             raise BundleError(
-                f"artifact {artifact.name!r} failed at build time ({artifact.error or 'no file'}); "
+                f"artifact {artifact.name!r} is not in the bundle ({artifact.status}: {artifact.error or 'no file'}); "
                 "choose another artifact or rebuild"
             )
         self._check_file(artifact.path, artifact.sha256)
