@@ -12,7 +12,7 @@ from rich.table import Table
 from edgepack_runtime.cli import ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
-from .pipeline import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_COSINE, BuildFailed, build
+from .pipeline import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, BuildFailed, build
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -90,8 +90,11 @@ def targets_show(target_id: str):
               show_default=True, metavar="POINTS", help="Top-1 points an artifact may lose vs PyTorch (--eval labels).")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=DEFAULT_MIN_COSINE, show_default=True,
               help="Mean cosine similarity to PyTorch's outputs every artifact must keep.")
+@click.option("--min-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_AGREEMENT, show_default=True,
+              metavar="PCT", help="Top-1 agreement with PyTorch every artifact must keep (class-score outputs).")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
-              trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine):
+              trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine,
+              min_agreement):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     def warn(message: str) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
@@ -101,7 +104,8 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
             model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
             inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
             trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-            verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, warn=warn,
+            verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
+            min_agreement=min_agreement, warn=warn,
         )
     console.print(artifacts_table(result.manifest))
     if result.manifest.emulated:

@@ -40,6 +40,7 @@ RANDOM_CALIBRATION_SEED = 7
 FLOAT_PRECISIONS = ("fp32", "fp16")
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an artifact may lose vs PyTorch (eval labels)
 DEFAULT_MIN_COSINE = 0.99  # mean cosine similarity to PyTorch's outputs an artifact must keep
+DEFAULT_MIN_AGREEMENT = 0.0  # % top-1 agreement with PyTorch (class scores): off unless asked
 
 
 @dataclass
@@ -102,13 +103,15 @@ def build(
     verify_emulated: bool = False,
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     min_cosine: float = DEFAULT_MIN_COSINE,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
     warn: Callable[[str], None] = _warn,
 ) -> BuildResult:
     """Build a bundle for `target` from `model` (FILE.py:FACTORY) into the directory `output`.
 
     The accuracy budget: every artifact keeps a mean cosine similarity ≥ `min_cosine` to
     PyTorch's outputs and, when the eval data has labels, loses at most `max_accuracy_drop`
-    top-1 points, measured on `eval_data` or, without it, on calibration samples held back
+    top-1 points, and keeps at least `min_agreement` % top-1 agreement with PyTorch (for
+    class-score outputs), measured on `eval_data` or, without it, on calibration samples held back
     from calibration. Quantized precisions search the target's recipes for the fastest
     within budget (search.py).
 
@@ -127,7 +130,7 @@ def build(
     host = host_info()
     staging = BundleStaging(Path(output))  # refuses a non-bundle destination before any work
 
-    budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine)
+    budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement)
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
         quantized = any(p != "fp32" for ps in plan.values() for p in ps)
@@ -165,6 +168,7 @@ def build(
             toolchain=toolchain,
             accuracy_tolerance=max_accuracy_drop,
             min_cosine=min_cosine,
+            min_agreement=min_agreement,
             build={"model": model, "host": host.to_dict(), "seconds": seconds},
             macs=macs,
             drift_reference=({k: reference_stats(v) for k, v in calibration_used.samples.items()}
@@ -311,14 +315,15 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
     if acc is not None and acc.within_budget is False:
         figures = f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})"
         if acc.top1_agreement is not None:
-            figures += f", top-1 agreement {acc.top1_agreement:.1f}%"
+            figures += f", top-1 agreement {acc.top1_agreement:.1f}%" + (
+                f" (needs ≥ {manifest.min_agreement:g}%)" if manifest.min_agreement else "")
         if acc.drop is not None:
             figures += f", loses {acc.drop:.2f} top-1 points (allowed {manifest.accuracy_tolerance})"
         tried = len((art.quantization or {}).get("search", [])) or 1
         where = f"measured on {acc.measured_on}" + (", indicative" if acc.indicative else "")
         return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data} samples: {figures} "
                 f"({where}; closest of {tried} candidate(s)); try more --calibration samples, another "
-                "precision, or a looser --min-cosine/--accuracy-budget")
+                "precision, or a looser --min-cosine/--min-agreement/--accuracy-budget")
     return None
 
 

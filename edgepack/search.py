@@ -34,7 +34,8 @@ SPEED_TIE = 0.10
 
 @dataclass
 class Candidate:
-    settings: dict  # what quantize() returned: the recipe as used
+    recipe: dict  # as tried: one of the format's recipes, maybe with float_layers
+    settings: dict  # what quantize() returned, for the manifest
     file: Path
     validation: Validation
     accuracy: Optional[Accuracy]
@@ -55,7 +56,7 @@ class Candidate:
     def trail(self) -> dict:
         acc = self.accuracy
         return {
-            "recipe": {k: v for k, v in self.settings.items() if k != "tool"},
+            "recipe": self.recipe,
             "cosine": round(self.cosine, 5),
             "top1_agreement": acc.top1_agreement if acc else None,
             "top1": acc.top1 if acc else None,
@@ -74,7 +75,7 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx) -> Candi
     layout = fmt.layout(ctx.profile)
     validation, accuracy, session = validate_artifact(fmt.name, precision, out, layout, ctx.profile, ctx.host,
                                                       ctx.refs, ctx.budget)
-    candidate = Candidate(settings, out, validation, accuracy, None, 0.0)
+    candidate = Candidate(recipe, settings, out, validation, accuracy, None, 0.0)
     if candidate.within_budget:  # only contenders need a speed figure
         candidate.latency = measure_latency(session, ctx.refs, ctx.host)
     candidate.seconds = time.perf_counter() - start
@@ -121,14 +122,13 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
     mixed_possible = precision == "int8" and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
     if mixed_possible and not any(c.within_budget for c in tried):
         base = max(tried, key=lambda c: c.cosine)
-        recipe = {k: v for k, v in base.settings.items() if k not in ("tool", "precision", "relies_on")}
         ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
         float_p50 = measure_latency(open_artifact(fmt.name, fp32, fmt.layout(ctx.profile), ctx.profile, ctx.refs),
                                     ctx.refs, ctx.host)["p50_ms"]
         for count in MIXED_PRECISION_STEPS:
             if count > len(ranked) * MAX_FLOAT_SHARE:
                 break
-            found = attempt({**recipe, "float_layers": ranked[:count]})
+            found = attempt({**base.recipe, "float_layers": ranked[:count]})
             if found is not None and found.latency is not None and found.latency["p50_ms"] >= float_p50:
                 found.slower_than_float = True
             if found is not None and found.within_budget:

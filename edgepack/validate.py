@@ -59,14 +59,13 @@ class Budget:
 
     max_top1_drop: float  # top-1 points, when the eval data has labels
     min_cosine: float  # mean cosine similarity of the outputs, always
+    min_agreement: float = 0.0  # % of samples with PyTorch's top-1, for class-score outputs
 
     def met(self, accuracy: Accuracy) -> bool:
-        drop = accuracy.drop
-        return accuracy.cosine is not None and accuracy.cosine >= self.min_cosine and (
-            drop is None or drop <= self.max_top1_drop)
-
-    def describe(self) -> str:
-        return f"cosine ≥ {self.min_cosine:g}, top-1 drop ≤ {self.max_top1_drop:g} points (with labels)"
+        drop, agreement = accuracy.drop, accuracy.top1_agreement
+        return (accuracy.cosine is not None and accuracy.cosine >= self.min_cosine
+                and (drop is None or drop <= self.max_top1_drop)
+                and (agreement is None or agreement >= self.min_agreement))
 
 
 def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],

@@ -162,8 +162,10 @@ class Manifest:
     drift_reference: Optional[dict] = None
     # `edgepack build --verify-emulated`: per-artifact results on emulated aarch64 (edgepack/emulate.py)
     emulated: Optional[dict] = None
-    # The accuracy budget's other half: smallest mean cosine vs PyTorch (schema 2).
+    # The rest of the accuracy budget (schema 2): smallest mean cosine vs PyTorch, smallest
+    # top-1 agreement with PyTorch in percent (0: not required).
     min_cosine: Optional[float] = None
+    min_agreement: float = 0.0
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:

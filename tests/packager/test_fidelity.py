@@ -59,6 +59,18 @@ def test_a_broken_artifact_of_a_tiny_output_model_fails(tmp_path):
             assert accuracy.within_budget is should_pass
 
 
+def test_the_budget_judges_cosine_agreement_and_labelled_top1():
+    from edgepack_runtime.manifest import Accuracy
+
+    budget = Budget(max_top1_drop=1.0, min_cosine=0.99, min_agreement=85.0)
+    good = Accuracy(samples=10, indicative=False, cosine=0.995, top1_agreement=90.0)
+    assert budget.met(good)
+    assert not budget.met(Accuracy(samples=10, indicative=False, cosine=0.989, top1_agreement=90.0))
+    assert not budget.met(Accuracy(samples=10, indicative=False, cosine=0.995, top1_agreement=84.0))
+    assert not budget.met(Accuracy(samples=10, indicative=False, cosine=0.995, top1=80.0, reference_top1=82.0))
+    assert budget.met(Accuracy(samples=10, indicative=False, cosine=0.995))  # regression outputs: no agreement
+
+
 def test_avx2_int8_on_a_vnni_host_is_not_the_targets_kernels():
     avx2 = load_target("x86-64/avx2")
     vnni_host = HostInfo("x86_64", "Xeon", 2, ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni"))
