@@ -158,7 +158,8 @@ class OnnxFormat:
                 raise
             except Exception as exc:
                 raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from None
-        return {"tool": "onnxruntime.quantization.quantize_static", **recipe}
+        return {"tool": "onnxruntime.quantization.quantize_static", **recipe,
+                "relies_on": list(target.onnx.int8.relies_on)}
 
     def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: TargetProfile) -> list[list[str]]:
         """Layers ranked by how much accuracy they lose on their own, most first: the drop in

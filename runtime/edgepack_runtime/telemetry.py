@@ -39,6 +39,9 @@ RAW_WINDOW_ROWS = 10_000  # raw per-inference rows kept; older ones live on as p
 PRUNE_FRACTION = 0.2  # at the cap, drop this share of the oldest aggregates (and raw rows) at a time
 BUSY_TIMEOUT_MS = 5000
 log = logging.getLogger("edgepack_runtime.telemetry")
+# SQLite's verdicts on the file itself (not a database, corrupt, another program's schema),
+# as opposed to its circumstances (locked, read-only, full), which leave the file alone.
+UNUSABLE_FILE = ("SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_ERROR")
 # Latency histogram: 4 buckets per octave from 10 µs (≤ 9 % error on interpolated percentiles).
 HISTOGRAM_EDGES_MS = tuple(0.01 * 2 ** (i / 4) for i in range(96))
 
@@ -130,9 +133,9 @@ class TelemetryWriter:
         """The database connection, or None (telemetry off, one warning) when it cannot be had."""
         try:
             return connect(self.path, max_bytes, durability)
-        except sqlite3.DatabaseError as exc:  # not a database, malformed, someone else's schema
-            if not self.path.is_file():
-                return self._disable(exc)
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorname", "") not in UNUSABLE_FILE or not self.path.is_file():
+                return self._disable(exc)  # locked, read-only, I/O, full: the file may be fine, leave it
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             try:
                 for suffix in ("-wal", "-shm", ""):  # journal files travel with their database
@@ -144,7 +147,7 @@ class TelemetryWriter:
             log.warning("telemetry database %s was unusable (%s); kept it as %s and started a new one",
                         self.path, exc, aside.name)
             return conn
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             return self._disable(exc)
 
     def _disable(self, exc: Exception) -> None:
