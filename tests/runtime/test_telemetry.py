@@ -122,7 +122,10 @@ def test_sigkill_never_loses_a_committed_batch_or_corrupts_the_database(tmp_path
         time.sleep(rng.uniform(0.5, 1.5))
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
-        for line in out.splitlines():
+        lines = out.splitlines()
+        if out and not out.endswith("\n"):
+            lines = lines[:-1]  # the kill tore the last report mid-print: that batch is simply not claimed
+        for line in lines:
             batch, records = map(int, line.split())
             reported[batch] = records
     assert len(reported) >= 2 * kills  # the writer committed often between kills
