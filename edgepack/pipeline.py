@@ -312,6 +312,11 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
     if v is not None and not v.passed:
         return (f"{art.name} differs from PyTorch on the golden samples: max |diff| {v.max_abs_diff:.2e} "
                 f"(allowed {v.tolerance:.1e}), cosine {v.cosine:.4f} (needs ≥ {v.min_cosine})")
+    emulated = manifest.emulated or {}
+    for r in emulated.get("results", []):
+        if r["artifact"] == art.name and not r["passed"]:
+            why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
+            return f"{art.name} fails its self-test on emulated {emulated['arch']} ({why})"
     if acc is not None and acc.within_budget is False:
         figures = f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})"
         if acc.top1_agreement is not None:
@@ -327,16 +332,6 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
     return None
 
 
-def _emulated_misses(manifest: Manifest) -> list[str]:
-    problems = []
-    emulated = manifest.emulated or {}
-    for r in emulated.get("results", []):
-        if not r["passed"]:
-            why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
-            problems.append(f"{r['artifact']} fails its self-test on emulated {emulated['arch']} ({why})")
-    return problems
-
-
 def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
     problems = []
     failed = [a.name for a in manifest.artifacts if a.status == "failed"]
@@ -348,7 +343,6 @@ def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> 
     if allow_mismatch:
         return problems
     misses = [m for a in manifest.artifacts if a.status == "ok" and (m := _misses(a, manifest))]
-    misses += _emulated_misses(manifest)
     if misses:
         problems += misses + ["pass --allow-mismatch to write such artifacts anyway, or --allow-partial to leave them out"]
     return problems
@@ -357,17 +351,12 @@ def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> 
 def _leave_out(manifest: Manifest, bundle_dir: Path) -> Manifest:
     """--allow-partial: artifacts that failed to build or to meet their checks are left out
     of the bundle (their files removed), and stay in the manifest as `rejected` with why."""
-    emulated_failures = {r["artifact"] for r in (manifest.emulated or {}).get("results", []) if not r["passed"]}
     kept = []
     for art in manifest.artifacts:
         why = _misses(art, manifest) if art.status == "ok" else None
-        if art.status == "ok" and art.name in emulated_failures:
-            why = f"{art.name} fails its self-test on emulated {manifest.emulated['arch']}"
-        if why is None:
+        if why is None:  # fine, or failed to build (no file, already says why)
             kept.append(art)
             continue
-        if art.path:
-            (bundle_dir / art.path).unlink(missing_ok=True)
-        kept.append(dataclasses.replace(art, status="rejected" if art.status == "ok" else art.status,
-                                        path=None, sha256=None, error=art.error or why))
+        (bundle_dir / art.path).unlink(missing_ok=True)
+        kept.append(dataclasses.replace(art, status="rejected", path=None, sha256=None, error=why))
     return dataclasses.replace(manifest, artifacts=tuple(kept))

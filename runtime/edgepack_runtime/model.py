@@ -56,8 +56,9 @@ def _measured(art: Artifact) -> bool:
 
 def default_reason(bundle: Bundle) -> str:
     """What `choose_artifact` rests on, in words (for `info`)."""
-    if all(_measured(a) for a in candidates(bundle)):
-        host = candidates(bundle)[0].latency.host
+    found = candidates(bundle)
+    if all(_measured(a) for a in found):
+        host = found[0].latency.host
         return f"fastest accurate artifact, measured when the bundle was built ({host})"
     return ("the target profile's precision order (no build-time latency on the target's kernels); "
             "artifact=\"auto\" measures on this device")
