@@ -28,7 +28,7 @@ from .errors import ModelSourceError
 from .targets import TargetProfile
 
 __all__ = ["TOLERANCES", "Budget", "Evaluation", "References", "judge", "torch_references", "tolerance_for", "validate_artifact",
-           "measure_latency", "open_artifact"]
+           "compare_latency", "measure_latency", "open_artifact"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ TOLERANCES = {
     "dynamic-int8": Tolerance(1e-6, 0.5, 0.95),
 }
 LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
+LATENCY_ROUNDS = 8  # interleaved rounds of that time: a speed-up must show in (nearly) every one
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,24 @@ def judge(accuracy: Accuracy, budget: Budget) -> Accuracy:
     return dataclasses.replace(accuracy, within_budget=budget.met(accuracy))
 
 
-def measure_latency(session: Session, refs: References, host: HostInfo) -> dict:
-    """A short p50 on the golden inputs: ranks artifacts and recipes, not a benchmark."""
+def compare_latency(sessions: Sequence[Session], refs: References, host: HostInfo) -> list[dict]:
+    """p50 of each session on the golden inputs, timed in interleaved rounds so that the
+    machine's swings (2x on a shared host) hit every session alike: ranks artifacts and
+    recipes, not a benchmark. Each result keeps its per-round p50s (`rounds_ms`)."""
     feeds = split_samples(refs.golden_inputs)
-    p50 = latency_summary(time_calls(session.run, feeds, LATENCY_TRIAL_S))["p50"]
-    return {"p50_ms": round(p50, 4), "threads": session.threads, "host": f"{host.arch}, {host.cpu}"}
+    rounds: list[list[float]] = [[] for _ in sessions]
+    for _ in range(LATENCY_ROUNDS):
+        for timings, session in zip(rounds, sessions):
+            timings.append(latency_summary(time_calls(session.run, feeds, LATENCY_TRIAL_S / LATENCY_ROUNDS))["p50"])
+    return [{"p50_ms": round(float(np.median(r)), 4), "threads": s.threads, "host": f"{host.arch}, {host.cpu}",
+             "rounds_ms": [round(t, 4) for t in r]} for s, r in zip(sessions, rounds)]
+
+
+def measure_latency(session: Session, refs: References, host: HostInfo) -> dict:
+    """A short p50 of one artifact on the golden inputs (see compare_latency)."""
+    latency = compare_latency([session], refs, host)[0]
+    del latency["rounds_ms"]
+    return latency
 
 
 def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile,
