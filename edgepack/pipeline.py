@@ -29,7 +29,8 @@ from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples
 from .search import SearchContext, search
 from .targets import load_target
-from .validate import Budget, Evaluation, References, judge, measure_latency, torch_references, validate_artifact
+from .validate import (Budget, Evaluation, References, clearly_faster, compare_latency, judge, open_artifact,
+                       torch_references, validate_artifact)
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
 
@@ -150,6 +151,8 @@ def build(
                                            calibration_used, budget, seconds)
             artifacts += built
             macs = macs or counted
+        with _timed(seconds, "latency"):
+            artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir, warn)
 
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
@@ -230,19 +233,18 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
     for precision in precisions:
         name = f"{fmt.name}-{precision}"
         file = out_dir / f"model.{precision}{fmt.suffix}"
-        quantization, latency = None, None
+        quantization = None
         try:
             if export_error:
                 raise BuildError(export_error)
             if precision == "fp32":
                 with _timed(seconds, f"{fmt.name}.validate"):
-                    validation, accuracy, session = validate_artifact(fmt.name, precision, file, layout, profile,
-                                                                      host, refs, budget)
-                    latency = measure_latency(session, refs, host)
+                    validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, profile,
+                                                                host, refs, budget)
             else:
                 with _timed(seconds, f"{fmt.name}.quantize+search"):
                     chosen, trail = search(fmt, precision, fp32_file, file, context)
-                validation, accuracy, latency = chosen.validation, chosen.accuracy, chosen.latency
+                validation, accuracy = chosen.validation, chosen.accuracy
                 quantization = {**chosen.settings, "search": trail}
                 if precision == "int8":
                     quantization["calibration"] = calibration.source
@@ -250,18 +252,41 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
         except BuildError as exc:
             artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
             continue
-        if latency is not None:
-            latency = Latency(**latency, matches_target=validation.host_matches_target)
         artifacts.append(Artifact(
             name=name, format=fmt.name, precision=precision, status="ok",
             path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,
-            quantization=quantization, layout=layout, validation=validation, accuracy=accuracy, latency=latency,
+            quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
         ))
     for stale in out_dir.glob(f"model.fp32.*{fmt.suffix}"):
         stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
     if "fp32" not in precisions and fp32_file.exists():
         fp32_file.unlink()  # only the base for the other precisions: not part of the bundle
     return artifacts, macs
+
+
+def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
+                    warn) -> list[Artifact]:
+    """Time every built artifact in one interleaved run: the runtime's default rests on
+    these ratios, so they come from the same run. A quantized artifact that its format's
+    fp32 clearly outpaces on a host that runs the target's kernels is said so: it still
+    ships (it is smaller, and the default never picks it), the user decides."""
+    built = [a for a in artifacts if a.status == "ok"]
+    sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
+    timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host)))
+    del sessions
+    timed = []
+    for art in artifacts:
+        latency, fp32 = timings.get(art.name), timings.get(f"{art.format}-fp32")
+        if latency is None:
+            timed.append(art)
+            continue
+        matches = art.validation.host_matches_target
+        if art.precision != "fp32" and fp32 and matches and clearly_faster(fp32, latency):
+            warn(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
+                 f"on this host, which runs target {profile.id}'s kernels: it saves space, not time")
+        fields = {k: v for k, v in latency.items() if k != "rounds_ms"}
+        timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches)))
+    return timed
 
 
 def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict, refs: References,

@@ -1,5 +1,6 @@
 """Accuracy-driven quantization: try the target's recipes, then mixed precision, keep the
-fastest candidate within the accuracy budget (the most accurate of those equally fast).
+fastest candidate within the accuracy budget (the most accurate of those equally fast:
+validate.clearly_faster).
 
 No recipe wins on every model (docs/quantization.md), so every recipe the target profile
 lists is quantized and measured on data it was not calibrated on. When none meets the
@@ -19,7 +20,7 @@ from edgepack_runtime.backends import Session
 from edgepack_runtime.manifest import Accuracy, Validation
 
 from .errors import BuildError
-from .validate import Budget, References, compare_latency, open_artifact, validate_artifact
+from .validate import Budget, References, clearly_faster, compare_latency, open_artifact, validate_artifact
 
 __all__ = ["Candidate", "search"]
 
@@ -28,12 +29,6 @@ __all__ = ["Candidate", "search"]
 # mixed candidate that is not faster than the float model is no candidate at all.
 MIXED_PRECISION_STEPS = (1, 2, 4, 8)
 MAX_FLOAT_SHARE = 0.25
-# A candidate is faster than another only if its p50 is lower by more than SPEED_TIE and it
-# was faster in all but at most one of the interleaved timing rounds: recipes that differ
-# only in their ranges build the same graph, and a lucky trial must not pick the less
-# accurate one (it did on a shared CI host). Among candidates equally fast, the most
-# accurate wins.
-SPEED_TIE = 0.10
 
 
 @dataclass
@@ -87,12 +82,6 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx) -> Candi
     return candidate
 
 
-def _faster(a: dict, b: dict) -> bool:
-    """Whether latency `a` beats `b` beyond the noise of one interleaved comparison."""
-    wins = sum(x < y for x, y in zip(a["rounds_ms"], b["rounds_ms"]))
-    return a["p50_ms"] * (1 + SPEED_TIE) < b["p50_ms"] and wins >= len(a["rounds_ms"]) - 1
-
-
 def _best(candidates: list[Candidate], fmt, fp32: Path, ctx) -> Candidate:
     within = [c for c in candidates if c.within_budget]
     sessions = [c.session for c in within]
@@ -103,16 +92,14 @@ def _best(candidates: list[Candidate], fmt, fp32: Path, ctx) -> Candidate:
     for c, latency in zip(within, timings):
         c.latency = latency
     for c in mixed:
-        c.slower_than_float = not _faster(c.latency, timings[-1])
+        c.slower_than_float = not clearly_faster(c.latency, timings[-1])
     for c in candidates:
         c.session = None
     within = [c for c in within if c.within_budget]
     if not within:  # the closest miss: its figures tell the user how far off the budget is
         return max((c for c in candidates if not c.slower_than_float), key=lambda c: (c.validation.passed, c.cosine))
     fastest = min(within, key=lambda c: c.latency["p50_ms"])
-    chosen = max((c for c in within if not _faster(fastest.latency, c.latency)), key=lambda c: c.cosine)
-    del chosen.latency["rounds_ms"]
-    return chosen
+    return max((c for c in within if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.cosine)
 
 
 @dataclass(frozen=True)

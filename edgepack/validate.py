@@ -28,7 +28,7 @@ from .errors import ModelSourceError
 from .targets import TargetProfile
 
 __all__ = ["TOLERANCES", "Budget", "Evaluation", "References", "judge", "torch_references", "tolerance_for", "validate_artifact",
-           "compare_latency", "measure_latency", "open_artifact"]
+           "compare_latency", "clearly_faster", "open_artifact"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,7 @@ TOLERANCES = {
 }
 LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
 LATENCY_ROUNDS = 8  # interleaved rounds of that time: a speed-up must show in (nearly) every one
+SPEED_TIE = 0.10  # a smaller difference in median is no speed-up
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,12 @@ def compare_latency(sessions: Sequence[Session], refs: References, host: HostInf
              "rounds_ms": [round(t, 4) for t in r]} for s, r in zip(sessions, rounds)]
 
 
-def measure_latency(session: Session, refs: References, host: HostInfo) -> dict:
-    """A short p50 of one artifact on the golden inputs (see compare_latency)."""
-    latency = compare_latency([session], refs, host)[0]
-    del latency["rounds_ms"]
-    return latency
+def clearly_faster(a: dict, b: dict) -> bool:
+    """Whether latency `a` beats `b` (both from one compare_latency) beyond its noise: a
+    median lower by more than SPEED_TIE, won in all but at most one round. Recipes that
+    differ only in their ranges build the same graph; a lucky trial must not rank them."""
+    wins = sum(x < y for x, y in zip(a["rounds_ms"], b["rounds_ms"]))
+    return a["p50_ms"] * (1 + SPEED_TIE) < b["p50_ms"] and wins >= len(a["rounds_ms"]) - 1
 
 
 def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile,

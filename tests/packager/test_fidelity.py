@@ -11,9 +11,8 @@ import torch
 import edgepack
 import edgepack_runtime
 from edgepack.pipeline import BuildFailed
-from edgepack.search import SPEED_TIE, _faster
 from edgepack.targets import load_target
-from edgepack.validate import Budget, torch_references, validate_artifact
+from edgepack.validate import SPEED_TIE, Budget, clearly_faster, torch_references, validate_artifact
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.model import choose_artifact
@@ -101,11 +100,11 @@ def test_a_speed_up_must_beat_the_noise_of_interleaved_rounds():
         return {"p50_ms": float(np.median(rounds)), "rounds_ms": list(rounds)}
 
     same = latency(1.0, 1.1, 0.9, 1.0, 1.2, 0.9, 1.0, 1.1)
-    assert not _faster(same, same)
-    assert not _faster(latency(0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0), same)  # lower median, lost half the rounds
-    assert not _faster(latency(*(0.95 * t for t in same["rounds_ms"])), same)  # within SPEED_TIE
-    assert _faster(latency(0.6, 0.7, 0.6, 0.65, 1.3, 0.6, 0.7, 0.6), same)  # one noisy round is forgiven
-    assert not _faster(same, latency(0.6, 0.7, 0.6, 0.65, 1.3, 0.6, 0.7, 0.6))
+    assert not clearly_faster(same, same)
+    assert not clearly_faster(latency(0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0), same)  # lower median, lost half the rounds
+    assert not clearly_faster(latency(*(0.95 * t for t in same["rounds_ms"])), same)  # within SPEED_TIE
+    assert clearly_faster(latency(0.6, 0.7, 0.6, 0.65, 1.3, 0.6, 0.7, 0.6), same)  # one noisy round is forgiven
+    assert not clearly_faster(same, latency(0.6, 0.7, 0.6, 0.65, 1.3, 0.6, 0.7, 0.6))
 
 
 def test_default_is_the_fastest_accurate_artifact_measured_at_build(digits_bundle):
