@@ -315,7 +315,7 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
     try:
         import uvicorn
 
-        from .serve import create_app
+        from .serve import create_app, header_deadline_protocol
     except ImportError as exc:
         raise BackendUnavailableError(f"serving needs the serve extra ({exc}); pip install 'edgepack-runtime[serve]'") from None
     token = None
@@ -336,7 +336,7 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
     asgi, _ = create_app(model, token=token, max_concurrency=max_concurrency, timeout_s=timeout)
     console.print(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
                   f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}")
-    uvicorn.run(asgi, host=host, port=port, log_level="warning")
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", http=header_deadline_protocol())
 
 
 if __name__ == "__main__":

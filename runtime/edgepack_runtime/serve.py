@@ -31,13 +31,14 @@ from .errors import EdgepackError, InputError
 from .model import Model
 from .telemetry_report import label
 
-__all__ = ["create_app", "body_limit", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
+__all__ = ["create_app", "body_limit", "header_deadline_protocol", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
 
 JSON_BYTES_PER_ELEMENT = 32  # "-1.2345678901234567e-05, " is 25: a float as JSON text, with room
 BODY_SLACK_BYTES = 64 * 1024  # JSON structure / npz headers
 NPZ_TYPES = ("application/x-npz", "application/octet-stream")
 BODY_TYPES = ("application/json",) + NPZ_TYPES
 BODY_TIMEOUT_S = 10.0  # the whole body must arrive within this; a byte every few seconds does not
+HEADER_TIMEOUT_S = 10.0  # and the request line + headers, from the connection (or last response) on
 NPY_HEADER_BYTES = 4096  # an .npy member's header, beside its data
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 # /metrics labels requests by route, never by the raw path: bounded, and nothing to inject.
@@ -225,6 +226,61 @@ def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarra
     return feeds
 
 
+def header_deadline_protocol():
+    """uvicorn's h11 protocol with nginx's client_header_timeout, which uvicorn lacks: a
+    connection whose request line and headers are not all in HEADER_TIMEOUT_S after it
+    opened (or after its last response) is closed, so clients trickling header bytes
+    cannot pile up sockets. The body has its own deadline (BODY_TIMEOUT_S, 408)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        deadline = None
+
+        def _arm(self):
+            self._disarm()
+            self.deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._expire)
+
+        def _disarm(self):
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _expire(self):
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()  # as nginx: no reply to a request that never arrived
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data):
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the headers are in
+                self._disarm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc):
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+
+
+def _tensor_schema(spec) -> dict:
+    """JSON schema of one input as nested lists: the exact shape, numbers its dtype holds."""
+    dtype = np.dtype(spec.dtype)
+    limits = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
+    schema = {"type": "number" if dtype.kind == "f" else "integer",
+              "minimum": limits.min.item(), "maximum": limits.max.item()}
+    for size in reversed(spec.shape):
+        schema = {"type": "array", "items": schema, "minItems": size, "maxItems": size}
+    return schema
+
+
 def create_app(model: Model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
     """The ASGI app serving `model`."""
     metrics = _Metrics()
@@ -260,9 +316,11 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
     def prometheus():
         return PlainTextResponse(metrics.render(model), media_type="text/plain; version=0.0.4")
 
+    names = [s.name for s in model.inputs]
     predict_body = {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "properties": {"inputs": {
-            "type": "object", "additionalProperties": {"type": "array", "items": {}}}}, "required": ["inputs"]}},
+        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {"inputs": {
+            "type": "object", "required": names, "additionalProperties": False,
+            "properties": {s.name: _tensor_schema(s) for s in model.inputs}}}}},
         "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
     }}}
 

@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgepack_runtime.bundle import sha256_file
+from edgepack_runtime.serve import HEADER_TIMEOUT_S
 
 from .test_serve import CLI, Server, golden
 
@@ -83,6 +84,28 @@ def test_slow_clients_do_not_hold_the_inference_slots(guarded, digits_bundle):
     for t in slow:
         t.join(timeout=60)
     assert len(replies) == 6 and all(r.startswith(b"HTTP/1.1 408") for r in replies)
+
+
+def test_a_client_trickling_its_headers_is_cut_off(guarded, digits_bundle):
+    """nginx's client_header_timeout: headers that never finish do not hold a socket forever."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=60) as s:
+        start = time.monotonic()
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\n")
+        closed = False
+        for i in range(40):  # one more header line every second, never the blank line
+            try:
+                s.sendall(b"X-Slow-%d: 1\r\n" % i)
+                s.settimeout(1.0)
+                closed = s.recv(4096) == b""
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        waited = time.monotonic() - start
+    assert closed and waited >= HEADER_TIMEOUT_S * 0.9, waited  # closed by the deadline, not before
+    assert guarded.predict(golden(digits_bundle)[0])[0] == 200
 
 
 def test_an_oversized_chunked_body_gets_413(guarded):
