@@ -78,6 +78,42 @@ def test_symlink_escaping_the_bundle_is_refused(bundle_copy):
         edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
 
 
+@pytest.mark.parametrize("where", ["initializer", "constant node"])
+@pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "inside.bin"])
+def test_onnx_external_data_is_refused_before_onnxruntime_reads_it(bundle_copy, where, location):
+    """An attacker who rewrites the model and its hashes still cannot make the runtime read a
+    file by naming it as ONNX external data (onnxruntime < 1.24 would follow "../")."""
+    import onnx
+    from onnx import TensorProto
+
+    from edgepack_runtime.bundle import sha256_file
+
+    (bundle_copy.parent / "secret.bin").write_bytes(b"\0" * 4096)
+    (bundle_copy / "inside.bin").write_bytes(b"\0" * 4096)
+    model = onnx.load(bundle_copy / "model.fp32.onnx")
+    if where == "initializer":
+        tensor = model.graph.initializer[0]
+    else:
+        value = onnx.helper.make_tensor("c", TensorProto.FLOAT, [4], [0.0] * 4)
+        model.graph.node.insert(0, onnx.helper.make_node("Constant", [], ["c_out"], value=value))
+        tensor = model.graph.node[0].attribute[0].t
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": location, "offset": "0", "length": "16"}.items():
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    file = bundle_copy / "model.fp32.onnx"
+    file.write_bytes(model.SerializeToString())
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    art = next(a for a in manifest["artifacts"] if a["name"] == "onnx-fp32")
+    art["sha256"], art["size_bytes"] = sha256_file(file), file.stat().st_size
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="ONNX external data"):
+        edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
+
+
 def test_links_inside_the_bundle_are_refused(bundle_copy, tmp_path):
     """A symlinked manifest or a hard-linked model could make a server read files from
     elsewhere on the device, even with matching hashes."""

@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import BackendUnavailableError, BundleError, first_line
+from .onnx_external import external_data_reference
 
 # Name the provider explicitly: onnxruntime warns and may pick another one otherwise.
 PROVIDERS = ["CPUExecutionProvider"]
@@ -30,6 +31,13 @@ class OnnxSession:
                 f"onnxruntime cannot be imported ({exc}); ONNX artifacts need it: "
                 "pip install 'edgepack-runtime[onnx]'"
             ) from None
+        try:
+            external = external_data_reference(path)
+        except ValueError as exc:
+            raise BundleError(f"{path} is damaged ({exc}); rebuild the bundle") from None
+        if external:
+            raise BundleError(f"{path} keeps tensor {external!r} in another file (ONNX external data): edgepack "
+                              "writes every ONNX artifact as one file, so nothing outside it is read; rebuild the bundle")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # One graph, run sequentially: inter-op threads only add scheduling noise on small CPUs.
