@@ -92,6 +92,11 @@ def external_data_reference(path: Path) -> Optional[str]:
             return None  # nothing to point anywhere; onnxruntime says what is wrong
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             try:
-                return _find(memoryview(data), "model", 0)
+                found, malformed = _find(memoryview(data), "model", 0), False
             except _Malformed:
-                raise ValueError("not a readable ONNX protobuf") from None
+                found, malformed = None, True
+            # Here the walk's views of the map are gone (a traceback would keep them alive and
+            # make closing the map fail), so the map can close.
+    if malformed:
+        raise ValueError("not a readable ONNX protobuf")
+    return found
