@@ -266,13 +266,17 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
                     warn) -> list[Artifact]:
-    """Time every built artifact in one interleaved run: the runtime's default rests on
-    these ratios, so they come from the same run. A quantized artifact that its format's
+    """Time every built artifact in one interleaved run (the runtime's default rests on
+    these ratios, so they come from the same run), and record the integer input dtypes a
+    converter changed. A quantized artifact that its format's
     fp32 clearly outpaces on a host that runs the target's kernels is said so: it still
     ships (it is smaller, and the default never picks it), the user decides."""
     built = [a for a in artifacts if a.status == "ok"]
     sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
     timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host)))
+    declared = {s.name: np.dtype(s.dtype) for s in refs.inputs}
+    narrowed = {a.name: {n: str(d) for n, d in s.native_dtypes().items() if d.kind in "iu"
+                         and declared[n].kind in "iu" and d != declared[n]} or None for a, s in zip(built, sessions)}
     del sessions
     timed = []
     for art in artifacts:
@@ -285,7 +289,8 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
             warn(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
                  f"on this host, which runs target {profile.id}'s kernels: it saves space, not time")
         fields = {k: v for k, v in latency.items() if k != "rounds_ms"}
-        timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches)))
+        timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches),
+                                         input_dtypes=narrowed[art.name]))
     return timed
 
 

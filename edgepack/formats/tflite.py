@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from edgepack_runtime.backends import to_nhwc
-from edgepack_runtime.backends.tflite import by_position
+from edgepack_runtime.backends.tflite import by_position, narrow
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.parity import split_samples
 
@@ -188,9 +188,12 @@ class TfliteFormat:
         runtime maps them), in the artifact's layout."""
         from ai_edge_litert.interpreter import Interpreter
 
-        signature = Interpreter(model_path=str(fp32)).get_signature_list()[SIGNATURE]["inputs"]
-        names = by_position(signature, list(calibration), "inputs", fp32)  # signature name -> input name
-        return [{sig: _native(feed[name], target.tflite.layout) for sig, name in names.items()}
+        details = Interpreter(model_path=str(fp32)).get_signature_runner(SIGNATURE).get_input_details()
+        names = by_position(list(details), list(calibration), "inputs", fp32)  # signature name -> input name
+        # Integer inputs the converter narrowed (int64 -> int32) get the artifact's dtype, as at run time.
+        dtypes = {sig: np.dtype(d["dtype"]) for sig, d in details.items() if np.dtype(d["dtype"]).kind in "iu"}
+        return [{sig: _native(narrow(name, feed[name], dtypes[sig]) if sig in dtypes else feed[name],
+                              target.tflite.layout) for sig, name in names.items()}
                 for feed in split_samples(calibration)]
 
     def count_macs(self, fp32: Path) -> int | None:

@@ -123,6 +123,10 @@ class Artifact:
     accuracy: Optional[Accuracy] = None
     # Where the build host runs the target's kernels, the default artifact is the fastest accurate one.
     latency: Optional[Latency] = None
+    # The artifact's own dtype of each integer input its converter changed (litert-torch
+    # makes int64 ids int32): run() still takes the manifest's dtype and converts when every
+    # value fits.
+    input_dtypes: Optional[dict] = None
 
     @property
     def usable(self) -> bool:

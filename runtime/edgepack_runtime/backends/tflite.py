@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, first_line
+from ..errors import BackendUnavailableError, BundleError, InputError, first_line
 
 # Every tflite-runtime release up to 2.14 (the last one) was built against numpy 1.x.
 TFLITE_RUNTIME_NUMPY2 = (2, 15)
@@ -93,6 +93,17 @@ def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
     return out
 
 
+def narrow(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`value` as the integer dtype the artifact takes, if every value fits (else InputError)."""
+    if value.dtype == dtype:
+        return value
+    info = np.iinfo(dtype)
+    if value.size and (value.min() < info.min or value.max() > info.max):
+        raise InputError(f"input {name!r} holds values in [{value.min()}, {value.max()}], beyond the {dtype} this "
+                         f"artifact takes (its converter narrowed {value.dtype}); use the ONNX artifact or smaller ids")
+    return value.astype(dtype)
+
+
 class LiteRTSession:
     delegate = "xnnpack"  # LiteRT's default CPU delegate
 
@@ -112,6 +123,10 @@ class LiteRTSession:
         # Per call: which tensors need (de)quantizing. Float models: none, a plain rename.
         self._quantized_inputs = {n for n, sig in self._input_names.items() if _is_quantized(self._inputs[sig])}
         self._quantized_outputs = {sig for sig in self._output_names if _is_quantized(self._outputs[sig])}
+        # Integer inputs the converter narrowed (litert-torch turns int64 into int32): fed the
+        # manifest's dtype, converted here when every value fits.
+        self._narrowed = {n: np.dtype(self._inputs[sig]["dtype"]) for n, sig in self._input_names.items()
+                          if np.dtype(self._inputs[sig]["dtype"]).kind in "iu" and n not in self._quantized_inputs}
 
     def native_dtypes(self) -> dict[str, np.dtype]:
         return {name: np.dtype(self._inputs[sig]["dtype"]) for name, sig in self._input_names.items()}
@@ -123,6 +138,9 @@ class LiteRTSession:
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         names, inputs = self._input_names, self._inputs
+        if self._narrowed and not raw:
+            feeds = {name: narrow(name, value, self._narrowed[name]) if name in self._narrowed else value
+                     for name, value in feeds.items()}
         if raw or not self._quantized_inputs:
             converted = {names[name]: value for name, value in feeds.items()}
         else:
