@@ -125,7 +125,8 @@ def build(
     start = time.perf_counter()
     profile = load_target(target)
     formats = _choose(formats, profile.formats, "format", profile.id)
-    offered = {f: list(profile.settings(f).precisions) for f in formats}
+    # The profile's precisions by default; on request, any the formats can build.
+    offered = {f: list(get_format(f).precisions if precisions else profile.settings(f).precisions) for f in formats}
     _choose(precisions, sorted({p for ps in offered.values() for p in ps}), "precision", profile.id)
     plan = {f: [p for p in ps if not precisions or p in precisions] for f, ps in offered.items()}
     host = host_info()
@@ -358,7 +359,8 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
         where = f"measured on {acc.measured_on}" + (", indicative" if acc.indicative else "")
         return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data} samples: {figures} "
                 f"({where}; closest of {tried} candidate(s)); try more --calibration samples, another "
-                "precision, or a looser --min-cosine/--min-agreement/--accuracy-budget")
+                "precision" + (" (--precisions fp32,dynamic-int8 keeps transformers accurate)" if art.precision == "int8"
+                               else "") + ", or a looser --min-cosine/--min-agreement/--accuracy-budget")
     return None
 
 

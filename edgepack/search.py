@@ -20,6 +20,7 @@ from edgepack_runtime.backends import Session
 from edgepack_runtime.manifest import Accuracy, Validation
 
 from .errors import BuildError
+from .formats.errors import root_cause
 from .validate import Budget, References, clearly_faster, compare_latency, open_artifact, validate_artifact
 
 __all__ = ["Candidate", "search"]
@@ -134,7 +135,11 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
     mixed_possible = precision == "int8" and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
     if mixed_possible and not any(c.within_budget for c in tried):
         base = max(tried, key=lambda c: c.cosine)
-        ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
+        try:
+            ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
+        except Exception as exc:  # the libraries' own debugging tools: no ranking, no mixed precision
+            errors.append(f"ranking layers for mixed precision failed: {root_cause(exc)}")
+            ranked = []
         for count in MIXED_PRECISION_STEPS:  # more float layers are only slower: stop at the first that holds
             if count > len(ranked) * MAX_FLOAT_SHARE:
                 break

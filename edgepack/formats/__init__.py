@@ -18,6 +18,7 @@ __all__ = ["ExportFormat", "get_format"]
 class ExportFormat(Protocol):
     name: str  # as in the manifest and the target profile: "onnx"
     suffix: str  # file suffix: ".onnx"
+    precisions: tuple[str, ...]  # all it can build; a target profile's list is the default set
 
     def export(self, module: torch.nn.Module, inputs: tuple[TensorSpec, ...],
                output_names: list[str], target: TargetProfile, out: Path) -> None:

@@ -70,6 +70,7 @@ def _quiet():
 class TfliteFormat:
     name = "tflite"
     suffix = ".tflite"
+    precisions = ("fp32", "int8", "dynamic-int8", "fp16")
 
     def layout(self, target: TargetProfile) -> str | None:
         return "nhwc" if target.tflite.layout == "nhwc" else None

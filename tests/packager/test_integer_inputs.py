@@ -40,13 +40,18 @@ def text_bundle(tmp_path_factory):
     mask = np.ones((48, 8), np.int64)
     mask[:, 5:] = rng.integers(0, 2, (48, 3))
     np.savez(work / "calib.npz", input_ids=rng.integers(1, 100, (48, 8)), attention_mask=mask)
-    return edgepack.build(f"{work / 'text.py'}:create", work / "bundle", "host", calibration=work / "calib.npz").path
+    # On request, any precision a format can build: dynamic int8 also for ONNX (not in the profile).
+    return edgepack.build(f"{work / 'text.py'}:create", work / "bundle", "host", calibration=work / "calib.npz",
+                          precisions=["fp32", "int8", "dynamic-int8"]).path
 
 
 def test_int64_ids_build_for_every_format_and_precision(text_bundle):
     manifest = edgepack_runtime.open_bundle(text_bundle).manifest
     assert [s.dtype for s in manifest.inputs] == ["int64", "int64"]
     assert all(a.status == "ok" and a.validation.passed for a in manifest.artifacts), manifest.artifacts
+    assert {a.name for a in manifest.artifacts} == {f"{f}-{p}" for f in ("onnx", "tflite")
+                                                     for p in ("fp32", "int8", "dynamic-int8")}
+    assert manifest.artifact("onnx-dynamic-int8").quantization["tool"] == "onnxruntime.quantization.quantize_dynamic"
     for art in manifest.artifacts:
         narrowed = {"input_ids": "int32", "attention_mask": "int32"} if art.format == "tflite" else None
         assert art.input_dtypes == narrowed, art.name
