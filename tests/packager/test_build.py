@@ -32,7 +32,7 @@ def test_bundle_is_self_contained_and_hashed(digits_bundle):
     assert manifest["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32"}]
     assert {"torch", "onnx", "onnxruntime", "edgepack"} <= set(manifest["toolchain"])
     names = sorted(a["name"] for a in manifest["artifacts"])
-    assert names == ["onnx-fp32", "onnx-int8", "tflite-dynamic-int8", "tflite-fp32", "tflite-int8"]
+    assert names == ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]  # x86: no dynamic by default
     assert all(a["status"] == "ok" for a in manifest["artifacts"])
     listed = {manifest["golden"]["path"], "manifest.json"} | {a["path"] for a in manifest["artifacts"]}
     assert {p.name for p in digits_bundle.iterdir()} == listed  # no stray .onnx.data
@@ -58,7 +58,7 @@ def test_every_artifact_round_trips_against_torch(digits_bundle, digits_data):
     torch_top1 = top1_accuracy(reference, labels)
     assert torch_top1 > 95.0  # a trained model, not random weights
     names = [a.name for a in edgepack_runtime.open_bundle(digits_bundle).manifest.artifacts]
-    assert {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "tflite-dynamic-int8"} <= set(names)
+    assert {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"} <= set(names)
     for name in names:
         model = edgepack_runtime.load(digits_bundle, artifact=name)
         logits = run_samples(model.run, {"image": images})["output"][:, 0]

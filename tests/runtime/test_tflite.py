@@ -55,7 +55,7 @@ def _venv_with(tmp_path: Path, *requirements: str) -> Path:
 
 
 @pytest.mark.slow
-def test_tflite_runtime_fallback_runs_the_bundle_and_explains_numpy2(digits_bundle, tmp_path):
+def test_tflite_runtime_fallback_runs_the_bundle_and_explains_numpy2(digits_bundle, build_digits, tmp_path):
     python = _venv_with(tmp_path, "numpy<2", "tflite-runtime==2.14.0")
     cli = python.parent / "edgepack-runtime"
     for name in ("tflite-fp32", "tflite-int8"):
@@ -65,7 +65,8 @@ def test_tflite_runtime_fallback_runs_the_bundle_and_explains_numpy2(digits_bund
     # Found here: ai-edge-quantizer's dynamic-range int8 models compute wrong outputs on
     # tflite-runtime 2.14 (max |diff| ~15 on digits logits; fine on ai-edge-litert).
     # This is what on-device verify is for: it must refuse the artifact, not pass it.
-    dynamic = subprocess.run([cli, "verify", digits_bundle, "--artifact", "tflite-dynamic-int8"],
+    dynamic_bundle = build_digits("host", name="host-dynamic", formats=["tflite"], precisions=["fp32", "dynamic-int8"]).path
+    dynamic = subprocess.run([cli, "verify", dynamic_bundle, "--artifact", "tflite-dynamic-int8"],
                              capture_output=True, text=True, timeout=300)
     assert dynamic.returncode == 1 and "FAILED" in dynamic.stdout, dynamic.stdout + dynamic.stderr
     backend = subprocess.run(
