@@ -2,9 +2,18 @@
 
 __version__ = "0.1.0"
 
-from .errors import EdgepackError  # noqa: E402
-from .pipeline import BuildFailed, BuildResult, build  # noqa: E402
+from .errors import BuildFailed, EdgepackError  # noqa: E402
 from .targets import TargetProfile, load_target, target_ids  # noqa: E402
 
 __all__ = ["build", "BuildResult", "BuildFailed", "load_target", "target_ids", "TargetProfile",
            "EdgepackError", "__version__"]
+
+
+def __getattr__(name):
+    # The build pulls in torch and the converters (~1.5 s): only when it is used, so that
+    # `edgepack --help`, `targets` and `compare` start fast and run without torch.
+    if name in ("build", "BuildResult"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module 'edgepack' has no attribute {name!r}")

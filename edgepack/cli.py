@@ -12,7 +12,8 @@ from rich.table import Table
 from edgepack_runtime.cli import ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
-from .pipeline import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, BuildFailed, build
+from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE
+from .errors import BuildFailed
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -96,6 +97,8 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
               trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine,
               min_agreement):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
+    from .pipeline import build  # torch and the converters: only for commands that build
+
     def warn(message: str) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
 

@@ -2,7 +2,7 @@
 
 from edgepack_runtime.errors import BundleError, EdgepackError, InputError
 
-__all__ = ["EdgepackError", "BundleError", "InputError", "TargetError", "ModelSourceError", "BuildError"]
+__all__ = ["EdgepackError", "BundleError", "InputError", "TargetError", "ModelSourceError", "BuildError", "BuildFailed"]
 
 
 class TargetError(EdgepackError):
@@ -15,3 +15,11 @@ class ModelSourceError(EdgepackError):
 
 class BuildError(EdgepackError):
     """The build ran but an artifact failed its checks or could not be written."""
+
+
+class BuildFailed(BuildError):
+    """The build produced results but they fail its checks; `.result` (a BuildResult) holds them."""
+
+    def __init__(self, message: str, result):
+        super().__init__(message)
+        self.result = result

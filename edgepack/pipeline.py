@@ -23,13 +23,14 @@ from edgepack_runtime.parity import top1_accuracy
 
 from . import __version__
 from .bundle_writer import BundleStaging
-from .errors import BuildError, TargetError
+from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, Budget, judge
+from .errors import BuildError, BuildFailed, TargetError
 from .formats import get_format
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples
 from .search import SearchContext, search
 from .targets import load_target
-from .validate import (Budget, Evaluation, References, clearly_faster, compare_latency, judge, open_artifact,
+from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
                        torch_references, validate_artifact)
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
@@ -39,9 +40,6 @@ RANDOM_CALIBRATION_SAMPLES = 32
 RANDOM_CALIBRATION_SEED = 7
 # A float artifact that misses its tolerance is a broken export: it fails the build.
 FLOAT_PRECISIONS = ("fp32", "fp16")
-DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an artifact may lose vs PyTorch (eval labels)
-DEFAULT_MIN_COSINE = 0.99  # mean cosine similarity to PyTorch's outputs an artifact must keep
-DEFAULT_MIN_AGREEMENT = 0.0  # % top-1 agreement with PyTorch (class scores): off unless asked
 
 
 @dataclass
@@ -51,14 +49,6 @@ class BuildResult:
     manifest: Manifest
     path: Optional[Path]
     problems: list[str] = field(default_factory=list)
-
-
-class BuildFailed(BuildError):
-    """The build produced results but they fail its checks; `.result` holds them."""
-
-    def __init__(self, message: str, result: BuildResult):
-        super().__init__(message)
-        self.result = result
 
 
 def _warn(message: str) -> None:

@@ -21,7 +21,8 @@ from edgepack_runtime.manifest import Accuracy, Validation
 
 from .errors import BuildError
 from .formats.errors import root_cause
-from .validate import Budget, References, clearly_faster, compare_latency, open_artifact, validate_artifact
+from .budget import Budget
+from .validate import References, clearly_faster, compare_latency, open_artifact, validate_artifact
 
 __all__ = ["Candidate", "search"]
 

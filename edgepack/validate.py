@@ -9,7 +9,6 @@ PyTorch and, with labels, top-1 accuracy, judged against the build's accuracy bu
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -24,10 +23,11 @@ from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, pari
                                      split_samples, top1_accuracy)
 from edgepack_runtime.stats import latency_summary, time_calls
 
+from .budget import Budget, judge
 from .errors import ModelSourceError
 from .targets import TargetProfile
 
-__all__ = ["TOLERANCES", "Budget", "Evaluation", "References", "judge", "torch_references", "tolerance_for", "validate_artifact",
+__all__ = ["TOLERANCES", "Evaluation", "References", "torch_references", "tolerance_for", "validate_artifact",
            "compare_latency", "clearly_faster", "open_artifact"]
 
 
@@ -53,21 +53,6 @@ TOLERANCES = {
 LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
 LATENCY_ROUNDS = 8  # interleaved rounds of that time: a speed-up must show in (nearly) every one
 SPEED_TIE = 0.10  # a smaller difference in median is no speed-up
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much an artifact may lose vs PyTorch on data it was not calibrated on."""
-
-    max_top1_drop: float  # top-1 points, when the eval data has labels
-    min_cosine: float  # mean cosine similarity of the outputs, always
-    min_agreement: float = 0.0  # % of samples with PyTorch's top-1, for class-score outputs
-
-    def met(self, accuracy: Accuracy) -> bool:
-        drop, agreement = accuracy.drop, accuracy.top1_agreement
-        return (accuracy.cosine is not None and accuracy.cosine >= self.min_cosine
-                and (drop is None or drop <= self.max_top1_drop)
-                and (agreement is None or agreement >= self.min_agreement))
 
 
 def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
@@ -161,11 +146,6 @@ def measure_accuracy(session: Session, refs: References, budget: Budget, measure
         data=ev.source, measured_on=measured_on,
     )
     return judge(accuracy, budget)
-
-
-def judge(accuracy: Accuracy, budget: Budget) -> Accuracy:
-    """`accuracy` with its verdict against `budget`."""
-    return dataclasses.replace(accuracy, within_budget=budget.met(accuracy))
 
 
 def compare_latency(sessions: Sequence[Session], refs: References, host: HostInfo) -> list[dict]:

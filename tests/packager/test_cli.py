@@ -158,3 +158,18 @@ def test_build_prints_the_artifact_table_through_the_real_console_script(digits_
     for fragment in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "parity", "top-1", "wrote"):
         assert fragment in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_help_targets_and_compare_run_without_torch():
+    """torch and the converters are imported only by commands that build (issue #11)."""
+    script = (
+        "import sys\n"
+        "for heavy in ('torch', 'onnx', 'onnxruntime', 'litert_torch', 'ai_edge_quantizer', 'nncf'):\n"
+        "    sys.modules[heavy] = None  # any import of them now raises ImportError\n"
+        "from edgepack.cli import main\n"
+        "for args in (['--help'], ['targets'], ['targets', 'show', 'raspberry-pi/5'], ['compare', '--help'], ['build', '--help']):\n"
+        "    main(args, standalone_mode=False)\n"
+        "print('OK')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.rstrip().endswith("OK"), proc.stderr[-2000:]

@@ -12,7 +12,8 @@ import edgepack
 import edgepack_runtime
 from edgepack.pipeline import BuildFailed
 from edgepack.targets import load_target
-from edgepack.validate import SPEED_TIE, Budget, clearly_faster, torch_references, validate_artifact
+from edgepack.budget import Budget
+from edgepack.validate import SPEED_TIE, clearly_faster, torch_references, validate_artifact
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.model import choose_artifact
