@@ -149,7 +149,11 @@ def write_json(rows: Sequence[Row], path: Path) -> None:
 
 def _plot_png(rows: Sequence[Row]) -> bytes:
     """Grouped bars: p50 per device for each artifact × threads, whiskers up to p90."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise EdgepackError("compare --plot/--html draw with matplotlib, which is not installed; "
+                            "pip install 'edgepack[report]'") from None
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
