@@ -1,7 +1,7 @@
 """edgepack-runtime: run edgepack bundles on the device. Depends on numpy and one backend; never torch."""
 
 from .bundle import Bundle, open_bundle
-from .errors import BackendUnavailableError, BundleError, EdgepackError, InputError, IntegrityError
+from .errors import BackendUnavailableError, BundleError, EdgepackError, InferenceError, InputError, IntegrityError
 from .manifest import Artifact, Manifest, TensorSpec
 from .model import Model, load
 from .parity import SelfTest, self_test
@@ -22,6 +22,7 @@ __all__ = [
     "BundleError",
     "IntegrityError",
     "InputError",
+    "InferenceError",
     "BackendUnavailableError",
     "__version__",
 ]

@@ -193,12 +193,27 @@ class Model:
         inputs, _ = self.bundle.golden()
         self._backend_run(self.check_inputs({k: v[0] for k, v in inputs.items()}), raw=False)
 
+    def close(self) -> None:
+        """Release the backend session (its memory and threads) and commit the telemetry this
+        process has queued. Also on leaving a `with load(...) as model:` block."""
+        if self.telemetry is not None:
+            self.telemetry.flush()
+        self._session = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _backend_run(self, feeds, raw: bool) -> dict[str, np.ndarray]:
         try:
             return self._session.run(feeds, raw)
         except EdgepackError:
             raise
         except Exception as exc:  # the backend's own errors, one typed error for every caller
+            if self._session is None:
+                raise InferenceError(f"{self.artifact.name} was closed; load the bundle again to run it") from None
             raise InferenceError(
                 f"{self.backend} failed running {self.artifact.name}: {first_line(exc)}; "
                 "the file may be damaged: run `edgepack-runtime verify` and rebuild the bundle if it fails"

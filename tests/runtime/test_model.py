@@ -186,3 +186,14 @@ def test_choice_follows_target_preference_and_skips_failed_validation(bundle_cop
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="no artifact that passed validation and its accuracy checks"):
         choose_artifact(edgepack_runtime.open_bundle(bundle_copy))
+
+
+def test_a_model_closes_as_a_context_manager(digits_bundle):
+    from edgepack_runtime import InferenceError
+
+    with edgepack_runtime.load(digits_bundle, artifact="onnx-fp32") as model:
+        inputs, _ = model.bundle.golden()
+        feed = {k: v[0] for k, v in inputs.items()}
+        assert model.run(feed)["output"].shape == (1, 10)
+    with pytest.raises(InferenceError, match="was closed; load the bundle again"):
+        model.run(feed)
