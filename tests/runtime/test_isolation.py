@@ -35,3 +35,20 @@ def test_runtime_distribution_depends_only_on_numpy_and_backend_extras():
     extras = [r for r in requires("edgepack-runtime") if "extra ==" in r]
     assert any(r.startswith("onnxruntime") and 'extra == "onnx"' in r for r in extras)
     assert not any("torch" in r for r in requires("edgepack-runtime"))
+
+
+def test_public_names_are_pinned():
+    """The names users import: changing them is an API change, made on purpose here."""
+    import edgepack
+    import edgepack_runtime
+
+    assert sorted(edgepack_runtime.__all__) == sorted([
+        "load", "Model", "open_bundle", "Bundle", "Manifest", "Artifact", "TensorSpec", "self_test", "SelfTest",
+        "EdgepackError", "BundleError", "IntegrityError", "InputError", "InferenceError", "BackendUnavailableError",
+        "__version__"])
+    assert sorted(edgepack.__all__) == sorted([
+        "build", "BuildResult", "BuildFailed", "load_target", "target_ids", "TargetProfile", "EdgepackError",
+        "__version__"])
+    for package in (edgepack, edgepack_runtime):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"
