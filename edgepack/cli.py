@@ -37,10 +37,14 @@ def main():
 
 
 @main.group(cls=_Group, invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every resolved profile as JSON.")
 @click.pass_context
-def targets(ctx):
+def targets(ctx, as_json: bool):
     """List the known device profiles."""
     if ctx.invoked_subcommand:
+        return
+    if as_json:
+        click.echo(json.dumps([load_target(t).to_dict() for t in target_ids()], indent=2))
         return
     table = Table(title="edgepack targets")
     for column in ("id", "arch", "threads", "formats and precisions", "description"):
@@ -64,9 +68,14 @@ def _print_toml(table: dict, prefix: str = "") -> None:
 
 @targets.command("show")
 @click.argument("target_id")
-def targets_show(target_id: str):
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON instead of TOML.")
+def targets_show(target_id: str, as_json: bool):
     """Print one profile, resolved (extends applied; `host` detected)."""
-    _print_toml(load_target(target_id).to_dict())
+    profile = load_target(target_id).to_dict()
+    if as_json:
+        click.echo(json.dumps(profile, indent=2))
+    else:
+        _print_toml(profile)
 
 
 @main.command("build")

@@ -54,10 +54,19 @@ def main():
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-def info(bundle: Path):
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest, the default and its reason as JSON.")
+def info(bundle: Path, as_json: bool):
     """Show a bundle's target, tensors, artifacts and which one runs by default."""
     b = open_bundle(bundle)
     m = b.manifest
+    if as_json:
+        try:
+            default, reason = choose_artifact(b).name, default_reason(b)
+        except EdgepackError as exc:
+            default, reason = None, str(exc)
+        click.echo(json.dumps({"manifest": json.loads(m.to_json()), "default_artifact": default,
+                               "default_reason": reason, "auto_choice": cached_choice(b)}, indent=2))
+        return
     console.print(f"[bold]{m.name}[/]  target {m.target.get('id')}  created {m.created}  schema {m.schema_version}")
     for label, specs in (("inputs", m.inputs), ("outputs", m.outputs)):
         console.print(f"{label}: " + ", ".join(s.describe() for s in specs))
@@ -114,41 +123,56 @@ def run(bundle: Path, inputs, artifact, threads, output):
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--artifact", default=None, help="Check only this artifact.")
-def verify(bundle: Path, artifact):
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (same exit codes).")
+def verify(bundle: Path, artifact, as_json: bool):
     """Check every file's sha256 and run each artifact's golden self-test."""
     b = open_bundle(bundle)
     b.verify_integrity()
-    console.print(f"integrity: all {1 + sum(a.status == 'ok' for a in b.manifest.artifacts)} files match their sha256")
+    files = 1 + sum(a.status == "ok" for a in b.manifest.artifacts)
     chosen = [b.manifest.artifact(artifact)] if artifact else list(b.manifest.artifacts)
-    table = Table(title=f"self-test {b.manifest.name}")
-    for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance", "samples"):
-        table.add_column(column)
-    tested = failed = 0
-    for art in chosen:
-        if art.status != "ok":
-            table.add_row(art.name, f"[yellow]not in the bundle ({art.status})[/]", "-", "-", "-", "-")
-            continue
-        if not backend_available(art.format):
-            table.add_row(art.name, f"[yellow]skipped: no {art.format} backend installed[/]", "-", "-", "-", "-")
-            continue
-        try:
-            model = load(b.root, artifact=art.name)
-        except BackendUnavailableError as exc:  # installed but unusable, e.g. tflite-runtime with numpy 2
-            table.add_row(art.name, f"[yellow]skipped: {escape(str(exc))}[/]", "-", "-", "-", "-")
-            continue
-        result = self_test(model)
-        tested += 1
-        failed += not result.passed
-        verdict = "[green]passed[/]" if result.passed else "[red]FAILED[/]"
-        cosine = f"{result.cosine:.5f}" + (f" (≥ {result.min_cosine})" if result.min_cosine is not None else "")
-        table.add_row(art.name, verdict, cosine, f"{result.max_abs_diff:.3e}", f"{result.tolerance:.1e}",
-                      str(result.samples))
-    console.print(table)
+    results = [_self_test_row(b, art) for art in chosen]
+    tested = [r for r in results if r["result"] in ("passed", "failed")]
+    failed = [r for r in tested if r["result"] == "failed"]
+    if as_json:
+        click.echo(json.dumps({"bundle": b.manifest.name, "integrity": {"files": files, "ok": True},
+                               "results": results}, indent=2))
+    else:
+        console.print(f"integrity: all {files} files match their sha256")
+        table = Table(title=f"self-test {b.manifest.name}")
+        for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance", "samples"):
+            table.add_column(column)
+        for r in results:
+            if r["result"] not in ("passed", "failed"):
+                table.add_row(r["artifact"], f"[yellow]{escape(r['reason'])}[/]", "-", "-", "-", "-")
+                continue
+            verdict = "[green]passed[/]" if r["result"] == "passed" else "[red]FAILED[/]"
+            cosine = f"{r['cosine']:.5f}" + (f" (≥ {r['min_cosine']})" if r["min_cosine"] is not None else "")
+            table.add_row(r["artifact"], verdict, cosine, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
+                          str(r["samples"]))
+        console.print(table)
     if failed:
-        fail(f"{failed} artifact(s) differ from PyTorch beyond their tolerance on this device; "
+        fail(f"{len(failed)} artifact(s) differ from PyTorch beyond their tolerance on this device; "
              "do not deploy them, rebuild or report the difference")
     if not tested:
         fail("no artifact could be tested here; install a backend, e.g. pip install 'edgepack-runtime[onnx]'")
+
+
+def _self_test_row(b, art) -> dict:
+    """One artifact's golden self-test on this device, as a plain dict (verify's table and JSON)."""
+    row = {"artifact": art.name, "result": "skipped", "reason": None, "cosine": None, "min_cosine": None,
+           "max_abs_diff": None, "tolerance": None, "samples": None}
+    if art.status != "ok":
+        return {**row, "result": "not in bundle", "reason": f"not in the bundle ({art.status})"}
+    if not backend_available(art.format):
+        return {**row, "reason": f"skipped: no {art.format} backend installed"}
+    try:
+        model = load(b.root, artifact=art.name)
+    except BackendUnavailableError as exc:  # installed but unusable, e.g. tflite-runtime with numpy 2
+        return {**row, "reason": f"skipped: {exc}"}
+    result = self_test(model)
+    return {**row, "result": "passed" if result.passed else "failed", "cosine": result.cosine,
+            "min_cosine": result.min_cosine, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
+            "samples": result.samples}
 
 
 def _threads_list(value: str | None) -> list[int] | None:

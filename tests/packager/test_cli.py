@@ -173,3 +173,15 @@ def test_help_targets_and_compare_run_without_torch():
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.rstrip().endswith("OK"), proc.stderr[-2000:]
+
+
+def test_targets_json_lists_every_resolved_profile():
+    import json
+
+    from edgepack.targets import load_target, target_ids
+
+    listed = json.loads(run_cli("targets", "--json").stdout)
+    assert [t["id"] for t in listed] == target_ids()
+    shown = json.loads(run_cli("targets", "show", "raspberry-pi/5", "--json").stdout)
+    assert shown == json.loads(json.dumps(load_target("raspberry-pi/5").to_dict()))  # tuples become lists
+    assert shown == listed[target_ids().index("raspberry-pi/5")]

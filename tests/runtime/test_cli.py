@@ -59,7 +59,7 @@ def test_run_with_wrong_dtype_and_shape(digits_bundle, tmp_path):
 def test_verify_passes_on_a_good_bundle(digits_bundle):
     proc = cli("verify", digits_bundle)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("passed") == 5
+    assert proc.stdout.count("passed") == 4  # onnx and tflite, fp32 and int8
 
 
 def test_verify_fails_on_a_tampered_bundle(bundle_copy):
@@ -83,6 +83,22 @@ def test_verify_fails_when_outputs_drift_from_pytorch(bundle_copy):
     proc = cli("verify", bundle_copy)
     assert_one_line_error(proc, "differ from PyTorch beyond their tolerance")
     assert "FAILED" in proc.stdout
+    as_json = cli("verify", bundle_copy, "--json")  # the same verdict for machines, the same exit code
+    assert_one_line_error(as_json, "differ from PyTorch beyond their tolerance")
+    results = {r["artifact"]: r for r in json.loads(as_json.stdout)["results"]}
+    assert results["onnx-fp32"]["result"] == "failed" and results["onnx-int8"]["result"] == "passed"
+    assert results["onnx-fp32"]["cosine"] < results["onnx-fp32"]["min_cosine"] or \
+        results["onnx-fp32"]["max_abs_diff"] > results["onnx-fp32"]["tolerance"]
+
+
+def test_info_json_names_the_default_and_carries_the_manifest(digits_bundle):
+    import json
+
+    proc = cli("info", digits_bundle, "--json")
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["default_artifact"] == edgepack_runtime.load(digits_bundle).artifact.name
+    assert info["manifest"] == json.loads((digits_bundle / "manifest.json").read_text())
 
 
 def test_not_a_bundle(tmp_path):
