@@ -86,12 +86,15 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx) -> Candi
 
 def _best(candidates: list[Candidate], fmt, fp32: Path, ctx) -> Candidate:
     within = [c for c in candidates if c.within_budget]
-    sessions = [c.session for c in within]
-    mixed = [c for c in within if "float_layers" in c.recipe]
+    # Speed decides only where this host runs the target's kernels: elsewhere (a Pi target
+    # built on x86) its timings say nothing about the target, and accuracy alone chooses.
+    timed = [c for c in within if c.validation.host_matches_target]
+    sessions = [c.session for c in timed]
+    mixed = [c for c in timed if "float_layers" in c.recipe]
     if mixed:  # mixed precision has to beat the float model it falls back to
         sessions.append(open_artifact(fmt.name, fp32, fmt.layout(ctx.profile), ctx.profile, ctx.refs))
     timings = compare_latency(sessions, ctx.refs, ctx.host) if sessions else []
-    for c, latency in zip(within, timings):
+    for c, latency in zip(timed, timings):
         c.latency = latency
     for c in mixed:
         c.slower_than_float = not clearly_faster(c.latency, timings[-1])
@@ -100,6 +103,8 @@ def _best(candidates: list[Candidate], fmt, fp32: Path, ctx) -> Candidate:
     within = [c for c in within if c.within_budget]
     if not within:  # the closest miss: its figures tell the user how far off the budget is
         return max((c for c in candidates if not c.slower_than_float), key=lambda c: (c.validation.passed, c.cosine))
+    if not all(c.validation.host_matches_target for c in within):
+        return max(within, key=lambda c: c.cosine)
     fastest = min(within, key=lambda c: c.latency["p50_ms"])
     return max((c for c in within if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.cosine)
 
