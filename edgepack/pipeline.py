@@ -259,9 +259,9 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
                     warn) -> list[Artifact]:
     """Time every built artifact in one interleaved run (the runtime's default rests on
     these ratios, so they come from the same run), and record the integer input dtypes a
-    converter changed. A quantized artifact that its format's
-    fp32 clearly outpaces on a host that runs the target's kernels is said so: it still
-    ships (it is smaller, and the default never picks it), the user decides."""
+    converter changed. A quantized artifact that its format's fp32 clearly outpaces on a
+    host that runs the target's kernels is said so: it still ships (it is smaller, and the
+    default never picks it), the user decides."""
     built = [a for a in artifacts if a.status == "ok"]
     sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
     timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host)))

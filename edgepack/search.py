@@ -19,9 +19,9 @@ from typing import Optional
 from edgepack_runtime.backends import Session
 from edgepack_runtime.manifest import Accuracy, Validation
 
+from .budget import Budget
 from .errors import BuildError
 from .formats.errors import root_cause
-from .budget import Budget
 from .validate import References, clearly_faster, compare_latency, open_artifact, validate_artifact
 
 __all__ = ["Candidate", "search"]
