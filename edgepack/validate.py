@@ -154,9 +154,11 @@ def compare_latency(sessions: Sequence[Session], refs: References, host: HostInf
     recipes, not a benchmark. Each result keeps its per-round p50s (`rounds_ms`)."""
     feeds = split_samples(refs.golden_inputs)
     rounds: list[list[float]] = [[] for _ in sessions]
-    for _ in range(LATENCY_ROUNDS):
+    for round_number in range(LATENCY_ROUNDS):
         for timings, session in zip(rounds, sessions):
-            timings.append(latency_summary(time_calls(session.run, feeds, LATENCY_TRIAL_S / LATENCY_ROUNDS))["p50"])
+            warmup = 3 if round_number == 0 else 1  # caches are warm after the first round
+            timings.append(latency_summary(time_calls(session.run, feeds, LATENCY_TRIAL_S / LATENCY_ROUNDS,
+                                                      warmup=warmup))["p50"])
     return [{"p50_ms": round(float(np.median(r)), 4), "threads": s.threads, "host": f"{host.arch}, {host.cpu}",
              "rounds_ms": [round(t, 4) for t in r]} for s, r in zip(sessions, rounds)]
 

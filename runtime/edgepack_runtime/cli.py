@@ -146,8 +146,10 @@ def verify(bundle: Path, artifact, as_json: bool):
                 table.add_row(r["artifact"], f"[yellow]{escape(r['reason'])}[/]", "-", "-", "-", "-")
                 continue
             verdict = "[green]passed[/]" if r["result"] == "passed" else "[red]FAILED[/]"
-            cosine = f"{r['cosine']:.5f}" + (f" (≥ {r['min_cosine']})" if r["min_cosine"] is not None else "")
-            table.add_row(r["artifact"], verdict, cosine, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
+            cosine = ("nan" if r["cosine"] is None else f"{r['cosine']:.5f}") + (
+                f" (≥ {r['min_cosine']})" if r["min_cosine"] is not None else "")
+            diff = "nan" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3e}"
+            table.add_row(r["artifact"], verdict, cosine, diff, f"{r['tolerance']:.1e}",
                           str(r["samples"]))
         console.print(table)
     if failed:
@@ -170,9 +172,13 @@ def _self_test_row(b, art) -> dict:
     except BackendUnavailableError as exc:  # installed but unusable, e.g. tflite-runtime with numpy 2
         return {**row, "reason": f"skipped: {exc}"}
     result = self_test(model)
-    return {**row, "result": "passed" if result.passed else "failed", "cosine": result.cosine,
-            "min_cosine": result.min_cosine, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
-            "samples": result.samples}
+
+    def finite(x):  # NaN outputs are what verify exists to catch; JSON has no NaN: null
+        return x if x is None or np.isfinite(x) else None
+
+    return {**row, "result": "passed" if result.passed else "failed", "cosine": finite(result.cosine),
+            "min_cosine": result.min_cosine, "max_abs_diff": finite(result.max_abs_diff),
+            "tolerance": result.tolerance, "samples": result.samples}
 
 
 def _threads_list(value: str | None) -> list[int] | None:

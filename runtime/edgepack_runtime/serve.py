@@ -247,8 +247,11 @@ def header_deadline_protocol():
                 self.deadline = None
 
         def _expire(self):
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-                self.transport.close()  # as nginx: no reply to a request that never arrived
+            # Headers that never completed, or the rest of a body we already answered
+            # (a 401/413/415/421/408 is sent before the body is read): close, as nginx.
+            waiting = self.conn.their_state is h11.IDLE or self.conn.our_state is h11.DONE
+            if waiting and not self.transport.is_closing():
+                self.transport.close()
 
         def connection_made(self, transport):
             super().connection_made(transport)
@@ -256,8 +259,8 @@ def header_deadline_protocol():
 
         def data_received(self, data):
             super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:  # the headers are in
-                self._disarm()
+            if self.conn.their_state is not h11.IDLE and self.conn.our_state is not h11.DONE:
+                self._disarm()  # a new request's headers are in; its body has BODY_TIMEOUT_S
 
         def on_response_complete(self):
             super().on_response_complete()
@@ -273,9 +276,12 @@ def header_deadline_protocol():
 def _tensor_schema(spec) -> dict:
     """JSON schema of one input as nested lists: the exact shape, numbers its dtype holds."""
     dtype = np.dtype(spec.dtype)
-    limits = np.finfo(dtype) if dtype.kind == "f" else np.iinfo(dtype)
-    schema = {"type": "number" if dtype.kind == "f" else "integer",
-              "minimum": limits.min.item(), "maximum": limits.max.item()}
+    if dtype.kind == "b":
+        schema = {"type": "boolean"}
+    else:
+        limits, kind = (np.finfo(dtype), float) if dtype.kind == "f" else (np.iinfo(dtype), int)
+        schema = {"type": "number" if dtype.kind == "f" else "integer",
+                  "minimum": kind(limits.min), "maximum": kind(limits.max)}
     for size in reversed(spec.shape):
         schema = {"type": "array", "items": schema, "minItems": size, "maxItems": size}
     return schema

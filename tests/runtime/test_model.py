@@ -78,7 +78,7 @@ def test_symlink_escaping_the_bundle_is_refused(bundle_copy):
         edgepack_runtime.load(bundle_copy, artifact="onnx-fp32")
 
 
-@pytest.mark.parametrize("where", ["initializer", "constant node"])
+@pytest.mark.parametrize("where", ["initializer", "constant node", "function attribute default"])
 @pytest.mark.parametrize("location", ["../secret.bin", "/etc/passwd", "inside.bin"])
 def test_onnx_external_data_is_refused_before_onnxruntime_reads_it(bundle_copy, where, location):
     """An attacker who rewrites the model and its hashes still cannot make the runtime read a
@@ -91,12 +91,21 @@ def test_onnx_external_data_is_refused_before_onnxruntime_reads_it(bundle_copy, 
     (bundle_copy.parent / "secret.bin").write_bytes(b"\0" * 4096)
     (bundle_copy / "inside.bin").write_bytes(b"\0" * 4096)
     model = onnx.load(bundle_copy / "model.fp32.onnx")
+    value = onnx.helper.make_tensor("c", TensorProto.FLOAT, [4], [0.0] * 4)
     if where == "initializer":
         tensor = model.graph.initializer[0]
-    else:
-        value = onnx.helper.make_tensor("c", TensorProto.FLOAT, [4], [0.0] * 4)
+    elif where == "constant node":
         model.graph.node.insert(0, onnx.helper.make_node("Constant", [], ["c_out"], value=value))
         tensor = model.graph.node[0].attribute[0].t
+    else:  # a local function whose Constant takes the function attribute's default value
+        constant = onnx.helper.make_node("Constant", [], ["y"])
+        constant.attribute.append(onnx.AttributeProto(name="value", ref_attr_name="value", type=onnx.AttributeProto.TENSOR))
+        default = onnx.helper.make_attribute("value", value)
+        model.functions.append(onnx.helper.make_function("local", "F", [], ["y"], [constant], [onnx.helper.make_opsetid("", 18)],
+                                                         attribute_protos=[default]))
+        model.opset_import.append(onnx.helper.make_opsetid("local", 1))
+        model.graph.node.insert(0, onnx.helper.make_node("F", [], ["f_out"], domain="local"))
+        tensor = model.functions[0].attribute_proto[0].t
     tensor.ClearField("raw_data")
     tensor.ClearField("float_data")
     tensor.data_location = TensorProto.EXTERNAL

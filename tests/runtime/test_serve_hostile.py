@@ -108,6 +108,31 @@ def test_a_client_trickling_its_headers_is_cut_off(guarded, digits_bundle):
     assert guarded.predict(golden(digits_bundle)[0])[0] == 200
 
 
+def test_the_rest_of_a_refused_body_cannot_hold_the_connection(guarded):
+    """A 415 goes out before the body is read; dribbling that body afterwards must not keep
+    the socket open past the header deadline."""
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=60) as s:
+        s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 1000\r\n\r\n")
+        reply, start = b"", time.monotonic()
+        while b"\r\n\r\n" not in reply:
+            reply += s.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 415")
+        closed = False
+        for _ in range(40):
+            try:
+                s.sendall(b"x")
+                s.settimeout(1.0)
+                closed = s.recv(4096) == b""
+            except socket.timeout:
+                continue
+            except OSError:
+                closed = True
+            if closed:
+                break
+        assert closed, f"still open after {time.monotonic() - start:.0f} s"
+
+
 def test_an_oversized_chunked_body_gets_413(guarded):
     chunk = b"0" * 8192
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(40)) + b"0\r\n\r\n"

@@ -45,3 +45,14 @@ def test_no_request_the_schema_allows_or_breaks_gets_a_5xx(digits_bundle, tmp_pa
     assert statuses.get(("POST /v1/predict", "positive", 200), 0) > 0, statuses  # valid bodies were answered
     refused = sum(n for (_, mode, status), n in statuses.items() if mode == "negative" and status == 422)
     assert refused > CASES_PER_MODE / 2, statuses  # broken bodies get the one clear 422
+
+
+def test_the_schema_of_each_input_follows_its_dtype():
+    from edgepack_runtime.manifest import TensorSpec
+    from edgepack_runtime.serve import _tensor_schema
+
+    mask = _tensor_schema(TensorSpec(name="mask", shape=(1, 2), dtype="bool"))
+    assert mask == {"type": "array", "minItems": 1, "maxItems": 1,
+                    "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "boolean"}}}
+    ids = _tensor_schema(TensorSpec(name="ids", shape=(3,), dtype="int32"))["items"]
+    assert ids == {"type": "integer", "minimum": -2**31, "maximum": 2**31 - 1}

@@ -39,6 +39,9 @@ class OnnxSession:
             raise BundleError(f"{path} keeps tensor {external!r} in another file (ONNX external data): edgepack "
                               "writes every ONNX artifact as one file, so nothing outside it is read; rebuild the bundle")
         options = ort.SessionOptions()
+        # Parse it as ONNX whatever its name: onnxruntime would read a ".ort" path as its
+        # flatbuffer format, which the walk above does not understand.
+        options.add_session_config_entry("session.load_model_format", "ONNX")
         options.intra_op_num_threads = threads
         # One graph, run sequentially: inter-op threads only add scheduling noise on small CPUs.
         options.inter_op_num_threads = 1

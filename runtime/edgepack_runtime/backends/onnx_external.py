@@ -17,9 +17,10 @@ __all__ = ["external_data_reference"]
 
 # Which length-delimited fields of each message can hold tensors (field numbers from onnx.proto).
 _CHILDREN = {
-    "model": {7: "graph", 25: "function"},
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
-    "function": {7: "node"},
+    "function": {7: "node", 11: "attribute"},  # attribute_proto: defaults of the function's attributes
     "node": {5: "attribute"},
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
     "sparse": {1: "tensor", 2: "tensor"},
@@ -75,7 +76,8 @@ def _find(buf, kind: str, depth: int) -> Optional[str]:
         if kind == "tensor":
             if number == _TENSOR_NAME and wire == 2:
                 name = bytes(value).decode("utf-8", "replace")
-            elif number == _TENSOR_EXTERNAL_DATA or (number == _TENSOR_DATA_LOCATION and value == _EXTERNAL):
+            elif number == _TENSOR_EXTERNAL_DATA or (number == _TENSOR_DATA_LOCATION and wire == 0
+                                                     and value & 0xFFFFFFFF == _EXTERNAL):  # an int32 enum
                 return name or "a tensor"
         elif wire == 2 and number in _CHILDREN[kind]:
             found = _find(value, _CHILDREN[kind][number], depth + 1)
