@@ -86,7 +86,8 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224:float32",
               help="Model input (repeat per input); optional if the file defines example_inputs().")
 @click.option("--formats", help="Comma list, default: the target's.")
-@click.option("--precisions", help="Comma list (fp32,int8), default: the target's.")
+@click.option("--precisions", help="Comma list of fp32,int8,dynamic-int8,fp16; default: the target's. "
+                                   "On request any precision a format can build (dynamic-int8 for transformers).")
 @click.option("--calibration", type=click.Path(path_type=Path), help=".npz, one array [N, ...] per input.")
 @click.option("--eval", "eval_data", type=click.Path(path_type=Path),
               help="Like --calibration, samples not used for calibration; optional int `labels`.")
