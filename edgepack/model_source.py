@@ -12,14 +12,18 @@ from typing import Optional, Sequence
 
 import torch
 
-from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.manifest import Dim, TensorSpec
 
 from .errors import ModelSourceError
 
-__all__ = ["LoadedModel", "load_model", "parse_input_spec"]
+__all__ = ["LoadedModel", "load_model", "parse_input_specs"]
 
 INPUT_DTYPES = ("float32", "float16", "int64", "int32", "uint8", "bool")
-_INPUT_SPEC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*):(?P<shape>\d+(?:x\d+)*):(?P<dtype>\w+)$")
+# NAME:DIMS:DTYPE, DIMS joined by "x", each a size (3), a range (1..128), a named range
+# (seq=1..128) or the name of a range declared on another input (seq).
+_DIM = r"(?:\d+|\d+\.\.\d+|[A-Za-z_]\w*=\d+\.\.\d+|[A-Za-z_]\w*)"
+_INPUT_SPEC = re.compile(rf"^(?P<name>[A-Za-z_][\w.]*):(?P<shape>{_DIM}(?:x{_DIM})*):(?P<dtype>\w+)$")
+_RANGE = re.compile(r"^(?:(?P<name>[A-Za-z_]\w*)=)?(?P<min>\d+)\.\.(?P<max>\d+)$")
 EXAMPLE_INPUTS = "example_inputs"
 
 
@@ -30,20 +34,53 @@ class LoadedModel:
     source: str  # FILE.py:FACTORY as given
 
 
-def parse_input_spec(text: str) -> TensorSpec:
-    """`NAME:1x3x224x224:float32` → TensorSpec."""
-    match = _INPUT_SPEC.match(text.strip())
-    if not match:
-        raise ModelSourceError(
-            f"--input {text!r} is not NAME:SHAPE:DTYPE; write it like image:1x3x224x224:float32"
-        )
-    dtype = match["dtype"]
-    if dtype not in INPUT_DTYPES:
-        raise ModelSourceError(f"--input {text!r}: dtype {dtype!r} is not one of {', '.join(INPUT_DTYPES)}")
-    shape = tuple(int(d) for d in match["shape"].split("x"))
-    if 0 in shape:
-        raise ModelSourceError(f"--input {text!r}: every dimension must be at least 1")
-    return TensorSpec(name=match["name"], shape=shape, dtype=dtype)
+def parse_input_specs(texts: Sequence[str]) -> tuple[TensorSpec, ...]:
+    """`--input` values → TensorSpecs: `image:1x3x224x224:float32`, or with dynamic dims
+    `input_ids:1xseq=1..128:int64` plus `attention_mask:1xseq:int64` (same size as seq).
+    A dynamic dim's example size (export, golden inputs) is its maximum until the
+    calibration data says otherwise (`samples.settle_shapes`)."""
+    parsed, ranges = [], {}
+    for text in texts:
+        match = _INPUT_SPEC.match(text.strip())
+        if not match:
+            raise ModelSourceError(
+                f"--input {text!r} is not NAME:SHAPE:DTYPE; write it like image:1x3x224x224:float32, "
+                "or with a dynamic length input_ids:1xseq=1..128:int64"
+            )
+        if match["dtype"] not in INPUT_DTYPES:
+            raise ModelSourceError(f"--input {text!r}: dtype {match['dtype']!r} is not one of {', '.join(INPUT_DTYPES)}")
+        tokens = match["shape"].split("x")
+        for axis, token in enumerate(tokens):
+            bound = _RANGE.match(token)
+            if bound:
+                name = bound["name"] or f"{match['name']}.{axis}"
+                low, high = int(bound["min"]), int(bound["max"])
+                if not 1 <= low <= high:
+                    raise ModelSourceError(f"--input {text!r}: range {token} needs 1 ≤ min ≤ max")
+                if ranges.get(name, (low, high)) != (low, high):
+                    raise ModelSourceError(f"--input {text!r}: dim {name!r} is declared with two ranges; "
+                                           "declare it once and refer to it by name")
+                ranges[name] = (low, high)
+        parsed.append((match["name"], tokens, match["dtype"], text))
+    specs = []
+    for input_name, tokens, dtype, text in parsed:
+        shape, dynamic = [], []
+        for axis, token in enumerate(tokens):
+            if token.isdigit():
+                if int(token) == 0:
+                    raise ModelSourceError(f"--input {text!r}: every dimension must be at least 1")
+                shape.append(int(token))
+                continue
+            bound = _RANGE.match(token)
+            name = (bound["name"] or f"{input_name}.{axis}") if bound else token
+            if name not in ranges:
+                raise ModelSourceError(f"--input {text!r}: dim {name!r} has no range; declare it once as "
+                                       f"{name}=MIN..MAX, e.g. {name}=1..128")
+            low, high = ranges[name]
+            shape.append(high)
+            dynamic.append(Dim(name=name, axis=axis, min=low, max=high))
+        specs.append(TensorSpec(name=input_name, shape=tuple(shape), dtype=dtype, dynamic=tuple(dynamic)))
+    return tuple(specs)
 
 
 def _import_file(path: Path):
@@ -134,7 +171,7 @@ def load_model(
     module.eval()
 
     if inputs:
-        specs = tuple(parse_input_spec(text) for text in inputs)
+        specs = parse_input_specs(inputs)
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise ModelSourceError(f"--input names must be unique, got {names}")

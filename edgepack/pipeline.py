@@ -27,7 +27,7 @@ from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MI
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import get_format
 from .model_source import load_model
-from .samples import golden_inputs, hold_back, load_samples, random_samples
+from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
 from .targets import load_target
 from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
@@ -126,9 +126,9 @@ def build(
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
         quantized = any(p != "fp32" for ps in plan.values() for p in ps)
-        golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, warn)
+        specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, warn)
     with _timed(seconds, "reference"):
-        refs = torch_references(loaded.module, loaded.inputs, *golden, evaluation)
+        refs = torch_references(loaded.module, specs, *golden, evaluation)
 
     artifacts: list[Artifact] = []
     macs = None
@@ -154,7 +154,7 @@ def build(
             name=name or staging.dest.name,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             target=profile.to_dict(),
-            inputs=loaded.inputs,
+            inputs=refs.inputs,
             outputs=refs.outputs,
             artifacts=tuple(artifacts),
             golden=Golden(path=GOLDEN_FILE, sha256=sha256_file(golden_path),
@@ -188,9 +188,12 @@ class _Calibration(NamedTuple):
 
 
 def _samples(specs, calibration: Optional[Path], eval_data: Optional[Path], quantized: bool, warn):
-    """The golden inputs (and how many are real), the calibration samples and the samples
-    accuracy is measured on: --eval, else calibration samples held back from calibration."""
+    """The input specs (dynamic dims at the calibration data's size), the golden inputs (and
+    how many are real), the calibration samples and the samples accuracy is measured on:
+    --eval, else calibration samples held back from calibration."""
     calib, _ = load_samples(Path(calibration), specs) if calibration else (None, None)
+    if calib is not None:
+        specs = settle_shapes(specs, calib)
     evaluation = (*load_samples(Path(eval_data), specs, evaluation=True), "eval") if eval_data else None
     golden = golden_inputs(specs, calib)
     if calib is None:
@@ -199,11 +202,11 @@ def _samples(specs, calibration: Optional[Path], eval_data: Optional[Path], quan
                  "is meaningless; pass --calibration calib.npz with real samples")
         random = _Calibration(random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED), "random")
         held_out = random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED + 1)
-        return golden, random, evaluation or (held_out, None, "random")
+        return specs, golden, random, evaluation or (held_out, None, "random")
     if evaluation is None:
         calib, held_back = hold_back(calib, "--calibration", "pass --eval eval.npz")
         evaluation = (held_back, None, "held-back calibration")
-    return golden, _Calibration(calib, "data"), evaluation
+    return specs, golden, _Calibration(calib, "data"), evaluation
 
 
 def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,

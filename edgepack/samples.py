@@ -10,17 +10,19 @@ Inside edgepack every sample array is normalised to [N, *input_shape].
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from edgepack_runtime.dims import dim_sizes
 from edgepack_runtime.manifest import TensorSpec
 
 from .errors import ModelSourceError
 
-__all__ = ["load_samples", "random_samples", "golden_inputs", "hold_back", "LABELS"]
+__all__ = ["load_samples", "settle_shapes", "random_samples", "golden_inputs", "hold_back", "LABELS"]
 
 LABELS = "labels"
 GOLDEN_FROM_CALIBRATION = 8
@@ -33,16 +35,15 @@ MIN_TO_HOLD_BACK = 8
 
 
 def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
-    shape = tuple(spec.shape)
-    if array.ndim == len(shape) + 1 and array.shape[1:] == shape:
+    per_sample = array.shape[1:]
+    if array.ndim == len(spec.shape) + 1 and spec.fits(per_sample):
         stacked = array
-    elif shape and shape[0] == 1 and array.shape[1:] == shape[1:]:
-        stacked = array.reshape((array.shape[0],) + shape)
+    elif array.ndim == len(spec.shape) and spec.fits((1,) + per_sample):
+        stacked = array.reshape((array.shape[0], 1) + per_sample)
     else:
-        per_sample = "x".join(map(str, (shape[1:] if shape and shape[0] == 1 else shape)))
         raise ModelSourceError(
             f"{where}: array {name!r} has shape {list(array.shape)}, but input {spec.describe()} "
-            f"needs [N, {per_sample.replace('x', ', ')}] (N samples); re-save it with that shape"
+            f"needs N samples of that shape (its leading 1 may be left out); re-save it with that shape"
         )
     want = np.dtype(spec.dtype)
     if stacked.dtype != want:
@@ -86,10 +87,20 @@ def load_samples(
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ModelSourceError(f"{where}: array {name!r} holds NaN or infinite values; "
                                    "calibration and evaluation need real, finite samples")
+    try:
+        dim_sizes(specs, {name: value.shape[1:] for name, value in inputs.items()})
+    except ValueError as exc:
+        raise ModelSourceError(f"{where}: array {exc}") from None
     counts = {len(v) for v in inputs.values()} | ({len(labels)} if labels is not None else set())
     if len(counts) != 1 or 0 in counts:
         raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")
     return inputs, labels
+
+
+def settle_shapes(specs: Sequence[TensorSpec], samples: dict[str, np.ndarray]) -> tuple[TensorSpec, ...]:
+    """Specs whose dynamic dims take the size of the calibration data: the model is
+    exported, and its golden inputs drawn, at the size it will be calibrated on."""
+    return tuple(dataclasses.replace(s, shape=samples[s.name].shape[1:]) if s.dynamic else s for s in specs)
 
 
 def random_samples(specs: Sequence[TensorSpec], count: int, seed: int,

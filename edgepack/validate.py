@@ -9,6 +9,7 @@ PyTorch and, with labels, top-1 accuracy, judged against the build's accuracy bu
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -17,14 +18,16 @@ import numpy as np
 import torch
 
 from edgepack_runtime.backends import Session, open_session
+from edgepack_runtime.dims import resize
+from edgepack_runtime.errors import first_line
 from edgepack_runtime.hostinfo import HostInfo
-from edgepack_runtime.manifest import Accuracy, TensorSpec, Validation
+from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec, Validation
 from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, parity_samples, run_samples,
                                      split_samples, top1_accuracy)
 from edgepack_runtime.stats import latency_summary, time_calls
 
 from .budget import Budget, judge
-from .errors import ModelSourceError
+from .errors import BuildError, ModelSourceError
 from .targets import TargetProfile
 
 __all__ = ["TOLERANCES", "Evaluation", "References", "torch_references", "tolerance_for", "validate_artifact",
@@ -82,6 +85,54 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
 
 
 @dataclass(frozen=True)
+class Sweep:
+    """Golden samples resized along the dynamic dims, with PyTorch's outputs: parity at
+    sizes other than the one the model was exported at (the edges of each range and one
+    size no fixed-size artifact is built for, so padding is checked too)."""
+
+    sizes: dict[str, int]
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+
+    def describe(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.sizes.items())
+
+
+SWEEP_SAMPLES = 2  # golden samples per size of the sweep
+
+
+def _sweep_sizes(specs: Sequence[TensorSpec]) -> list[dict[str, int]]:
+    """One dim at a time, the others at their built size: its min, its max, and an odd size
+    in between (never one of the power-of-two sizes TFLite artifacts are built for)."""
+    built = {d.name: (spec.shape[d.axis], d.min, d.max) for spec in specs for d in spec.dynamic}
+    sweeps = []
+    for name, (size, low, high) in built.items():
+        between = (low + high) // 2 | 1
+        for value in sorted({low, between, high} - {size}):
+            if low <= value <= high:
+                sweeps.append({name: value})
+    return sweeps
+
+
+def _output_dims(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], sweeps: Sequence[Sweep]
+                 ) -> tuple[TensorSpec, ...]:
+    """Output specs with the dynamic dims that carry through: an axis whose size follows a
+    dim's size (the batch, the tokens of per-token outputs). Pooled outputs stay static."""
+    ranges = {d.name: d for spec in inputs for d in spec.dynamic}
+    found = []
+    for spec in outputs:
+        dims: dict[int, str] = {}
+        for sweep in sweeps:
+            (name, value), = sweep.sizes.items()
+            for axis, (before, after) in enumerate(zip(spec.shape, sweep.outputs[spec.name].shape[1:])):
+                if after == value and before != after:
+                    dims.setdefault(axis, name)
+        found.append(dataclasses.replace(spec, dynamic=tuple(
+            Dim(name=name, axis=axis, min=ranges[name].min, max=ranges[name].max) for axis, name in sorted(dims.items()))))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """Samples an artifact's accuracy is measured on, with PyTorch's outputs for them."""
 
@@ -103,6 +154,7 @@ class References:
     golden_outputs: dict[str, np.ndarray]
     real_samples: int
     evaluation: Optional[Evaluation] = None
+    sweeps: tuple[Sweep, ...] = ()  # inputs with dynamic dims: parity at other sizes
 
 
 def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], golden: dict[str, np.ndarray],
@@ -110,13 +162,19 @@ def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], gol
                      ) -> References:
     """`evaluation`: (inputs, labels or None, source) of the samples accuracy is measured on."""
     output_specs, golden_outputs = torch_outputs(module, specs, golden)
+    first = {k: v[:SWEEP_SAMPLES] for k, v in golden.items()}
+    sweeps = []
+    for sizes in _sweep_sizes(specs):
+        inputs = resize(specs, first, sizes, stacked=True)
+        sweeps.append(Sweep(sizes, inputs, torch_outputs(module, specs, inputs)[1]))
+    output_specs = _output_dims(specs, output_specs, sweeps)
     measured = None
     if evaluation is not None:
         inputs, labels, source = evaluation
         _, eval_outputs = torch_outputs(module, specs, inputs)
         top1 = top1_accuracy(next(iter(eval_outputs.values())), labels) if labels is not None else None
         measured = Evaluation(inputs, eval_outputs, labels, source, top1)
-    return References(specs, output_specs, golden, golden_outputs, real_samples, measured)
+    return References(specs, output_specs, golden, golden_outputs, real_samples, measured, tuple(sweeps))
 
 
 def tolerance_for(precision: str, reference: dict[str, np.ndarray]) -> float:
@@ -128,7 +186,7 @@ def tolerance_for(precision: str, reference: dict[str, np.ndarray]) -> float:
 def open_artifact(fmt: str, path, layout: Optional[str], target: TargetProfile, refs: References) -> Session:
     """A runtime session for an artifact with the target's threads (capped at this host's cores)."""
     threads = max(1, min(target.threads, os.cpu_count() or 1))
-    return open_session(fmt, path, threads, [s.name for s in refs.inputs], [s.name for s in refs.outputs], layout)
+    return open_session(fmt, path, threads, refs.inputs, refs.outputs, layout)
 
 
 def measure_accuracy(session: Session, refs: References, budget: Budget, measured_on: str,
@@ -181,18 +239,29 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
     outputs = run_samples(session.run, golden_inputs)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
     tolerance, min_cosine = tolerance_for(precision, reference), TOLERANCES[precision].min_cosine
+    cosine = measured.cosine
+    for sweep in refs.sweeps:  # the same bounds at the other sizes of the dynamic dims
+        try:
+            swept = run_samples(session.run, sweep.inputs)
+        except Exception as exc:  # the backend's own errors too: a graph fixed to one size
+            raise BuildError(f"{fmt}-{precision} does not run at {sweep.describe()} ({first_line(exc)}); "
+                             "check that the model has no size-dependent branches, or narrow the --input range"
+                             ) from None
+        diff = max(diff, max_abs_diff(swept, sweep.outputs))
+        cosine = min(cosine, fidelity(swept, sweep.outputs).cosine)
     matches = target.matches_host(host, fmt, precision)
     validation = Validation(
-        passed=parity_passes(diff, tolerance, measured.cosine, min_cosine),
+        passed=parity_passes(diff, tolerance, cosine, min_cosine),
         max_abs_diff=diff,
         tolerance=tolerance,
         samples=measured.samples,
         backend=f"{session.backend} {session.backend_version}",
         host={"arch": host.arch, "cpu": host.cpu, "isa": list(host.isa)},
         host_matches_target=matches,
-        cosine=measured.cosine,
+        cosine=cosine,
         min_cosine=min_cosine,
         sqnr_db=measured.sqnr_db,
+        sizes=tuple(sweep.describe() for sweep in refs.sweeps),
     )
     accuracy = measure_accuracy(session, refs, budget, f"{host.arch} (build host)", indicative=not matches)
     return validation, accuracy, session

@@ -115,13 +115,18 @@ class OnnxFormat:
     precisions = ("fp32", "int8", "dynamic-int8")
 
     def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: TargetProfile, out: Path) -> None:
-        args = tuple(torch.zeros(s.shape, dtype=getattr(torch, s.dtype)) for s in inputs)
+        # Dynamic dims become dynamic axes, one torch Dim per name so shared dims stay equal.
+        # Traced at 2 where the example size is 1: torch.export fixes a size-1 axis as static.
+        dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for s in inputs for d in s.dynamic}
+        sized = {d.name: (max(2, s.shape[d.axis]) if d.max >= 2 else 1) for s in inputs for d in s.dynamic}
+        args = tuple(torch.zeros(s.shape_at(sized), dtype=getattr(torch, s.dtype)) for s in inputs)
+        dynamic_shapes = tuple({d.axis: dims[d.name] for d in s.dynamic} or None for s in inputs) if dims else None
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(
                     module, args, dynamo=True, opset_version=target.onnx.opset, verbose=False,
-                    input_names=[s.name for s in inputs], output_names=output_names,
+                    input_names=[s.name for s in inputs], output_names=output_names, dynamic_shapes=dynamic_shapes,
                 )
         except Exception as exc:
             raise BuildError(

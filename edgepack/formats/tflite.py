@@ -15,6 +15,7 @@ import torch
 
 from edgepack_runtime.backends import to_nhwc
 from edgepack_runtime.backends.tflite import by_position, narrow
+from edgepack_runtime.dims import tile_to
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.parity import split_samples
 
@@ -26,7 +27,6 @@ from .errors import root_cause
 logging.getLogger("torchao").setLevel(logging.ERROR)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
-SIGNATURE = "serving_default"  # the one signature litert-torch writes
 SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
 # How calibration merges per-sample activation ranges (ai_edge_quantizer.utils.qsv_utils).
 RANGE_UPDATES = {"min_max": "min_max_update", "moving_average": "moving_average_update"}
@@ -50,6 +50,32 @@ class ChannelsLast(torch.nn.Module):
         out = self.module(*(a.permute(0, 3, 1, 2) if a.dim() == 4 else a for a in args))
         flip = lambda t: t.permute(0, 2, 3, 1) if t.dim() == 4 else t  # noqa: E731
         return tuple(flip(t) for t in out) if isinstance(out, (tuple, list)) else flip(out)
+
+
+# Sizes a dynamic dim is built at for TFLite: its maximum and halvings of it, down to its
+# minimum; fewer when several dims multiply the signatures.
+SIZES_PER_DIM = {1: 4, 2: 3}
+SIZES_FEWEST = 2
+
+
+def fixed_sizes(specs: tuple[TensorSpec, ...]) -> list[dict[str, int]]:
+    """Every combination of the fixed sizes of the inputs' dynamic dims."""
+    ranges = {d.name: (d.min, d.max) for s in specs for d in s.dynamic}
+    per_dim = SIZES_PER_DIM.get(len(ranges), SIZES_FEWEST)
+    options = {}
+    for name, (low, high) in ranges.items():
+        sizes = [high]
+        while len(sizes) < per_dim and sizes[-1] > low:
+            sizes.append(max(low, (sizes[-1] + 1) // 2))
+        options[name] = sorted(set(sizes))
+    combos = [{}]
+    for name, sizes in options.items():
+        combos = [{**c, name: n} for c in combos for n in sizes]
+    return combos
+
+
+def signature_key(sizes: dict[str, int]) -> str:
+    return "_".join(f"{name}_{n}" for name, n in sizes.items())
 
 
 def _native(value: np.ndarray, layout: str) -> np.ndarray:
@@ -79,13 +105,23 @@ class TfliteFormat:
         with _quiet():  # its import prints torchao's optional-kernel load failures
             litert_torch = _require("litert_torch")
         layout = target.tflite.layout
-        wrapped = ChannelsLast(module) if layout == "nhwc" else module
-        args = tuple(
-            torch.from_numpy(_native(np.zeros(s.shape, dtype=s.dtype), layout)) for s in inputs
-        )
+        wrapped = (ChannelsLast(module) if layout == "nhwc" else module).eval()
+
+        def args(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
+            return tuple(torch.from_numpy(_native(np.zeros(s.shape_at(sizes), dtype=s.dtype), layout)) for s in inputs)
+
         try:
             with _quiet():
-                converted = litert_torch.convert(wrapped.eval(), args)
+                if any(s.dynamic for s in inputs):
+                    # TFLite kernels want static shapes (and litert-torch's dynamic shapes fail on
+                    # common graphs, e.g. BERT's sliced position ids): one signature per fixed size,
+                    # sharing the weights in one file; the runtime pads a call to the next size up.
+                    converter = litert_torch
+                    for sizes in fixed_sizes(inputs):
+                        converter = converter.signature(signature_key(sizes), wrapped, args(sizes))
+                    converted = converter.convert()
+                else:
+                    converted = litert_torch.convert(wrapped, args({}))
                 converted.export(str(out))
         except Exception as exc:
             raise BuildError(
@@ -131,7 +167,7 @@ class TfliteFormat:
                 update = getattr(qsv_utils, RANGE_UPDATES[recipe["range_update"]])
                 with _quiet():
                     calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
-                    calib.calibrate({SIGNATURE: self._feeds(fp32, calibration, target)}, manager)
+                    calib.calibrate(self._feeds(fp32, calibration, target), manager)
                 calibration_result = calib.get_model_qsvs()
             elif precision == "dynamic-int8":
                 # int8 weights, activations quantized on the fly: no calibration needed.
@@ -167,7 +203,7 @@ class TfliteFormat:
         feeds = self._feeds(fp32, {k: v[:SENSITIVITY_SAMPLES] for k, v in calibration.items()}, target)
         with _quiet():
             results = model_validator.compare_model(
-                fp32.read_bytes(), quantized.read_bytes(), {SIGNATURE: feeds},
+                fp32.read_bytes(), quantized.read_bytes(), feeds,
                 [validation_utils.ValidationErrorMetric.SNR], compare_fns=None, use_xnnpack=True,
                 num_threads=target.threads).get_all_tensor_results()
         snr_db = {name: 10 * np.log10(max(r["snr"], 1e-12)) for name, r in results.items() if "snr" in r}
@@ -184,18 +220,25 @@ class TfliteFormat:
         return [group for _, group in drops]
 
     @staticmethod
-    def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: TargetProfile) -> list[dict]:
-        """Calibration samples keyed by the signature's input names (mapped to ours the way the
-        runtime maps them), in the artifact's layout."""
+    def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: TargetProfile) -> dict[str, list[dict]]:
+        """Calibration samples for each signature of the file, keyed by its input names
+        (mapped to ours the way the runtime maps them), in the artifact's layout, tiled or
+        cut to the signature's size when the model has dynamic dims."""
         from ai_edge_litert.interpreter import Interpreter
 
-        details = Interpreter(model_path=str(fp32)).get_signature_runner(SIGNATURE).get_input_details()
-        names = by_position(list(details), list(calibration), "inputs", fp32)  # signature name -> input name
-        # Integer inputs the converter narrowed (int64 -> int32) get the artifact's dtype, as at run time.
-        dtypes = {sig: np.dtype(d["dtype"]) for sig, d in details.items() if np.dtype(d["dtype"]).kind in "iu"}
-        return [{sig: _native(narrow(name, feed[name], dtypes[sig]) if sig in dtypes else feed[name],
-                              target.tflite.layout) for sig, name in names.items()}
+        interpreter = Interpreter(model_path=str(fp32))
+        feeds = {}
+        for key in interpreter.get_signature_list():
+            details = interpreter.get_signature_runner(key).get_input_details()
+            names = by_position(list(details), list(calibration), "inputs", fp32)  # signature name -> input name
+            # Integer inputs the converter narrowed (int64 -> int32) get the artifact's dtype, as at run time.
+            dtypes = {sig: np.dtype(d["dtype"]) for sig, d in details.items() if np.dtype(d["dtype"]).kind in "iu"}
+            feeds[key] = [
+                {sig: tile_to(_native(narrow(name, feed[name], dtypes[sig]) if sig in dtypes else feed[name],
+                                      target.tflite.layout), tuple(details[sig]["shape"]))
+                 for sig, name in names.items()}
                 for feed in split_samples(calibration)]
+        return feeds
 
     def count_macs(self, fp32: Path) -> int | None:
         return None  # counted on the ONNX graph when that format is built

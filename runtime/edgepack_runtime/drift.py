@@ -82,6 +82,8 @@ class DriftMonitor:
                 continue
             flat = value.reshape(-1)
             positions = self._positions[name]
+            if positions is not None and flat.size <= positions[-1]:  # a dynamic dim smaller than built at
+                positions = positions[positions < flat.size]
             counts = _counts(flat if positions is None else flat[positions], edges)
             window = self._window[name]
             if len(window) == window.maxlen:

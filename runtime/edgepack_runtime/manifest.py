@@ -21,6 +21,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "INTEGER_PRECISIONS",
     "MANIFEST_NAME",
+    "Dim",
     "TensorSpec",
     "Validation",
     "Accuracy",
@@ -30,25 +31,61 @@ __all__ = [
     "Manifest",
 ]
 
-# 2: output-relative validation (cosine), accuracy as fidelity to PyTorch with where it was
-# measured, per-artifact build-host latency, the accuracy budget's min_cosine. Readers of
-# version 2 still read version 1 bundles: every field added since has a default.
-SCHEMA_VERSION = 2
+# "MAJOR.MINOR". A minor release only adds keys with defaults: a reader takes any minor of
+# its major, ignoring keys newer than itself, and refuses a newer major (a change it would
+# misread). Versions up to 2 were plain integers and read as N.0.
+#   1    the first release
+#   2    output-relative validation (cosine), accuracy as fidelity to PyTorch, build-host
+#        latency, the accuracy budget's min_cosine and min_agreement
+#   2.1  dynamic dimensions on inputs and outputs (TensorSpec.dynamic)
+SCHEMA_VERSION = "2.1"
 MANIFEST_NAME = "manifest.json"
 # Precisions that run integer kernels: their numbers depend on the ISA that runs them.
 INTEGER_PRECISIONS = ("int8", "dynamic-int8")
 
 
 @dataclass(frozen=True)
+class Dim:
+    """A dynamic dimension: `axis` takes any size in [min, max]. Tensors whose dims share a
+    `name` share its size (token ids and their attention mask)."""
+
+    name: str
+    axis: int
+    min: int
+    max: int
+
+
+@dataclass(frozen=True)
 class TensorSpec:
-    """A model input or output: static shape, numpy dtype name."""
+    """A model input or output: shape, numpy dtype name, and which axes are dynamic.
+    `shape` is the size the model was exported and checked at; a dynamic axis takes any
+    size in its Dim's range."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
+    dynamic: tuple[Dim, ...] = ()  # schema 2.1
 
     def describe(self) -> str:
-        return f"{self.name}:{'x'.join(map(str, self.shape))}:{self.dtype}"
+        dims = {d.axis: d for d in self.dynamic}
+        sizes = [f"{dims[i].name}={dims[i].min}..{dims[i].max}" if i in dims else str(n)
+                 for i, n in enumerate(self.shape)]
+        return f"{self.name}:{'x'.join(sizes)}:{self.dtype}"
+
+    def shape_at(self, sizes: dict[str, int]) -> tuple[int, ...]:
+        """The shape with the dynamic dims named in `sizes` at those sizes."""
+        shape = list(self.shape)
+        for dim in self.dynamic:
+            shape[dim.axis] = sizes.get(dim.name, shape[dim.axis])
+        return tuple(shape)
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of `shape` is one this spec takes (names shared across tensors aside)."""
+        if len(shape) != len(self.shape):
+            return False
+        dims = {d.axis: d for d in self.dynamic}
+        return all(dims[i].min <= n <= dims[i].max if i in dims else n == self.shape[i]
+                   for i, n in enumerate(shape))
 
 
 @dataclass(frozen=True)
@@ -67,6 +104,9 @@ class Validation:
     cosine: Optional[float] = None
     min_cosine: Optional[float] = None
     sqnr_db: Optional[float] = None
+    # Schema 2.1: the other sizes of the dynamic dims checked too (e.g. "seq=1"): the bounds
+    # and `cosine` (the lowest of the sizes' means) cover them.
+    sizes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,7 +189,7 @@ class Golden:
 
 @dataclass(frozen=True)
 class Manifest:
-    schema_version: int
+    schema_version: str  # "MAJOR.MINOR" (an integer N in bundles before 2.1)
     name: str
     created: str
     target: dict
@@ -200,17 +240,29 @@ class Manifest:
     def from_dict(cls, data: Any) -> "Manifest":
         if not isinstance(data, dict):
             raise BundleError(f"{MANIFEST_NAME} must hold a JSON object; rebuild the bundle")
-        version = data.get("schema_version")
-        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise BundleError(f"{MANIFEST_NAME} has no valid schema_version (a positive integer); rebuild the bundle")
-        if version > SCHEMA_VERSION:
+        version = parse_version(data.get("schema_version"))
+        ours = parse_version(SCHEMA_VERSION)
+        if version[0] > ours[0]:
             raise BundleError(
-                f"bundle schema_version {version} is newer than this runtime understands "
+                f"bundle schema_version {data['schema_version']} is newer than this runtime understands "
                 f"({SCHEMA_VERSION}); upgrade edgepack-runtime"
             )
-        manifest = _typed(cls, data, "manifest")
+        # Keys from a newer minor are ignored; within what this reader knows, unknown keys are damage.
+        manifest = _typed(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
+                          tolerate_unknown=version > ours)
         _check_target(manifest.target)
         return manifest
+
+
+def parse_version(value: Any) -> tuple[int, int]:
+    """(major, minor) of a manifest's schema_version: "2.1", or a plain integer before 2.1."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 10_000:
+        return value, 0
+    match = re.fullmatch(r"(\d{1,4})\.(\d{1,4})", value) if isinstance(value, str) else None
+    if not match or int(match[1]) < 1:
+        raise BundleError(f"{MANIFEST_NAME} has no valid schema_version (\"MAJOR.MINOR\", e.g. {SCHEMA_VERSION!r}); "
+                          "rebuild the bundle")
+    return int(match[1]), int(match[2])
 
 
 # Far above any real manifest (a few KiB; the search trail adds tens of KiB), far below
@@ -225,11 +277,14 @@ def _damaged(where: str, problem: str) -> BundleError:
                        "edgepack, rebuild it")
 
 
-def _typed(cls: type, data: Any, where: str):
-    """Make dataclass `cls` from JSON `data`, checking every field's keys, type and range."""
+def _typed(cls: type, data: Any, where: str, tolerate_unknown: bool = False):
+    """Make dataclass `cls` from JSON `data`, checking every field's keys, type and range;
+    `tolerate_unknown` drops keys `cls` does not have (a newer minor's additions)."""
     if not isinstance(data, dict):
         raise _damaged(where, "must be an object")
     known = {f.name: f for f in dataclasses.fields(cls)}
+    if tolerate_unknown:
+        data = {k: v for k, v in data.items() if k in known}
     unknown = sorted(set(data) - set(known))
     required = {n for n, f in known.items()
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
@@ -237,26 +292,26 @@ def _typed(cls: type, data: Any, where: str):
     if unknown or missing:
         raise _damaged(where, f"has unknown keys {unknown[:5]}" if unknown else f"has missing keys {missing}")
     hints = typing.get_type_hints(cls)
-    values = {name: _value(hints[name], value, f"{where}.{name}") for name, value in data.items()}
+    values = {name: _value(hints[name], value, f"{where}.{name}", tolerate_unknown) for name, value in data.items()}
     obj = cls(**values)
     _check_ranges(obj, where)
     return obj
 
 
-def _value(hint, value: Any, where: str):
+def _value(hint, value: Any, where: str, tolerate_unknown: bool = False):
     """`value` checked against the type `hint` (lists become tuples where the hint says tuple)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union:  # Optional[X]
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _value(inner, value, where)
+        return _value(inner, value, where, tolerate_unknown)
     if dataclasses.is_dataclass(hint):
-        return _typed(hint, value, where)
+        return _typed(hint, value, where, tolerate_unknown)
     if origin is tuple:
         if not isinstance(value, list):
             raise _damaged(where, "must be a list")
-        return tuple(_value(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_value(args[0], v, f"{where}[{i}]", tolerate_unknown) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
             raise _damaged(where, f"must be true or false, not {type(value).__name__}")
@@ -289,6 +344,10 @@ def _check_ranges(obj: Any, where: str) -> None:
             raise _damaged(where, f"has dtype {obj.dtype[:40]!r}, not a numpy dtype") from None
         if dtype.kind not in "biuf" or any(d < 1 for d in obj.shape):
             raise _damaged(where, "needs a numeric dtype and dimensions of at least 1")
+        axes = [d.axis for d in obj.dynamic]
+        if len(set(axes)) != len(axes) or not all(
+                d.axis < len(obj.shape) and 1 <= d.min <= obj.shape[d.axis] <= d.max for d in obj.dynamic):
+            raise _damaged(where, "has a dynamic dim off its shape, twice on one axis, or min ≤ size ≤ max broken")
     elif isinstance(obj, Artifact):
         if obj.status not in _STATUSES:
             raise _damaged(where, f"has status {obj.status[:20]!r}, not one of {', '.join(_STATUSES)}")

@@ -11,6 +11,7 @@ import numpy as np
 
 from .backends import Session, backend_available, open_session
 from .bundle import Bundle, open_bundle
+from .dims import dim_sizes
 from .errors import BundleError, EdgepackError, InferenceError, InputError, first_line
 from .manifest import INTEGER_PRECISIONS, Artifact, TensorSpec
 
@@ -149,10 +150,14 @@ class Model:
                     return inputs
             except (KeyError, AttributeError):
                 pass
-        raise self._explain(inputs, expected, raw)
+        error = self._explain(inputs, expected, raw)
+        if error is not None:
+            raise error
+        return inputs
 
-    def _explain(self, inputs, expected, raw: bool) -> InputError:
-        """The clear error for inputs that failed the fast check."""
+    def _explain(self, inputs, expected, raw: bool) -> Optional[InputError]:
+        """The clear error for inputs that failed the fast check; None when they are fine
+        (sizes of dynamic dims other than the one the bundle was built at)."""
         missing = sorted(set(expected) - set(inputs))
         unknown = sorted(set(inputs) - set(expected))
         if missing or unknown:
@@ -169,12 +174,16 @@ class Model:
                     + ("; raw=True takes the artifact's own integer tensors" if raw else
                        f"; convert it with .astype(np.{dtype})")
                 )
-            if value.shape != shape:
-                return InputError(
-                    f"input {name!r} has shape {list(value.shape)}, expected {list(shape)}; "
-                    "reshape it or rebuild the bundle for this shape"
-                )
-        return InputError(f"inputs {sorted(inputs)} do not match {sorted(expected)}")
+        if not any(s.dynamic for s in self.inputs):
+            for name, (_, shape) in expected.items():
+                if inputs[name].shape != shape:
+                    return InputError(f"input {name!r} has shape {list(inputs[name].shape)}, expected "
+                                      f"{list(shape)}; reshape it or rebuild the bundle for this shape")
+        try:
+            dim_sizes(self.inputs, {name: value.shape for name, value in inputs.items()})
+        except ValueError as exc:
+            return InputError(f"input {exc}; fit the input or rebuild the bundle with a wider --input range")
+        return None
 
     def run(self, inputs: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         """Run one inference. Inputs and outputs are keyed by the manifest's tensor names.
@@ -273,7 +282,7 @@ def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int
         raise InputError(f"threads must be at least 1, got {threads}")
     manifest = bundle.manifest
     session = open_session(chosen.format, file, threads or default_threads(bundle),
-                           [s.name for s in manifest.inputs], [s.name for s in manifest.outputs], chosen.layout)
+                           manifest.inputs, manifest.outputs, chosen.layout)
     writer = None
     if telemetry:
         from .telemetry import enabled_by_env, shared_writer

@@ -1,11 +1,14 @@
 """Bundles written by earlier releases keep loading, verifying and running (issue #11).
 
 tests/fixtures/digits-schema1 was written by this repository's first release (commit
-daa8841: ONNX only, manifest schema 1, absolute parity tolerances), with that commit's own
-code. Never regenerate it: it is the contract with bundles already on devices."""
+daa8841: ONNX only, manifest schema 1, absolute parity tolerances), digits-schema2 by the
+last release before versions became MAJOR.MINOR (commit 08d91dd: ONNX and TFLite, fp32 and
+int8, schema 2), each with that commit's own code. Never regenerate them: they are the
+contract with bundles already on devices."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,14 +20,23 @@ from edgepack_runtime.parity import self_test
 
 from .test_serve import CLI
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "digits-schema1"
+import pytest
+
+from edgepack_runtime.errors import BundleError
+from edgepack_runtime.manifest import SCHEMA_VERSION
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+RELEASES = {"digits-schema1": ("1.0", ["onnx-fp32", "onnx-int8"]),
+            "digits-schema2": ("2.0", ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"])}
 
 
-def test_a_first_release_bundle_loads_verifies_and_runs(tmp_path):
-    bundle = Path(shutil.copytree(FIXTURE, tmp_path / "digits-schema1"))
+@pytest.mark.parametrize("fixture", sorted(RELEASES))
+def test_an_earlier_release_bundle_loads_verifies_and_runs(fixture, tmp_path):
+    bundle = Path(shutil.copytree(FIXTURES / fixture, tmp_path / fixture))
     manifest = edgepack_runtime.open_bundle(bundle).manifest
-    assert manifest.schema_version == 1
-    assert [a.name for a in manifest.artifacts] == ["onnx-fp32", "onnx-int8"]
+    version, names = RELEASES[fixture]
+    assert manifest.schema_version == version
+    assert [a.name for a in manifest.artifacts] == names
     for art in manifest.artifacts:
         model = edgepack_runtime.load(bundle, artifact=art.name)
         assert self_test(model).passed, art.name
@@ -33,4 +45,36 @@ def test_a_first_release_bundle_loads_verifies_and_runs(tmp_path):
         assert out.shape == reference["output"][0].shape and np.argmax(out) == np.argmax(reference["output"][0])
     verify = subprocess.run([CLI, "verify", bundle], capture_output=True, text=True, timeout=300)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert edgepack_runtime.load(bundle).artifact.name in {"onnx-fp32", "onnx-int8"}  # a default is chosen
+    assert edgepack_runtime.load(bundle).artifact.name in names  # a default is chosen
+
+
+def _with_version(tmp_path, version: str, **extra) -> Path:
+    bundle = Path(shutil.copytree(FIXTURES / "digits-schema2", tmp_path / "future"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest.update(schema_version=version, **extra)
+    manifest["artifacts"][0]["a_key_from_the_future"] = {"nested": [1, 2]}
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return bundle
+
+
+def test_a_newer_minor_loads_and_its_new_keys_are_ignored(tmp_path):
+    major, minor = SCHEMA_VERSION.split(".")
+    bundle = _with_version(tmp_path, f"{major}.{int(minor) + 1}", signed_by="someone")
+    model = edgepack_runtime.load(bundle, artifact="onnx-fp32")
+    assert model.bundle.manifest.schema_version == f"{major}.{int(minor) + 1}"
+    inputs, _ = model.bundle.golden()
+    assert model.run({k: v[0] for k, v in inputs.items()})["output"].shape == (1, 10)
+
+
+def test_within_a_known_minor_unknown_keys_are_damage(tmp_path):
+    with pytest.raises(BundleError, match="unknown keys"):
+        edgepack_runtime.open_bundle(_with_version(tmp_path, SCHEMA_VERSION)).manifest
+
+
+def test_a_newer_major_is_refused_with_one_line(tmp_path):
+    major = int(SCHEMA_VERSION.split(".")[0]) + 1
+    bundle = _with_version(tmp_path, f"{major}.0")
+    verify = subprocess.run([CLI, "verify", bundle], capture_output=True, text=True, timeout=300)
+    assert verify.returncode != 0
+    lines = [line for line in verify.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"schema_version {major}.0 is newer" in lines[0] and "upgrade" in lines[0], verify.stderr

@@ -7,7 +7,9 @@ from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
-from ..errors import BundleError
+from ..dims import crop, dim_sizes, pad
+from ..errors import BundleError, InputError
+from ..manifest import TensorSpec
 
 __all__ = ["Session", "open_session", "backend_available", "to_nhwc", "FORMATS", "NHWC"]
 
@@ -30,6 +32,9 @@ class Session(Protocol):
         """(scale, zero_point) of every integer input and output tensor, by manifest name."""
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]: ...
+
+    def fixed_shapes(self) -> Optional[list[dict[str, tuple[int, ...]]]]:
+        """Input shapes of an artifact built for a few fixed sizes (smallest first), else None."""
 
 
 def _module(fmt: str):
@@ -68,12 +73,55 @@ class _ChannelsLast:
         out = self._session.run({k: to_nhwc(v) for k, v in feeds.items()}, raw)
         return {k: to_nchw(v) for k, v in out.items()}
 
+    def fixed_shapes(self):
+        shapes = self._session.fixed_shapes()
+        nchw = lambda s: (s[0], s[3], s[1], s[2]) if len(s) == 4 else s  # noqa: E731
+        return None if shapes is None else [{k: nchw(s) for k, s in one.items()} for one in shapes]
 
-def open_session(fmt: str, path, threads: int, input_names: Sequence[str], output_names: Sequence[str],
+
+class _Padded:
+    """An artifact built for a few fixed sizes of the model's dynamic dims (TFLite): a call
+    goes to the smallest size that holds it, zero-padded, and its outputs are cut back."""
+
+    def __init__(self, session: Session, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
+        self._session, self._inputs, self._outputs = session, tuple(inputs), tuple(outputs)
+        self.backend, self.backend_version, self.threads = session.backend, session.backend_version, session.threads
+        self._shapes = session.fixed_shapes()
+
+    def native_dtypes(self):
+        return self._session.native_dtypes()
+
+    def quantization(self):
+        return self._session.quantization()
+
+    def fixed_shapes(self):
+        return self._shapes
+
+    def run(self, feeds, raw: bool = False):
+        for shapes in self._shapes:
+            if all(all(n <= m for n, m in zip(feeds[k].shape, s)) for k, s in shapes.items()):
+                break
+        else:
+            largest = ", ".join(f"{k} {list(s)}" for k, s in self._shapes[-1].items())
+            raise InputError(f"inputs larger than this artifact's largest size ({largest}); "
+                             "shorten them or rebuild with a larger range")
+        if all(feeds[k].shape == s for k, s in shapes.items()):
+            return self._session.run(feeds, raw)
+        sizes = dim_sizes(self._inputs, {k: v.shape for k, v in feeds.items()})
+        return crop(self._outputs, self._session.run(pad(self._inputs, feeds, shapes), raw), sizes)
+
+
+def open_session(fmt: str, path, threads: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                  layout: Optional[str] = None) -> Session:
-    """Load the artifact at `path` with the backend for `fmt`, using exactly `threads` threads."""
-    session = _module(fmt).open_session(path, threads, input_names, output_names)
-    return _ChannelsLast(session) if layout == NHWC else session
+    """Load the artifact at `path` with the backend for `fmt`, using exactly `threads` threads.
+    Feeds and results are keyed by the manifest's names, in the manifest's layout, at any
+    size the specs allow."""
+    session = _module(fmt).open_session(path, threads, [s.name for s in inputs], [s.name for s in outputs])
+    if layout == NHWC:
+        session = _ChannelsLast(session)
+    if session.fixed_shapes() is not None:
+        session = _Padded(session, inputs, outputs)
+    return session
 
 
 def backend_available(fmt: str) -> bool:

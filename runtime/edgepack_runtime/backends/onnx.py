@@ -66,6 +66,9 @@ class OnnxSession:
     def quantization(self) -> dict[str, tuple[float, int]]:
         return {}  # QDQ graphs quantize inside: inputs and outputs stay float
 
+    def fixed_shapes(self) -> None:
+        return None  # dynamic dims are dynamic axes of the graph: any size in range runs
+
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         # ONNX graphs (incl. QDQ int8) take and return the manifest's dtypes: raw changes nothing.
         return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))

@@ -104,53 +104,91 @@ def narrow(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return value.astype(dtype)
 
 
+class _Signature:
+    """One signature of the file: its runner and how its tensors map to the manifest's."""
+
+    def __init__(self, runner, input_names: Sequence[str], output_names: Sequence[str], path):
+        self.runner = runner
+        self.inputs = runner.get_input_details()
+        self.outputs = runner.get_output_details()
+        # manifest name -> signature name (inputs), signature name -> manifest name (outputs)
+        self.input_names = {v: k for k, v in by_position(list(self.inputs), input_names, "inputs", path).items()}
+        self.output_names = by_position(list(self.outputs), output_names, "outputs", path)
+        # Per call: which tensors need (de)quantizing. Float models: none, a plain rename.
+        self.quantized_inputs = {n for n, sig in self.input_names.items() if _is_quantized(self.inputs[sig])}
+        self.quantized_outputs = {sig for sig in self.output_names if _is_quantized(self.outputs[sig])}
+        # Integer inputs the converter narrowed (litert-torch turns int64 into int32): fed the
+        # manifest's dtype, converted here when every value fits.
+        self.narrowed = {n: np.dtype(self.inputs[sig]["dtype"]) for n, sig in self.input_names.items()
+                         if np.dtype(self.inputs[sig]["dtype"]).kind in "iu" and n not in self.quantized_inputs}
+        self.shapes = {n: tuple(int(d) for d in self.inputs[sig]["shape"]) for n, sig in self.input_names.items()}
+
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool) -> dict[str, np.ndarray]:
+        names, inputs = self.input_names, self.inputs
+        if self.narrowed and not raw:
+            feeds = {name: narrow(name, value, self.narrowed[name]) if name in self.narrowed else value
+                     for name, value in feeds.items()}
+        if raw or not self.quantized_inputs:
+            converted = {names[name]: value for name, value in feeds.items()}
+        else:
+            converted = {names[name]: _quantize(value, inputs[names[name]]) if name in self.quantized_inputs
+                         else value for name, value in feeds.items()}
+        results = self.runner(**converted)
+        if raw or not self.quantized_outputs:
+            return {self.output_names[sig]: value for sig, value in results.items()}
+        return {self.output_names[sig]: _dequantize(value, self.outputs[sig]) if sig in self.quantized_outputs
+                else value for sig, value in results.items()}
+
+
 class LiteRTSession:
+    """A TFLite file on LiteRT. A model with dynamic dims is built as one signature per
+    fixed size (TFLite kernels want static shapes; the weights are shared in the file):
+    `fixed_shapes()` lists them and `run` takes feeds of exactly one of those shapes."""
+
     delegate = "xnnpack"  # LiteRT's default CPU delegate
 
     def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
         interpreter_class, self.backend, self.backend_version = _interpreter()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            self._runner = self._interpreter.get_signature_runner()
-            self._inputs = self._runner.get_input_details()
-            self._outputs = self._runner.get_output_details()
+            keys = list(self._interpreter.get_signature_list())
+            runners = [self._interpreter.get_signature_runner(k) for k in keys]
         except Exception as exc:  # LiteRT raises its own untyped errors on damaged files
             raise BundleError(f"LiteRT could not load {path} ({first_line(exc)}); the file may be damaged") from None
+        if not runners:
+            raise BundleError(f"{path} has no signature to run; rebuild the bundle")
         self.threads = threads
-        # manifest name -> signature name (inputs), signature name -> manifest name (outputs)
-        self._input_names = {v: k for k, v in by_position(list(self._inputs), input_names, "inputs", path).items()}
-        self._output_names = by_position(list(self._outputs), output_names, "outputs", path)
-        # Per call: which tensors need (de)quantizing. Float models: none, a plain rename.
-        self._quantized_inputs = {n for n, sig in self._input_names.items() if _is_quantized(self._inputs[sig])}
-        self._quantized_outputs = {sig for sig in self._output_names if _is_quantized(self._outputs[sig])}
-        # Integer inputs the converter narrowed (litert-torch turns int64 into int32): fed the
-        # manifest's dtype, converted here when every value fits.
-        self._narrowed = {n: np.dtype(self._inputs[sig]["dtype"]) for n, sig in self._input_names.items()
-                          if np.dtype(self._inputs[sig]["dtype"]).kind in "iu" and n not in self._quantized_inputs}
+        signatures = [_Signature(r, input_names, output_names, path) for r in runners]
+        # Smallest first: the size a call is padded to is the first that holds it.
+        signatures.sort(key=lambda sig: sum(int(np.prod(s)) for s in sig.shapes.values()))
+        self._by_shape = {tuple(sig.shapes[n] for n in input_names): sig for sig in signatures}
+        self._input_order = list(input_names)
+        self._largest = signatures[-1]
+        self._only = signatures[0] if len(signatures) == 1 else None
+
+    def fixed_shapes(self) -> list[dict[str, tuple[int, ...]]] | None:
+        """The input shapes of each signature, smallest first; None for a one-signature file
+        (which takes the manifest's shapes)."""
+        return None if self._only else [sig.shapes for sig in self._by_shape.values()]
 
     def native_dtypes(self) -> dict[str, np.dtype]:
-        return {name: np.dtype(self._inputs[sig]["dtype"]) for name, sig in self._input_names.items()}
+        sig = self._largest
+        return {name: np.dtype(sig.inputs[s]["dtype"]) for name, s in sig.input_names.items()}
 
     def quantization(self) -> dict[str, tuple[float, int]]:
-        details = {name: self._inputs[sig] for name, sig in self._input_names.items()}
-        details.update({name: self._outputs[sig] for sig, name in self._output_names.items()})
+        sig = self._largest  # a file with several sizes: each signature may have its own scales
+        details = {name: sig.inputs[s] for name, s in sig.input_names.items()}
+        details.update({name: sig.outputs[s] for s, name in sig.output_names.items()})
         return {name: tuple(d["quantization"]) for name, d in details.items() if _is_quantized(d)}
 
     def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
-        names, inputs = self._input_names, self._inputs
-        if self._narrowed and not raw:
-            feeds = {name: narrow(name, value, self._narrowed[name]) if name in self._narrowed else value
-                     for name, value in feeds.items()}
-        if raw or not self._quantized_inputs:
-            converted = {names[name]: value for name, value in feeds.items()}
-        else:
-            converted = {names[name]: _quantize(value, inputs[names[name]]) if name in self._quantized_inputs
-                         else value for name, value in feeds.items()}
-        results = self._runner(**converted)
-        if raw or not self._quantized_outputs:
-            return {self._output_names[sig]: value for sig, value in results.items()}
-        return {self._output_names[sig]: _dequantize(value, self._outputs[sig]) if sig in self._quantized_outputs
-                else value for sig, value in results.items()}
+        if self._only is not None:
+            return self._only.run(feeds, raw)
+        key = tuple(tuple(feeds[n].shape) for n in self._input_order)
+        if key not in self._by_shape:
+            sizes = ", ".join(str(list(k)) for k in self._by_shape)
+            raise InputError(f"this artifact runs inputs of shapes {sizes} only, got {list(key)}")
+        return self._by_shape[key].run(feeds, raw)
 
 
 def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> LiteRTSession:
