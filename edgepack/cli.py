@@ -84,7 +84,9 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--target", default=HOST_ID, show_default=True, help="Target id (see `edgepack targets`).")
 @click.option("--weights", type=click.Path(path_type=Path), help=".safetensors or a state_dict .pt")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224:float32",
-              help="Model input (repeat per input); optional if the file defines example_inputs().")
+              help="Model input (repeat per input); optional if the file defines example_inputs(). "
+                   "A dim may be a range, named to share it: input_ids:1xseq=1..128:int64 "
+                   "attention_mask:1xseq:int64.")
 @click.option("--formats", help="Comma list, default: the target's.")
 @click.option("--precisions", help="Comma list of fp32,int8,dynamic-int8,fp16; default: the target's. "
                                    "On request any precision a format can build (dynamic-int8 for transformers).")

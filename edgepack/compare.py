@@ -83,7 +83,9 @@ def _rows(doc: dict) -> list[Row]:
     for r in doc["results"]:
         acc = r.get("accuracy") or {}
         lat = r["latency_ms"]
-        out.append(Row(device=device, artifact=r["artifact"], threads=r["threads"], p50_ms=lat["p50"],
+        # Results at several sizes of a dynamic dim (bench --size) are rows of their own.
+        at = " " + ",".join(f"{k}={v}" for k, v in r["sizes"].items()) if r.get("sizes") else ""
+        out.append(Row(device=device, artifact=r["artifact"] + at, threads=r["threads"], p50_ms=lat["p50"],
                        p90_ms=lat["p90"], p99_ms=lat["p99"], throughput_per_s=r["throughput_per_s"],
                        backend=f"{r['backend']} {r['backend_version']}", top1=acc.get("top1"),
                        top1_indicative=acc.get("indicative"), cosine=acc.get("cosine")))

@@ -19,6 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .bundle import Bundle, open_bundle
+from .dims import resize
 from .device import device_info, temperatures_c
 from .errors import EdgepackError, InputError
 from .model import AUTO, default_threads
@@ -50,8 +51,11 @@ class BenchError(EdgepackError):
     """A benchmark could not be run."""
 
 
-def _feeds(bundle: Bundle, how: str) -> list[dict[str, np.ndarray]]:
+def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:
+    """The golden inputs (or random ones shaped like them), at `sizes` of the dynamic dims."""
     inputs, _ = bundle.golden()
+    if sizes:
+        inputs = resize(bundle.manifest.inputs, inputs, sizes, stacked=True)
     if how == "random":
         rng = np.random.default_rng(RANDOM_INPUT_SEED)
         inputs = {k: rng.standard_normal(v.shape).astype(v.dtype) if v.dtype.kind == "f" else v
@@ -67,7 +71,7 @@ def _worker(t0: float, spec: dict) -> dict:
 
     model = load(spec["bundle"], artifact=spec["artifact"], threads=spec["threads"])
     cold_start = time.perf_counter() - t0
-    feeds = _feeds(model.bundle, spec["inputs"])
+    feeds = _feeds(model.bundle, spec["inputs"], spec["sizes"])
     t = time.perf_counter()
     model.run(feeds[0])
     first = time.perf_counter() - t
@@ -98,13 +102,17 @@ def _worker(t0: float, spec: dict) -> dict:
     }
 
 
-def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSettings) -> dict:
-    spec = {"bundle": str(bundle.root), "artifact": artifact, "threads": threads, **asdict(settings)}
+def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSettings,
+             sizes: Optional[dict[str, int]]) -> dict:
+    spec = {"bundle": str(bundle.root), "artifact": artifact, "threads": threads, "sizes": sizes,
+            **asdict(settings)}
     proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True, text=True,
                           timeout=WORKER_TIMEOUT_S)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        raise BenchError(f"benchmarking {artifact} with {threads} thread(s) failed: {lines[-1] if lines else 'no output'}")
+        at = f" at {_label(sizes)}" if sizes else ""
+        raise BenchError(f"benchmarking {artifact} with {threads} thread(s){at} failed: "
+                         f"{lines[-1] if lines else 'no output'}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -121,27 +129,53 @@ def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> lis
     return [(name, t) for name in names for t in (threads or [default_threads(bundle)])]
 
 
+def _label(sizes: dict[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sizes.items())
+
+
+def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> list[Optional[dict[str, int]]]:
+    """Every combination of the requested sizes of the bundle's dynamic dims ([None]: as built)."""
+    if not sizes:
+        return [None]
+    ranges = {d.name: d for s in bundle.manifest.inputs for d in s.dynamic}
+    for name, values in sizes.items():
+        if name not in ranges:
+            known = ", ".join(f"{d.name}={d.min}..{d.max}" for d in ranges.values()) or "none"
+            raise InputError(f"--size {name}: the bundle has no dynamic dim {name!r} (its dynamic dims: {known})")
+        outside = [v for v in values if not ranges[name].min <= v <= ranges[name].max]
+        if outside:
+            raise InputError(f"--size {name}={outside[0]} is outside the range the bundle was built for "
+                             f"({ranges[name].min}..{ranges[name].max})")
+    combos: list[dict[str, int]] = [{}]
+    for name, values in sizes.items():
+        combos = [{**c, name: v} for c in combos for v in values]
+    return combos
+
+
 def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = None,
               settings: BenchSettings = BenchSettings(),
-              progress: Callable[[str, int, int], None] = lambda label, done, total: None) -> dict:
-    """Benchmark a bundle on this device; returns the result document (docs/bench-format.md)."""
+              progress: Callable[[str, int, int], None] = lambda label, done, total: None,
+              sizes: Optional[dict[str, Sequence[int]]] = None) -> dict:
+    """Benchmark a bundle on this device; returns the result document (docs/bench-format.md).
+    `sizes`: sizes of the bundle's dynamic dims to measure at, e.g. {"seq": [16, 128]}."""
     bundle = open_bundle(path)
     bundle.verify_integrity()
-    pairs = plan(bundle, artifact, threads)
+    pairs = [(name, n, at) for at in size_plan(bundle, sizes) for name, n in plan(bundle, artifact, threads)]
     device = device_info()
     temperature_before = device.pop("temperature_c")
     by_name = {a.name: a for a in bundle.manifest.artifacts}
     macs = bundle.manifest.macs
     results = []
-    for i, (name, n_threads) in enumerate(pairs):
-        progress(f"{name} × {n_threads} thread(s)", i, len(pairs))
+    for i, (name, n_threads, at) in enumerate(pairs):
+        progress(f"{name} × {n_threads} thread(s)" + (f" at {_label(at)}" if at else ""), i, len(pairs))
         art = by_name[name]
-        measured = _measure(bundle, name, n_threads, settings)
+        measured = _measure(bundle, name, n_threads, settings, at)
         p50_s = measured["latency_ms"]["p50"] / 1e3
         results.append({
             "artifact": name,
             "format": art.format,
             "precision": art.precision,
+            **({"sizes": at} if at else {}),
             **measured,
             "gmacs_per_s": macs / p50_s / 1e9 if macs else None,
             "accuracy": ({"top1": art.accuracy.top1, "reference_top1": art.accuracy.reference_top1,

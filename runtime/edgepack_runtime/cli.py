@@ -193,6 +193,20 @@ def _threads_list(value: str | None) -> list[int] | None:
     return threads
 
 
+def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
+    """--size seq=16,128 (repeatable) → {"seq": [16, 128]}."""
+    sizes = {}
+    for text in texts:
+        name, _, values = text.partition("=")
+        try:
+            sizes[name.strip()] = [int(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            sizes[name.strip()] = []
+        if not name.strip() or not sizes[name.strip()]:
+            raise click.BadParameter(f"{text!r} is not NAME=SIZES, e.g. seq=16,128", param_hint="--size")
+    return sizes or None
+
+
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--artifact", default="all", show_default=True, help="An artifact name, all, or auto.")
@@ -202,27 +216,32 @@ def _threads_list(value: str | None) -> list[int] | None:
 @click.option("--runs", type=click.IntRange(min=2), default=BenchSettings.runs, show_default=True)
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=BenchSettings.min_seconds, show_default=True)
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True)
+@click.option("--size", "size_texts", multiple=True, metavar="seq=16,128",
+              help="Sizes of a dynamic dim to measure at (repeatable; default: the size it was built at).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
-def bench(bundle, artifact, threads_text, warmup, warmup_seconds, runs, min_seconds, inputs, output):
-    """Measure latency per artifact x threads, each in a fresh process (docs/bench-format.md)."""
+def bench(bundle, artifact, threads_text, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, output):
+    """Measure latency per artifact x threads (x size), each in a fresh process (docs/bench-format.md)."""
     from rich.progress import Progress
 
     settings = BenchSettings(warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
                              min_seconds=min_seconds, inputs=inputs)
     threads = _threads_list(threads_text)
+    sizes = _sizes(size_texts)
     if console.is_terminal:
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("benchmarking", total=None)
             result = run_bench(bundle, artifact, threads, settings,
-                               lambda label, done, total: bar.update(task, description=label, completed=done, total=total))
+                               lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
+                               sizes=sizes)
     else:
-        result = run_bench(bundle, artifact, threads, settings)
+        result = run_bench(bundle, artifact, threads, settings, sizes=sizes)
     table = Table(title=f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})")
     for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB"):
         table.add_column(column, no_wrap=True)
     for r in result["results"]:
         lat = r["latency_ms"]
-        table.add_row(r["artifact"], str(r["threads"]), f"{r['backend']} {r['backend_version']}",
+        at = " " + ",".join(f"{k}={v}" for k, v in r["sizes"].items()) if "sizes" in r else ""
+        table.add_row(r["artifact"] + at, str(r["threads"]), f"{r['backend']} {r['backend_version']}",
                       f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
                       f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
     console.print(table)

@@ -79,6 +79,10 @@ class TensorSpec:
             shape[dim.axis] = sizes.get(dim.name, shape[dim.axis])
         return tuple(shape)
 
+    def largest_shape(self) -> tuple[int, ...]:
+        """The shape with every dynamic dim at its maximum (size limits)."""
+        return self.shape_at({d.name: d.max for d in self.dynamic})
+
     def fits(self, shape: tuple[int, ...]) -> bool:
         """Whether a tensor of `shape` is one this spec takes (names shared across tensors aside)."""
         if len(shape) != len(self.shape):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import io
 import json
@@ -49,7 +50,7 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 def body_limit(model: Model) -> int:
     """Largest request body accepted: every input element as JSON text, plus slack."""
-    elements = sum(int(np.prod(s.shape)) for s in model.inputs)
+    elements = sum(int(np.prod(s.largest_shape())) for s in model.inputs)
     return elements * JSON_BYTES_PER_ELEMENT + BODY_SLACK_BYTES
 
 
@@ -188,7 +189,7 @@ class _TooLarge(Exception):
 def _decode_npz(body: bytes, model: Model) -> dict[str, np.ndarray]:
     """The npz's arrays, each member's inflated size checked (from its zip header, which
     also bounds what zipfile will inflate) before it is read: no zip bomb."""
-    largest = max(int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in model.inputs) + NPY_HEADER_BYTES
+    largest = max(int(np.prod(s.largest_shape())) * np.dtype(s.dtype).itemsize for s in model.inputs) + NPY_HEADER_BYTES
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             members = archive.infolist()
@@ -274,7 +275,8 @@ def header_deadline_protocol():
 
 
 def _tensor_schema(spec) -> dict:
-    """JSON schema of one input as nested lists: the exact shape, numbers its dtype holds."""
+    """JSON schema of one input as nested lists: its shape (a dynamic dim's range), numbers
+    its dtype holds."""
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "b":
         schema = {"type": "boolean"}
@@ -282,8 +284,10 @@ def _tensor_schema(spec) -> dict:
         limits, kind = (np.finfo(dtype), float) if dtype.kind == "f" else (np.iinfo(dtype), int)
         schema = {"type": "number" if dtype.kind == "f" else "integer",
                   "minimum": kind(limits.min), "maximum": kind(limits.max)}
-    for size in reversed(spec.shape):
-        schema = {"type": "array", "items": schema, "minItems": size, "maxItems": size}
+    ranges = {d.axis: (d.min, d.max) for d in spec.dynamic}
+    for axis in reversed(range(len(spec.shape))):
+        low, high = ranges.get(axis, (spec.shape[axis], spec.shape[axis]))
+        schema = {"type": "array", "items": schema, "minItems": low, "maxItems": high}
     return schema
 
 
@@ -314,8 +318,8 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
     def describe():
         return {"bundle": model.bundle.manifest.name, "bundle_sha256": model.bundle.sha256,
                 "target": model.bundle.manifest.target.get("id"), "artifact": model.artifact.name,
-                "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.inputs],
-                "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in model.outputs],
+                "inputs": [dataclasses.asdict(s) for s in model.inputs],
+                "outputs": [dataclasses.asdict(s) for s in model.outputs],
                 **model.provenance()}
 
     @app.get("/metrics", response_class=PlainTextResponse)

@@ -28,8 +28,8 @@ def test_bundle_is_self_contained_and_hashed(digits_bundle):
     manifest = json.loads((digits_bundle / "manifest.json").read_text())
     assert manifest["schema_version"] == SCHEMA_VERSION
     assert manifest["target"]["id"] == "host"
-    assert manifest["inputs"] == [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32"}]
-    assert manifest["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32"}]
+    assert manifest["inputs"] == [{"name": "image", "shape": [1, 1, 8, 8], "dtype": "float32", "dynamic": []}]
+    assert manifest["outputs"] == [{"name": "output", "shape": [1, 10], "dtype": "float32", "dynamic": []}]
     assert {"torch", "onnx", "onnxruntime", "edgepack"} <= set(manifest["toolchain"])
     names = sorted(a["name"] for a in manifest["artifacts"])
     assert names == ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]  # x86: no dynamic by default

@@ -152,13 +152,15 @@ class LiteRTSession:
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
             keys = list(self._interpreter.get_signature_list())
-            runners = [self._interpreter.get_signature_runner(k) for k in keys]
+            signatures = [_Signature(self._interpreter.get_signature_runner(k), input_names, output_names, path)
+                          for k in keys]
+        except BundleError:
+            raise
         except Exception as exc:  # LiteRT raises its own untyped errors on damaged files
             raise BundleError(f"LiteRT could not load {path} ({first_line(exc)}); the file may be damaged") from None
-        if not runners:
+        if not signatures:
             raise BundleError(f"{path} has no signature to run; rebuild the bundle")
         self.threads = threads
-        signatures = [_Signature(r, input_names, output_names, path) for r in runners]
         # Smallest first: the size a call is padded to is the first that holds it.
         signatures.sort(key=lambda sig: sum(int(np.prod(s)) for s in sig.shapes.values()))
         self._by_shape = {tuple(sig.shapes[n] for n in input_names): sig for sig in signatures}
