@@ -1,4 +1,4 @@
-"""Load the user's model: `FILE.py:FACTORY`, optional weights, and its input specs."""
+"""Load the user's model: `FILE.py:FACTORY` or a module in hand, optional weights, and its input specs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
+import numpy as np
 import torch
 
 from edgepack_runtime.manifest import Dim, TensorSpec
@@ -101,14 +102,21 @@ def _import_file(path: Path):
 
 
 def _specs_from_examples(examples, where: str) -> tuple[TensorSpec, ...]:
-    if isinstance(examples, torch.Tensor):
+    """Specs from example tensors (or numpy arrays): `{name: tensor}`, or one tensor named "input"."""
+    if isinstance(examples, (torch.Tensor, np.ndarray)):
         examples = {"input": examples}
-    if not isinstance(examples, dict) or not all(isinstance(v, torch.Tensor) for v in examples.values()):
-        raise ModelSourceError(f"{where} must return a dict of {{name: tensor}}; fix it or pass --input")
-    return tuple(
-        TensorSpec(name=name, shape=tuple(t.shape), dtype=str(t.dtype).removeprefix("torch."))
+    if not isinstance(examples, Mapping) or not examples or not all(
+            isinstance(v, (torch.Tensor, np.ndarray)) for v in examples.values()):
+        raise ModelSourceError(f"{where} must be a dict of {{name: tensor}}; fix it or pass --input")
+    specs = tuple(
+        TensorSpec(name=str(name), shape=tuple(t.shape), dtype=str(t.dtype).removeprefix("torch."))
         for name, t in examples.items()
     )
+    bad = [s.describe() for s in specs if s.dtype not in INPUT_DTYPES or 0 in s.shape]
+    if bad:
+        raise ModelSourceError(f"{where}: inputs {bad} need dimensions of at least 1 and a dtype in "
+                               f"{', '.join(INPUT_DTYPES)}")
+    return specs
 
 
 def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool) -> None:
@@ -144,12 +152,49 @@ def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool
 
 
 def load_model(
-    source: str,
+    source: Union[str, torch.nn.Module],
     weights: Optional[Path] = None,
-    inputs: Sequence[str] = (),
+    inputs: Union[Sequence[str], Mapping[str, object]] = (),
     trust_checkpoint: bool = False,
 ) -> LoadedModel:
-    """Import FILE.py, call FACTORY(), load weights, and settle the input specs."""
+    """The model, with weights loaded and input specs settled. `source` is FILE.py:FACTORY
+    (imported, FACTORY() called) or a module already in hand; `inputs` are `--input` spec
+    strings or example tensors/arrays `{name: tensor}` (else FILE.py's example_inputs())."""
+    user_module = None
+    if isinstance(source, torch.nn.Module):
+        module, label = source, f"{type(source).__module__}.{type(source).__qualname__}"
+    elif isinstance(source, str):
+        user_module, module = _from_file(source)
+        label = source
+    else:
+        raise ModelSourceError(f"model must be FILE.py:FACTORY or a torch.nn.Module, not {type(source).__name__}")
+    if weights is not None:
+        _load_weights(module, Path(weights), trust_checkpoint)
+    module.eval()
+
+    if isinstance(inputs, Mapping):
+        specs = _specs_from_examples(inputs, "inputs")
+    elif inputs:
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        specs = parse_input_specs(inputs)
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise ModelSourceError(f"--input names must be unique, got {names}")
+    elif user_module is not None and callable(getattr(user_module, EXAMPLE_INPUTS, None)):
+        specs = _specs_from_examples(getattr(user_module, EXAMPLE_INPUTS)(), f"{label.rpartition(':')[0]}:{EXAMPLE_INPUTS}()")
+    elif callable(getattr(module, EXAMPLE_INPUTS, None)):
+        specs = _specs_from_examples(getattr(module, EXAMPLE_INPUTS)(), f"{type(module).__name__}.{EXAMPLE_INPUTS}()")
+    else:
+        raise ModelSourceError(
+            f"{label} defines no {EXAMPLE_INPUTS}(), so the input shapes are unknown; pass --input "
+            "NAME:1x3x224x224:float32 for each model input (Python: inputs={name: example tensor})"
+        )
+    return LoadedModel(module=module, inputs=specs, source=label)
+
+
+def _from_file(source: str):
+    """Import FILE.py and call FACTORY(): (the imported file, the module it made)."""
     file, sep, factory_name = source.rpartition(":")
     if not sep or not file or not factory_name.isidentifier():
         raise ModelSourceError(f"model {source!r} must be FILE.py:FACTORY, e.g. examples/digits/model.py:create")
@@ -166,23 +211,4 @@ def load_model(
         raise ModelSourceError(f"{source}() raised {type(exc).__name__}: {exc}; fix the factory") from None
     if not isinstance(module, torch.nn.Module):
         raise ModelSourceError(f"{source}() returned {type(module).__name__}, not a torch.nn.Module")
-    if weights is not None:
-        _load_weights(module, Path(weights), trust_checkpoint)
-    module.eval()
-
-    if inputs:
-        specs = parse_input_specs(inputs)
-        names = [s.name for s in specs]
-        if len(set(names)) != len(names):
-            raise ModelSourceError(f"--input names must be unique, got {names}")
-    elif callable(getattr(user_module, EXAMPLE_INPUTS, None)):
-        specs = _specs_from_examples(getattr(user_module, EXAMPLE_INPUTS)(), f"{file}:{EXAMPLE_INPUTS}()")
-    elif callable(getattr(module, EXAMPLE_INPUTS, None)):
-        specs = _specs_from_examples(getattr(module, EXAMPLE_INPUTS)(), f"{type(module).__name__}.{EXAMPLE_INPUTS}()")
-    else:
-        raise ModelSourceError(
-            f"{file} defines no {EXAMPLE_INPUTS}(), so the input shapes are unknown; "
-            "pass --input NAME:1x3x224x224:float32 for each model input"
-        )
-    return LoadedModel(module=module, inputs=specs, source=source)
-
+    return user_module, module

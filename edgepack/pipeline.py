@@ -10,7 +10,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from .search import SearchContext, search
 from .targets import load_target
 from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
                        torch_references, validate_artifact)
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
 
@@ -77,16 +80,16 @@ def _choose(requested: Optional[Sequence[str]], allowed: Sequence[str], what: st
 
 
 def build(
-    model: str,
+    model: Union[str, "torch.nn.Module"],
     output: Path,
     target: str = "host",
     *,
     formats: Optional[Sequence[str]] = None,
     precisions: Optional[Sequence[str]] = None,
     weights: Optional[Path] = None,
-    inputs: Sequence[str] = (),
-    calibration: Optional[Path] = None,
-    eval_data: Optional[Path] = None,
+    inputs: Union[Sequence[str], Mapping[str, Any]] = (),
+    calibration: Union[Path, Mapping[str, Any], None] = None,
+    eval_data: Union[Path, Mapping[str, Any], None] = None,
     name: Optional[str] = None,
     trust_checkpoint: bool = False,
     allow_mismatch: bool = False,
@@ -97,7 +100,13 @@ def build(
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
     warn: Callable[[str], None] = _warn,
 ) -> BuildResult:
-    """Build a bundle for `target` from `model` (FILE.py:FACTORY) into the directory `output`.
+    """Build a bundle for `target` from `model` into the directory `output`.
+
+    `model` is a torch.nn.Module, or "FILE.py:FACTORY" as on the command line. `inputs`
+    are example inputs `{name: tensor or array}` (their shapes and dtypes), or `--input`
+    spec strings, which may declare dynamic dims ("ids:1xseq=1..128:int64"). `calibration`
+    and `eval_data` are `{input name: [N, ...] array or tensor}` (eval may add integer
+    `labels`) or .npz paths holding the same.
 
     The accuracy budget: every artifact keeps a mean cosine similarity ≥ `min_cosine` to
     PyTorch's outputs and, when the eval data has labels, loses at most `max_accuracy_drop`
@@ -163,7 +172,7 @@ def build(
             accuracy_tolerance=max_accuracy_drop,
             min_cosine=min_cosine,
             min_agreement=min_agreement,
-            build={"model": model, "host": host.to_dict(), "seconds": seconds},
+            build={"model": loaded.source, "host": host.to_dict(), "seconds": seconds},
             macs=macs,
             drift_reference=({k: reference_stats(v) for k, v in calibration_used.samples.items()}
                              if calibration_used.source == "data" else None),
@@ -187,14 +196,14 @@ class _Calibration(NamedTuple):
     source: str  # "data" (--calibration) or "random"
 
 
-def _samples(specs, calibration: Optional[Path], eval_data: Optional[Path], quantized: bool, warn):
+def _samples(specs, calibration, eval_data, quantized: bool, warn):
     """The input specs (dynamic dims at the calibration data's size), the golden inputs (and
     how many are real), the calibration samples and the samples accuracy is measured on:
     --eval, else calibration samples held back from calibration."""
-    calib, _ = load_samples(Path(calibration), specs) if calibration else (None, None)
+    calib, _ = load_samples(calibration, specs) if calibration is not None else (None, None)
     if calib is not None:
         specs = settle_shapes(specs, calib)
-    evaluation = (*load_samples(Path(eval_data), specs, evaluation=True), "eval") if eval_data else None
+    evaluation = (*load_samples(eval_data, specs, evaluation=True), "eval") if eval_data is not None else None
     golden = golden_inputs(specs, calib)
     if calib is None:
         if quantized:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import zipfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -58,33 +58,40 @@ def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np
 
 
 def load_samples(
-    path: Path, specs: Sequence[TensorSpec], evaluation: bool = False
+    source: Union[Path, str, Mapping[str, Any]], specs: Sequence[TensorSpec], evaluation: bool = False
 ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
-    """Read a calibration (or, with `evaluation`, eval) .npz; returns (inputs, labels),
-    labels None unless an eval file has them."""
+    """Calibration (or, with `evaluation`, eval) samples from an .npz path or a dict of
+    arrays/tensors in hand; returns (inputs, labels), labels None unless eval data has them."""
     role = "--eval" if evaluation else "--calibration"
-    where = f"{role} {path}"
+    if isinstance(source, Mapping):
+        return _samples_from(source, specs, evaluation, f"{role.lstrip('-')} arrays")
+    where = f"{role} {source}"
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(source, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelSourceError(f"cannot read {where} ({exc}); pass an .npz written by np.savez") from None
     with data:
-        files = set(data.files)
-        missing = [s.name for s in specs if s.name not in files]
-        if missing:
-            raise ModelSourceError(
-                f"{where} has no array for input(s) {missing} (it holds {sorted(files)}); "
-                "save one array per model input, named like the input"
-            )
         try:
-            inputs = {s.name: _normalise(s.name, data[s.name], s, where) for s in specs}
+            return _samples_from(data, specs, evaluation, where)
         except (ValueError, OSError, zipfile.BadZipFile) as exc:  # object arrays (never unpickled), truncated members
             raise ModelSourceError(f"cannot read {where} ({exc}); save plain numeric arrays with np.savez") from None
-        labels = None
-        if evaluation and LABELS in files:
-            labels = data[LABELS]
-            if labels.dtype.kind not in "iu" or labels.ndim != 1:
-                raise ModelSourceError(f"{where}: {LABELS!r} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+
+
+def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluation: bool, where: str
+                  ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+    files = set(data.files if hasattr(data, "files") else data)
+    missing = [s.name for s in specs if s.name not in files]
+    if missing:
+        raise ModelSourceError(
+            f"{where} has no array for input(s) {missing} (it holds {sorted(files)}); "
+            "give one array per model input, named like the input"
+        )
+    inputs = {s.name: _normalise(s.name, _array(data[s.name]), s, where) for s in specs}
+    labels = None
+    if evaluation and LABELS in files:
+        labels = _array(data[LABELS])
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise ModelSourceError(f"{where}: {LABELS!r} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
     for name, value in inputs.items():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ModelSourceError(f"{where}: array {name!r} holds NaN or infinite values; "
@@ -97,6 +104,15 @@ def load_samples(
     if len(counts) != 1 or 0 in counts:
         raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")
     return inputs, labels
+
+
+def _array(value: Any) -> np.ndarray:
+    """A numpy array from an array or a (CPU) torch tensor, without importing torch here."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise ModelSourceError(f"samples must be numpy arrays or torch tensors, not {type(value).__name__}")
+    return value
 
 
 def settle_shapes(specs: Sequence[TensorSpec], samples: dict[str, np.ndarray]) -> tuple[TensorSpec, ...]:
