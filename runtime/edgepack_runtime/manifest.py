@@ -193,6 +193,8 @@ class Golden:
 
 @dataclass(frozen=True)
 class Manifest:
+    """Everything a bundle says about itself: manifest.json (docs/bundle-format.md)."""
+
     schema_version: str  # "MAJOR.MINOR" (an integer N in bundles before 2.1)
     name: str
     created: str

@@ -78,3 +78,17 @@ def test_a_newer_major_is_refused_with_one_line(tmp_path):
     assert verify.returncode != 0
     lines = [line for line in verify.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and f"schema_version {major}.0 is newer" in lines[0] and "upgrade" in lines[0], verify.stderr
+
+
+def test_the_published_json_schema_is_the_one_the_reader_implies():
+    """docs/manifest.schema.json is generated from the dataclasses; regenerate it with
+    `python -m edgepack_runtime.manifest_schema > docs/manifest.schema.json`."""
+    from edgepack_runtime.manifest_schema import manifest_schema
+
+    published = json.loads((FIXTURES.parents[1] / "docs" / "manifest.schema.json").read_text())
+    assert published == manifest_schema()
+    artifact_keys = set(published["$defs"]["Artifact"]["properties"])
+    for fixture in RELEASES:  # every key earlier releases wrote is still described
+        manifest = json.loads((FIXTURES / fixture / "manifest.json").read_text())
+        assert set(manifest) <= set(published["$defs"]["Manifest"]["properties"])
+        assert all(set(a) <= artifact_keys for a in manifest["artifacts"])
