@@ -105,16 +105,17 @@ def targets_show(target_id: str, as_json: bool):
               help="Mean cosine similarity to PyTorch's outputs every artifact must keep.")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_AGREEMENT, show_default=True,
               metavar="PCT", help="Top-1 agreement with PyTorch every artifact must keep (class-score outputs).")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
               trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine,
-              min_agreement):
+              min_agreement, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build  # torch and the converters: only for commands that build
 
     def warn(message: str) -> None:
         err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
 
-    with console.status(f"building {model} for {target}…"):
+    with (err_console if as_json else console).status(f"building {model} for {target}…"):
         result = build(
             model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
             inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
@@ -122,6 +123,9 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
             verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
             min_agreement=min_agreement, warn=warn,
         )
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "manifest": json.loads(result.manifest.to_json())}, indent=2))
+        return
     console.print(artifacts_table(result.manifest))
     if result.manifest.emulated:
         console.print(_emulated_table(result.manifest.emulated))

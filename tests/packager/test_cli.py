@@ -1,5 +1,6 @@
 """Bad input to `edgepack`: one readable line, non-zero exit, never a traceback."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,16 @@ def test_build_prints_the_artifact_table_through_the_real_console_script(digits_
     for fragment in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "parity", "top-1", "wrote"):
         assert fragment in proc.stdout
     assert "Traceback" not in proc.stderr
+    as_json = subprocess.run(  # the same build for scripts: stdout is one JSON document
+        [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits-json", "--json",
+         "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",
+         "--formats", "onnx", "--precisions", "fp32"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert Path(doc["path"]) == (tmp_path / "digits-json").resolve()
+    assert [(a["name"], a["status"]) for a in doc["manifest"]["artifacts"]] == [("onnx-fp32", "ok")]
 
 
 def test_help_targets_and_compare_run_without_torch():
