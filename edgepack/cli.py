@@ -13,7 +13,7 @@ from edgepack_runtime.cli import ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE
-from .errors import BuildFailed
+from .errors import BuildFailed, DeviceError, UsageError
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -159,7 +159,7 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
     from . import compare
 
     if fail_if_slower is not None and baseline is None:
-        raise compare.CompareError("--fail-if-slower needs --baseline: the result to compare against")
+        raise UsageError("--fail-if-slower needs --baseline: the result to compare against")
     rows = compare.compare_rows(results, baseline)
     console.print(_compare_table(rows, "edgepack compare" + (f" (baseline {baseline})" if baseline else "")))
     for writer, path in ((compare.write_plot, plot), (compare.write_csv, csv_out), (compare.write_json, json_out)):
@@ -182,10 +182,10 @@ def _progress(message: str) -> None:
 def _devices(hosts: tuple[str, ...], identity: str | None, inventory: Path | None, remote_root: str):
     import dataclasses
 
-    from .devices import DeviceError, load_inventory, parse_host
+    from .devices import load_inventory, parse_host
 
     if bool(hosts) == bool(inventory):
-        raise DeviceError("name the devices with --host user@host[:port] (repeatable) or --devices devices.toml, not both")
+        raise UsageError("name the devices with --host user@host[:port] (repeatable) or --devices devices.toml, not both")
     if inventory:
         return load_inventory(inventory)
     return [dataclasses.replace(parse_host(h, identity), root=remote_root) for h in hosts]
@@ -214,7 +214,6 @@ def deploy_cmd(bundle, hosts, identity, inventory, remote_root, offline):
     """Copy BUNDLE and edgepack-runtime to devices over SSH, install, and verify there."""
     import tempfile
 
-    from .devices import DeviceError
     from .remote import build_runtime_wheel, deploy
 
     devices = _devices(hosts, identity, inventory, remote_root)

@@ -18,14 +18,10 @@ from typing import Optional, Sequence
 
 from edgepack_runtime.bench import BENCH_SCHEMA_VERSION
 
-from .errors import EdgepackError
+from .errors import CompareError, EdgepackError
 
 __all__ = ["CompareError", "Row", "load_result", "compare_rows", "regressions", "write_csv", "write_json",
            "write_plot", "write_html"]
-
-
-class CompareError(EdgepackError):
-    """Benchmark results that cannot be compared."""
 
 
 @dataclass(frozen=True)

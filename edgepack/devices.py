@@ -21,16 +21,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
-from .errors import EdgepackError
+from .errors import DeviceError
 
 __all__ = ["Device", "parse_host", "load_inventory", "DeviceError"]
 
 DEFAULT_ROOT = "~/.edgepack"
 _HOST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[^\]]+\]|[^:@\s]+)(?::(?P<port>\d+))?$")
-
-
-class DeviceError(EdgepackError):
-    """A device spec or inventory is wrong, or a device cannot be reached."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from edgepack_runtime.bundle import open_bundle
 from edgepack_runtime.manifest import INTEGER_PRECISIONS
 from edgepack_runtime.parity import fidelity, max_abs_diff, run_samples, top1_accuracy
 
-from .errors import EdgepackError
+from .errors import EmulationError
 from .remote import manylinux_platforms
 
 __all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION", "ARCHES",
@@ -75,10 +75,6 @@ result = er.self_test(model)
 print(json.dumps({"passed": result.passed, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
                   "backend": model.backend, "machine": platform.machine()}))
 """
-
-
-class EmulationError(EdgepackError):
-    """The emulated environment cannot be prepared or run."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +174,8 @@ def _accuracy(outputs: dict, evaluation, where: str) -> dict:
     measured = fidelity(outputs, evaluation.outputs)
     top1 = top1_accuracy(next(iter(outputs.values())), evaluation.labels) if evaluation.labels is not None else None
     return {"samples": measured.samples, "indicative": False, "top1": top1,
-            "reference_top1": evaluation.reference_top1, "cosine": measured.cosine, "sqnr_db": measured.sqnr_db,
+            "reference_top1": evaluation.reference_top1, "cosine": measured.cosine,
+            "cosine_min": measured.cosine_min, "sqnr_db": measured.sqnr_db,
             "top1_agreement": measured.top1_agreement, "data": evaluation.source, "measured_on": where}
 
 

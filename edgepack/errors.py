@@ -1,8 +1,19 @@
-"""Packager errors: subclasses of the runtime's one hierarchy (`EdgepackError`)."""
+"""Packager errors: subclasses of the runtime's one hierarchy (edgepack_runtime/errors.py).
 
-from edgepack_runtime.errors import BundleError, EdgepackError, InputError
+    EdgepackError
+    ├── TargetError        a target id or profile file is wrong
+    ├── ModelSourceError   the model, weights, inputs or sample data cannot be used
+    ├── BuildError         an artifact failed to build or its checks
+    │   └── BuildFailed    the build's results fail its checks (`.result` holds them)
+    ├── CompareError       bench results that cannot be compared
+    ├── DeviceError        a device spec or inventory is wrong, or a device unreachable
+    └── EmulationError     the emulated environment cannot be prepared or run
+"""
 
-__all__ = ["EdgepackError", "BundleError", "InputError", "TargetError", "ModelSourceError", "BuildError", "BuildFailed"]
+from edgepack_runtime.errors import BundleError, EdgepackError, InputError, UsageError
+
+__all__ = ["EdgepackError", "BundleError", "InputError", "UsageError", "TargetError", "ModelSourceError",
+           "BuildError", "BuildFailed", "CompareError", "DeviceError", "EmulationError"]
 
 
 class TargetError(EdgepackError):
@@ -23,3 +34,15 @@ class BuildFailed(BuildError):
     def __init__(self, message: str, result):
         super().__init__(message)
         self.result = result
+
+
+class CompareError(EdgepackError):
+    """Benchmark results that cannot be compared."""
+
+
+class DeviceError(EdgepackError):
+    """A device spec or inventory is wrong, or a device cannot be reached."""
+
+
+class EmulationError(EdgepackError):
+    """The emulated environment cannot be prepared or run."""

@@ -200,7 +200,8 @@ def measure_accuracy(session: Session, refs: References, budget: Budget, measure
     top1 = top1_accuracy(next(iter(outputs.values())), ev.labels) if ev.labels is not None else None
     accuracy = Accuracy(
         samples=measured.samples, indicative=indicative, top1=top1, reference_top1=ev.reference_top1,
-        cosine=measured.cosine, sqnr_db=measured.sqnr_db, top1_agreement=measured.top1_agreement,
+        cosine=measured.cosine, cosine_min=measured.cosine_min, sqnr_db=measured.sqnr_db,
+        top1_agreement=measured.top1_agreement,
         data=ev.source, measured_on=measured_on,
     )
     return judge(accuracy, budget)

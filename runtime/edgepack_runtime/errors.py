@@ -2,17 +2,30 @@
 
 The runtime owns it because the packager depends on the runtime, never the reverse.
 Every message says what failed, why, and how to fix it; only the CLIs turn these
-errors into one printed line and an exit code.
+errors into one printed line and an exit code (2 for UsageError, else 1).
+
+    EdgepackError
+    ├── UsageError              a command line that is malformed or contradicts itself
+    ├── BundleError             the bundle or its manifest cannot be used
+    │   └── IntegrityError      a file missing, tampered with, or escaping the bundle
+    ├── InputError              inputs that do not fit the model
+    ├── BackendUnavailableError the backend an artifact needs is missing
+    ├── InferenceError          the backend failed running an artifact
+    ├── TelemetryError          no telemetry to report on
+    ├── BenchError              a benchmark worker failed
+    └── (edgepack/errors.py: the packager's own, from TargetError to EmulationError)
 """
 
 __all__ = [
     "EdgepackError",
+    "UsageError",
     "BundleError",
     "IntegrityError",
     "InputError",
     "BackendUnavailableError",
     "TelemetryError",
     "InferenceError",
+    "BenchError",
     "first_line",
 ]
 
@@ -25,6 +38,10 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
 class EdgepackError(Exception):
     """Base class of every error edgepack raises on purpose."""
+
+
+class UsageError(EdgepackError):
+    """The command line is malformed or contradicts itself (the CLIs exit 2, like click)."""
 
 
 class BundleError(EdgepackError):
@@ -49,3 +66,7 @@ class TelemetryError(EdgepackError):
 
 class InferenceError(EdgepackError):
     """The backend failed while running an artifact (a damaged file, an unsupported op)."""
+
+
+class BenchError(EdgepackError):
+    """A benchmark worker could not run or measure an artifact."""

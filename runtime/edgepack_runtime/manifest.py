@@ -130,6 +130,7 @@ class Accuracy:
     data: str = "eval"  # "eval" (--eval) or "held-back calibration"
     measured_on: Optional[str] = None  # e.g. "x86_64 (build host)", "aarch64 (qemu cortex-a76)"
     within_budget: Optional[bool] = None  # the manifest's accuracy budget, judged on this figure
+    cosine_min: Optional[float] = None  # schema 2.1: the worst sample's cosine vs PyTorch
 
     @property
     def drop(self) -> Optional[float]:

@@ -60,6 +60,7 @@ class Fidelity:
     max_rel_error: float  # max |out − ref| / (max ref − min ref)
     top1_agreement: Optional[float]  # % of samples whose arg-max of the first output matches; None if 1 value
     samples: int
+    cosine_min: float = 1.0  # the worst sample's cosine similarity
 
 
 def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Fidelity:
@@ -82,7 +83,8 @@ def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
         n = len(first)
         agreement = float(np.mean(outputs[names[0]].reshape(n, -1).argmax(1) == first.reshape(n, -1).argmax(1)) * 100)
     return Fidelity(cosine=float(np.clip(np.mean(cosines), -1.0, 1.0)), sqnr_db=sqnr, max_rel_error=max_rel,
-                    top1_agreement=agreement, samples=len(out))
+                    top1_agreement=agreement, samples=len(out),
+                    cosine_min=float(np.clip(np.min(cosines), -1.0, 1.0)) if len(cosines) else 1.0)
 
 
 def parity_passes(max_abs: float, tolerance: float, cosine: float, min_cosine: Optional[float]) -> bool:

@@ -71,7 +71,9 @@ def test_regression_gate(pi_and_box, tmp_path):
     assert run_cli("compare", slower, "--baseline", box, "--fail-if-slower", "30").exit_code == 0
     faster = slowed(box, 0.8, tmp_path, "faster.json")
     assert run_cli("compare", faster, "--baseline", box, "--fail-if-slower", "10").exit_code == 0
-    one_line_error(run_cli("compare", box, "--fail-if-slower", "10"), "--fail-if-slower needs --baseline")
+    usage = run_cli("compare", box, "--fail-if-slower", "10")
+    one_line_error(usage, "--fail-if-slower needs --baseline")
+    assert usage.exit_code == 2  # a usage error, as click's own
 
 
 def test_different_bundles_and_schema_versions_are_refused(pi_and_box, tmp_path):

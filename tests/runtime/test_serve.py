@@ -144,7 +144,7 @@ def test_token_is_required_when_configured(digits_bundle, tmp_path):
 def test_non_loopback_bind_without_token_is_refused(digits_bundle):
     proc = subprocess.run([CLI, "serve", digits_bundle, "--host", "0.0.0.0"], capture_output=True, text=True,
                           timeout=60)
-    assert proc.returncode == 1 and "refusing to serve on 0.0.0.0 without a token" in proc.stderr
+    assert proc.returncode == 2 and "refusing to serve on 0.0.0.0 without a token" in proc.stderr  # usage
     assert "Traceback" not in proc.stderr
 
 

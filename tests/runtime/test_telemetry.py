@@ -72,7 +72,7 @@ def test_cli_export_is_atomic_and_summary_prints(digits_bundle, telemetry_db, tm
     default_format = edgepack_runtime.load(digits_bundle).artifact.format  # what `run` used
     assert shown.returncode == 0 and f"{default_format}-" in shown.stdout
     bad = subprocess.run([*cli, "telemetry", "summary", "--since", "yesterday"], capture_output=True, text=True)
-    assert bad.returncode == 1 and "must look like" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "must look like" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_the_size_cap_prunes_old_data_and_counts_what_cannot_fit(tmp_path):
