@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import click
@@ -30,10 +31,39 @@ def _csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-@click.group(cls=_Group)
+class _LogLines(logging.Handler):
+    """edgepack's log records on stderr: warnings always (unless -q), stages with -v; a
+    running build's status line shows the current stage either way."""
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose, self.status = verbose, None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = escape(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            err_console.print(f"[bold yellow]{record.levelname}:[/] {message}", highlight=False)
+        elif self.verbose:
+            err_console.print(f"[dim]{message}[/]", highlight=False)
+        if self.status is not None and record.levelno == logging.INFO:
+            self.status.update(f"building: {message}…")
+
+
+_log_lines = _LogLines(verbose=False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="edgepack")
-def main():
+@click.option("-v", "--verbose", count=True, help="-v: each build stage; -vv: also the converters' own output.")
+@click.option("-q", "--quiet", is_flag=True, help="Errors only, no warnings.")
+def main(verbose: int, quiet: bool):
     """Quantize, export and validate PyTorch models for edge devices."""
+    logger = logging.getLogger("edgepack")
+    logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO)
+    logger.propagate = False  # the handler below prints them once, the CLI's way
+    _log_lines.verbose = verbose >= 1
+    if _log_lines not in logger.handlers:
+        logger.addHandler(_log_lines)
 
 
 @main.group(cls=_Group, invoke_without_command=True)
@@ -112,17 +142,18 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build  # torch and the converters: only for commands that build
 
-    def warn(message: str) -> None:
-        err_console.print(f"[bold yellow]WARNING:[/] {escape(message)}", highlight=False)
-
-    with (err_console if as_json else console).status(f"building {model} for {target}…"):
-        result = build(
-            model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
-            inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
-            trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-            verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
-            min_agreement=min_agreement, warn=warn,
-        )
+    with (err_console if as_json else console).status(f"building {model} for {target}…") as status:
+        _log_lines.status = status
+        try:
+            result = build(
+                model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
+                inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
+                trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
+                verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
+                min_agreement=min_agreement,
+            )
+        finally:
+            _log_lines.status = None
     if as_json:
         click.echo(json.dumps({"path": str(result.path), "manifest": json.loads(result.manifest.to_json())}, indent=2))
         return

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import platform
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = ["build", "BuildResult", "BuildFailed"]
 
+# Warnings (e.g. int8 calibrated on random data) and, at INFO, each stage as it starts:
+# the CLI shows them (-q: errors only, -v: stages, -vv: the converters' own output too).
+log = logging.getLogger(__name__)
+
 GOLDEN_FILE = "golden.npz"
 RANDOM_CALIBRATION_SAMPLES = 32
 RANDOM_CALIBRATION_SEED = 7
@@ -54,12 +58,9 @@ class BuildResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 @contextmanager
 def _timed(seconds: dict, stage: str):
+    log.info(stage)  # progress: the CLI shows the stage under way
     start = time.perf_counter()
     try:
         yield
@@ -98,7 +99,6 @@ def build(
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     min_cosine: float = DEFAULT_MIN_COSINE,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
-    warn: Callable[[str], None] = _warn,
 ) -> BuildResult:
     """Build a bundle for `target` from `model` into the directory `output`.
 
@@ -135,7 +135,7 @@ def build(
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
         quantized = any(p != "fp32" for ps in plan.values() for p in ps)
-        specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, warn)
+        specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized)
     with _timed(seconds, "reference"):
         refs = torch_references(loaded.module, specs, *golden, evaluation)
 
@@ -152,7 +152,7 @@ def build(
             artifacts += built
             macs = macs or counted
         with _timed(seconds, "latency"):
-            artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir, warn)
+            artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir)
 
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
@@ -179,7 +179,7 @@ def build(
         )
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if verify_emulated:
-            manifest = _emulate(manifest, profile, staging.dir, warn, seconds, refs, budget)
+            manifest = _emulate(manifest, profile, staging.dir, seconds, refs, budget)
         if allow_partial and not allow_mismatch:
             manifest = _leave_out(manifest, staging.dir)
         seconds["total"] = round(time.perf_counter() - start, 3)  # the manifest's build dict holds `seconds`
@@ -196,7 +196,7 @@ class _Calibration(NamedTuple):
     source: str  # "data" (--calibration) or "random"
 
 
-def _samples(specs, calibration, eval_data, quantized: bool, warn):
+def _samples(specs, calibration, eval_data, quantized: bool):
     """The input specs (dynamic dims at the calibration data's size), the golden inputs (and
     how many are real), the calibration samples and the samples accuracy is measured on:
     --eval, else calibration samples held back from calibration."""
@@ -207,7 +207,7 @@ def _samples(specs, calibration, eval_data, quantized: bool, warn):
     golden = golden_inputs(specs, calib)
     if calib is None:
         if quantized:
-            warn("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
+            log.warning("no --calibration data: int8 artifacts are calibrated on RANDOM inputs and their accuracy "
                  "is meaningless; pass --calibration calib.npz with real samples")
         random = _Calibration(random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED), "random")
         held_out = random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED + 1)
@@ -268,7 +268,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
 
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
-                    warn) -> list[Artifact]:
+) -> list[Artifact]:
     """Time every built artifact in one interleaved run (the runtime's default rests on
     these ratios, so they come from the same run), and record the integer input dtypes a
     converter changed. A quantized artifact that its format's fp32 clearly outpaces on a
@@ -289,7 +289,7 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
             continue
         matches = art.validation.host_matches_target
         if art.precision != "fp32" and fp32 and matches and clearly_faster(fp32, latency):
-            warn(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
+            log.warning(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
                  f"on this host, which runs target {profile.id}'s kernels: it saves space, not time")
         fields = {k: v for k, v in latency.items() if k != "rounds_ms"}
         timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches),
@@ -297,19 +297,19 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
     return timed
 
 
-def _emulate(manifest: Manifest, profile, bundle_dir: Path, warn, seconds: dict, refs: References,
+def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs: References,
              budget: Budget) -> Manifest:
     """Run the staged bundle on the target's emulated ISA: golden self-test of every artifact,
     and accuracy of the integer ones on eval samples, which then replaces the build host's."""
     if not profile.emulation_cpu:
-        warn(f"--verify-emulated: target {profile.id} names no emulation_cpu (qemu cannot emulate its "
+        log.warning(f"--verify-emulated: target {profile.id} names no emulation_cpu (qemu cannot emulate its "
              "kernels); its integer artifacts stay measured on this host only, marked indicative")
         return manifest
     # Only what this host does not run as the target will: on another architecture every
     # artifact, on the same one the integer artifacts whose kernel family differs.
     foreign = {a.name for a in manifest.artifacts if a.status == "ok" and not a.validation.host_matches_target}
     if not foreign:
-        warn(f"--verify-emulated: this host runs target {profile.id}'s kernels itself; nothing to emulate")
+        log.warning(f"--verify-emulated: this host runs target {profile.id}'s kernels itself; nothing to emulate")
         return manifest
     from .emulate import EVAL_SAMPLES, verify_emulated
 

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +14,12 @@ from edgepack_runtime.manifest import TensorSpec
 from ..errors import BuildError
 from ..targets import TargetProfile
 from .errors import root_cause
-
-# The exporter logs a line for every torchvision op it cannot register; noise for a user.
-logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+from .output import converter_output
 
 
 SENSITIVITY_SAMPLES = 16  # calibration samples for per-layer sensitivity: a ranking, not a measurement
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 ACTIVATIONS = ("Relu", "Clip")
-
-
-@contextlib.contextmanager
-def _quiet_ort():
-    """qdq_loss_debug and NNCF print progress; failures still arrive as exceptions."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        yield
 
 
 def _bias_corrected(fp32: Path, calibration) -> Path:
@@ -53,8 +40,7 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
     except ImportError as exc:
         raise BuildError(f"bias correction needs nncf, which is not installed ({exc}); pip install nncf") from None
     model = onnx.load(str(fp32))
-    with _quiet_ort(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with converter_output():
         samples = list(_Reader(calibration))
         corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), fast_bias_correction=False)
     biases = {init.name: init for init in corrected.graph.initializer}
@@ -101,10 +87,10 @@ def _prepared(source: Path, out: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        with _quiet_ort():
+        with converter_output():
             quant_pre_process(str(source), str(out))
     except Exception:
-        with _quiet_ort():
+        with converter_output():
             quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
     return out
 
@@ -122,8 +108,7 @@ class OnnxFormat:
         args = tuple(torch.zeros(s.shape_at(sized), dtype=getattr(torch, s.dtype)) for s in inputs)
         dynamic_shapes = tuple({d.axis: dims[d.name] for d in s.dynamic} or None for s in inputs) if dims else None
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with converter_output():
                 program = torch.onnx.export(
                     module, args, dynamo=True, opset_version=target.onnx.opset, verbose=False,
                     input_names=[s.name for s in inputs], output_names=output_names, dynamic_shapes=dynamic_shapes,
@@ -159,7 +144,7 @@ class OnnxFormat:
             with tempfile.TemporaryDirectory(prefix="edgepack-quant-") as tmp:
                 try:
                     prepared = _prepared(fp32, Path(tmp) / "prepared.onnx")
-                    with _quiet_ort():
+                    with converter_output():
                         quantize_dynamic(str(prepared), str(out), per_channel=recipe["per_channel"],
                                          reduce_range=recipe["reduce_range"], weight_type=types[recipe["weight_type"]],
                                          use_external_data_format=False)
@@ -187,7 +172,7 @@ class OnnxFormat:
                 if recipe["bias_correction"]:
                     source = _bias_corrected(fp32, calibration)
                 prepared = _prepared(source, prepared)
-                with _quiet_ort():  # the histogram calibrators print progress
+                with converter_output():  # the histogram calibrators print progress
                     quantize_static(str(prepared), str(out), _Reader(calibration),
                                     use_external_data_format=False, **kwargs)
             except BuildError:
@@ -205,7 +190,7 @@ class OnnxFormat:
 
         with tempfile.TemporaryDirectory(prefix="edgepack-sensitivity-") as tmp:
             float_aug, quant_aug = Path(tmp) / "float.onnx", Path(tmp) / "quant.onnx"
-            with _quiet_ort():
+            with converter_output():
                 qdq_loss_debug.modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
                 qdq_loss_debug.modify_model_output_intermediate_tensors(str(quantized), str(quant_aug))
                 sample = {k: v[:SENSITIVITY_SAMPLES] for k, v in calibration.items()}

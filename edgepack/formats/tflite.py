@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
-import logging
-import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -22,9 +18,7 @@ from edgepack_runtime.parity import split_samples
 from ..errors import BuildError
 from ..targets import TargetProfile
 from .errors import root_cause
-
-# torchao (pulled in by litert-torch) logs warnings about optional GPU kernels at import.
-logging.getLogger("torchao").setLevel(logging.ERROR)
+from .output import converter_output
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
 SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
@@ -83,16 +77,6 @@ def _native(value: np.ndarray, layout: str) -> np.ndarray:
     return to_nhwc(value) if layout == "nhwc" else value
 
 
-@contextlib.contextmanager
-def _quiet():
-    """litert-torch and ai-edge-quantizer print progress reports and bars; failures
-    still arrive as exceptions."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-
-
 class TfliteFormat:
     name = "tflite"
     suffix = ".tflite"
@@ -102,7 +86,7 @@ class TfliteFormat:
         return "nhwc" if target.tflite.layout == "nhwc" else None
 
     def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: TargetProfile, out: Path) -> None:
-        with _quiet():  # its import prints torchao's optional-kernel load failures
+        with converter_output():  # its import prints torchao's optional-kernel load failures
             litert_torch = _require("litert_torch")
         layout = target.tflite.layout
         wrapped = (ChannelsLast(module) if layout == "nhwc" else module).eval()
@@ -111,7 +95,7 @@ class TfliteFormat:
             return tuple(torch.from_numpy(_native(np.zeros(s.shape_at(sizes), dtype=s.dtype), layout)) for s in inputs)
 
         try:
-            with _quiet():
+            with converter_output():
                 if any(s.dynamic for s in inputs):
                     # TFLite kernels want static shapes (and litert-torch's dynamic shapes fail on
                     # common graphs, e.g. BERT's sliced position ids): one signature per fixed size,
@@ -136,7 +120,7 @@ class TfliteFormat:
     def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
                  calibration: dict[str, np.ndarray], recipe: dict) -> dict:
         _require("ai_edge_quantizer")
-        with _quiet():
+        with converter_output():
             from ai_edge_quantizer import algorithm_manager, calibrator, qtyping, quantizer, recipe_manager
             from ai_edge_quantizer import recipe as recipes
             from ai_edge_quantizer.utils import qsv_utils
@@ -165,7 +149,7 @@ class TfliteFormat:
                 # Quantizer.calibrate always uses the moving average; to choose the range
                 # update, drive the (public) Calibrator with the same recipe ourselves.
                 update = getattr(qsv_utils, RANGE_UPDATES[recipe["range_update"]])
-                with _quiet():
+                with converter_output():
                     calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
                     calib.calibrate(self._feeds(fp32, calibration, target), manager)
                 calibration_result = calib.get_model_qsvs()
@@ -182,7 +166,7 @@ class TfliteFormat:
                 settings.update(recipe="weight_only float16 (FLOAT_CASTING)")
             else:
                 raise BuildError(f"TFLite has no {precision!r} precision; use fp32, fp16, int8 or dynamic-int8")
-            with _quiet():
+            with converter_output():
                 result = qt.quantize(calibration_result, enable_progress_report=False)
             result.export_model(str(out), overwrite=True)
         except BuildError:
@@ -196,12 +180,12 @@ class TfliteFormat:
         drop in SNR vs the float model between an op's input and its output, from
         ai-edge-quantizer's model validator on calibration samples. Each entry names the
         op's output tensor (how ai-edge-quantizer scopes per-op overrides)."""
-        with _quiet():
+        with converter_output():
             from ai_edge_quantizer import model_validator
             from ai_edge_quantizer.utils import tfl_flatbuffer_utils, validation_utils
 
         feeds = self._feeds(fp32, {k: v[:SENSITIVITY_SAMPLES] for k, v in calibration.items()}, target)
-        with _quiet():
+        with converter_output():
             results = model_validator.compare_model(
                 fp32.read_bytes(), quantized.read_bytes(), feeds,
                 [validation_utils.ValidationErrorMetric.SNR], compare_fns=None, use_xnnpack=True,

@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -104,11 +105,10 @@ def test_arm_bundle_validated_on_x86_is_marked_indicative(build_digits):
     assert "indicative" in console.export_text()
 
 
-def test_without_calibration_int8_uses_random_data_and_says_so(tiny_model, tmp_path):
-    warnings = []
-    result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "x86-64/avx512-vnni", formats=["onnx"],
-                            warn=warnings.append)
-    assert any("RANDOM" in w for w in warnings)
+def test_without_calibration_int8_uses_random_data_and_says_so(tiny_model, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="edgepack"):
+        result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "x86-64/avx512-vnni", formats=["onnx"])
+    assert any("RANDOM" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     int8 = result.manifest.artifact("onnx-int8")
     assert int8.quantization["calibration"] == "random"
     assert result.manifest.golden.real_samples == 0

@@ -196,3 +196,18 @@ def test_targets_json_lists_every_resolved_profile():
     shown = json.loads(run_cli("targets", "show", "raspberry-pi/5", "--json").stdout)
     assert shown == json.loads(json.dumps(load_target("raspberry-pi/5").to_dict()))  # tuples become lists
     assert shown == listed[target_ids().index("raspberry-pi/5")]
+
+
+def test_quiet_hides_warnings_and_verbose_shows_each_stage(tiny_model, tmp_path):
+    args = ("build", f"{tiny_model}:create", "--formats", "onnx", "--target", "x86-64/avx512-vnni")
+
+    def stages(result) -> set[str]:  # -v prints each stage on a line of its own
+        return {line.strip() for line in result.output.splitlines()} & {"onnx.export", "onnx.quantize+search"}
+
+    quiet = run_cli("-q", *args, "-o", tmp_path / "quiet")
+    assert quiet.exit_code == 0, quiet.output
+    assert "RANDOM" not in quiet.output and not stages(quiet)
+    normal = run_cli(*args, "-o", tmp_path / "normal")
+    assert "RANDOM" in normal.output and not stages(normal)  # no calibration data: warned
+    verbose = run_cli("-v", *args, "-o", tmp_path / "verbose")
+    assert "RANDOM" in verbose.output and stages(verbose) == {"onnx.export", "onnx.quantize+search"}
