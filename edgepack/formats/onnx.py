@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -86,12 +87,16 @@ def _prepared(source: Path, out: Path) -> Path:
     graphs (an Expand in BERT's attention mask); ONNX's own shape inference then does."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    try:
-        with converter_output():
-            quant_pre_process(str(source), str(out))
-    except Exception:
-        with converter_output():
-            quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+    source, out = source.resolve(), out.resolve()
+    # A failed symbolic inference saves sym_shape_infer_temp.onnx and its weights into the
+    # working directory: keep those in a directory of our own.
+    with tempfile.TemporaryDirectory(prefix="edgepack-shapes-") as scratch, contextlib.chdir(scratch):
+        try:
+            with converter_output():
+                quant_pre_process(str(source), str(out))
+        except Exception:
+            with converter_output():
+                quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
     return out
 
 
