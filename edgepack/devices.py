@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import difflib
 import getpass
 import re
 import tomllib
@@ -21,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
-from .errors import DeviceError
+from .errors import DeviceError, did_you_mean
 
 __all__ = ["Device", "parse_host", "load_inventory", "DeviceError"]
 
@@ -69,9 +68,8 @@ def load_inventory(path: Path) -> list[Device]:
     for i, entry in enumerate(entries):
         for key in entry:
             if key not in known:
-                close = difflib.get_close_matches(key, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise DeviceError(f"{path}: device #{i + 1} has unknown key {key!r}{hint}")
+                raise DeviceError(f"{path}: device #{i + 1} has unknown key {key!r}; "
+                                  f"{did_you_mean(key, known)}the keys are {', '.join(sorted(known))}")
         if "name" not in entry or "host" not in entry:
             raise DeviceError(f"{path}: device #{i + 1} needs at least name and host")
         devices.append(Device(**entry))

@@ -49,7 +49,15 @@ DEBIAN_PACKAGES = (
     "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libsqlite3-0", "libuuid1", "libstdc++6", "libgcc-s1",
     "libcrypt1", "libncursesw6", "libtinfo6", "libreadline8", "libgomp1",
 )
-WHEELS = ("numpy<2", "onnxruntime==1.19.2", "ai-edge-litert==2.1.6", "click", "rich")
+# The runtime's own dependencies; each format adds its backend's pins (`emulation_wheels`).
+BASE_WHEELS = ("numpy<2", "click", "rich")
+
+
+def wheels() -> tuple[str, ...]:
+    """The aarch64 wheels of the emulated environment: numpy, every registered format's backend, the CLI's."""
+    from .formats import formats
+
+    return (BASE_WHEELS[0], *(w for f in formats().values() for w in f.emulation_wheels), *BASE_WHEELS[1:])
 QEMU = {"aarch64": "qemu-aarch64-static", "x86_64": "qemu-x86_64-static"}
 ARCHES = tuple(QEMU)
 DEFAULT_CPU = "max"
@@ -105,8 +113,10 @@ def prepare(log=lambda _: None) -> Environment:
     """The cached aarch64 environment, built on first use (Debian arm64 debs + aarch64 wheels)."""
     final = cache_dir()
     env = Environment(final / "root", final / "site")
-    if (final / "ready").is_file():
-        return env
+    wanted = wheels()
+    ready = final / "ready"
+    if ready.is_file() and json.loads(ready.read_text()).get("wheels") == list(wanted):
+        return env  # built for these formats; a format registered since rebuilds it
     if shutil.which(QEMU["aarch64"]) is None:
         raise EmulationError(f"{QEMU['aarch64']} is not installed; apt-get install qemu-user-static (make setup does, as root)")
     foreign = subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True, text=True).stdout.split()
@@ -126,10 +136,10 @@ def prepare(log=lambda _: None) -> Environment:
         log("installing aarch64 wheels")
         platforms = [arg for p in manylinux_platforms("aarch64") for arg in ("--platform", p)]
         _run([sys.executable, "-m", "pip", "install", "-q", "--target", str(work / "site"), *platforms,
-              "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *WHEELS],
+              "--python-version", "3.11", "--implementation", "cp", "--only-binary=:all:", *wanted],
              "pip install of aarch64 wheels", "check that pip can reach PyPI", timeout=1800)
         shutil.rmtree(debs)
-        (work / "ready").write_text(json.dumps({"debian": DEBIAN_PACKAGES, "wheels": WHEELS}))
+        (work / "ready").write_text(json.dumps({"debian": DEBIAN_PACKAGES, "wheels": list(wanted)}))
         if final.exists():
             shutil.rmtree(final)
         os.rename(work, final)  # whole or not at all: a half-built cache is never used

@@ -29,7 +29,6 @@ SSH_CONFIG_ENV = "EDGEPACK_SSH_CONFIG"  # an ssh_config file passed as -F to eve
 CONNECT_TIMEOUT_S = 15
 INSTALL_TIMEOUT_S = 1800
 BENCH_TIMEOUT_S = 3600
-EXTRAS = {"onnx": "onnx", "tflite": "tflite"}  # bundle format -> edgepack-runtime extra
 
 
 def _options(device: Device) -> list[str]:
@@ -96,8 +95,12 @@ class Deployment:
 
 
 def _extras(bundle: Bundle) -> str:
-    formats = sorted({EXTRAS[a.format] for a in bundle.manifest.artifacts if a.status == "ok" and a.format in EXTRAS})
-    return ",".join(formats)
+    """The edgepack-runtime extras the bundle's artifacts need (each format names its own)."""
+    from .formats import formats
+
+    known = formats()
+    return ",".join(sorted({known[a.format].runtime_extra for a in bundle.manifest.artifacts
+                            if a.status == "ok" and a.format in known}))
 
 
 def manylinux_platforms(machine: str) -> list[str]:

@@ -1,36 +1,55 @@
-"""One module per artifact format behind a small protocol; the build knows only this."""
+"""Artifact formats as plugins: one module per format registers itself, and the build,
+the target profiles, remote deploy and emulation read this registry (docs/extending.md).
+
+Built-in formats register through the same entry point group as third-party ones
+(`[project.entry-points."edgepack.formats"]`), or in-process with `register()`. Format
+modules stay light at import (no torch, no converter): `edgepack targets` reads them.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from edgepack_runtime.manifest import TensorSpec
 
-from ..targets import TargetProfile
+from ..errors import TargetError, did_you_mean
 
-__all__ = ["ExportFormat", "get_format"]
+if TYPE_CHECKING:
+    import torch
+
+    from ..targets import TargetProfile
+
+__all__ = ["ExportFormat", "get_format", "formats", "register", "check_recipes", "ENTRY_POINTS"]
+
+ENTRY_POINTS = "edgepack.formats"
 
 
 class ExportFormat(Protocol):
     name: str  # as in the manifest and the target profile: "onnx"
     suffix: str  # file suffix: ".onnx"
     precisions: tuple[str, ...]  # all it can build; a target profile's list is the default set
+    # The profile's [name] table as a frozen dataclass (nested tables as dataclass fields,
+    # lists as tuples) with a `check(where)` that raises TargetError on values it does not allow.
+    settings_class: type
+    runtime_extra: str  # the edgepack-runtime extra whose backend runs it: pip install edgepack-runtime[extra]
+    emulation_wheels: tuple[str, ...]  # pinned aarch64 wheels of that backend, for --verify-emulated
 
-    def export(self, module: torch.nn.Module, inputs: tuple[TensorSpec, ...],
-               output_names: list[str], target: TargetProfile, out: Path) -> None:
+    def export(self, module: "torch.nn.Module", inputs: tuple[TensorSpec, ...],
+               output_names: list[str], target: "TargetProfile", out: Path) -> None:
         """Write the fp32 artifact of `module` to `out` as one self-contained file."""
 
-    def layout(self, target: TargetProfile) -> str | None:
+    def layout(self, target: "TargetProfile") -> str | None:
         """"nhwc" when the artifact takes 4-D tensors channels-last, None when as PyTorch."""
 
-    def recipes(self, target: TargetProfile, precision: str) -> list[dict]:
+    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
         """The quantization recipes to try for `precision`, the target's preset first."""
 
-    def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
+    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str,
                  calibration: dict[str, np.ndarray], recipe: dict) -> dict:
         """Write the `precision` artifact derived from `fp32` to `out` with `recipe` (one of
         `recipes()`, possibly with `float_layers` to keep in float); static int8 is calibrated
@@ -48,14 +67,44 @@ class ExportFormat(Protocol):
         """Versions of the libraries this format's export and quantization used."""
 
 
+_registry: dict[str, ExportFormat] = {}
+_loaded = False
+
+
+def register(fmt: ExportFormat) -> ExportFormat:
+    """Add a format (an instance) to the registry; a later one of the same name replaces it."""
+    _registry[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> dict[str, ExportFormat]:
+    """Every registered format by name: the entry points, loaded once, and `register()`ed ones."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
+            loaded = point.load()
+            fmt = loaded() if isinstance(loaded, type) else loaded
+            _registry.setdefault(fmt.name, fmt)  # in-process registrations win
+    return _registry
+
+
 def get_format(name: str) -> ExportFormat:
-    # Imported on demand: the tflite module's converter stack is heavy and optional.
-    if name == "onnx":
-        from .onnx import OnnxFormat
+    return formats()[name]
 
-        return OnnxFormat()
-    if name == "tflite":
-        from .tflite import TfliteFormat
 
-        return TfliteFormat()
-    raise KeyError(name)
+def check_recipes(int8, choices: dict, where: str) -> None:
+    """Every recipe of an int8 preset (the preset and its `search` entries) names known
+    fields with allowed values; shared by the formats whose presets have a `search`."""
+    recipes = int8.recipes()
+    fields = {f.name for f in dataclasses.fields(int8)}
+    for i, recipe in enumerate(recipes):
+        place = f"{where}.int8" + (f".search[{i - 1}]" if i else "")
+        unknown = sorted(set(recipe) - fields)
+        if unknown:
+            raise TargetError(f"unknown key in {place} {unknown[0]!r}; {did_you_mean(unknown[0], fields)}"
+                              "fix the profile file")
+        for key, allowed in choices.items():
+            if recipe[key] not in allowed:
+                raise TargetError(f"unknown {key} in {place} {recipe[key]!r}; {did_you_mean(recipe[key], allowed)}"
+                                  f"supported: {', '.join(allowed)}")

@@ -3,19 +3,63 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-import torch
 
 from edgepack_runtime.manifest import TensorSpec
 
 from ..errors import BuildError
-from ..targets import TargetProfile
+from . import check_recipes
 from .errors import root_cause
 from .output import converter_output
+
+if TYPE_CHECKING:  # torch and onnx are imported where used: `edgepack targets` reads this module
+    from ..targets import TargetProfile
+
+
+@dataclass(frozen=True)
+class OnnxInt8:
+    """onnxruntime static quantization preset (see the profile's comments for why)."""
+
+    quant_format: str  # "qdq" or "qoperator"
+    activation_type: str  # "int8" or "uint8"
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    calibrate_method: str  # "minmax", "entropy" or "percentile"
+    relies_on: tuple[str, ...]  # ISA features whose kernels this preset's numbers depend on
+    percentile: float = 99.999  # calibrate_method "percentile": share of each activation's values kept in range
+    bias_correction: bool = False  # fold NNCF's bias correction into the float model before quantizing
+    # More recipes for the accuracy-driven search, each a table overriding fields above;
+    # the build keeps the fastest recipe within the accuracy budget (see docs/quantization.md).
+    search: tuple[dict, ...] = ()
+
+    def recipes(self) -> list[dict]:
+        """This preset, then each `search` entry applied over it, as quantize settings."""
+        base = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("search", "relies_on")}
+        return [base] + [{**base, **override} for override in self.search]
+
+
+# Allowed values of preset fields, checked when a profile loads (not deep in a converter).
+CHOICES = {"quant_format": ("qdq", "qoperator"), "activation_type": ("int8", "uint8"),
+           "weight_type": ("int8", "uint8"), "calibrate_method": ("minmax", "entropy", "percentile")}
+
+
+@dataclass(frozen=True)
+class OnnxSettings:
+    """A target profile's [onnx] table."""
+
+    opset: int
+    precisions: tuple[str, ...]
+    int8: OnnxInt8
+
+    def check(self, where: str) -> None:
+        check_recipes(self.int8, CHOICES, where)
 
 
 SENSITIVITY_SAMPLES = 16  # calibration samples for per-layer sensitivity: a ranking, not a measurement
@@ -40,6 +84,8 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
         import nncf
     except ImportError as exc:
         raise BuildError(f"bias correction needs nncf, which is not installed ({exc}); pip install nncf") from None
+    import onnx
+
     model = onnx.load(str(fp32))
     with converter_output():
         samples = list(_Reader(calibration))
@@ -104,8 +150,14 @@ class OnnxFormat:
     name = "onnx"
     suffix = ".onnx"
     precisions = ("fp32", "int8", "dynamic-int8")
+    settings_class = OnnxSettings
+    runtime_extra = "onnx"
+    # The last onnxruntime with a cp311 aarch64 wheel for numpy<2 (Debian 12's Python).
+    emulation_wheels = ("onnxruntime==1.19.2",)
 
-    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: TargetProfile, out: Path) -> None:
+    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile", out: Path) -> None:
+        import torch
+
         # Dynamic dims become dynamic axes, one torch Dim per name so shared dims stay equal.
         # Traced at 2 where the example size is 1: torch.export fixes a size-1 axis as static.
         dims = {d.name: torch.export.Dim(d.name, min=d.min, max=d.max) for s in inputs for d in s.dynamic}
@@ -115,7 +167,7 @@ class OnnxFormat:
         try:
             with converter_output():
                 program = torch.onnx.export(
-                    module, args, dynamo=True, opset_version=target.onnx.opset, verbose=False,
+                    module, args, dynamo=True, opset_version=target.settings("onnx").opset, verbose=False,
                     input_names=[s.name for s in inputs], output_names=output_names, dynamic_shapes=dynamic_shapes,
                 )
         except Exception as exc:
@@ -126,18 +178,18 @@ class OnnxFormat:
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
 
-    def layout(self, target: TargetProfile) -> str | None:
+    def layout(self, target: "TargetProfile") -> str | None:
         return None  # the export keeps PyTorch's layout
 
-    def recipes(self, target: TargetProfile, precision: str) -> list[dict]:
+    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
         if precision == "dynamic-int8":
             # Weights only: no ranges to search. The ISA's concerns stay those of the int8
             # preset (u8 x s8 saturation without VNNI: reduce_range).
-            int8 = target.onnx.int8
+            int8 = target.settings("onnx").int8
             return [{"per_channel": int8.per_channel, "reduce_range": int8.reduce_range, "weight_type": "int8"}]
-        return target.onnx.int8.recipes()
+        return target.settings("onnx").int8.recipes()
 
-    def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str, calibration,
+    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str, calibration,
                  recipe: dict) -> dict:
         from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
                                               quantize_static)
@@ -156,11 +208,11 @@ class OnnxFormat:
                 except Exception as exc:
                     raise BuildError(f"onnxruntime dynamic quantization failed: {root_cause(exc)}") from None
             return {"tool": "onnxruntime.quantization.quantize_dynamic", **recipe,
-                    "relies_on": list(target.onnx.int8.relies_on)}
+                    "relies_on": list(target.settings("onnx").int8.relies_on)}
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
-        # Values were checked when the profile loaded (targets.PRESET_CHOICES).
+        # Values were checked when the profile loaded (CHOICES).
         kwargs = dict(
             quant_format=formats[recipe["quant_format"]],
             activation_type=types[recipe["activation_type"]],
@@ -185,9 +237,9 @@ class OnnxFormat:
             except Exception as exc:
                 raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from None
         return {"tool": "onnxruntime.quantization.quantize_static", **recipe,
-                "relies_on": list(target.onnx.int8.relies_on)}
+                "relies_on": list(target.settings("onnx").int8.relies_on)}
 
-    def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: TargetProfile) -> list[list[str]]:
+    def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: "TargetProfile") -> list[list[str]]:
         """Layers ranked by how much accuracy they lose on their own, most first: the drop in
         SQNR vs the float model between a layer's input and its output, measured with
         onnxruntime's qdq_loss_debug on calibration samples."""
@@ -202,6 +254,8 @@ class OnnxFormat:
                 errors = qdq_loss_debug.compute_activation_error(qdq_loss_debug.create_activation_matching(
                     qdq_loss_debug.collect_activations(str(quant_aug), _Reader(sample)),
                     qdq_loss_debug.collect_activations(str(float_aug), _Reader(sample))))
+        import onnx
+
         graph = onnx.load(str(fp32)).graph
         consumers: dict[str, list] = {}
         for node in graph.node:
@@ -227,8 +281,10 @@ class OnnxFormat:
         return count_macs(fp32)
 
     def toolchain(self) -> dict[str, str]:
+        import onnx
         import onnxruntime
         import onnxscript
+        import torch
 
         return {"torch": torch.__version__, "onnx": onnx.__version__,
                 "onnxscript": onnxscript.__version__, "onnxruntime": onnxruntime.__version__}

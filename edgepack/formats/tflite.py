@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from edgepack_runtime.backends import to_nhwc
 from edgepack_runtime.backends.tflite import by_position, narrow
@@ -15,10 +16,46 @@ from edgepack_runtime.dims import tile_to
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.parity import split_samples
 
-from ..errors import BuildError
-from ..targets import TargetProfile
+from ..errors import BuildError, TargetError, did_you_mean
+from . import check_recipes
 from .errors import root_cause
 from .output import converter_output
+
+if TYPE_CHECKING:  # torch and the converters are imported where used: `edgepack targets` reads this module
+    from ..targets import TargetProfile
+
+
+@dataclass(frozen=True)
+class TfliteInt8:
+    """ai-edge-quantizer preset for full-integer int8."""
+
+    recipe: str  # "static_wi8_ai8"
+    range_update: str  # "min_max" or "moving_average": how calibration merges sample ranges
+    relies_on: tuple[str, ...]
+    search: tuple[dict, ...] = ()  # more recipes for the accuracy-driven search, as in OnnxInt8
+
+    def recipes(self) -> list[dict]:
+        base = {"recipe": self.recipe, "range_update": self.range_update}
+        return [base] + [{**base, **override} for override in self.search]
+
+
+CHOICES = {"range_update": ("min_max", "moving_average")}
+LAYOUTS = ("nchw", "nhwc")
+
+
+@dataclass(frozen=True)
+class TfliteSettings:
+    """A target profile's [tflite] table."""
+
+    precisions: tuple[str, ...]
+    layout: str  # input layout of the artifact: "nchw" (as PyTorch) or "nhwc"
+    int8: TfliteInt8
+
+    def check(self, where: str) -> None:
+        if self.layout not in LAYOUTS:
+            raise TargetError(f"unknown layout in {where} {self.layout!r}; {did_you_mean(self.layout, LAYOUTS)}"
+                              f"supported: {', '.join(LAYOUTS)}")
+        check_recipes(self.int8, CHOICES, where)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
 SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
@@ -31,19 +68,6 @@ def _require(module: str):
         return __import__(module, fromlist=["_"])
     except ImportError as exc:
         raise BuildError(f"TFLite needs the tflite extra, which is not installed ({exc}); {EXTRA_HINT}") from None
-
-
-class ChannelsLast(torch.nn.Module):
-    """Takes 4-D inputs as NHWC and returns 4-D outputs as NHWC, for apps feeding HWC frames."""
-
-    def __init__(self, module: torch.nn.Module):
-        super().__init__()
-        self.module = module
-
-    def forward(self, *args):
-        out = self.module(*(a.permute(0, 3, 1, 2) if a.dim() == 4 else a for a in args))
-        flip = lambda t: t.permute(0, 2, 3, 1) if t.dim() == 4 else t  # noqa: E731
-        return tuple(flip(t) for t in out) if isinstance(out, (tuple, list)) else flip(out)
 
 
 # Sizes a dynamic dim is built at for TFLite: its maximum and halvings of it, down to its
@@ -81,14 +105,21 @@ class TfliteFormat:
     name = "tflite"
     suffix = ".tflite"
     precisions = ("fp32", "int8", "dynamic-int8", "fp16")
+    settings_class = TfliteSettings
+    runtime_extra = "tflite"
+    emulation_wheels = ("ai-edge-litert==2.1.6",)
 
-    def layout(self, target: TargetProfile) -> str | None:
-        return "nhwc" if target.tflite.layout == "nhwc" else None
+    def layout(self, target: "TargetProfile") -> str | None:
+        return "nhwc" if target.settings("tflite").layout == "nhwc" else None
 
-    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: TargetProfile, out: Path) -> None:
+    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile", out: Path) -> None:
         with converter_output():  # its import prints torchao's optional-kernel load failures
             litert_torch = _require("litert_torch")
-        layout = target.tflite.layout
+        layout = target.settings("tflite").layout
+        import torch
+
+        from .channels_last import ChannelsLast
+
         wrapped = (ChannelsLast(module) if layout == "nhwc" else module).eval()
 
         def args(sizes: dict[str, int]) -> tuple[torch.Tensor, ...]:
@@ -113,11 +144,11 @@ class TfliteFormat:
                 "or leave tflite out with --formats onnx)"
             ) from None
 
-    def recipes(self, target: TargetProfile, precision: str) -> list[dict]:
+    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
         # Static int8 searches the profile's recipes; the other precisions have no knobs.
-        return target.tflite.int8.recipes() if precision == "int8" else [{}]
+        return target.settings("tflite").int8.recipes() if precision == "int8" else [{}]
 
-    def quantize(self, fp32: Path, out: Path, target: TargetProfile, precision: str,
+    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str,
                  calibration: dict[str, np.ndarray], recipe: dict) -> dict:
         _require("ai_edge_quantizer")
         with converter_output():
@@ -143,7 +174,7 @@ class TfliteFormat:
                 chosen = manager.get_quantization_recipe()
                 qt.load_quantization_recipe(chosen)
                 settings.update(recipe=name, range_update=recipe["range_update"],
-                                relies_on=list(target.tflite.int8.relies_on))
+                                relies_on=list(target.settings("tflite").int8.relies_on))
                 if float_layers:
                     settings["float_layers"] = float_layers
                 # Quantizer.calibrate always uses the moving average; to choose the range
@@ -175,7 +206,7 @@ class TfliteFormat:
             raise BuildError(f"ai-edge-quantizer failed ({precision}): {root_cause(exc)}") from None
         return settings
 
-    def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: TargetProfile) -> list[list[str]]:
+    def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: "TargetProfile") -> list[list[str]]:
         """Weighted ops ranked by how much accuracy they lose on their own, most first: the
         drop in SNR vs the float model between an op's input and its output, from
         ai-edge-quantizer's model validator on calibration samples. Each entry names the
@@ -204,7 +235,7 @@ class TfliteFormat:
         return [group for _, group in drops]
 
     @staticmethod
-    def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: TargetProfile) -> dict[str, list[dict]]:
+    def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: "TargetProfile") -> dict[str, list[dict]]:
         """Calibration samples for each signature of the file, keyed by its input names
         (mapped to ours the way the runtime maps them), in the artifact's layout, tiled or
         cut to the signature's size when the model has dynamic dims."""
@@ -219,7 +250,7 @@ class TfliteFormat:
             dtypes = {sig: np.dtype(d["dtype"]) for sig, d in details.items() if np.dtype(d["dtype"]).kind in "iu"}
             feeds[key] = [
                 {sig: tile_to(_native(narrow(name, feed[name], dtypes[sig]) if sig in dtypes else feed[name],
-                                      target.tflite.layout), tuple(details[sig]["shape"]))
+                                      target.settings("tflite").layout), tuple(details[sig]["shape"]))
                  for sig, name in names.items()}
                 for feed in split_samples(calibration)]
         return feeds

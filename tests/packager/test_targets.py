@@ -19,7 +19,7 @@ def test_every_profile_loads_into_a_frozen_dataclass():
         assert profile.arch in ("x86_64", "aarch64")
         assert profile.threads >= 1 and profile.cores >= 1
         assert profile.formats == ("onnx", "tflite")
-        assert profile.onnx.opset >= 17
+        assert profile.settings("onnx").opset >= 17
         for fmt in profile.formats:
             settings = profile.settings(fmt)
             assert settings.precisions[0] == "fp32"  # the base every other precision derives from
@@ -34,21 +34,21 @@ def test_profiles_encode_the_devices_they_name():
     assert (pi4.cpu, pi4.cores, pi5.cpu, pi5.cores) == ("Cortex-A72", 4, "Cortex-A76", 4)
     assert "asimddp" not in pi4.isa and "asimddp" in pi5.isa  # dot-product: Pi 5 only
     assert "fphp" in pi5.isa
-    assert "fp16" in pi5.tflite.precisions and "fp16" not in pi4.tflite.precisions
+    assert "fp16" in pi5.settings("tflite").precisions and "fp16" not in pi4.settings("tflite").precisions
     # Non-VNNI x86 needs reduce_range to avoid VPMADDUBSW saturation; VNNI does not.
-    assert load_target("x86-64/avx2").onnx.int8.reduce_range is True
-    assert load_target("x86-64/avx512-vnni").onnx.int8.reduce_range is False
+    assert load_target("x86-64/avx2").settings("onnx").int8.reduce_range is True
+    assert load_target("x86-64/avx512-vnni").settings("onnx").int8.reduce_range is False
 
 
 def test_extends_overrides_only_what_it_names():
     base, pi5 = load_target("arm64/generic"), load_target("raspberry-pi/5")
-    assert pi5.onnx.int8.relies_on == ("asimd", "asimddp")
-    assert pi5.tflite.int8.relies_on == ("asimd", "asimddp")
-    assert pi5.tflite.int8.recipe == base.tflite.int8.recipe
-    assert base.onnx.int8.relies_on == ("asimd",)
+    assert pi5.settings("onnx").int8.relies_on == ("asimd", "asimddp")
+    assert pi5.settings("tflite").int8.relies_on == ("asimd", "asimddp")
+    assert pi5.settings("tflite").int8.recipe == base.settings("tflite").int8.recipe
+    assert base.settings("onnx").int8.relies_on == ("asimd",)
     # everything pi5 does not override comes from arm64/generic
-    assert pi5.onnx.opset == base.onnx.opset
-    assert pi5.onnx.int8.activation_type == base.onnx.int8.activation_type
+    assert pi5.settings("onnx").opset == base.settings("onnx").opset
+    assert pi5.settings("onnx").int8.activation_type == base.settings("onnx").int8.activation_type
     assert pi5.formats == base.formats
 
 
@@ -110,7 +110,7 @@ def test_host_target_is_detected_and_extends_the_closest_profile(arch, flags, ba
     host = HostInfo(arch=arch, cpu="Test CPU", cores=3, isa=flags)
     profile = load_target(HOST_ID, host)
     assert (profile.arch, profile.cpu, profile.cores, profile.threads, profile.isa) == (arch, "Test CPU", 3, 3, flags)
-    assert profile.onnx == load_target(base).onnx
+    assert profile.settings("onnx") == load_target(base).settings("onnx")
     assert base in profile.description
 
 

@@ -1,8 +1,14 @@
-"""Inference backends, one module per artifact format, imported only when needed."""
+"""Inference backends, one module per artifact format, imported only when needed.
+
+A backend is a module with `open_session(path, threads, input_names, output_names) ->
+Session` and `available() -> bool`, registered under its format's name through the entry
+point group `edgepack_runtime.backends` (the built-ins too), or in-process with
+`register_backend` (docs/extending.md)."""
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
@@ -11,11 +17,28 @@ from ..dims import crop, dim_sizes, pad
 from ..errors import BundleError, InputError
 from ..manifest import TensorSpec
 
-__all__ = ["Session", "open_session", "backend_available", "to_nhwc", "FORMATS", "NHWC"]
+__all__ = ["Session", "open_session", "backend_available", "backends", "register_backend", "to_nhwc", "NHWC",
+           "ENTRY_POINTS"]
 
-# format name -> module in this package that implements `open_session` and `available`
-FORMATS = {"onnx": "onnx", "tflite": "tflite"}
+ENTRY_POINTS = "edgepack_runtime.backends"
 NHWC = "nhwc"
+_registry: dict[str, str] = {}  # format name -> importable module name
+_loaded = False
+
+
+def register_backend(fmt: str, module: str) -> None:
+    """Run artifacts of format `fmt` with the module named `module` (imported when needed)."""
+    _registry[fmt] = module
+
+
+def backends() -> dict[str, str]:
+    """Every registered backend: format name -> module name."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for point in entry_points(group=ENTRY_POINTS):
+            _registry.setdefault(point.name, point.value)  # in-process registrations win
+    return _registry
 
 
 class Session(Protocol):
@@ -38,12 +61,13 @@ class Session(Protocol):
 
 
 def _module(fmt: str):
-    if fmt not in FORMATS:
+    known = backends()
+    if fmt not in known:
         raise BundleError(
             f"artifact format {fmt!r} is not supported by this edgepack-runtime "
-            f"(supported: {', '.join(FORMATS)}); upgrade edgepack-runtime"
+            f"(supported: {', '.join(sorted(known))}); upgrade edgepack-runtime or install the plugin for it"
         )
-    return importlib.import_module(f"{__name__}.{FORMATS[fmt]}")
+    return importlib.import_module(known[fmt])
 
 
 def to_nhwc(value: np.ndarray) -> np.ndarray:
@@ -126,4 +150,4 @@ def open_session(fmt: str, path, threads: int, inputs: Sequence[TensorSpec], out
 
 def backend_available(fmt: str) -> bool:
     """Whether the backend library for `fmt` can be imported here (without loading a model)."""
-    return fmt in FORMATS and _module(fmt).available()
+    return fmt in backends() and _module(fmt).available()

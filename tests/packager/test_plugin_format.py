@@ -1,0 +1,67 @@
+"""A format added by one file plus profile data (issue #11): tests/plugins/numpy_format.py,
+registered in-process, and a profile in a directory named by $EDGEPACK_TARGETS. It builds,
+validates and runs through load(), following docs/extending.md step by step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import edgepack
+import edgepack_runtime
+from edgepack.errors import TargetError
+from edgepack.targets import TARGETS_ENV, load_target
+from edgepack_runtime.parity import self_test
+
+from ..plugins import numpy_format
+
+PROFILE = '''
+# A box that runs numpy models: the x86-64/avx2 profile with one more format.
+extends = "x86-64/avx2"
+description = "test: numpy format"
+formats = ["numpy", "onnx"]
+prefer = ["fp32"]
+
+[numpy]
+precisions = ["fp32"]
+'''
+
+
+@pytest.fixture
+def numpy_target(tmp_path, monkeypatch):
+    numpy_format.register()
+    (tmp_path / "profiles" / "test").mkdir(parents=True)
+    (tmp_path / "profiles" / "test" / "numpy-box.toml").write_text(PROFILE)
+    monkeypatch.setenv(TARGETS_ENV, str(tmp_path / "profiles"))
+    return "test/numpy-box"
+
+
+def test_a_format_from_one_file_builds_validates_and_runs(numpy_target, tmp_path):
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 24), torch.nn.ReLU(),
+                                 torch.nn.Linear(24, 3)).eval()
+    calibration = {"x": np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)}
+    result = edgepack.build(module, tmp_path / "bundle", numpy_target, inputs={"x": torch.zeros(1, 4, 4)},
+                            calibration=calibration, precisions=["fp32"])
+    arts = {a.name: a for a in result.manifest.artifacts}
+    assert set(arts) == {"numpy-fp32", "onnx-fp32"}
+    numpy_art = arts["numpy-fp32"]
+    assert numpy_art.status == "ok" and numpy_art.validation.passed and numpy_art.path == "model.fp32.npz"
+    assert numpy_art.validation.backend.startswith("numpy ")
+    assert result.manifest.toolchain["numpy"] == np.__version__
+
+    model = edgepack_runtime.load(result.path, artifact="numpy-fp32")
+    x = np.random.default_rng(1).standard_normal((1, 4, 4)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(model.run({"x": x})["output"], module(torch.from_numpy(x)).numpy(), atol=1e-5)
+    assert self_test(model).passed
+
+
+def test_a_misspelt_format_table_is_refused_with_did_you_mean(tmp_path, monkeypatch):
+    numpy_format.register()
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "typo.toml").write_text(PROFILE.replace("[numpy]", "[nunpy]"))
+    monkeypatch.setenv(TARGETS_ENV, str(tmp_path))
+    with pytest.raises(TargetError, match="unknown key in target test/typo 'nunpy'; did you mean 'numpy'"):
+        load_target("test/typo")
