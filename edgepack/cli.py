@@ -10,7 +10,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from edgepack_runtime.cli import ErrorLineGroup, fail
+from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE
@@ -270,7 +270,7 @@ def deploy_cmd(bundle, hosts, identity, inventory, remote_root, offline):
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Directory for one result JSON per device.")
 @click.option("--artifact", default=None, help="Passed to edgepack-runtime bench (name, all or auto).")
-@click.option("--threads", default=None, metavar="1,2,4")
+@click.option("--threads", type=THREAD_COUNTS, default=None, help="Thread counts (default: the target's).")
 @click.option("--runs", type=click.IntRange(min=2), default=None)
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None)
 def bench_cmd(bundle, hosts, identity, inventory, remote_root, offline, out_dir, artifact, threads, runs, min_seconds):
@@ -280,6 +280,7 @@ def bench_cmd(bundle, hosts, identity, inventory, remote_root, offline, out_dir,
 
     devices = _devices(hosts, identity, inventory, remote_root)
     passthrough = []
+    threads = ",".join(map(str, threads)) if threads else None
     for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--min-seconds", min_seconds)):
         if value is not None:
             passthrough += [flag, str(value)]

@@ -184,16 +184,24 @@ def _self_test_row(b, art) -> dict:
             "tolerance": result.tolerance, "samples": result.samples}
 
 
-def _threads_list(value: str | None) -> list[int] | None:
-    if not value:
-        return None
-    try:
-        threads = [int(v) for v in value.split(",") if v.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a comma list of thread counts, e.g. 1,2,4") from None
-    if not threads or min(threads) < 1:
-        raise click.BadParameter("thread counts must be at least 1, e.g. 1,2,4")
-    return threads
+class ThreadCounts(click.ParamType):
+    """`--threads 1,2,4`: one or more thread counts, as every bench command spells it."""
+
+    name = "1,2,4"
+
+    def convert(self, value, param, ctx) -> list[int]:
+        if isinstance(value, list):
+            return value
+        try:
+            threads = [int(v) for v in str(value).split(",") if v.strip()]
+        except ValueError:
+            self.fail(f"{value!r} is not a comma list of thread counts, e.g. 1,2,4", param, ctx)
+        if not threads or min(threads) < 1:
+            self.fail("thread counts must be at least 1, e.g. 1,2,4", param, ctx)
+        return threads
+
+
+THREAD_COUNTS = ThreadCounts()
 
 
 def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
@@ -213,7 +221,7 @@ def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--artifact", default="all", show_default=True, help="An artifact name, all, or auto.")
-@click.option("--threads", "threads_text", metavar="1,2,4", help="Thread counts (default: the target's).")
+@click.option("--threads", type=THREAD_COUNTS, default=None, help="Thread counts (default: the target's).")
 @click.option("--warmup", type=click.IntRange(min=0), default=BenchSettings.warmup, show_default=True)
 @click.option("--warmup-seconds", type=click.FloatRange(min=0), default=BenchSettings.warmup_seconds, show_default=True)
 @click.option("--runs", type=click.IntRange(min=2), default=BenchSettings.runs, show_default=True)
@@ -222,13 +230,12 @@ def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
 @click.option("--size", "size_texts", multiple=True, metavar="seq=16,128",
               help="Sizes of a dynamic dim to measure at (repeatable; default: the size it was built at).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
-def bench(bundle, artifact, threads_text, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, output):
+def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, output):
     """Measure latency per artifact x threads (x size), each in a fresh process (docs/bench-format.md)."""
     from rich.progress import Progress
 
     settings = BenchSettings(warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
                              min_seconds=min_seconds, inputs=inputs)
-    threads = _threads_list(threads_text)
     sizes = _sizes(size_texts)
     if console.is_terminal:
         with Progress(console=console, transient=True) as bar:
