@@ -1,15 +1,16 @@
 """Artifact formats as plugins: one module per format registers itself, and the build,
 the target profiles, remote deploy and emulation read this registry (docs/extending.md).
 
-Built-in formats register through the same entry point group as third-party ones
-(`[project.entry-points."edgepack.formats"]`), or in-process with `register()`. Format
-modules stay light at import (no torch, no converter): `edgepack targets` reads them.
+Built-in formats are listed here (so edgepack run from its source tree has them);
+plugins register through the entry point group `edgepack.formats` or in-process with
+`register()`. Format modules stay light at import (no torch, no converter): `edgepack
+targets` reads them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -67,6 +68,7 @@ class ExportFormat(Protocol):
         """Versions of the libraries this format's export and quantization used."""
 
 
+BUILTIN = {"onnx": "edgepack.formats.onnx:OnnxFormat", "tflite": "edgepack.formats.tflite:TfliteFormat"}
 _registry: dict[str, ExportFormat] = {}
 _loaded = False
 
@@ -82,10 +84,12 @@ def formats() -> dict[str, ExportFormat]:
     global _loaded
     if not _loaded:
         _loaded = True
-        for point in sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name):
-            loaded = point.load()
-            fmt = loaded() if isinstance(loaded, type) else loaded
-            _registry.setdefault(fmt.name, fmt)  # in-process registrations win
+        builtin = [EntryPoint(name, ref, ENTRY_POINTS) for name, ref in BUILTIN.items()]
+        plugins = sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name)
+        for point in builtin + [p for p in plugins if p.name not in BUILTIN]:
+            if point.name not in _registry:  # in-process registrations win
+                loaded = point.load()
+                register(loaded() if isinstance(loaded, type) else loaded)
     return _registry
 
 

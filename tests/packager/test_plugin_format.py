@@ -65,3 +65,26 @@ def test_a_misspelt_format_table_is_refused_with_did_you_mean(tmp_path, monkeypa
     monkeypatch.setenv(TARGETS_ENV, str(tmp_path))
     with pytest.raises(TargetError, match="unknown key in target test/typo 'nunpy'; did you mean 'numpy'"):
         load_target("test/typo")
+
+
+def test_an_installed_plugin_is_found_through_its_entry_points(tmp_path, monkeypatch):
+    """What `pip install edgepack-numpy` would leave: a dist-info whose entry points name
+    the format class and the backend module; nothing registered by hand."""
+    from edgepack import formats as format_registry
+    from edgepack_runtime import backends as backend_registry
+
+    dist = tmp_path / "site" / "edgepack_numpy-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: edgepack-numpy\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[edgepack.formats]\nnumpy = tests.plugins.numpy_format:NumpyFormat\n\n"
+        "[edgepack_runtime.backends]\nnumpy = tests.plugins.numpy_format\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for registry in (format_registry, backend_registry):  # fresh registries, the real ones restored after
+        monkeypatch.setattr(registry, "_registry", {k: v for k, v in registry._registry.items() if k != "numpy"})
+        monkeypatch.setattr(registry, "_loaded", False)
+
+    fmt = format_registry.get_format("numpy")
+    assert type(fmt).__name__ == "NumpyFormat" and fmt.suffix == ".npz"
+    assert backend_registry.backends()["numpy"] == "tests.plugins.numpy_format"
+    assert backend_registry.backend_available("numpy")

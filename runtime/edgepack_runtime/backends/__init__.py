@@ -1,9 +1,10 @@
 """Inference backends, one module per artifact format, imported only when needed.
 
 A backend is a module with `open_session(path, threads, input_names, output_names) ->
-Session` and `available() -> bool`, registered under its format's name through the entry
-point group `edgepack_runtime.backends` (the built-ins too), or in-process with
-`register_backend` (docs/extending.md)."""
+Session` and `available() -> bool`, registered under its format's name: the built-ins
+here, plugins through the entry point group `edgepack_runtime.backends` or in-process with
+`register_backend` (docs/extending.md). The built-ins are listed in code, not as entry
+points, so a runtime run from its source tree (the emulated device) still has them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ __all__ = ["Session", "open_session", "backend_available", "backends", "register
 
 ENTRY_POINTS = "edgepack_runtime.backends"
 NHWC = "nhwc"
-_registry: dict[str, str] = {}  # format name -> importable module name
+# format name -> importable module name
+_registry: dict[str, str] = {"onnx": f"{__name__}.onnx", "tflite": f"{__name__}.tflite"}
 _loaded = False
 
 
@@ -37,7 +39,7 @@ def backends() -> dict[str, str]:
     if not _loaded:
         _loaded = True
         for point in entry_points(group=ENTRY_POINTS):
-            _registry.setdefault(point.name, point.value)  # in-process registrations win
+            _registry.setdefault(point.name, point.value)  # built-in and in-process registrations win
     return _registry
 
 
