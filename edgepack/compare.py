@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgepack_runtime.bench import BENCH_SCHEMA_VERSION
+from edgepack_runtime.files import atomic_write
 
 from .errors import CompareError, EdgepackError
 
@@ -135,14 +136,15 @@ def _records(rows: Sequence[Row]) -> list[dict]:
 
 def write_csv(rows: Sequence[Row], path: Path) -> None:
     records = _records(rows)
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    atomic_write(Path(path), text.getvalue())
 
 
 def write_json(rows: Sequence[Row], path: Path) -> None:
-    Path(path).write_text(json.dumps(_records(rows), indent=2) + "\n")
+    atomic_write(Path(path), json.dumps(_records(rows), indent=2) + "\n")
 
 
 def _plot_png(rows: Sequence[Row]) -> bytes:
@@ -179,7 +181,7 @@ def _plot_png(rows: Sequence[Row]) -> bytes:
 
 
 def write_plot(rows: Sequence[Row], path: Path) -> None:
-    Path(path).write_bytes(_plot_png(rows))
+    atomic_write(Path(path), _plot_png(rows))
 
 
 def write_html(rows: Sequence[Row], path: Path, title: str) -> None:
@@ -187,7 +189,7 @@ def write_html(rows: Sequence[Row], path: Path, title: str) -> None:
     image = base64.b64encode(_plot_png(rows)).decode()
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in table_cells(r)) + "</tr>" for r in rows)
-    Path(path).write_text(f"""<!doctype html>
+    atomic_write(Path(path), f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}</style></head>

@@ -34,6 +34,8 @@ import numpy as np
 
 import edgepack_runtime
 from edgepack_runtime.bundle import open_bundle
+from edgepack_runtime.errors import last_line
+from edgepack_runtime.files import user_dir
 from edgepack_runtime.manifest import INTEGER_PRECISIONS
 from edgepack_runtime.parity import fidelity, max_abs_diff, run_samples, top1_accuracy
 
@@ -96,16 +98,13 @@ class Environment:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("EDGEPACK_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgepack")
-    return Path(base) / "emulate" / ENV_VERSION
+    return user_dir("cache", "edgepack") / "emulate" / ENV_VERSION
 
 
 def _run(argv: list[str], what: str, fix: str, **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, capture_output=True, text=True, **kw)
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
-        raise EmulationError(f"{what} failed ({lines[-1] if lines else proc.returncode}); {fix}")
+        raise EmulationError(f"{what} failed ({last_line(proc.stderr or proc.stdout, str(proc.returncode))}); {fix}")
     return proc
 
 
@@ -226,9 +225,7 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
                 results.append(EmulatedResult(art.name, False, None, None, None, None, "timed out"))
                 continue
             if proc.returncode != 0 or not out_file.exists():
-                lines = [line for line in proc.stderr.strip().splitlines()
-                         if line.strip() and not line.startswith(("INFO", "qemu-"))]
-                error = lines[-1] if lines else f"exit code {proc.returncode}"
+                error = last_line(proc.stderr, f"exit code {proc.returncode}", skip=("INFO", "qemu-"))
                 results.append(EmulatedResult(art.name, False, None, None, None, None, error))
                 continue
             guest_result = json.loads(proc.stdout.strip().splitlines()[-1])

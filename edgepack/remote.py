@@ -20,6 +20,7 @@ from typing import Callable, Optional, Sequence
 
 import edgepack_runtime
 from edgepack_runtime.bundle import Bundle, open_bundle
+from edgepack_runtime.errors import last_line
 
 from .devices import Device, DeviceError
 
@@ -54,8 +55,7 @@ def ssh(device: Device, command: str, timeout: float = 600) -> str:
     except subprocess.TimeoutExpired:
         raise DeviceError(f"{device.name}: `{command[:60]}…` took longer than {timeout:.0f} s") from None
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
+        reason = last_line(proc.stderr or proc.stdout, f"exit code {proc.returncode}")
         what = "cannot connect" if proc.returncode == 255 else "command failed"
         raise DeviceError(f"{device.name}: {what}: {reason}")
     return proc.stdout

@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
 
 from .bundle import Bundle
 from .device import device_key
+from .files import atomic_write, user_dir
 from .model import candidates, default_threads, load
 from .parity import split_samples
 from .stats import latency_summary, time_calls
@@ -25,14 +25,11 @@ __all__ = ["auto_choice", "cached_choice", "cache_path", "thread_options"]
 TRIAL_BUDGET_S = 4.0  # whole trial, split evenly between candidates
 MAX_TRIAL_PER_CANDIDATE_S = 0.5
 TRIAL_WARMUP_RUNS = 3
-CACHE_ENV = "EDGEPACK_CACHE_DIR"
 
 
 def cache_path(bundle: Bundle) -> Path:
-    root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgepack-runtime")
     device = hashlib.sha256(device_key().encode()).hexdigest()[:16]
-    return Path(root) / "auto" / f"{bundle.sha256[:16]}-{device}.json"
+    return user_dir("cache", "edgepack-runtime") / "auto" / f"{bundle.sha256[:16]}-{device}.json"
 
 
 def thread_options(bundle: Bundle) -> list[int]:
@@ -77,7 +74,5 @@ def auto_choice(bundle: Bundle, refresh: bool = False) -> dict:
     }
     path = cache_path(bundle)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(choice, indent=2))
-    os.replace(tmp, path)  # concurrent first loads never see a half-written cache
+    atomic_write(path, json.dumps(choice, indent=2))  # concurrent first loads never see half a cache
     return choice

@@ -21,7 +21,7 @@ import numpy as np
 from .bundle import Bundle, open_bundle
 from .dims import resize
 from .device import device_info, temperatures_c
-from .errors import BenchError, InputError
+from .errors import BenchError, InputError, last_line
 from .model import AUTO, default_threads
 from .parity import split_samples
 from .stats import PERCENTILE_METHOD, latency_summary
@@ -105,10 +105,9 @@ def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSetting
     proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True, text=True,
                           timeout=WORKER_TIMEOUT_S)
     if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         at = f" at {_label(sizes)}" if sizes else ""
         raise BenchError(f"benchmarking {artifact} with {threads} thread(s){at} failed: "
-                         f"{lines[-1] if lines else 'no output'}")
+                         f"{last_line(proc.stderr, 'no output')}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

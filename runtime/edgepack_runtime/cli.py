@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -15,6 +14,7 @@ from rich.table import Table
 
 from .backends import backend_available
 from .bundle import open_bundle
+from .files import atomic_write
 from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
@@ -256,9 +256,7 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
                       f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
     console.print(table)
     if output:
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
-        tmp.replace(output)  # a half-written result file never replaces a good one
+        atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
         console.print(f"wrote {output}")
 
 
@@ -326,10 +324,7 @@ def telemetry_export(db, fmt, since, output):
     if output is None:
         click.echo(text, nl=False)
         return
-    # temp file + rename in the same directory: the collector never reads a half file
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, output)
+    atomic_write(output, text)  # the collector never reads a half file
     console.print(f"wrote {output}")
 
 

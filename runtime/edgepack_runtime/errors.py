@@ -27,6 +27,7 @@ __all__ = [
     "InferenceError",
     "BenchError",
     "first_line",
+    "last_line",
 ]
 
 
@@ -34,6 +35,13 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """A foreign exception as one short line for our messages (some have none, some have many)."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text[:limit]}" if text else type(exc).__name__
+
+
+def last_line(output: str, default: str, skip: tuple[str, ...] = ()) -> str:
+    """The last non-blank line of a child process's output (where Python puts the error),
+    ignoring lines that start with `skip`; `default` when there is none."""
+    lines = [line for line in (output or "").splitlines() if line.strip() and not line.startswith(skip)]
+    return lines[-1].strip() if lines else default
 
 
 class EdgepackError(Exception):

@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import EdgepackError, InputError
 from .model import Model
-from .telemetry_report import label
+from .prometheus import metric, sample
 
 __all__ = ["create_app", "body_limit", "header_deadline_protocol", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
 
@@ -73,28 +73,26 @@ class _Metrics:
                 self.latency_count += 1
 
     def render(self, model: Model) -> str:
-        lines = ["# HELP edgepack_requests_total HTTP requests by path and status.",
-                 "# TYPE edgepack_requests_total counter"]
+        lines = metric("edgepack_requests_total", "counter", "HTTP requests by path and status.")
         with self.lock:
-            for (path, status), n in sorted(self.requests.items()):
-                lines.append(f'edgepack_requests_total{{path="{path}",status="{status}"}} {n}')
-            lines += ["# HELP edgepack_predict_latency_seconds Successful /v1/predict latency, in the server.",
-                      "# TYPE edgepack_predict_latency_seconds histogram"]
+            lines += [sample("edgepack_requests_total", n, path=path, status=status)
+                      for (path, status), n in sorted(self.requests.items())]
+            lines += metric("edgepack_predict_latency_seconds", "histogram",
+                            "Successful /v1/predict latency, in the server.")
             cumulative = 0
             for bound, count in zip(LATENCY_BUCKETS_S + (float("inf"),), self.buckets):
                 cumulative += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
-                lines.append(f'edgepack_predict_latency_seconds_bucket{{le="{le}"}} {cumulative}')
-            lines += [f"edgepack_predict_latency_seconds_sum {self.latency_sum:.6f}",
-                      f"edgepack_predict_latency_seconds_count {self.latency_count}"]
-        lines += ["# HELP edgepack_input_drift_psi PSI of recent inputs vs the calibration data (needs 30+ requests).",
-                  "# TYPE edgepack_input_drift_psi gauge"]
-        lines += [f'edgepack_input_drift_psi{{input="{label(name)}"}} {score:.6g}'
+                lines.append(sample("edgepack_predict_latency_seconds_bucket", cumulative, le=le))
+            lines += [sample("edgepack_predict_latency_seconds_sum", f"{self.latency_sum:.6f}"),
+                      sample("edgepack_predict_latency_seconds_count", self.latency_count)]
+        lines += metric("edgepack_input_drift_psi", "gauge",
+                        "PSI of recent inputs vs the calibration data (needs 30+ requests).")
+        lines += [sample("edgepack_input_drift_psi", float(score), input=name)
                   for name, score in model.drift_scores().items() if score is not None]
         writer = model.telemetry
-        lines += ["# HELP edgepack_telemetry_dropped_total Telemetry records dropped by this server.",
-                  "# TYPE edgepack_telemetry_dropped_total counter",
-                  f"edgepack_telemetry_dropped_total {writer.dropped_total if writer else 0}"]
+        lines += metric("edgepack_telemetry_dropped_total", "counter", "Telemetry records dropped by this server.")
+        lines.append(sample("edgepack_telemetry_dropped_total", writer.dropped_total if writer else 0))
         return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from .errors import EdgepackError
+from .files import user_dir
 
 __all__ = ["TelemetryWriter", "shared_writer", "default_path", "enabled_by_env", "HISTOGRAM_EDGES_MS", "histogram_index",
            "ENV_DISABLE", "ENV_PATH"]
@@ -66,8 +67,7 @@ def default_path() -> Path:
     """$EDGEPACK_TELEMETRY_DB, else $XDG_DATA_HOME/edgepack-runtime/telemetry.sqlite."""
     if os.environ.get(ENV_PATH):
         return Path(os.environ[ENV_PATH])
-    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return Path(data) / "edgepack-runtime" / "telemetry.sqlite"
+    return user_dir("data", "edgepack-runtime") / "telemetry.sqlite"
 
 
 def histogram_index(latency_ms: float) -> int:

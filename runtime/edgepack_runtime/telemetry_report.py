@@ -15,12 +15,8 @@ from typing import Optional
 
 from .drift import DRIFT_THRESHOLD
 from .errors import TelemetryError
+from .prometheus import metric, sample
 from .telemetry import HISTOGRAM_EDGES_MS, connect
-
-
-def label(value: str) -> str:
-    """A Prometheus label value, escaped as the text exposition format requires."""
-    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 @contextlib.contextmanager
@@ -111,26 +107,21 @@ def summary(path: Path, since: Optional[str] = None) -> dict:
 
 
 def _prometheus(data: dict) -> str:
-    lines = ["# HELP edgepack_inferences_total Inferences recorded, by outcome.",
-             "# TYPE edgepack_inferences_total counter"]
+    lines = metric("edgepack_inferences_total", "counter", "Inferences recorded, by outcome.")
     for a in data["artifacts"]:
-        labels = f'bundle="{label(a["bundle"])}",artifact="{label(a["artifact"])}"'
-        ok = a["count"] - sum(a["errors"].values())
-        lines.append(f'edgepack_inferences_total{{{labels},outcome="ok"}} {ok}')
-        lines += [f'edgepack_inferences_total{{{labels},outcome="{label(k)}"}} {v}' for k, v in a["errors"].items()]
-    lines += ["# HELP edgepack_inference_latency_ms Latency percentiles of successful inferences.",
-              "# TYPE edgepack_inference_latency_ms gauge"]
-    for a in data["artifacts"]:
-        for q, v in a["latency_ms"].items():
-            if v is not None:
-                lines.append(f'edgepack_inference_latency_ms{{bundle="{label(a["bundle"])}",'
-                             f'artifact="{label(a["artifact"])}",quantile="0.{q[1:]}"}} {v:.6g}')
-    lines += ["# HELP edgepack_input_drift_psi Population stability index of recent inputs vs calibration.",
-              "# TYPE edgepack_input_drift_psi gauge"]
-    lines += [f'edgepack_input_drift_psi{{bundle="{label(d["bundle"])}",input="{label(d["input"])}"}} {d["psi"]:.6g}'
+        where = {"bundle": a["bundle"], "artifact": a["artifact"]}
+        lines.append(sample("edgepack_inferences_total", a["count"] - sum(a["errors"].values()), **where, outcome="ok"))
+        lines += [sample("edgepack_inferences_total", v, **where, outcome=k) for k, v in a["errors"].items()]
+    lines += metric("edgepack_inference_latency_ms", "gauge", "Latency percentiles of successful inferences.")
+    lines += [sample("edgepack_inference_latency_ms", float(v), bundle=a["bundle"], artifact=a["artifact"],
+                     quantile=f"0.{q[1:]}")
+              for a in data["artifacts"] for q, v in a["latency_ms"].items() if v is not None]
+    lines += metric("edgepack_input_drift_psi", "gauge", "Population stability index of recent inputs vs calibration.")
+    lines += [sample("edgepack_input_drift_psi", float(d["psi"]), bundle=d["bundle"], input=d["input"])
               for d in data["drift"]]
-    lines += ["# HELP edgepack_telemetry_dropped_total Telemetry records dropped (disk full or database error).",
-              "# TYPE edgepack_telemetry_dropped_total counter", f"edgepack_telemetry_dropped_total {data['dropped']}"]
+    lines += metric("edgepack_telemetry_dropped_total", "counter",
+                    "Telemetry records dropped (disk full or database error).")
+    lines.append(sample("edgepack_telemetry_dropped_total", data["dropped"]))
     return "\n".join(lines) + "\n"
 
 
