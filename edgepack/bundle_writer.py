@@ -76,7 +76,7 @@ def _check_destination(dest: Path) -> None:
         return
     try:
         manifest = Manifest.from_json((dest / MANIFEST_NAME).read_text(encoding="utf-8"))
-        listed = {MANIFEST_NAME, manifest.golden.path} | {a.path for a in manifest.artifacts if a.path}
+        listed = {MANIFEST_NAME, manifest.golden.path} | {f.path for a in manifest.artifacts for f in a.all_files()}
     except (OSError, UnicodeDecodeError, BundleError, TypeError, ValueError, AttributeError) as exc:
         why = "no manifest.json" if not (dest / MANIFEST_NAME).exists() else f"its manifest.json is not edgepack's: {exc}"
         raise BuildError(f"{dest} is not an edgepack bundle ({why}); refusing to replace it. "

@@ -18,14 +18,14 @@ import edgepack_runtime
 from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import host_info
-from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, Golden, Latency, Manifest
+from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency, Manifest
 from edgepack_runtime.parity import top1_accuracy
 
 from . import __version__
 from .bundle_writer import BundleStaging
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, Budget, judge
 from .errors import BuildError, BuildFailed, TargetError
-from .formats import get_format
+from .formats import artifact_files, get_format, remove_artifact
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
@@ -255,15 +255,17 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
         except BuildError as exc:
             artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
             continue
+        files = tuple(FileRef(path=f.name, sha256=sha256_file(f), size_bytes=f.stat().st_size)
+                      for f in artifact_files(fmt, file))
         artifacts.append(Artifact(
             name=name, format=fmt.name, precision=precision, status="ok",
-            path=file.name, sha256=sha256_file(file), size_bytes=file.stat().st_size,
+            path=file.name, sha256=files[0].sha256, size_bytes=sum(f.size_bytes for f in files), files=files,
             quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
         ))
     for stale in out_dir.glob(f"model.fp32.*{fmt.suffix}"):
         stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
-    if "fp32" not in precisions and fp32_file.exists():
-        fp32_file.unlink()  # only the base for the other precisions: not part of the bundle
+    if "fp32" not in precisions:
+        remove_artifact(fmt, fp32_file)  # only the base for the other precisions: not part of the bundle
     return artifacts, macs
 
 
@@ -391,6 +393,7 @@ def _leave_out(manifest: Manifest, bundle_dir: Path) -> Manifest:
         if why is None:  # fine, or failed to build (no file, already says why)
             kept.append(art)
             continue
-        (bundle_dir / art.path).unlink(missing_ok=True)
-        kept.append(dataclasses.replace(art, status="rejected", path=None, sha256=None, error=why))
+        for file in art.all_files():
+            (bundle_dir / file.path).unlink(missing_ok=True)
+        kept.append(dataclasses.replace(art, status="rejected", path=None, sha256=None, files=(), error=why))
     return dataclasses.replace(manifest, artifacts=tuple(kept))

@@ -21,6 +21,7 @@ from edgepack_runtime.manifest import Accuracy, Validation
 
 from .budget import Budget
 from .errors import BuildError
+from .formats import move_artifact, remove_artifact
 from .formats.errors import root_cause
 from .validate import References, clearly_faster, compare_latency, open_artifact, validate_artifact
 
@@ -131,7 +132,7 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
             return tried[-1]
         except BuildError as exc:
             errors.append(str(exc))
-            file.unlink(missing_ok=True)
+            remove_artifact(fmt, file)
             return None
 
     for recipe in fmt.recipes(ctx.profile, precision):
@@ -154,9 +155,9 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
                 break
     chosen = _best(tried, fmt, fp32, ctx)
     trail = [dict(c.trail(), chosen=c is chosen) for c in tried] + [{"error": e} for e in errors]
-    chosen.file.replace(out)
+    move_artifact(fmt, chosen.file, out)
     chosen.file = out
     for c in tried:
         if c is not chosen:
-            c.file.unlink(missing_ok=True)
+            remove_artifact(fmt, c.file)
     return chosen, trail

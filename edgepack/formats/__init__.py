@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from ..targets import TargetProfile
 
-__all__ = ["ExportFormat", "get_format", "formats", "register", "check_recipes", "ENTRY_POINTS"]
+__all__ = ["ExportFormat", "get_format", "formats", "register", "check_recipes", "artifact_files", "move_artifact",
+           "remove_artifact", "ENTRY_POINTS"]
 
 ENTRY_POINTS = "edgepack.formats"
 
@@ -62,7 +63,10 @@ class ExportFormat(Protocol):
         first; each entry the layer names to keep in float together)."""
 
     def count_macs(self, fp32: Path) -> int | None:
-        """Multiply-accumulates per inference of the fp32 artifact, if this format can count them."""
+        """Multiply-accumulates per inference of the fp32 artifact, if this format can count them.
+
+        A format whose artifacts are several files also has `companions(path) -> list[Path]`:
+        the files that go with the one at `path` (next to it, named after it)."""
 
     def toolchain(self) -> dict[str, str]:
         """Versions of the libraries this format's export and quantization used."""
@@ -112,3 +116,19 @@ def check_recipes(int8, choices: dict, where: str) -> None:
             if recipe[key] not in allowed:
                 raise TargetError(f"unknown {key} in {place} {recipe[key]!r}; {did_you_mean(recipe[key], allowed)}"
                                   f"supported: {', '.join(allowed)}")
+
+
+def artifact_files(fmt: ExportFormat, path: Path) -> list[Path]:
+    """The file at `path` and, for a multi-file format, its companions."""
+    return [path, *getattr(fmt, "companions", lambda _: [])(path)]
+
+
+def move_artifact(fmt: ExportFormat, source: Path, dest: Path) -> None:
+    """Rename an artifact, companions included (each keeps its name relative to the main file)."""
+    for src, dst in zip(artifact_files(fmt, source), artifact_files(fmt, dest)):
+        src.replace(dst)
+
+
+def remove_artifact(fmt: ExportFormat, path: Path) -> None:
+    for file in artifact_files(fmt, path):
+        file.unlink(missing_ok=True)

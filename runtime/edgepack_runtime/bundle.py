@@ -62,13 +62,14 @@ class Bundle:
             )
 
     def verify_artifact(self, artifact: Artifact) -> Path:
-        """Check one artifact file's hash and return its path."""
+        """Check the hash of each of an artifact's files; return the path its backend opens."""
         if artifact.status != "ok" or not artifact.path or not artifact.sha256:
             raise BundleError(
                 f"artifact {artifact.name!r} is not in the bundle ({artifact.status}: {artifact.error or 'no file'}); "
                 "choose another artifact or rebuild"
             )
-        self._check_file(artifact.path, artifact.sha256)
+        for file in artifact.all_files():
+            self._check_file(file.path, file.sha256)
         return self.resolve(artifact.path)
 
     def verify_integrity(self) -> None:

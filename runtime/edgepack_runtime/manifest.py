@@ -25,6 +25,7 @@ __all__ = [
     "TensorSpec",
     "Validation",
     "Accuracy",
+    "FileRef",
     "Artifact",
     "Latency",
     "Golden",
@@ -151,16 +152,25 @@ class Latency:
 
 
 @dataclass(frozen=True)
+class FileRef:
+    """One file of an artifact, relative to the bundle."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class Artifact:
-    """One exported model file (or a failed attempt at one)."""
+    """One exported model (or a failed attempt at one): a file, or several."""
 
     name: str
     format: str
     precision: str
     status: str  # "ok" or "failed"
-    path: Optional[str] = None
+    path: Optional[str] = None  # the file its backend opens (= files[0])
     sha256: Optional[str] = None
-    size_bytes: Optional[int] = None
+    size_bytes: Optional[int] = None  # of all its files
     error: Optional[str] = None
     quantization: Optional[dict] = None
     layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
@@ -172,6 +182,15 @@ class Artifact:
     # makes int64 ids int32): run() still takes the manifest's dtype and converts when every
     # value fits.
     input_dtypes: Optional[dict] = None
+    # Schema 2.1: every file of the artifact, the one the backend opens first (OpenVINO's
+    # .xml then .bin); empty in earlier bundles, where `path` is the only file.
+    files: tuple[FileRef, ...] = ()
+
+    def all_files(self) -> tuple[FileRef, ...]:
+        """Every file to check and copy: `files`, or `path` alone in bundles before 2.1."""
+        if self.files or not self.path:
+            return self.files
+        return (FileRef(path=self.path, sha256=self.sha256 or "", size_bytes=self.size_bytes or 0),)
 
     @property
     def usable(self) -> bool:
@@ -360,6 +379,11 @@ def _check_ranges(obj: Any, where: str) -> None:
             raise _damaged(where, f"has status {obj.status[:20]!r}, not one of {', '.join(_STATUSES)}")
         if obj.status == "ok" and not (obj.path and obj.sha256 and _SHA256.match(obj.sha256)):
             raise _damaged(where, "is ok but lacks a path or a sha256 of 64 hex digits")
+        if obj.files and (obj.files[0].path, obj.files[0].sha256) != (obj.path, obj.sha256):
+            raise _damaged(where, "lists files whose first is not its path")
+    elif isinstance(obj, FileRef):
+        if not _SHA256.match(obj.sha256):
+            raise _damaged(where, "needs a sha256 of 64 hex digits")
     elif isinstance(obj, Golden):
         if not _SHA256.match(obj.sha256) or obj.real_samples > obj.samples:
             raise _damaged(where, "needs a sha256 of 64 hex digits and real_samples ≤ samples")

@@ -12,6 +12,7 @@ import edgepack
 import edgepack_runtime
 from edgepack.errors import TargetError
 from edgepack.targets import TARGETS_ENV, load_target
+from edgepack_runtime.errors import IntegrityError
 from edgepack_runtime.parity import self_test
 
 from ..plugins import numpy_format
@@ -48,6 +49,8 @@ def test_a_format_from_one_file_builds_validates_and_runs(numpy_target, tmp_path
     assert set(arts) == {"numpy-fp32", "onnx-fp32"}
     numpy_art = arts["numpy-fp32"]
     assert numpy_art.status == "ok" and numpy_art.validation.passed and numpy_art.path == "model.fp32.npz"
+    assert [f.path for f in numpy_art.files] == ["model.fp32.npz", "model.fp32.layers.json"]  # two files
+    assert numpy_art.size_bytes == sum((result.path / f.path).stat().st_size for f in numpy_art.files)
     assert numpy_art.validation.backend.startswith("numpy ")
     assert result.manifest.toolchain["numpy"] == np.__version__
 
@@ -56,6 +59,9 @@ def test_a_format_from_one_file_builds_validates_and_runs(numpy_target, tmp_path
     with torch.no_grad():
         np.testing.assert_allclose(model.run({"x": x})["output"], module(torch.from_numpy(x)).numpy(), atol=1e-5)
     assert self_test(model).passed
+    (result.path / "model.fp32.layers.json").write_text('[["relu", 0]]')  # a companion tampered with
+    with pytest.raises(IntegrityError, match="model.fp32.layers.json does not match its sha256"):
+        edgepack_runtime.load(result.path, artifact="numpy-fp32")
 
 
 def test_a_misspelt_format_table_is_refused_with_did_you_mean(tmp_path, monkeypatch):

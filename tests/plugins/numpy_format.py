@@ -1,5 +1,6 @@
 """A whole artifact format in one file, as docs/extending.md walks through: "numpy", an
-MLP (Flatten, Linear, ReLU) saved as an .npz of weights and run by numpy on the device.
+MLP (Flatten, Linear, ReLU) saved as two files, an .npz of weights and a .layers.json
+naming the layers, and run by numpy on the device.
 
 Both halves live here because it is a test; a real plugin ships the packager half in one
 distribution (entry point "edgepack.formats") and the backend in one the device installs
@@ -55,7 +56,11 @@ class NumpyFormat:
             else:
                 raise BuildError(f"the numpy format exports Linear, ReLU and Flatten only, not {type(layer).__name__}")
         with open(out, "wb") as f:  # a file object: np.savez would append ".npz" to a path
-            np.savez(f, layers=np.array(json.dumps(layers)), **arrays)
+            np.savez(f, **arrays)
+        self.companions(out)[0].write_text(json.dumps(layers))
+
+    def companions(self, path: Path) -> list[Path]:
+        return [path.with_suffix(".layers.json")]
 
     def layout(self, target):
         return None
@@ -92,7 +97,7 @@ class NumpySession:
         try:
             with np.load(path, allow_pickle=False) as data:
                 self._arrays = {k: data[k] for k in data.files}
-            self._layers = json.loads(str(self._arrays.pop("layers")))
+            self._layers = json.loads(Path(path).with_suffix(".layers.json").read_text())
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"{path} is not a numpy-format artifact ({exc}); rebuild the bundle") from None
         self.threads = threads
