@@ -26,6 +26,7 @@ from .bundle_writer import BundleStaging
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, Budget, judge
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import artifact_files, get_format, remove_artifact
+from .macs import count_macs
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
@@ -138,19 +139,17 @@ def build(
         specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized)
     with _timed(seconds, "reference"):
         refs = torch_references(loaded.module, specs, *golden, evaluation)
+        macs = count_macs(loaded.module, specs, {k: v[0] for k, v in refs.golden_inputs.items()})
 
     artifacts: list[Artifact] = []
-    macs = None
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
                  "python": platform.python_version()}
     with staging:
         for fmt_name, fmt_precisions in plan.items():
             fmt = get_format(fmt_name)
             toolchain.update(fmt.toolchain())
-            built, counted = _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
-                                           calibration_used, budget, seconds)
-            artifacts += built
-            macs = macs or counted
+            artifacts += _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
+                                       calibration_used, budget, seconds)
         with _timed(seconds, "latency"):
             artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir)
 
@@ -219,9 +218,8 @@ def _samples(specs, calibration, eval_data, quantized: bool):
 
 
 def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,
-                  calibration: _Calibration, budget: Budget, seconds: dict) -> tuple[list[Artifact], Optional[int]]:
-    """Export one format to fp32, derive its other precisions from that file, validate each.
-    Returns the artifacts and the MACs per inference if this format counts them."""
+                  calibration: _Calibration, budget: Budget, seconds: dict) -> list[Artifact]:
+    """Export one format to fp32, derive its other precisions from that file, validate each."""
     fp32_file = out_dir / f"model.fp32{fmt.suffix}"
     layout = fmt.layout(profile)
     export_error = None
@@ -230,7 +228,6 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
             fmt.export(module, refs.inputs, [s.name for s in refs.outputs], profile, fp32_file)
     except BuildError as exc:
         export_error = str(exc)
-    macs = None if export_error else fmt.count_macs(fp32_file)
     context = SearchContext(profile, host, refs, calibration.samples, budget)
     artifacts = []
     for precision in precisions:
@@ -266,7 +263,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
         stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
     if "fp32" not in precisions:
         remove_artifact(fmt, fp32_file)  # only the base for the other precisions: not part of the bundle
-    return artifacts, macs
+    return artifacts
 
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,

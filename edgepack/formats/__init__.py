@@ -62,14 +62,11 @@ class ExportFormat(Protocol):
         `sensitive_layers(fp32, quantized, calibration, target) -> list[list[str]]` (most sensitive
         first; each entry the layer names to keep in float together)."""
 
-    def count_macs(self, fp32: Path) -> int | None:
-        """Multiply-accumulates per inference of the fp32 artifact, if this format can count them.
+    def toolchain(self) -> dict[str, str]:
+        """Versions of the libraries this format's export and quantization used.
 
         A format whose artifacts are several files also has `companions(path) -> list[Path]`:
         the files that go with the one at `path` (next to it, named after it)."""
-
-    def toolchain(self) -> dict[str, str]:
-        """Versions of the libraries this format's export and quantization used."""
 
 
 BUILTIN = {"onnx": "edgepack.formats.onnx:OnnxFormat", "tflite": "edgepack.formats.tflite:TfliteFormat"}

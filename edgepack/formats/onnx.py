@@ -275,11 +275,6 @@ class OnnxFormat:
         drops.sort(key=lambda d: -d[0])
         return [names for _, names in drops]
 
-    def count_macs(self, fp32: Path) -> int | None:
-        from ..macs import count_macs
-
-        return count_macs(fp32)
-
     def toolchain(self) -> dict[str, str]:
         import onnx
         import onnxruntime

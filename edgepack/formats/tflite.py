@@ -255,9 +255,6 @@ class TfliteFormat:
                 for feed in split_samples(calibration)]
         return feeds
 
-    def count_macs(self, fp32: Path) -> int | None:
-        return None  # counted on the ONNX graph when that format is built
-
     def toolchain(self) -> dict[str, str]:
         versions = {}
         for dist in ("litert-torch", "ai-edge-quantizer", "ai-edge-litert"):

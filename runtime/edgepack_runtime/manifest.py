@@ -226,7 +226,7 @@ class Manifest:
     toolchain: dict
     accuracy_tolerance: float  # the accuracy budget: largest allowed top-1 drop vs PyTorch, in points (labels)
     build: dict = field(default_factory=dict)  # how the bundle was made: host, stage timings
-    macs: Optional[int] = None  # multiply-accumulates per inference, counted on the ONNX graph
+    macs: Optional[int] = None  # multiply-accumulates per inference at the built size (PyTorch's flop counter)
     # Per input: histogram and per-channel stats of the calibration data (drift.py); None
     # when int8 was calibrated on random data, which is no reference for anything.
     drift_reference: Optional[dict] = None

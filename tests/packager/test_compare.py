@@ -90,7 +90,7 @@ def test_different_bundles_and_schema_versions_are_refused(pi_and_box, tmp_path)
     one_line_error(run_cli("compare", tmp_path / "junk.json"), "is not a benchmark result")
 
 
-def test_macs_are_counted_on_the_onnx_graph(digits_bundle):
+def test_macs_are_counted_layer_by_layer(digits_bundle):
     from edgepack_runtime import open_bundle
 
     conv1 = (16 * 8 * 8) * (1 * 3 * 3)

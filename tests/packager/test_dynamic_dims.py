@@ -87,6 +87,11 @@ def test_the_manifest_records_the_ranges_and_the_sizes_checked(dynamic_bundle):
     assert ids.shape == (1, 12)  # exported and checked at the calibration data's size
     (output,) = manifest.outputs
     assert [(d.name, d.axis) for d in output.dynamic] == [("batch", 0)]  # pooled: no seq axis
+    # MACs at the built size (12 tokens), attention products included (edgepack/macs.py)
+    tokens, width, heads = 12, 16, 2
+    projections = tokens * width * 3 * width + tokens * width * width + width * 6
+    attention = 2 * heads * tokens * tokens * (width // heads)
+    assert manifest.macs == projections + attention
     for art in manifest.artifacts:
         # Static int8 builds and runs at every size (per-signature calibration for TFLite);
         # whether it keeps the attention's outputs is the parity check's call.

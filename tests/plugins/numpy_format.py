@@ -73,9 +73,6 @@ class NumpyFormat:
 
         raise BuildError("the numpy format builds fp32 only")
 
-    def count_macs(self, fp32: Path):
-        return None
-
     def toolchain(self) -> dict[str, str]:
         return {"numpy": np.__version__}
 
