@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 
 from edgepack_runtime.bench import BENCH_SCHEMA_VERSION
 from edgepack_runtime.files import atomic_write
+from edgepack_runtime.versions import newer_major, parse_version
 
 from .errors import CompareError, EdgepackError
 
@@ -57,12 +58,14 @@ def load_result(path: Path) -> dict:
         raise CompareError(f"cannot read {path} ({exc}); pass JSON written by `edgepack-runtime bench -o`") from None
     if not isinstance(doc, dict) or not {"schema_version", "device", "bundle", "results"} <= set(doc):
         raise CompareError(f"{path} is not a benchmark result; pass JSON written by `edgepack-runtime bench -o`")
-    if doc["schema_version"] != BENCH_SCHEMA_VERSION:
+    version = parse_version(doc["schema_version"])
+    if version is None or newer_major(version, BENCH_SCHEMA_VERSION):
         raise CompareError(
-            f"{path} has bench schema_version {doc['schema_version']}, this edgepack reads {BENCH_SCHEMA_VERSION}; "
-            "re-run the benchmark with a matching edgepack-runtime"
+            f"{path} has bench schema_version {doc['schema_version']}, this edgepack reads "
+            f"{BENCH_SCHEMA_VERSION.split('.')[0]}.x; upgrade edgepack or re-run the benchmark with a matching "
+            "edgepack-runtime"
         )
-    return doc
+    return doc  # a newer minor only adds keys, which the rows ignore
 
 
 def _check_same_bundle(docs: Sequence[tuple[Path, dict]]) -> None:

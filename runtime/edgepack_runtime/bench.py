@@ -28,7 +28,8 @@ from .stats import PERCENTILE_METHOD, latency_summary
 
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
-BENCH_SCHEMA_VERSION = 1
+# "MAJOR.MINOR" (versions.py). 1.1: results[].sizes (bench --size).
+BENCH_SCHEMA_VERSION = "1.1"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
 # Runs in the fresh process: the clock starts before edgepack_runtime is imported.

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import BundleError
+from .versions import newer_major, newer_minor, parse_version
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -187,10 +188,12 @@ class Artifact:
     files: tuple[FileRef, ...] = ()
 
     def all_files(self) -> tuple[FileRef, ...]:
-        """Every file to check and copy: `files`, or `path` alone in bundles before 2.1."""
-        if self.files or not self.path:
-            return self.files
-        return (FileRef(path=self.path, sha256=self.sha256 or "", size_bytes=self.size_bytes or 0),)
+        """Every file to check and copy: the one at `path` (alone in bundles before 2.1),
+        then the others `files` lists."""
+        if not self.path:
+            return ()
+        main = FileRef(path=self.path, sha256=self.sha256 or "", size_bytes=self.size_bytes or 0)
+        return (main, *(f for f in self.files if f.path != self.path))
 
     @property
     def usable(self) -> bool:
@@ -267,28 +270,19 @@ class Manifest:
         if not isinstance(data, dict):
             raise BundleError(f"{MANIFEST_NAME} must hold a JSON object; rebuild the bundle")
         version = parse_version(data.get("schema_version"))
-        ours = parse_version(SCHEMA_VERSION)
-        if version[0] > ours[0]:
+        if version is None:
+            raise BundleError(f"{MANIFEST_NAME} has no valid schema_version (\"MAJOR.MINOR\", e.g. "
+                              f"{SCHEMA_VERSION!r}); rebuild the bundle")
+        if newer_major(version, SCHEMA_VERSION):
             raise BundleError(
                 f"bundle schema_version {data['schema_version']} is newer than this runtime understands "
                 f"({SCHEMA_VERSION}); upgrade edgepack-runtime"
             )
         # Keys from a newer minor are ignored; within what this reader knows, unknown keys are damage.
         manifest = _typed(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
-                          tolerate_unknown=version > ours)
+                          tolerate_unknown=newer_minor(version, SCHEMA_VERSION))
         _check_target(manifest.target)
         return manifest
-
-
-def parse_version(value: Any) -> tuple[int, int]:
-    """(major, minor) of a manifest's schema_version: "2.1", or a plain integer before 2.1."""
-    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value < 10_000:
-        return value, 0
-    match = re.fullmatch(r"(\d{1,4})\.(\d{1,4})", value) if isinstance(value, str) else None
-    if not match or int(match[1]) < 1:
-        raise BundleError(f"{MANIFEST_NAME} has no valid schema_version (\"MAJOR.MINOR\", e.g. {SCHEMA_VERSION!r}); "
-                          "rebuild the bundle")
-    return int(match[1]), int(match[2])
 
 
 # Far above any real manifest (a few KiB; the search trail adds tens of KiB), far below
@@ -379,8 +373,6 @@ def _check_ranges(obj: Any, where: str) -> None:
             raise _damaged(where, f"has status {obj.status[:20]!r}, not one of {', '.join(_STATUSES)}")
         if obj.status == "ok" and not (obj.path and obj.sha256 and _SHA256.match(obj.sha256)):
             raise _damaged(where, "is ok but lacks a path or a sha256 of 64 hex digits")
-        if obj.files and (obj.files[0].path, obj.files[0].sha256) != (obj.path, obj.sha256):
-            raise _damaged(where, "lists files whose first is not its path")
     elif isinstance(obj, FileRef):
         if not _SHA256.match(obj.sha256):
             raise _damaged(where, "needs a sha256 of 64 hex digits")

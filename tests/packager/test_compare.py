@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from edgepack_runtime.bench import BenchSettings, run_bench
+from edgepack_runtime.bench import BENCH_SCHEMA_VERSION, BenchSettings, run_bench
 
 from .test_cli import one_line_error, run_cli
 
@@ -86,6 +86,14 @@ def test_different_bundles_and_schema_versions_are_refused(pi_and_box, tmp_path)
     future["schema_version"] = 99
     (tmp_path / "future.json").write_text(json.dumps(future))
     one_line_error(run_cli("compare", tmp_path / "future.json"), "schema_version 99")
+    newer_minor = json.loads(box.read_text())  # a newer minor only adds keys: still compared
+    newer_minor.update(schema_version=f"{BENCH_SCHEMA_VERSION.split('.')[0]}.99", a_future_key=[1])
+    (tmp_path / "newer.json").write_text(json.dumps(newer_minor))
+    assert run_cli("compare", tmp_path / "newer.json").exit_code == 0
+    first_release = json.loads(box.read_text())  # bench results before MAJOR.MINOR wrote 1
+    first_release["schema_version"] = 1
+    (tmp_path / "first.json").write_text(json.dumps(first_release))
+    assert run_cli("compare", tmp_path / "first.json").exit_code == 0
     (tmp_path / "junk.json").write_text("[]")
     one_line_error(run_cli("compare", tmp_path / "junk.json"), "is not a benchmark result")
 
