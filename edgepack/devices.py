@@ -20,7 +20,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Optional
 
-from .errors import DeviceError, did_you_mean
+from edgepack_runtime.typed import Problem, from_data
+
+from .errors import DeviceError
 
 __all__ = ["Device", "parse_host", "load_inventory", "DeviceError"]
 
@@ -63,16 +65,13 @@ def load_inventory(path: Path) -> list[Device]:
     entries = data.get("device")
     if not isinstance(entries, list) or not entries:
         raise DeviceError(f"{path} has no [[device]] entries; see README for the format")
-    known = {f.name for f in fields(Device)}
     devices = []
     for i, entry in enumerate(entries):
-        for key in entry:
-            if key not in known:
-                raise DeviceError(f"{path}: device #{i + 1} has unknown key {key!r}; "
-                                  f"{did_you_mean(key, known)}the keys are {', '.join(sorted(known))}")
-        if "name" not in entry or "host" not in entry:
-            raise DeviceError(f"{path}: device #{i + 1} needs at least name and host")
-        devices.append(Device(**entry))
+        try:
+            devices.append(from_data(Device, entry, f"{path}: device #{i + 1}"))
+        except Problem as problem:
+            keys = ", ".join(f.name for f in fields(Device))
+            raise DeviceError(f"{problem}; each [[device]] takes {keys} (name and host required)") from None
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise DeviceError(f"{path}: device names must be unique, got {names}")

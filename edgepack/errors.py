@@ -10,18 +10,11 @@
     └── EmulationError     the emulated environment cannot be prepared or run
 """
 
-import difflib
-
 from edgepack_runtime.errors import BundleError, EdgepackError, InputError, UsageError
+from edgepack_runtime.typed import did_you_mean
 
 __all__ = ["EdgepackError", "BundleError", "InputError", "UsageError", "TargetError", "ModelSourceError",
            "BuildError", "BuildFailed", "CompareError", "DeviceError", "EmulationError", "did_you_mean"]
-
-
-def did_you_mean(value: str, choices) -> str:
-    """'did you mean 'x'? ' for the closest of `choices`, or '' (the start of a fix hint)."""
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-    return f"did you mean {close[0]!r}? " if close else ""
 
 
 class TargetError(EdgepackError):

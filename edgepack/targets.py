@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Mapping, Optional
 
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import INTEGER_PRECISIONS
+from edgepack_runtime.typed import Problem, from_data
 
 from .errors import TargetError, did_you_mean
 from .formats import formats
@@ -143,35 +143,6 @@ def _resolve_raw(target_id: str, seen: tuple[str, ...] = ()) -> dict:
     return _merge(_resolve_raw(parent, seen + (target_id,)), raw) if parent else raw
 
 
-def _build(cls: type, raw: Any, where: str, tables: Optional[Mapping[str, type]] = None):
-    """Make dataclass `cls` from a TOML table, naming unknown and missing keys. Fields typed
-    as dataclasses are nested tables; `tables` adds tables by name outside `cls`'s fields
-    (a profile's format tables), gathered into the `format_settings` field."""
-    if not isinstance(raw, dict):
-        raise TargetError(f"{where} must be a table; fix the profile")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    tables = tables or {}
-    for key in raw:
-        if key not in fields and key not in tables:
-            raise _unknown(f"key in {where}", key, [*fields, *tables], "fix the profile file")
-    missing = [n for n, f in fields.items() if n not in raw and f.default is dataclasses.MISSING
-               and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise TargetError(f"{where} is missing {', '.join(missing)}; add them to the profile or its `extends` base")
-    hints = typing.get_type_hints(cls)
-    values, extra = {}, {}
-    for name, value in raw.items():
-        if name in tables:
-            extra[name] = _build(tables[name], value, f"{where}.{name}")
-        elif dataclasses.is_dataclass(hints[name]):
-            values[name] = _build(hints[name], value, f"{where}.{name}")
-        else:
-            values[name] = tuple(value) if isinstance(value, list) else value
-    if extra:
-        values["format_settings"] = extra
-    return cls(**values)
-
-
 def _check(profile: TargetProfile) -> TargetProfile:
     """What the types do not say: formats and precisions that exist, each table's own rules."""
     where = f"target {profile.id}"
@@ -218,5 +189,13 @@ def load_target(target_id: str, host: Optional[HostInfo] = None) -> TargetProfil
     """Resolve a profile (following `extends`) into a frozen TargetProfile."""
     raw = _host_raw(host or host_info()) if target_id == HOST_ID else _resolve_raw(target_id)
     raw = {**raw, "id": target_id}
-    tables = {name: fmt.settings_class for name, fmt in formats().items()}
-    return _check(_build(TargetProfile, raw, f"target {target_id}", tables))
+    known = formats()
+    tables = {name: raw.pop(name) for name in list(raw) if name in known}  # each format reads its own
+    where = f"target {target_id}"
+    try:
+        profile = from_data(TargetProfile, raw, where, suggest=known)
+        settings = {name: from_data(known[name].settings_class, table, f"{where}.{name}")
+                    for name, table in tables.items()}
+    except Problem as problem:
+        raise TargetError(f"{problem}; fix the profile file (or its `extends` base)") from None
+    return _check(dataclasses.replace(profile, format_settings=settings))

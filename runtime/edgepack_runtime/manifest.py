@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
 from .errors import BundleError
+from .typed import Problem, from_data
 from .versions import newer_major, newer_minor, parse_version
 
 __all__ = [
@@ -279,8 +279,11 @@ class Manifest:
                 f"({SCHEMA_VERSION}); upgrade edgepack-runtime"
             )
         # Keys from a newer minor are ignored; within what this reader knows, unknown keys are damage.
-        manifest = _typed(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
-                          tolerate_unknown=newer_minor(version, SCHEMA_VERSION))
+        try:
+            manifest = from_data(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
+                                 tolerate_unknown=newer_minor(version, SCHEMA_VERSION), check=_check_ranges)
+        except Problem as problem:
+            raise _damaged(problem.where, problem.problem) from None
         _check_target(manifest.target)
         return manifest
 
@@ -295,64 +298,6 @@ _STATUSES = ("ok", "failed", "rejected")
 def _damaged(where: str, problem: str) -> BundleError:
     return BundleError(f"{MANIFEST_NAME}: {where} {problem}; the bundle is damaged or from an incompatible "
                        "edgepack, rebuild it")
-
-
-def _typed(cls: type, data: Any, where: str, tolerate_unknown: bool = False):
-    """Make dataclass `cls` from JSON `data`, checking every field's keys, type and range;
-    `tolerate_unknown` drops keys `cls` does not have (a newer minor's additions)."""
-    if not isinstance(data, dict):
-        raise _damaged(where, "must be an object")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    if tolerate_unknown:
-        data = {k: v for k, v in data.items() if k in known}
-    unknown = sorted(set(data) - set(known))
-    required = {n for n, f in known.items()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-    missing = sorted(required - set(data))
-    if unknown or missing:
-        raise _damaged(where, f"has unknown keys {unknown[:5]}" if unknown else f"has missing keys {missing}")
-    hints = typing.get_type_hints(cls)
-    values = {name: _value(hints[name], value, f"{where}.{name}", tolerate_unknown) for name, value in data.items()}
-    obj = cls(**values)
-    _check_ranges(obj, where)
-    return obj
-
-
-def _value(hint, value: Any, where: str, tolerate_unknown: bool = False):
-    """`value` checked against the type `hint` (lists become tuples where the hint says tuple)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union:  # Optional[X]
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _value(inner, value, where, tolerate_unknown)
-    if dataclasses.is_dataclass(hint):
-        return _typed(hint, value, where, tolerate_unknown)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise _damaged(where, "must be a list")
-        return tuple(_value(args[0], v, f"{where}[{i}]", tolerate_unknown) for i, v in enumerate(value))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise _damaged(where, f"must be true or false, not {type(value).__name__}")
-        return value
-    if hint is int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _damaged(where, "must be a non-negative integer")
-        return value
-    if hint is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
-            raise _damaged(where, "must be a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str) or "\x00" in value:
-            raise _damaged(where, "must be a string without NUL characters")
-        return value
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise _damaged(where, "must be an object")
-        return value
-    raise TypeError(f"manifest field type {hint!r} has no reader")  # a programming error, not bad input
 
 
 def _check_ranges(obj: Any, where: str) -> None:

@@ -69,7 +69,7 @@ def test_a_misspelt_format_table_is_refused_with_did_you_mean(tmp_path, monkeypa
     (tmp_path / "test").mkdir()
     (tmp_path / "test" / "typo.toml").write_text(PROFILE.replace("[numpy]", "[nunpy]"))
     monkeypatch.setenv(TARGETS_ENV, str(tmp_path))
-    with pytest.raises(TargetError, match="unknown key in target test/typo 'nunpy'; did you mean 'numpy'"):
+    with pytest.raises(TargetError, match="target test/typo has unknown key 'nunpy'; did you mean 'numpy'"):
         load_target("test/typo")
 
 

@@ -80,7 +80,10 @@ def test_host_specs_and_inventory_errors(tmp_path):
     with pytest.raises(DeviceError, match="unknown key 'identiy'; did you mean 'identity'"):
         load_inventory(bad)
     bad.write_text('[[device]]\nname = "a"\n')
-    with pytest.raises(DeviceError, match="needs at least name and host"):
+    with pytest.raises(DeviceError, match="device #1 is missing host"):
+        load_inventory(bad)
+    bad.write_text('[[device]]\nname = "a"\nhost = "h"\nport = "2222"\n')  # types are checked too
+    with pytest.raises(DeviceError, match=r"device #1.port must be a non-negative integer"):
         load_inventory(bad)
 
 

@@ -69,7 +69,13 @@ def profile_dir(tmp_path, monkeypatch):
 
 def test_unknown_key_is_an_error_with_did_you_mean(profile_dir):
     (profile_dir / "arm64" / "typo.toml").write_text('extends = "arm64/generic"\nthread = 2\n')
-    with pytest.raises(TargetError, match=r"unknown key in target arm64/typo 'thread'; did you mean 'threads'"):
+    with pytest.raises(TargetError, match=r"target arm64/typo has unknown key 'thread'; did you mean 'threads'"):
+        load_target("arm64/typo")
+    (profile_dir / "arm64" / "typo.toml").write_text('extends = "arm64/generic"\nthreads = "4"\n')
+    with pytest.raises(TargetError, match=r"target arm64/typo.threads must be a non-negative integer"):
+        load_target("arm64/typo")
+    (profile_dir / "arm64" / "typo.toml").write_text('extends = "arm64/generic"\n[onnx.int8]\nper_channel = "yes"\n')
+    with pytest.raises(TargetError, match=r"target arm64/typo.onnx.int8.per_channel must be true or false"):
         load_target("arm64/typo")
 
 

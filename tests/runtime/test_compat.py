@@ -67,7 +67,7 @@ def test_a_newer_minor_loads_and_its_new_keys_are_ignored(tmp_path):
 
 
 def test_within_a_known_minor_unknown_keys_are_damage(tmp_path):
-    with pytest.raises(BundleError, match="unknown keys"):
+    with pytest.raises(BundleError, match="unknown key"):
         edgepack_runtime.open_bundle(_with_version(tmp_path, SCHEMA_VERSION)).manifest
 
 

@@ -148,7 +148,7 @@ def test_newer_schema_and_damaged_manifest_are_refused(bundle_copy):
     with pytest.raises(BundleError, match="upgrade edgepack-runtime"):
         edgepack_runtime.open_bundle(bundle_copy)
     manifest_path.write_text(json.dumps({**manifest, "surprise": 1}))
-    with pytest.raises(BundleError, match=r"unknown keys \['surprise'\]"):
+    with pytest.raises(BundleError, match=r"has unknown key 'surprise'"):
         edgepack_runtime.open_bundle(bundle_copy)
     manifest_path.write_text("{")
     with pytest.raises(BundleError, match="not valid JSON"):
