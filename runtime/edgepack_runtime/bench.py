@@ -120,7 +120,7 @@ def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> lis
         from .autoselect import auto_choice
 
         choice = auto_choice(bundle)
-        return [(choice["artifact"], t) for t in (threads or [choice["threads"]])]
+        return [(choice.artifact, t) for t in (threads or [choice.threads])]
     names = [a.name for a in candidates(bundle)] if artifact == "all" else [bundle.manifest.artifact(artifact).name]
     return [(name, t) for name in names for t in (threads or [default_threads(bundle)])]
 

@@ -68,7 +68,7 @@ def info(bundle: Path, as_json: bool):
         except EdgepackError as exc:
             default, reason = None, str(exc)
         click.echo(json.dumps({"manifest": json.loads(m.to_json()), "default_artifact": default,
-                               "default_reason": reason, "auto_choice": cached_choice(b)}, indent=2))
+                               "default_reason": reason, "auto_choice": auto.to_dict() if (auto := cached_choice(b)) else None}, indent=2))
         return
     console.print(f"[bold]{m.name}[/]  target {m.target.get('id')}  created {m.created}  schema {m.schema_version}")
     for label, specs in (("inputs", m.inputs), ("outputs", m.outputs)):
@@ -84,9 +84,9 @@ def info(bundle: Path, as_json: bool):
         console.print("auto choice on this device: not measured yet (load with artifact='auto' or "
                       "`edgepack-runtime bench --artifact auto`)")
     else:
-        console.print(f"auto choice on this device: [bold]{auto['artifact']}[/] × {auto['threads']} thread(s), "
-                      f"p50 {auto['p50_ms']:.3f} ms, measured {auto['created']}")
-        evidence = ", ".join(f"{e['artifact']}×{e['threads']} {e['p50_ms']:.3f}" for e in auto["evidence"])
+        console.print(f"auto choice on this device: [bold]{auto.artifact}[/] × {auto.threads} thread(s), "
+                      f"p50 {auto.p50_ms:.3f} ms, measured {auto.created}")
+        evidence = ", ".join(f"{e.artifact}×{e.threads} {e.p50_ms:.3f}" for e in auto.evidence)
         console.print(f"  trial p50 (ms): {evidence}", highlight=False)
     console.print("toolchain: " + ", ".join(f"{k} {v}" for k, v in m.toolchain.items()))
 

@@ -275,7 +275,7 @@ def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int
         from .autoselect import auto_choice
 
         choice = auto_choice(bundle)
-        artifact, threads = choice["artifact"], threads or choice["threads"]
+        artifact, threads = choice.artifact, threads or choice.threads
     chosen = bundle.manifest.artifact(artifact) if artifact else choose_artifact(bundle)
     file = bundle.verify_artifact(chosen)
     if threads is not None and threads < 1:

@@ -89,23 +89,29 @@ def test_auto_selection_measures_once_and_reuses_the_cache(bundle_copy, tmp_path
     bundle = edgepack_runtime.open_bundle(bundle_copy)
     first = auto_choice(bundle)
     assert cache_path(bundle).is_file()
-    tried = {(e["artifact"], e["threads"]) for e in first["evidence"]}
+    tried = {(e.artifact, e.threads) for e in first.evidence}
     assert tried == {(a.name, t) for a in bundle.manifest.artifacts for t in thread_options(bundle)}
-    fastest = min(first["evidence"], key=lambda e: e["p50_ms"])
-    assert (first["artifact"], first["threads"]) == (fastest["artifact"], fastest["threads"])
+    fastest = min(first.evidence, key=lambda e: e.p50_ms)
+    assert (first.artifact, first.threads) == (fastest.artifact, fastest.threads)
 
     # Reuse: a later load reads the cache, it does not measure again.
     cached = json.loads(cache_path(bundle).read_text())
-    other = next(e for e in first["evidence"] if e["artifact"] != first["artifact"])
-    cached.update(artifact=other["artifact"], threads=other["threads"])
+    other = next(e for e in first.evidence if e.artifact != first.artifact)
+    cached.update(artifact=other.artifact, threads=other.threads)
     cache_path(bundle).write_text(json.dumps(cached))
     model = edgepack_runtime.load(bundle_copy, artifact="auto")
-    assert (model.artifact.name, model.threads) == (other["artifact"], other["threads"])
+    assert (model.artifact.name, model.threads) == (other.artifact, other.threads)
 
     # `info` shows the cached choice and its evidence.
     cli = Path(sys.executable).parent / "edgepack-runtime"
     info = subprocess.run([cli, "info", bundle_copy], capture_output=True, text=True, timeout=120)
-    assert f"auto choice on this device: {other['artifact']}" in info.stdout
+    assert f"auto choice on this device: {other.artifact}" in info.stdout
+
+    # A cache it cannot trust is measured again, never a traceback: damaged, or a newer major.
+    for damaged in ("{", json.dumps({**cached, "threads": "two"}), json.dumps({**cached, "schema_version": "9.0"})):
+        cache_path(bundle).write_text(damaged)
+        assert auto_choice(bundle).artifact in {a.name for a in bundle.manifest.artifacts}
+        assert json.loads(cache_path(bundle).read_text())["schema_version"] == "1.0"  # rewritten
 
     # A rebuilt bundle (new manifest hash) gets its own measurement.
     manifest = json.loads((bundle_copy / "manifest.json").read_text())
