@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgepack_runtime.bench import BENCH_SCHEMA_VERSION
+from edgepack_runtime.dims import size_label
 from edgepack_runtime.files import atomic_write
 from edgepack_runtime.versions import newer_major, parse_version
 
@@ -84,7 +85,7 @@ def _rows(doc: dict) -> list[Row]:
         acc = r.get("accuracy") or {}
         lat = r["latency_ms"]
         # Results at several sizes of a dynamic dim (bench --size) are rows of their own.
-        at = " " + ",".join(f"{k}={v}" for k, v in r["sizes"].items()) if r.get("sizes") else ""
+        at = f" {size_label(r['sizes'])}" if r.get("sizes") else ""
         out.append(Row(device=device, artifact=r["artifact"] + at, threads=r["threads"], p50_ms=lat["p50"],
                        p90_ms=lat["p90"], p99_ms=lat["p99"], throughput_per_s=r["throughput_per_s"],
                        backend=f"{r['backend']} {r['backend_version']}", top1=acc.get("top1"),

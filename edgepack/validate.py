@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edgepack_runtime.backends import Session, open_session
-from edgepack_runtime.dims import resize
+from edgepack_runtime.dims import resize, size_label
 from edgepack_runtime.errors import first_line
 from edgepack_runtime.hostinfo import HostInfo
 from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec, Validation
@@ -95,7 +95,7 @@ class Sweep:
     outputs: dict[str, np.ndarray]
 
     def describe(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in self.sizes.items())
+        return size_label(self.sizes)
 
 
 SWEEP_SAMPLES = 2  # golden samples per size of the sweep

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .bundle import Bundle, open_bundle
-from .dims import resize
+from .dims import resize, size_label
 from .device import device_info, temperatures_c
 from .errors import BenchError, InputError, last_line
 from .model import AUTO, default_threads
@@ -106,7 +106,7 @@ def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSetting
     proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True, text=True,
                           timeout=WORKER_TIMEOUT_S)
     if proc.returncode != 0:
-        at = f" at {_label(sizes)}" if sizes else ""
+        at = f" at {size_label(sizes)}" if sizes else ""
         raise BenchError(f"benchmarking {artifact} with {threads} thread(s){at} failed: "
                          f"{last_line(proc.stderr, 'no output')}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -123,10 +123,6 @@ def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> lis
         return [(choice.artifact, t) for t in (threads or [choice.threads])]
     names = [a.name for a in candidates(bundle)] if artifact == "all" else [bundle.manifest.artifact(artifact).name]
     return [(name, t) for name in names for t in (threads or [default_threads(bundle)])]
-
-
-def _label(sizes: dict[str, int]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sizes.items())
 
 
 def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> list[Optional[dict[str, int]]]:
@@ -163,7 +159,7 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
     macs = bundle.manifest.macs
     results = []
     for i, (name, n_threads, at) in enumerate(pairs):
-        progress(f"{name} × {n_threads} thread(s)" + (f" at {_label(at)}" if at else ""), i, len(pairs))
+        progress(f"{name} × {n_threads} thread(s)" + (f" at {size_label(at)}" if at else ""), i, len(pairs))
         art = by_name[name]
         measured = _measure(bundle, name, n_threads, settings, at)
         p50_s = measured["latency_ms"]["p50"] / 1e3

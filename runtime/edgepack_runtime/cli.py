@@ -14,6 +14,7 @@ from rich.table import Table
 
 from .backends import backend_available
 from .bundle import open_bundle
+from .dims import size_label
 from .files import atomic_write
 from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError
 from .autoselect import cached_choice
@@ -250,7 +251,7 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
         table.add_column(column, no_wrap=True)
     for r in result["results"]:
         lat = r["latency_ms"]
-        at = " " + ",".join(f"{k}={v}" for k, v in r["sizes"].items()) if "sizes" in r else ""
+        at = f" {size_label(r['sizes'])}" if "sizes" in r else ""
         table.add_row(r["artifact"] + at, str(r["threads"]), f"{r['backend']} {r['backend_version']}",
                       f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
                       f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")

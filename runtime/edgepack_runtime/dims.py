@@ -9,7 +9,7 @@ import numpy as np
 
 from .manifest import TensorSpec
 
-__all__ = ["dim_sizes", "tile_to", "resize", "pad", "crop"]
+__all__ = ["dim_sizes", "size_label", "tile_to", "resize", "pad", "crop"]
 
 
 def dim_sizes(specs: Iterable[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
@@ -27,6 +27,11 @@ def dim_sizes(specs: Iterable[TensorSpec], shapes: Mapping[str, tuple[int, ...]]
                 raise ValueError(f"{spec.name!r} has {dim.name}={size} but another input has "
                                  f"{dim.name}={sizes[dim.name]}; inputs sharing a dim need the same size")
     return sizes
+
+
+def size_label(sizes: Mapping[str, int]) -> str:
+    """`seq=16,batch=4`: how reports, bench rows and validation name a size of the dynamic dims."""
+    return ",".join(f"{name}={size}" for name, size in sizes.items())
 
 
 def tile_to(value: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
