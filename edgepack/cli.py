@@ -135,10 +135,17 @@ def targets_show(target_id: str, as_json: bool):
               help="Mean cosine similarity to PyTorch's outputs every artifact must keep.")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_AGREEMENT, show_default=True,
               metavar="PCT", help="Top-1 agreement with PyTorch every artifact must keep (class-score outputs).")
+@click.option("--preprocess", metavar="SPEC|FILE.toml",
+              help='How an image becomes the input: a preset ("imagenet"), KEY=VALUE items '
+                   '("resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225") or a .toml [image] table.')
+@click.option("--tokenizer", type=click.Path(path_type=Path), help="tokenizer.json turning texts into the token inputs.")
+@click.option("--labels", type=click.Path(path_type=Path), help="Class names, one per line in class order.")
+@click.option("--postprocess", type=click.Choice(["classes", "embedding", "normalized-embedding"]),
+              help="What predict() answers with (default: classes with --labels).")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
               trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine,
-              min_agreement, as_json):
+              min_agreement, preprocess, tokenizer, labels, postprocess, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build  # torch and the converters: only for commands that build
 
@@ -150,7 +157,8 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
                 inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
                 trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
                 verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
-                min_agreement=min_agreement,
+                min_agreement=min_agreement, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
+                postprocess=postprocess,
             )
         finally:
             _log_lines.status = None

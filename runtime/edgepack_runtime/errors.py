@@ -9,6 +9,7 @@ errors into one printed line and an exit code (2 for UsageError, else 1).
     ├── BundleError             the bundle or its manifest cannot be used
     │   └── IntegrityError      a file missing, tampered with, or escaping the bundle
     ├── InputError              inputs that do not fit the model
+    │   └── InputTooLarge       an image or text larger than the runtime decodes
     ├── BackendUnavailableError the backend an artifact needs is missing
     ├── InferenceError          the backend failed running an artifact
     ├── TelemetryError          no telemetry to report on
@@ -22,6 +23,7 @@ __all__ = [
     "BundleError",
     "IntegrityError",
     "InputError",
+    "InputTooLarge",
     "BackendUnavailableError",
     "TelemetryError",
     "InferenceError",
@@ -62,6 +64,11 @@ class IntegrityError(BundleError):
 
 class InputError(EdgepackError):
     """Inputs given to a model do not match what the model expects."""
+
+
+class InputTooLarge(InputError):
+    """An image (or text) beyond the size the runtime will decode: a decompression bomb, or
+    a photo far larger than any model input needs (the server answers 413)."""
 
 
 class BackendUnavailableError(EdgepackError):

@@ -30,6 +30,10 @@ __all__ = [
     "Artifact",
     "Latency",
     "Golden",
+    "ImageSteps",
+    "TextSteps",
+    "Preprocessing",
+    "Postprocessing",
     "Manifest",
 ]
 
@@ -40,7 +44,9 @@ __all__ = [
 #   2    output-relative validation (cosine), accuracy as fidelity to PyTorch, build-host
 #        latency, the accuracy budget's min_cosine and min_agreement
 #   2.1  dynamic dimensions on inputs and outputs (TensorSpec.dynamic)
-SCHEMA_VERSION = "2.1"
+#   2.2  raw inputs and answers: preprocessing (image steps, a tokenizer), postprocessing
+#        (labels, top-k, embeddings)
+SCHEMA_VERSION = "2.2"
 MANIFEST_NAME = "manifest.json"
 # Precisions that run integer kernels: their numbers depend on the ISA that runs them.
 INTEGER_PRECISIONS = ("int8", "dynamic-int8")
@@ -214,6 +220,64 @@ class Golden:
     real_samples: int = 0
 
 
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos")  # Pillow's filters, as torchvision names them
+CHANNELS = ("rgb", "bgr", "gray")
+LAYOUTS = ("nchw", "nhwc")
+
+
+@dataclass(frozen=True)
+class ImageSteps:
+    """How an image becomes the input tensor `input`, in this order (torchvision's
+    transforms on a PIL image): decode, convert to `channels`, resize, centre crop, to
+    float, × scale, − mean, ÷ std, to `layout`, add the batch axis."""
+
+    input: str
+    # (): keep the size; (S,): shorter side to S, aspect kept (torchvision's Resize(S));
+    # (H, W): exactly H x W.
+    resize: tuple[int, ...] = ()
+    interpolation: str = "bilinear"
+    crop: tuple[int, ...] = ()  # (H, W): centre crop (zero padding first where the image is smaller)
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = ()  # one per channel; () subtracts nothing
+    std: tuple[float, ...] = ()  # one per channel; () divides by nothing
+    channels: str = "rgb"  # the colour order the model takes
+    layout: str = "nchw"
+
+
+@dataclass(frozen=True)
+class TextSteps:
+    """A Hugging Face tokenizer (tokenizer.json in the bundle) feeding token-id inputs.
+    Truncation and padding follow the `ids` input's spec: up to its (dynamic) length."""
+
+    tokenizer: FileRef
+    ids: str  # the input taking token ids
+    attention_mask: Optional[str] = None
+    token_type_ids: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What `Model.predict` takes instead of tensors: an image, or a text."""
+
+    image: Optional[ImageSteps] = None
+    text: Optional[TextSteps] = None
+
+
+@dataclass(frozen=True)
+class Postprocessing:
+    """What `Model.predict` answers with, read from output `output`."""
+
+    output: str
+    kind: str  # "classes": top-k (label, score); "embedding": the vector
+    softmax: bool = False  # classes: the outputs are logits, scores are their softmax
+    normalize: bool = False  # embedding: L2-normalised
+    labels: Optional[FileRef] = None  # classes: labels.txt, one per line in class order
+    top_k: int = 5
+
+
+POSTPROCESS_KINDS = ("classes", "embedding")
+
+
 @dataclass(frozen=True)
 class Manifest:
     """Everything a bundle says about itself: manifest.json (docs/bundle-format.md)."""
@@ -239,6 +303,18 @@ class Manifest:
     # top-1 agreement with PyTorch in percent (0: not required).
     min_cosine: Optional[float] = None
     min_agreement: float = 0.0
+    # Schema 2.2: raw inputs in (an image, a text), answers out (labels, an embedding).
+    preprocessing: Optional[Preprocessing] = None
+    postprocessing: Optional[Postprocessing] = None
+
+    def data_files(self) -> tuple[FileRef, ...]:
+        """The bundle's files besides the artifacts and the golden data: labels, tokenizer."""
+        files = []
+        if self.preprocessing is not None and self.preprocessing.text is not None:
+            files.append(self.preprocessing.text.tokenizer)
+        if self.postprocessing is not None and self.postprocessing.labels is not None:
+            files.append(self.postprocessing.labels)
+        return tuple(files)
 
     def artifact(self, name: str) -> Artifact:
         for art in self.artifacts:
@@ -285,6 +361,7 @@ class Manifest:
         except Problem as problem:
             raise _damaged(problem.where, problem.problem) from None
         _check_target(manifest.target)
+        _check_names(manifest)
         return manifest
 
 
@@ -321,9 +398,36 @@ def _check_ranges(obj: Any, where: str) -> None:
     elif isinstance(obj, FileRef):
         if not _SHA256.match(obj.sha256):
             raise _damaged(where, "needs a sha256 of 64 hex digits")
+    elif isinstance(obj, ImageSteps):
+        if obj.interpolation not in INTERPOLATIONS or obj.channels not in CHANNELS or obj.layout not in LAYOUTS:
+            raise _damaged(where, f"needs interpolation in {INTERPOLATIONS}, channels in {CHANNELS}, layout in {LAYOUTS}")
+        if len(obj.resize) > 2 or len(obj.crop) not in (0, 2) or min((*obj.resize, *obj.crop), default=1) < 1:
+            raise _damaged(where, "needs resize as [] / [side] / [height, width] and crop as [] / [height, width], all ≥ 1")
+        if any(s == 0 for s in obj.std):
+            raise _damaged(where, "has a std of 0")
+    elif isinstance(obj, Postprocessing):
+        if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1:
+            raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS} and top_k ≥ 1")
     elif isinstance(obj, Golden):
         if not _SHA256.match(obj.sha256) or obj.real_samples > obj.samples:
             raise _damaged(where, "needs a sha256 of 64 hex digits and real_samples ≤ samples")
+
+
+def _check_names(manifest: Manifest) -> None:
+    """Pre- and postprocessing name tensors the manifest has."""
+    inputs, outputs = {s.name for s in manifest.inputs}, {s.name for s in manifest.outputs}
+    pre, post = manifest.preprocessing, manifest.postprocessing
+    named = []
+    if pre is not None and pre.image is not None:
+        named.append(("preprocessing.image.input", pre.image.input, inputs))
+    if pre is not None and pre.text is not None:
+        named += [(f"preprocessing.text.{k}", getattr(pre.text, k), inputs)
+                  for k in ("ids", "attention_mask", "token_type_ids") if getattr(pre.text, k) is not None]
+    if post is not None:
+        named.append(("postprocessing.output", post.output, outputs))
+    for where, name, known in named:
+        if name not in known:
+            raise _damaged(where, f"names {name[:40]!r}, which is not one of the model's tensors")
 
 
 def _check_target(target: dict) -> None:

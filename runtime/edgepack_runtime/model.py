@@ -115,6 +115,8 @@ class Model:
         # (dtype, shape) per input, for run() and run(raw=True): computed once, checked per call
         self._float_expected = self._expected(raw=False)
         self._raw_expected = self._expected(raw=True)
+        self._pipeline = None  # predict(): the image or text pipeline, made on first use
+        self._labels = None
 
     @property
     def threads(self) -> int:
@@ -195,6 +197,45 @@ class Model:
         if self.telemetry is None:
             return self._backend_run(self.check_inputs(inputs, raw), raw)
         return self._run_recorded(inputs, raw)
+
+    def preprocess(self, value, channels: str = "rgb") -> dict[str, np.ndarray]:
+        """The input tensors for a raw input, as the bundle declares (docs/raw-inputs.md): an
+        image (a path, encoded bytes, a PIL image, or a uint8 HxWxC array whose colour order
+        `channels` gives: "bgr" for OpenCV frames), or a text."""
+        pre = self.bundle.manifest.preprocessing
+        if pre is None:
+            raise InputError(f"bundle {self.bundle.manifest.name!r} declares no preprocessing, so it takes tensors: "
+                             "use run(), or rebuild with --preprocess / --tokenizer")
+        if self._pipeline is None:
+            from .preprocess import ImagePipeline, TextPipeline
+
+            specs = {s.name: s for s in self.inputs}
+            if pre.image is not None:
+                self._pipeline = ImagePipeline(pre.image, specs[pre.image.input])
+            else:
+                self._pipeline = TextPipeline(pre.text, specs, self.bundle.read_data_file(pre.text.tokenizer))
+        if pre.image is not None:
+            return {pre.image.input: self._pipeline(value, channels)}
+        return self._pipeline(value)
+
+    def predict(self, value, top_k: Optional[int] = None, channels: str = "rgb"):
+        """Preprocess a raw input (see `preprocess`), run it, and answer as the bundle
+        declares: a Prediction with the top-k (label, score) of a classifier, or an embedding,
+        and every output. Telemetry and drift see the preprocessed tensors, as with run()."""
+        from .postprocess import answer, read_labels
+
+        start = time.perf_counter()
+        feeds = self.preprocess(value, channels)
+        ran = time.perf_counter()
+        outputs = self.run(feeds)
+        done = time.perf_counter()
+        post = self.bundle.manifest.postprocessing
+        if self._labels is None and post is not None and post.labels is not None:
+            classes = int(np.prod(self.outputs[[s.name for s in self.outputs].index(post.output)].shape[1:]))
+            self._labels = read_labels(self.bundle.read_data_file(post.labels), classes)
+        prediction = answer(post, outputs, self._labels, top_k)
+        prediction.preprocess_ms, prediction.inference_ms = (ran - start) * 1e3, (done - ran) * 1e3
+        return prediction
 
     def warm_up(self) -> None:
         """One inference on the bundle's first golden input, not recorded: proves the artifact
