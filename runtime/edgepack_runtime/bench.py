@@ -8,12 +8,14 @@ result format is documented in docs/bench-format.md.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import resource
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -28,8 +30,8 @@ from .stats import PERCENTILE_METHOD, latency_summary
 
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
-# "MAJOR.MINOR" (versions.py). 1.1: results[].sizes (bench --size).
-BENCH_SCHEMA_VERSION = "1.1"
+# "MAJOR.MINOR" (versions.py). 1.1: results[].sizes (bench --size). 1.2: preprocess.
+BENCH_SCHEMA_VERSION = "1.2"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
 # Runs in the fresh process: the clock starts before edgepack_runtime is imported.
@@ -46,6 +48,63 @@ class BenchSettings:
     runs: int = 100  # at least this many timed runs …
     min_seconds: float = 3.0  # … and at least this long
     inputs: str = "real"  # "real": the bundle's golden inputs; "random": seeded random
+
+
+# What preprocessing is measured on when no --image/--text is given: a camera-sized frame
+# (a smooth synthetic scene, JPEG quality 90), and a sentence of everyday length.
+SAMPLE_IMAGE_SIZE = (640, 480)
+SAMPLE_TEXT = "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden gate."
+PREPROCESS_SECONDS = 1.0
+
+
+def _sample_jpeg() -> bytes:
+    from PIL import Image
+
+    width, height = SAMPLE_IMAGE_SIZE
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    scene = np.stack([128 + 100 * np.sin(x / 37.0), 128 + 100 * np.cos(y / 23.0),
+                      128 + 60 * np.sin((x + y) / 51.0)], axis=-1)
+    scene += np.random.default_rng(RANDOM_INPUT_SEED).normal(0, 12, scene.shape)  # sensor noise
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(scene, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[str] = None,
+                    seconds: float = PREPROCESS_SECONDS) -> Optional[dict]:
+    """Per-call cost of the bundle's declared preprocessing on this device, step by step
+    (an image from its encoded bytes: decode, resize + crop, to tensor); None without one."""
+    pre = bundle.manifest.preprocessing
+    if pre is None:
+        return None
+    from .preprocess import pipeline
+
+    steps = pipeline(bundle)
+    if pre.image is not None:
+        if image is not None:
+            try:
+                data, what = Path(image).read_bytes(), Path(image).name
+            except OSError as exc:
+                raise InputError(f"cannot read --image {image} ({exc.strerror})") from None
+        else:
+            data, what = _sample_jpeg(), f"synthetic {SAMPLE_IMAGE_SIZE[0]}x{SAMPLE_IMAGE_SIZE[1]} JPEG"
+        stages = {"decode": steps.decode, "resize_crop": steps.geometry, "to_tensor": steps.to_tensor}
+        sample = data
+    else:
+        stages, sample = {"tokenize": steps}, text if text is not None else SAMPLE_TEXT
+        what = f"{len(sample)}-character text"
+    timings: dict[str, list[float]] = {name: [] for name in stages}
+    start, value = time.perf_counter(), sample
+    while time.perf_counter() - start < seconds or len(timings["decode" if pre.image else "tokenize"]) < 10:
+        value = sample
+        for name, stage in stages.items():
+            t = time.perf_counter()
+            value = stage(value)
+            timings[name].append(time.perf_counter() - t)
+    totals = [sum(step) for step in zip(*timings.values())]
+    shape = {k: list(v.shape) for k, v in value.items()} if isinstance(value, dict) else {pre.image.input: list(value.shape)}
+    return {"input": what, "tensors": shape, "runs": len(totals), "latency_ms": latency_summary(totals),
+            "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}}
 
 
 def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:
@@ -147,9 +206,12 @@ def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> list
 def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = None,
               settings: BenchSettings = BenchSettings(),
               progress: Callable[[str, int, int], None] = lambda label, done, total: None,
-              sizes: Optional[dict[str, Sequence[int]]] = None) -> dict:
+              sizes: Optional[dict[str, Sequence[int]]] = None, image: Optional[str] = None,
+              text: Optional[str] = None) -> dict:
     """Benchmark a bundle on this device; returns the result document (docs/bench-format.md).
-    `sizes`: sizes of the bundle's dynamic dims to measure at, e.g. {"seq": [16, 128]}."""
+    `sizes`: sizes of the bundle's dynamic dims to measure at, e.g. {"seq": [16, 128]}.
+    A bundle that declares preprocessing also has its cost measured, on `image` / `text`
+    (default: a synthetic 640x480 JPEG / an everyday sentence)."""
     bundle = open_bundle(path)
     bundle.verify_integrity()
     pairs = [(name, n, at) for at in size_plan(bundle, sizes) for name, n in plan(bundle, artifact, threads)]
@@ -175,6 +237,8 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
                           "measured_on": art.accuracy.measured_on,
                           "indicative": art.accuracy.indicative} if art.accuracy else None),
         })
+    progress("preprocessing", len(pairs), len(pairs) + 1)
+    preprocess = preprocess_cost(bundle, image, text)
     progress("done", len(pairs), len(pairs))
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
@@ -185,4 +249,5 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
         "settings": {**asdict(settings), "artifact": artifact, "percentile_method": PERCENTILE_METHOD,
                      "isolation": "one fresh process per artifact x threads"},
         "results": results,
+        **({"preprocess": preprocess} if preprocess else {}),
     }

@@ -108,20 +108,55 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="One per model input.")
+@click.option("--image", type=click.Path(path_type=Path), help="A JPEG/PNG, preprocessed as the bundle declares.")
+@click.option("--text", help="A text, tokenized by the bundle's tokenizer.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="Labels to print (default: the bundle's).")
 @click.option("--artifact", default=None, help="Artifact name (default: the bundle's preferred one).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Default: the target's.")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer (or outputs) as JSON.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write outputs to this .npz.")
-def run(bundle: Path, inputs, artifact, threads, output):
-    """Run one inference on .npy inputs."""
+def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, output):
+    """Run one inference: on .npy tensors, an --image or a --text."""
+    raw = [given for given in (bool(inputs), image is not None, text is not None) if given]
+    if len(raw) != 1:
+        raise UsageError("give exactly one of --input NAME=FILE.npy (repeatable), --image FILE or --text TEXT")
     model = load(bundle, artifact=artifact, threads=threads, telemetry=True)
-    outputs = model.run(_parse_inputs(inputs))
+    takes = model.raw_input_kind()
+    if not inputs and takes != ("image" if image is not None else "text"):
+        hint = f"it takes --{takes}" if takes else "it takes tensors: --input NAME=FILE.npy (rebuild with --preprocess or --tokenizer for raw inputs)"
+        raise UsageError(f"bundle {model.bundle.manifest.name!r} declares no {'image' if image is not None else 'text'} "
+                         f"preprocessing; {hint}")
+    if inputs:
+        prediction = None
+        outputs = model.run(_parse_inputs(inputs))
+    else:
+        prediction = model.predict(str(image) if image is not None else text, top_k=top_k)
+        outputs = prediction.outputs
     if output:
         np.savez(output, **outputs)
         console.print(f"wrote {', '.join(outputs)} to {output} ({model.artifact.name})")
-        return
-    for name, value in outputs.items():
-        console.print(f"[bold]{name}[/] {list(value.shape)} {value.dtype} ({model.artifact.name})")
-        console.print(np.array2string(value, precision=4, threshold=64), highlight=False)
+    elif as_json:
+        answer = prediction.to_dict() if prediction else {"outputs": {k: v.tolist() for k, v in outputs.items()}}
+        click.echo(json.dumps({"artifact": model.artifact.name, **answer}, indent=2))
+    elif prediction is not None and prediction.top is not None:
+        table = Table(title=f"{model.bundle.manifest.name} ({model.artifact.name})")
+        table.add_column("label")
+        table.add_column("score", justify="right")
+        for label, score in prediction.top:
+            table.add_row(escape(label), f"{score:.4f}")
+        console.print(table)
+    elif prediction is not None and prediction.embedding is not None:
+        vector = prediction.embedding
+        console.print(f"[bold]embedding[/] {vector.size} values, L2 norm {np.linalg.norm(vector):.4f} "
+                      f"({model.artifact.name})")
+        console.print(np.array2string(vector, precision=4, threshold=16), highlight=False)
+    else:
+        for name, value in outputs.items():
+            console.print(f"[bold]{name}[/] {list(value.shape)} {value.dtype} ({model.artifact.name})")
+            console.print(np.array2string(value, precision=4, threshold=64), highlight=False)
+    if prediction is not None and not as_json and not output:
+        console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms",
+                      style="dim")
 
 
 @main.command()
@@ -230,8 +265,12 @@ def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
 @click.option("--inputs", type=click.Choice(["real", "random"]), default="real", show_default=True)
 @click.option("--size", "size_texts", multiple=True, metavar="seq=16,128",
               help="Sizes of a dynamic dim to measure at (repeatable; default: the size it was built at).")
+@click.option("--image", type=click.Path(path_type=Path), help="Measure preprocessing on this image "
+              "(default: a synthetic 640x480 JPEG); bundles that declare image preprocessing.")
+@click.option("--text", help="Measure tokenizing this text (default: an everyday sentence).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
-def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, output):
+def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, image, text,
+          output):
     """Measure latency per artifact x threads (x size), each in a fresh process (docs/bench-format.md)."""
     from rich.progress import Progress
 
@@ -243,9 +282,9 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
             task = bar.add_task("benchmarking", total=None)
             result = run_bench(bundle, artifact, threads, settings,
                                lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
-                               sizes=sizes)
+                               sizes=sizes, image=image, text=text)
     else:
-        result = run_bench(bundle, artifact, threads, settings, sizes=sizes)
+        result = run_bench(bundle, artifact, threads, settings, sizes=sizes, image=image, text=text)
     table = Table(title=f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})")
     for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB"):
         table.add_column(column, no_wrap=True)
@@ -256,6 +295,13 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
                       f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
                       f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
     console.print(table)
+    pre = result.get("preprocess")
+    if pre:
+        steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())
+        shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
+        console.print(f"preprocess {pre['input']} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
+                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms), single-threaded, per call; "
+                      "add it to the p50 above for the whole call", highlight=False)
     if output:
         atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
         console.print(f"wrote {output}")

@@ -198,6 +198,11 @@ class Model:
             return self._backend_run(self.check_inputs(inputs, raw), raw)
         return self._run_recorded(inputs, raw)
 
+    def raw_input_kind(self) -> Optional[str]:
+        """"image" or "text": what `predict` takes; None when the bundle takes tensors only."""
+        pre = self.bundle.manifest.preprocessing
+        return None if pre is None else "image" if pre.image is not None else "text"
+
     def preprocess(self, value, channels: str = "rgb") -> dict[str, np.ndarray]:
         """The input tensors for a raw input, as the bundle declares (docs/raw-inputs.md): an
         image (a path, encoded bytes, a PIL image, or a uint8 HxWxC array whose colour order
@@ -207,13 +212,9 @@ class Model:
             raise InputError(f"bundle {self.bundle.manifest.name!r} declares no preprocessing, so it takes tensors: "
                              "use run(), or rebuild with --preprocess / --tokenizer")
         if self._pipeline is None:
-            from .preprocess import ImagePipeline, TextPipeline
+            from .preprocess import pipeline
 
-            specs = {s.name: s for s in self.inputs}
-            if pre.image is not None:
-                self._pipeline = ImagePipeline(pre.image, specs[pre.image.input])
-            else:
-                self._pipeline = TextPipeline(pre.text, specs, self.bundle.read_data_file(pre.text.tokenizer))
+            self._pipeline = pipeline(self.bundle)
         if pre.image is not None:
             return {pre.image.input: self._pipeline(value, channels)}
         return self._pipeline(value)
@@ -222,19 +223,27 @@ class Model:
         """Preprocess a raw input (see `preprocess`), run it, and answer as the bundle
         declares: a Prediction with the top-k (label, score) of a classifier, or an embedding,
         and every output. Telemetry and drift see the preprocessed tensors, as with run()."""
+        start = time.perf_counter()
+        feeds = self.preprocess(value, channels)
+        preprocessed = time.perf_counter()
+        prediction = self.predict_tensors(feeds, top_k)
+        prediction.preprocess_ms = (preprocessed - start) * 1e3
+        return prediction
+
+    def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None, run=None):
+        """`predict` from preprocessed tensors: run them (through `run`, default `self.run`)
+        and answer as the bundle declares."""
         from .postprocess import answer, read_labels
 
         start = time.perf_counter()
-        feeds = self.preprocess(value, channels)
-        ran = time.perf_counter()
-        outputs = self.run(feeds)
-        done = time.perf_counter()
+        outputs = (run or self.run)(feeds)
+        inference_ms = (time.perf_counter() - start) * 1e3
         post = self.bundle.manifest.postprocessing
         if self._labels is None and post is not None and post.labels is not None:
-            classes = int(np.prod(self.outputs[[s.name for s in self.outputs].index(post.output)].shape[1:]))
+            classes = int(np.prod({s.name: s for s in self.outputs}[post.output].shape[1:]))
             self._labels = read_labels(self.bundle.read_data_file(post.labels), classes)
         prediction = answer(post, outputs, self._labels, top_k)
-        prediction.preprocess_ms, prediction.inference_ms = (ran - start) * 1e3, (done - ran) * 1e3
+        prediction.inference_ms = inference_ms
         return prediction
 
     def warm_up(self) -> None:

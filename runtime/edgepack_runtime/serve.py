@@ -2,12 +2,14 @@
 
 Secure by default, with limits in the order nginx applies them: the Host header (a
 tokenless server answers only to loopback names: no DNS rebinding), the token, the
-content type (JSON or npz only: no form or text body a web page could send without a
-CORS preflight), the body size (413 before reading when a length is sent, else as soon
+content type (JSON or npz; images and text/plain when the bundle declares
+preprocessing, and a text/plain body carrying a foreign Origin is refused: a web page may
+send one without a CORS preflight), the body size (413 before reading when a length is sent, else as soon
 as the chunks pass it) and the body time (408). Only then does a request take one of the
 bounded inference slots (503 when full), so slow clients cannot hold them; npz members
-are checked against the inputs' sizes before they are inflated; every inference has a
-time limit (504).
+are checked against the inputs' sizes before they are inflated, images' pixel counts
+against the runtime's limit from their headers before they are decoded (413), and one
+image is decoded at a time (memory stays bounded); every inference has a time limit (504).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from fastapi import FastAPI, Request  # the `serve` extra; this module is import
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .errors import EdgepackError, InputError
+from .errors import EdgepackError, InputError, InputTooLarge
 from .model import Model
 from .prometheus import metric, sample
 
@@ -38,6 +40,12 @@ JSON_BYTES_PER_ELEMENT = 32  # "-1.2345678901234567e-05, " is 25: a float as JSO
 BODY_SLACK_BYTES = 64 * 1024  # JSON structure / npz headers
 NPZ_TYPES = ("application/x-npz", "application/octet-stream")
 BODY_TYPES = ("application/json",) + NPZ_TYPES
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp")  # preprocess.IMAGE_FORMATS
+TEXT_TYPES = ("text/plain",)
+# An upload's bytes: a 40 MP JPEG (the decode limit) is rarely over 20 MB; a text needs far
+# less than the tokenizer's character limit in UTF-8.
+IMAGE_BODY_BYTES = 24 * 1024 * 1024
+TEXT_BODY_BYTES = 4 * 100_000 + 1024
 BODY_TIMEOUT_S = 10.0  # the whole body must arrive within this; a byte every few seconds does not
 HEADER_TIMEOUT_S = 10.0  # and the request line + headers, from the connection (or last response) on
 NPY_HEADER_BYTES = 4096  # an .npy member's header, beside its data
@@ -49,9 +57,20 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 
 
 def body_limit(model: Model) -> int:
-    """Largest request body accepted: every input element as JSON text, plus slack."""
+    """Largest tensor request body accepted: every input element as JSON text, plus slack."""
     elements = sum(int(np.prod(s.largest_shape())) for s in model.inputs)
     return elements * JSON_BYTES_PER_ELEMENT + BODY_SLACK_BYTES
+
+
+def body_limits(model: Model) -> dict[str, int]:
+    """The content types this model's server accepts, each with its largest body."""
+    limits = dict.fromkeys(BODY_TYPES, body_limit(model))
+    kind = model.raw_input_kind()
+    if kind == "image":
+        limits.update(dict.fromkeys(IMAGE_TYPES, IMAGE_BODY_BYTES))
+    elif kind == "text":
+        limits.update(dict.fromkeys(TEXT_TYPES, TEXT_BODY_BYTES))
+    return limits
 
 
 class _Metrics:
@@ -99,8 +118,8 @@ class _Metrics:
 class _Guard:
     """Pure ASGI middleware: token and body size are checked before the body is read."""
 
-    def __init__(self, app, token: Optional[str], max_body: int, metrics: _Metrics):
-        self.app, self.token, self.max_body, self.metrics = app, token, max_body, metrics
+    def __init__(self, app, token: Optional[str], limits: dict[str, int], metrics: _Metrics):
+        self.app, self.token, self.limits, self.metrics = app, token, limits, metrics
 
     async def _reply(self, send, status: int, detail: str, headers=()) -> None:
         body = json.dumps({"detail": detail}).encode()
@@ -121,15 +140,17 @@ class _Guard:
                 status_box["status"] = message["status"]
             await send(message)
 
+        kind = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
+        max_body = self.limits.get(kind, 0)
         try:
-            refusal = self._refusal(path, scope["method"], headers)
+            refusal = self._refusal(path, scope["method"], headers, kind, max_body)
             if refusal is not None:
                 return await self._reply(send_and_count, *refusal)
             try:
-                body = await asyncio.wait_for(self._read_body(receive), BODY_TIMEOUT_S)
+                body = await asyncio.wait_for(self._read_body(receive, max_body), BODY_TIMEOUT_S)
             except _TooLarge:
                 return await self._reply(send_and_count, 413, f"body larger than this model's inputs need "
-                                         f"({self.max_body} bytes at most)")
+                                         f"({max_body} bytes at most)")
             except asyncio.TimeoutError:
                 return await self._reply(send_and_count, 408, f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
             replayed = False
@@ -145,7 +166,7 @@ class _Guard:
         finally:
             self.metrics.observe(path, status_box["status"], time.perf_counter() - start)
 
-    def _refusal(self, path: str, method: str, headers: dict) -> Optional[tuple]:
+    def _refusal(self, path: str, method: str, headers: dict, kind: str, max_body: int) -> Optional[tuple]:
         """(status, detail, headers) for a request refused on its headers alone, else None."""
         if self.token is None:  # a tokenless server is loopback-only: so is its name
             host = headers.get(b"host", b"").decode("latin-1").lower()
@@ -157,15 +178,16 @@ class _Guard:
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return 401, "missing or wrong token: send 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")]
         if method == "POST":
-            kind = headers.get(b"content-type", b"application/json").decode("latin-1").split(";")[0].strip().lower()
-            if kind not in BODY_TYPES:
-                return 415, f"content type {kind[:60]!r} is not accepted; send application/json or application/x-npz", ()
+            if kind not in self.limits:
+                return 415, f"content type {kind[:60]!r} is not accepted; send {', '.join(self.limits)}", ()
+            if kind in TEXT_TYPES and not _same_origin(headers):
+                return 403, "a text/plain body from another origin (a web page) is refused", ()
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            return 413, f"body larger than this model's inputs need ({self.max_body} bytes at most)", ()
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            return 413, f"body larger than this model's inputs need ({max_body} bytes at most)", ()
         return None
 
-    async def _read_body(self, receive) -> bytes:
+    async def _read_body(self, receive, max_body: int) -> bytes:
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -173,7 +195,7 @@ class _Guard:
                 return b""
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body:  # chunked bodies without a length: stop reading here
+            if size > max_body:  # chunked bodies without a length: stop reading here
                 raise _TooLarge()
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -182,6 +204,16 @@ class _Guard:
 
 class _TooLarge(Exception):
     pass
+
+
+def _same_origin(headers: dict) -> bool:
+    """No Origin (curl, scripts), or the server's own: browsers send Origin on every
+    cross-origin POST, so a page elsewhere cannot post a text body here."""
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    host = origin.decode("latin-1").lower().split("://", 1)[-1]
+    return host == headers.get(b"host", b"").decode("latin-1").lower()
 
 
 def _decode_npz(body: bytes, model: Model) -> dict[str, np.ndarray]:
@@ -294,10 +326,29 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
     metrics = _Metrics()
     inflight = {"n": 0}
     run_lock = threading.Lock()  # LiteRT interpreters are not thread-safe; ORT gains nothing on a few cores
+    # One image decoded at a time: memory stays one decode limit's worth (preprocess.MAX_IMAGE_PIXELS).
+    decode_lock = threading.Lock()
 
     def run_serialised(feeds):
         with run_lock:
             return model.run(feeds)
+
+    def predict_serialised(body: bytes, content_type: str):
+        """Preprocess, run, answer: a Prediction."""
+        start = time.perf_counter()
+        if content_type in TEXT_TYPES:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InputError("the text/plain body is not UTF-8") from None
+            feeds = model.preprocess(text)
+        else:
+            with decode_lock:
+                feeds = model.preprocess(body)
+        ran = time.perf_counter()
+        prediction = model.predict_tensors(feeds, run=run_serialised)
+        prediction.preprocess_ms = (ran - start) * 1e3
+        return prediction
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -330,13 +381,19 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
             "type": "object", "required": names, "additionalProperties": False,
             "properties": {s.name: _tensor_schema(s) for s in model.inputs}}}}},
         "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
+        **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in body_limits(model)
+           if kind in IMAGE_TYPES},
+        **{kind: {"schema": {"type": "string", "maxLength": TEXT_BODY_BYTES // 4}} for kind in body_limits(model)
+           if kind in TEXT_TYPES},
     }}}
 
     @app.post("/v1/predict", openapi_extra=predict_body)
     async def predict(request: Request):
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        try:  # the guard has read the whole body already: decoding takes no slot
-            feeds = _decode(await request.body(), content_type, model)
+        raw = content_type in IMAGE_TYPES + TEXT_TYPES
+        body = await request.body()
+        try:  # the guard has read the whole body already: decoding tensors takes no slot
+            feeds = None if raw else _decode(body, content_type, model)
         except InputError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=422)
         if inflight["n"] >= max_concurrency:
@@ -345,18 +402,21 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
         inflight["n"] += 1
         released = False
         try:
-            task = asyncio.ensure_future(run_in_threadpool(run_serialised, feeds))
+            # Raw inputs are decoded inside the slot: decoding an image is work to bound too.
+            work = (predict_serialised, body, content_type) if raw else (run_serialised, feeds)
+            task = asyncio.ensure_future(run_in_threadpool(*work))
             try:
-                outputs = await asyncio.wait_for(asyncio.shield(task), timeout_s)
+                result = await asyncio.wait_for(asyncio.shield(task), timeout_s)
             except asyncio.TimeoutError:
                 # The inference keeps its slot until it really ends: concurrency stays bounded.
                 task.add_done_callback(lambda _: inflight.__setitem__("n", inflight["n"] - 1))
                 released = True
                 return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
             except InputError as exc:
-                return JSONResponse({"detail": str(exc)}, status_code=422)
+                return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, InputTooLarge) else 422)
             except EdgepackError as exc:  # the backend failed on this input: say so, keep serving
                 return JSONResponse({"detail": str(exc)}, status_code=500)
+            outputs = result.outputs if raw else result
             if any(v.dtype.kind == "f" and not np.all(np.isfinite(v)) for v in outputs.values()):
                 return JSONResponse({"detail": "the model produced NaN or infinite outputs for this input"},
                                     status_code=422)
@@ -364,9 +424,11 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
                 buffer = io.BytesIO()
                 np.savez(buffer, **outputs)
                 return Response(buffer.getvalue(), media_type="application/x-npz")
+            if raw:
+                return {"artifact": model.artifact.name, **result.to_dict()}
             return {"artifact": model.artifact.name, "outputs": {k: v.tolist() for k, v in outputs.items()}}
         finally:
             if not released:
                 inflight["n"] -= 1
 
-    return _Guard(app, token, body_limit(model), metrics), app
+    return _Guard(app, token, body_limits(model), metrics), app
