@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import shutil
 import socket
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +103,41 @@ def tiny_model(tmp_path_factory) -> Path:
     path.write_text(TINY_MODEL)
     np.savez(path.parent / "calib.npz", x=np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32))
     return path
+
+
+DIGIT_LABELS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+@pytest.fixture(scope="session")
+def digits_raw_bundle(build_digits, tmp_path_factory) -> Path:
+    """The digits model (ONNX fp32 only) taking raw 8x8 grey images and answering with labels.
+    Its training data are grey levels 0..16 / 16: a PNG stores them as 0..240 (x15), so
+    scale=1/240 gives the model what it was trained on."""
+    labels = tmp_path_factory.mktemp("labels") / "digits.txt"
+    labels.write_text("\n".join(DIGIT_LABELS) + "\n")
+    return build_digits("host", name="digits-raw", formats=["onnx"], precisions=["fp32"],
+                        preprocess="resize=8x8 scale=1/240", labels=labels).path
+
+
+def digit_pngs(digits_data: Path, count: int) -> tuple[list[bytes], np.ndarray, np.ndarray]:
+    """The first `count` eval digits as 8-bit grey PNG files, with their tensors and labels."""
+    from PIL import Image
+
+    with np.load(digits_data / "eval.npz") as data:
+        images, labels = data["image"][:count], data["labels"][:count]
+    files = []
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(np.rint(image[0] * 240).astype(np.uint8), "L").save(buffer, "PNG")
+        files.append(buffer.getvalue())
+    return files, images, labels
+
+
+def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A few KB of valid PNG declaring a width x height grey canvas (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress((b"\x00" * (width + 1)) * 64, 9)  # the first 64 rows; a decoder wants them all
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
