@@ -51,8 +51,9 @@ DEBIAN_PACKAGES = (
     "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libsqlite3-0", "libuuid1", "libstdc++6", "libgcc-s1",
     "libcrypt1", "libncursesw6", "libtinfo6", "libreadline8", "libgomp1",
 )
-# The runtime's own dependencies; each format adds its backend's pins (`emulation_wheels`).
-BASE_WHEELS = ("numpy<2", "click", "rich")
+# The runtime's own dependencies, and Pillow for its image preprocessing (checked under
+# emulation too); each format adds its backend's pins (`emulation_wheels`).
+BASE_WHEELS = ("numpy<2", "click", "rich", "pillow")
 
 
 def wheels() -> tuple[str, ...]:

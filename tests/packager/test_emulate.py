@@ -1,6 +1,7 @@
 """Emulated aarch64 verification (qemu-user): runs in CI, slow on first use (cached after)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +31,36 @@ def test_build_verify_emulated_records_results_and_the_cli_agrees(digits_data, t
     cli = run_cli("verify", result.path, "--emulate", "aarch64")
     assert cli.exit_code == 0, cli.output
     assert "cortex-a76" in cli.output and cli.output.count("passed") == 4
+
+
+GUEST_PREPROCESS = """
+import sys
+import numpy as np
+from edgepack_runtime.manifest import ImageSteps, TensorSpec
+from edgepack_runtime.preprocess import ImagePipeline
+steps = ImageSteps(input="image", resize=(256,), crop=(224, 224), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+pipeline = ImagePipeline(steps, TensorSpec("image", (1, 3, 224, 224), "float32"))
+np.save(sys.argv[1], np.concatenate([pipeline(path) for path in sys.argv[2:]]))
+"""
+
+
+@pytest.mark.slow
+def test_image_preprocessing_on_emulated_aarch64_equals_the_hosts(tmp_path):
+    """Pillow's aarch64 build decodes and resizes real photos to the very same tensors."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from edgepack.emulate import _guest_command, _guest_runtime
+
+    photos = [str(p) for p in sorted(Path(__import__("skimage").__file__).parent.joinpath("data").glob("*.jpg"))]
+    photos += [str(Path(__import__("sklearn").__file__).parent / "datasets" / "images" / "china.jpg")]
+    (tmp_path / "pre.py").write_text(GUEST_PREPROCESS)
+    argv, paths = _guest_command("aarch64", "cortex-a76", lambda _: None)
+    guest = {"PYTHONPATH": ":".join([str(_guest_runtime(tmp_path)), *paths])}
+    subprocess.run([*argv, str(tmp_path / "pre.py"), str(tmp_path / "arm.npy"), *photos], env=guest, check=True)
+    subprocess.run([sys.executable, str(tmp_path / "pre.py"), str(tmp_path / "host.npy"), *photos], check=True)
+    arm, host = np.load(tmp_path / "arm.npy"), np.load(tmp_path / "host.npy")
+    assert arm.shape == (len(photos), 3, 224, 224) and len(photos) >= 4
+    assert np.array_equal(arm, host)
