@@ -12,7 +12,6 @@ import numpy as np
 from rich.markup import escape
 from rich.table import Table
 
-from .backends import backend_available
 from .bundle import open_bundle
 from .dims import size_label
 from .files import atomic_write
@@ -20,7 +19,6 @@ from .errors import BackendUnavailableError, EdgepackError, InputError, Telemetr
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, default_reason, load
-from .parity import self_test
 from .report import artifacts_table, make_console
 
 console = make_console()
@@ -165,19 +163,18 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (same exit codes).")
 def verify(bundle: Path, artifact, as_json: bool):
     """Check every file's sha256 and run each artifact's golden self-test."""
-    b = open_bundle(bundle)
-    b.verify_integrity()
-    files = 1 + sum(a.status == "ok" for a in b.manifest.artifacts)
-    chosen = [b.manifest.artifact(artifact)] if artifact else list(b.manifest.artifacts)
-    results = [_self_test_row(b, art) for art in chosen]
-    tested = [r for r in results if r["result"] in ("passed", "failed")]
-    failed = [r for r in tested if r["result"] == "failed"]
+    from .verification import verify_bundle
+
+    report = verify_bundle(open_bundle(bundle), artifact)
+    results = report["results"]
     if as_json:
-        click.echo(json.dumps({"bundle": b.manifest.name, "integrity": {"files": files, "ok": True},
-                               "results": results}, indent=2))
+        click.echo(json.dumps({k: report[k] for k in ("bundle", "integrity", "signature", "results")}, indent=2))
     else:
-        console.print(f"integrity: all {files} files match their sha256")
-        table = Table(title=f"self-test {b.manifest.name}")
+        console.print(f"integrity: all {report['integrity']['files']} files match their sha256")
+        sig = report["signature"]
+        console.print("signature: " + (f"verified, signed by {sig['key']}" if sig["verified"] else
+                                       f"present, not checked ({sig['reason']})" if sig["signed"] else "none"))
+        table = Table(title=f"self-test {report['bundle']}")
         for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance", "samples"):
             table.add_column(column)
         for r in results:
@@ -191,33 +188,11 @@ def verify(bundle: Path, artifact, as_json: bool):
             table.add_row(r["artifact"], verdict, cosine, diff, f"{r['tolerance']:.1e}",
                           str(r["samples"]))
         console.print(table)
-    if failed:
-        fail(f"{len(failed)} artifact(s) differ from PyTorch beyond their tolerance on this device; "
+    if report["failed"]:
+        fail(f"{report['failed']} artifact(s) differ from PyTorch beyond their tolerance on this device; "
              "do not deploy them, rebuild or report the difference")
-    if not tested:
+    if not report["tested"]:
         fail("no artifact could be tested here; install a backend, e.g. pip install 'edgepack-runtime[onnx]'")
-
-
-def _self_test_row(b, art) -> dict:
-    """One artifact's golden self-test on this device, as a plain dict (verify's table and JSON)."""
-    row = {"artifact": art.name, "result": "skipped", "reason": None, "cosine": None, "min_cosine": None,
-           "max_abs_diff": None, "tolerance": None, "samples": None}
-    if art.status != "ok":
-        return {**row, "result": "not in bundle", "reason": f"not in the bundle ({art.status})"}
-    if not backend_available(art.format):
-        return {**row, "reason": f"skipped: no {art.format} backend installed"}
-    try:
-        model = load(b.root, artifact=art.name)
-    except BackendUnavailableError as exc:  # installed but unusable, e.g. tflite-runtime with numpy 2
-        return {**row, "reason": f"skipped: {exc}"}
-    result = self_test(model)
-
-    def finite(x):  # NaN outputs are what verify exists to catch; JSON has no NaN: null
-        return x if x is None or np.isfinite(x) else None
-
-    return {**row, "result": "passed" if result.passed else "failed", "cosine": finite(result.cosine),
-            "min_cosine": result.min_cosine, "max_abs_diff": finite(result.max_abs_diff),
-            "tolerance": result.tolerance, "samples": result.samples}
 
 
 class ThreadCounts(click.ParamType):
@@ -305,6 +280,76 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
     if output:
         atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
         console.print(f"wrote {output}")
+
+
+_store_option = click.option("--store", type=click.Path(path_type=Path), default=Path("~/.edgepack/store"),
+                             show_default=True, help="The bundle store: one folder per bundle name, versions inside.")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@_store_option
+@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Versions kept per bundle.")
+@click.option("--no-activate", is_flag=True, help="Store and verify, but leave the current version active.")
+@click.option("--require-signature", is_flag=True, help="Refuse a bundle without a signature by a trusted key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+def install(bundle, store, keep, no_activate, require_signature, as_json):
+    """Copy BUNDLE into the store, verify it there, then make it current (docs/fleet.md)."""
+    from .store import install as install_bundle
+
+    done = install_bundle(bundle, store, keep=keep, activate_it=not no_activate, require_signature=require_signature)
+    if as_json:
+        click.echo(json.dumps(done.to_dict(), indent=2))
+    elif done.verified:
+        state = "active" if done.active else "stored, not active"
+        console.print(f"{done.name} {done.version}: verified, {state} ({done.seconds:.1f} s)")
+    if not done.verified:
+        fail(f"{done.name} {done.version} was not activated: {done.reason}; the current version keeps serving")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("version")
+@_store_option
+def activate(name, version, store):
+    """Make a stored, verified VERSION of bundle NAME current."""
+    from .store import activate as activate_version
+
+    console.print(f"{name}: {activate_version(store, name, version)} is current")
+
+
+@main.command()
+@click.argument("name")
+@_store_option
+def rollback(name, store):
+    """Make the version that was current before this one current again."""
+    from .store import rollback as roll_back
+
+    console.print(f"{name}: rolled back to {roll_back(store, name)}")
+
+
+@main.command()
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+def status(store, as_json):
+    """What is active in the store, since when, and what else is stored."""
+    from .store import status as store_status
+
+    bundles = store_status(store)
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "bundles": bundles}, indent=2))
+        return
+    table = Table(title=f"bundle store {store}")
+    for column in ("bundle", "version", "state", "created", "last activated", "self-test", "signature"):
+        table.add_column(column, no_wrap=True)
+    for b in bundles:
+        for v in b["versions"]:
+            check = v["verification"] or {}
+            sig = check.get("signature") or {}
+            table.add_row(b["name"], v["version"], "[green]active[/]" if v["active"] else "stored", v["created"] or "?",
+                          v["last_activated"] or "-", "passed" if check.get("passed") else "-",
+                          "verified" if sig.get("verified") else "signed" if sig.get("signed") else "none")
+    console.print(table)
 
 
 @main.group()
@@ -412,11 +457,15 @@ def _is_loopback(host: str) -> bool:
 @click.option("--timeout", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
               help="Seconds per request before answering 504.")
 def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, timeout):
-    """Serve BUNDLE over HTTP: /v1/predict, /v1/model, /healthz, /metrics, /docs."""
+    """Serve BUNDLE over HTTP: /v1/predict, /v1/model, /healthz, /metrics, /docs.
+
+    BUNDLE may be a bundle store's `current` link (STORE/NAME/current): the server then
+    follows it, switching to each version `install`, `activate` or `rollback` makes
+    current without failing a request."""
     try:
         import uvicorn
 
-        from .serve import create_app, header_deadline_protocol
+        from .serve import Live, create_app, header_deadline_protocol
     except ImportError as exc:
         raise BackendUnavailableError(f"serving needs the serve extra ({exc}); pip install 'edgepack-runtime[serve]'") from None
     token = None
@@ -432,9 +481,15 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
                          "pass --token-file FILE (or bind 127.0.0.1)")
     from .telemetry import enabled_by_env
 
-    model = load(bundle, artifact=artifact, threads=threads, telemetry=enabled_by_env())
+    def load_version(path):
+        return load(path, artifact=artifact, threads=threads, telemetry=enabled_by_env())
+
+    model = load_version(bundle)
     model.warm_up()  # ready means able to answer: a damaged artifact stops here, before the port opens
-    asgi, _ = create_app(model, token=token, max_concurrency=max_concurrency, timeout_s=timeout)
+    live = Live(model)
+    if Path(bundle).is_symlink():
+        live.follow(Path(bundle), load_version, lambda line: console.print(line, highlight=False))
+    asgi, _ = create_app(live, token=token, max_concurrency=max_concurrency, timeout_s=timeout)
     console.print(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
                   f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}")
     uvicorn.run(asgi, host=host, port=port, log_level="warning", http=header_deadline_protocol())

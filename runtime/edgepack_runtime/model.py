@@ -317,10 +317,15 @@ def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int
     "auto" picks the fastest on this device (measured once, then cached, see autoselect).
     `threads` defaults to the target profile's thread count (capped at this machine's
     cores), or for "auto" to the thread count that won the trial.
+    A bundle that carries a signature is checked against the device's trusted keys, and
+    an unsigned one refused when the trust policy requires signatures (signature.py).
     `telemetry=True` records every inference locally (docs/telemetry.md); off by default
     here, on by default in the CLI and server; EDGEPACK_TELEMETRY=0 turns it off everywhere.
     """
     bundle = open_bundle(path)
+    from .signature import check_signature
+
+    check_signature(bundle)  # the device's trust policy: a signed bundle verifies under a trusted key
     if artifact == AUTO:
         from .autoselect import auto_choice
 

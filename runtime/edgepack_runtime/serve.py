@@ -23,7 +23,8 @@ import json
 import threading
 import time
 import zipfile
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 from fastapi import FastAPI, Request  # the `serve` extra; this module is imported only to serve
@@ -34,7 +35,7 @@ from .errors import EdgepackError, InputError, InputTooLarge
 from .model import Model
 from .prometheus import metric, sample
 
-__all__ = ["create_app", "body_limit", "header_deadline_protocol", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
+__all__ = ["create_app", "Live", "body_limit", "header_deadline_protocol", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
 
 JSON_BYTES_PER_ELEMENT = 32  # "-1.2345678901234567e-05, " is 25: a float as JSON text, with room
 BODY_SLACK_BYTES = 64 * 1024  # JSON structure / npz headers
@@ -321,19 +322,64 @@ def _tensor_schema(spec) -> dict:
     return schema
 
 
-def create_app(model: Model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
-    """The ASGI app serving `model`."""
+FOLLOW_INTERVAL_S = 1.0  # how often a followed `current` link is checked
+
+
+class Live:
+    """The model being served. With `follow`, a thread watches where a link (a bundle
+    store's `current`) points; when it moves, the new version is loaded and warmed up off
+    the request path, then swapped in by one assignment: requests already running finish
+    on the version they started with, new ones get the new one, none fails."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.on_swap: list[Callable[[Model], None]] = []
+        self._stop = threading.Event()
+
+    def follow(self, link: Path, load_version: Callable[[Path], Model], log: Callable[[str], None],
+               interval: float = FOLLOW_INTERVAL_S) -> None:
+        def watch():
+            refused = None  # a version that failed to load is not retried until the link moves again
+            while not self._stop.wait(interval):
+                try:
+                    target = Path(link).resolve(strict=True)
+                except OSError:
+                    continue
+                if target in (self.model.bundle.root, refused):
+                    continue
+                try:
+                    new = load_version(target)
+                    new.warm_up()
+                except EdgepackError as exc:
+                    refused = target
+                    log(f"not switching to {target.name}: {exc}; still serving {self.model.bundle.root.name}")
+                    continue
+                self.model = new
+                for callback in self.on_swap:
+                    callback(new)
+                log(f"now serving {new.bundle.manifest.name} {target.name} ({new.artifact.name})")
+
+        threading.Thread(target=watch, name="edgepack-follow", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
+    """The ASGI app serving `model` (a Model, or a Live one that may be swapped)."""
+    live = model if isinstance(model, Live) else Live(model)
+    model = live.model  # the first version: the API description and OpenAPI schema are its
     metrics = _Metrics()
     inflight = {"n": 0}
     run_lock = threading.Lock()  # LiteRT interpreters are not thread-safe; ORT gains nothing on a few cores
     # One image decoded at a time: memory stays one decode limit's worth (preprocess.MAX_IMAGE_PIXELS).
     decode_lock = threading.Lock()
 
-    def run_serialised(feeds):
+    def run_serialised(model, feeds):
         with run_lock:
             return model.run(feeds)
 
-    def predict_serialised(body: bytes, content_type: str):
+    def predict_serialised(model, body: bytes, content_type: str):
         """Preprocess, run, answer: a Prediction."""
         start = time.perf_counter()
         if content_type in TEXT_TYPES:
@@ -346,15 +392,16 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
             with decode_lock:
                 feeds = model.preprocess(body)
         ran = time.perf_counter()
-        prediction = model.predict_tensors(feeds, run=run_serialised)
+        prediction = model.predict_tensors(feeds, run=lambda f: run_serialised(model, f))
         prediction.preprocess_ms = (ran - start) * 1e3
         return prediction
 
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
-        if model.telemetry is not None:  # shutdown: commit what is queued before exiting
-            model.telemetry.flush()
+        live.stop()
+        if live.model.telemetry is not None:  # shutdown: commit what is queued before exiting
+            live.model.telemetry.flush()
 
     app = FastAPI(title="edgepack-runtime", version="1", lifespan=lifespan,
                   description=f"Inference for bundle {model.bundle.manifest.name}")
@@ -365,6 +412,7 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
 
     @app.get("/v1/model")
     def describe():
+        model = live.model
         return {"bundle": model.bundle.manifest.name, "bundle_sha256": model.bundle.sha256,
                 "target": model.bundle.manifest.target.get("id"), "artifact": model.artifact.name,
                 "inputs": [dataclasses.asdict(s) for s in model.inputs],
@@ -373,7 +421,7 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def prometheus():
-        return PlainTextResponse(metrics.render(model), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(metrics.render(live.model), media_type="text/plain; version=0.0.4")
 
     names = [s.name for s in model.inputs]
     predict_body = {"requestBody": {"required": True, "content": {
@@ -389,6 +437,7 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
 
     @app.post("/v1/predict", openapi_extra=predict_body)
     async def predict(request: Request):
+        model = live.model  # this request runs on this version to its end, whatever is swapped in meanwhile
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         raw = content_type in IMAGE_TYPES + TEXT_TYPES
         body = await request.body()
@@ -403,7 +452,7 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
         released = False
         try:
             # Raw inputs are decoded inside the slot: decoding an image is work to bound too.
-            work = (predict_serialised, body, content_type) if raw else (run_serialised, feeds)
+            work = (predict_serialised, model, body, content_type) if raw else (run_serialised, model, feeds)
             task = asyncio.ensure_future(run_in_threadpool(*work))
             try:
                 result = await asyncio.wait_for(asyncio.shield(task), timeout_s)
@@ -431,4 +480,6 @@ def create_app(model: Model, token: Optional[str] = None, max_concurrency: int =
             if not released:
                 inflight["n"] -= 1
 
-    return _Guard(app, token, body_limits(model), metrics), app
+    guard = _Guard(app, token, body_limits(model), metrics)
+    live.on_swap.append(lambda new: setattr(guard, "limits", body_limits(new)))
+    return guard, app

@@ -1,0 +1,245 @@
+"""Signed bundles, in the OpenSSF model-signing format (docs/fleet.md#signed-bundles).
+
+`bundle.sig` is a Sigstore bundle (v0.3 JSON) holding a DSSE envelope over an in-toto
+statement whose predicate (`https://model_signing/signature/v1.0`) lists the sha256 of
+every file of the bundle directory: what `model_signing` writes with an elliptic-curve
+key (`model_signing.signing.Config().use_elliptic_key_signer(...)`), and what it verifies.
+It is implemented here on `cryptography` alone because the `model_signing` package pulls
+in sigstore's client (~40 MB, and versions that conflict with the packager's converters);
+tests sign and verify across both implementations.
+
+The trust policy: `EDGEPACK_TRUSTED_KEYS` (PEM public keys, paths separated by ':') and
+`EDGEPACK_REQUIRE_SIGNATURE=1`, or the same in `$XDG_CONFIG_HOME/edgepack/trust.toml`
+(`keys = [...]`, `require_signature = true`). With trusted keys, a signed bundle must
+verify under one of them; with `require_signature`, an unsigned bundle is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .errors import BackendUnavailableError, IntegrityError, UsageError, first_line
+
+__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "trust_policy", "check_signature", "TrustPolicy",
+           "SignatureError", "key_fingerprint"]
+
+SIGNATURE_FILE = "bundle.sig"
+TRUSTED_KEYS_ENV = "EDGEPACK_TRUSTED_KEYS"
+REQUIRE_ENV = "EDGEPACK_REQUIRE_SIGNATURE"
+BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://model_signing/signature/v1.0"
+# model_signing's default hashing ignores these (git metadata) besides the signature itself.
+IGNORED = (SIGNATURE_FILE, ".git", ".gitattributes", ".github", ".gitignore")
+
+
+class SignatureError(IntegrityError):
+    """A bundle's signature is missing where required, or does not verify."""
+
+
+def _crypto():
+    try:
+        from cryptography import exceptions
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+    except ImportError:
+        raise BackendUnavailableError("signed bundles need cryptography: pip install 'edgepack-runtime[signing]'") from None
+    return exceptions, hashes, serialization, ec
+
+
+def _hash_for(key):
+    _, hashes, _, _ = _crypto()
+    sizes = {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}
+    if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
+        raise UsageError(f"key on curve {key.curve.name} is not one model-signing supports; use P-256, P-384 or P-521")
+    return sizes[key.curve.key_size]()
+
+
+def _pae(payload: bytes) -> bytes:
+    """DSSE's pre-authentication encoding: what the key actually signs."""
+    return b"DSSEv1 %d %s %d " % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload)) + payload
+
+
+def key_fingerprint(public_key) -> str:
+    """sha256 of the PEM public key: the `hint` model-signing puts in the signature."""
+    _, _, serialization, _ = _crypto()
+    pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(pem).hexdigest()
+
+
+def _file_digests(root: Path, ignored: Sequence[str]) -> dict[str, str]:
+    """sha256 of every regular file under `root` but the ignored ones, by posix relative path."""
+    digests = {}
+    for path in sorted(root.rglob("*")):
+        relative = path.relative_to(root)
+        if any(relative == Path(i) or Path(i) in relative.parents for i in ignored):
+            continue
+        if path.is_symlink():
+            raise SignatureError(f"bundle file {relative} is a symbolic link; signed bundles hold plain files")
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            digests[relative.as_posix()] = digest.hexdigest()
+    return digests
+
+
+def sign_bundle(root: Path, private_key: Path, password: Optional[str] = None) -> Path:
+    """Write `root`/bundle.sig: the bundle's files, signed with an EC private key (PEM)."""
+    _, _, serialization, ec = _crypto()
+    root = Path(root)
+    try:
+        key = serialization.load_pem_private_key(Path(private_key).read_bytes(),
+                                                 password.encode() if password else None)
+    except OSError as exc:
+        raise UsageError(f"cannot read the signing key {private_key} ({exc.strerror})") from None
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{private_key} is not a PEM private key this can use ({first_line(exc, 120)}); make one "
+                         "with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise UsageError(f"{private_key} is not an elliptic-curve key; model-signing's key mode takes P-256/384/521")
+    digests = _file_digests(root, IGNORED)
+    resources = [{"name": name, "algorithm": "sha256", "digest": digest} for name, digest in digests.items()]
+    root_digest = hashlib.sha256(b"".join(bytes.fromhex(d) for d in digests.values())).hexdigest()
+    statement = {"_type": STATEMENT_TYPE, "subject": [{"name": root.name, "digest": {"sha256": root_digest}}],
+                 "predicateType": PREDICATE_TYPE,
+                 "predicate": {"serialization": {"method": "files", "hash_type": "sha256", "allow_symlinks": False,
+                                                 "ignore_paths": list(IGNORED)},
+                               "resources": resources}}
+    payload = json.dumps(statement, indent=2).encode()
+    signature = key.sign(_pae(payload), ec.ECDSA(_hash_for(key.public_key())))
+    document = {"mediaType": BUNDLE_MEDIA_TYPE,
+                "verificationMaterial": {"publicKey": {"hint": key_fingerprint(key.public_key())}, "tlogEntries": []},
+                "dsseEnvelope": {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
+                                 "signatures": [{"sig": base64.b64encode(signature).decode(), "keyid": ""}]}}
+    path = root / SIGNATURE_FILE
+    tmp = root / f".{SIGNATURE_FILE}.tmp"
+    tmp.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _load_public_key(path: Path):
+    _, _, serialization, ec = _crypto()
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); fix {TRUSTED_KEYS_ENV} or trust.toml") from None
+    except ValueError:
+        raise UsageError(f"trusted key {path} is not a PEM public key (`openssl ec -in key.pem -pubout`)") from None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise UsageError(f"trusted key {path} is not an elliptic-curve key")
+    return key
+
+
+def verify_signature(root: Path, public_keys: Sequence[Path]) -> str:
+    """Check `root`/bundle.sig against the trusted keys and the files on disk; the path of
+    the key that signed it. SignatureError says what does not match."""
+    exceptions, _, _, ec = _crypto()
+    root = Path(root)
+    try:
+        document = json.loads((root / SIGNATURE_FILE).read_text(encoding="utf-8"))
+        envelope = document["dsseEnvelope"]
+        payload = base64.b64decode(envelope["payload"], validate=True)
+        signature = base64.b64decode(envelope["signatures"][0]["sig"], validate=True)
+        hint = (document.get("verificationMaterial") or {}).get("publicKey", {}).get("hint")
+        if document.get("mediaType") != BUNDLE_MEDIA_TYPE or envelope.get("payloadType") != PAYLOAD_TYPE:
+            raise ValueError("not a model-signing key signature")
+    except FileNotFoundError:
+        raise SignatureError(f"bundle {root} is not signed (no {SIGNATURE_FILE})") from None
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); sign the bundle again") from None
+    signer = None
+    for path in public_keys:
+        key = _load_public_key(path)
+        if hint and hint != key_fingerprint(key):
+            continue
+        try:
+            key.verify(signature, _pae(payload), ec.ECDSA(_hash_for(key)))
+            signer = path
+            break
+        except exceptions.InvalidSignature:
+            continue
+    if signer is None:
+        raise SignatureError(f"the signature of bundle {root.name} verifies under none of the {len(public_keys)} "
+                             "trusted key(s): signed by another key, or its signed statement was altered")
+    try:
+        statement = json.loads(payload)
+        predicate = statement["predicate"]
+        if statement["predicateType"] != PREDICATE_TYPE or predicate["serialization"]["method"] != "files":
+            raise ValueError(f"predicate {statement['predicateType']!r} is not a model-signing v1.0 file list")
+        signed = {r["name"]: r["digest"] for r in predicate["resources"] if r["algorithm"] == "sha256"}
+        ignored = [str(p) for p in predicate["serialization"].get("ignore_paths", [])]
+        root_digest = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in predicate["resources"])).hexdigest()
+        if root_digest != statement["subject"][0]["digest"]["sha256"]:
+            raise ValueError("its file list does not match its own root digest")
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise SignatureError(f"the signed statement of bundle {root.name} is malformed ({first_line(exc, 100)})") from None
+    actual = _file_digests(root, [SIGNATURE_FILE, *ignored])
+    changed = sorted(n for n in set(signed) | set(actual) if signed.get(n) != actual.get(n))
+    if changed or "manifest.json" not in signed:
+        what = ", ".join(changed[:4]) + (" …" if len(changed) > 4 else "") if changed else "manifest.json unsigned"
+        raise SignatureError(f"bundle {root.name} differs from what was signed ({what}): it was modified after "
+                             "signing; do not deploy it")
+    return str(signer)
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    keys: tuple[Path, ...] = ()
+    require: bool = False
+    source: str = "none"
+
+
+def _config_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "edgepack" / "trust.toml"
+
+
+def trust_policy() -> TrustPolicy:
+    """The device's policy: the environment first, else trust.toml, else none."""
+    keys = [Path(p).expanduser() for p in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if p.strip()]
+    require = os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes")
+    if keys or require:
+        return TrustPolicy(tuple(keys), require, f"${TRUSTED_KEYS_ENV}/${REQUIRE_ENV}")
+    path = _config_file()
+    if not path.is_file():
+        return TrustPolicy()
+    try:
+        import tomllib
+
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        keys = [Path(k).expanduser() for k in data.get("keys", [])]
+        require = data.get("require_signature", False)
+        if not isinstance(require, bool) or not all(isinstance(k, Path) for k in keys):
+            raise ValueError("keys must be a list of paths and require_signature true or false")
+    except (ImportError, OSError, ValueError, TypeError) as exc:  # tomllib: Python 3.11+
+        raise UsageError(f"{path} cannot be used as the trust policy ({first_line(exc, 120)}); fix it") from None
+    return TrustPolicy(tuple(keys), require, str(path))
+
+
+def check_signature(bundle, require: bool = False) -> dict:
+    """Apply the trust policy (and `require`) to an open bundle: raises SignatureError when
+    it must be refused; else says what was checked."""
+    policy = trust_policy()
+    signed = (bundle.root / SIGNATURE_FILE).is_file()
+    if not signed:
+        if require or policy.require:
+            raise SignatureError(f"bundle {bundle.manifest.name} is not signed and the trust policy "
+                                 f"({policy.source if policy.require else '--require-signature'}) requires it; "
+                                 "sign it with `edgepack sign BUNDLE --key KEY.pem`")
+        return {"signed": False, "verified": False}
+    if not policy.keys:
+        if require or policy.require:
+            raise SignatureError("a signature is required but no trusted keys are configured; set "
+                                 f"{TRUSTED_KEYS_ENV} or list keys in {_config_file()}")
+        return {"signed": True, "verified": False, "reason": "no trusted keys configured"}
+    return {"signed": True, "verified": True, "key": verify_signature(bundle.root, policy.keys)}

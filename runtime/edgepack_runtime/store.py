@@ -1,0 +1,209 @@
+"""Bundle versions on the device, side by side, switched atomically (docs/fleet.md).
+
+    STORE/<name>/versions/<version>/   one complete bundle per version (version: the first
+                                       12 hex digits of its manifest's sha256)
+    STORE/<name>/current               symlink to versions/<version>, replaced by one rename
+    STORE/<name>/history.json          activations, newest last, with their verification
+
+`install` copies a bundle in under a temporary name, verifies it there (every sha256,
+each artifact's golden self-test, the signature policy) and only then activates it; a
+version that fails leaves `current` where it was. `rollback` activates the version
+active before the current one. `serve STORE/<name>/current` follows the link.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .bundle import open_bundle
+from .errors import BundleError, EdgepackError, first_line
+from .files import atomic_write
+
+__all__ = ["install", "activate", "rollback", "status", "StoreError", "Installed", "CURRENT", "DEFAULT_KEEP"]
+
+CURRENT = "current"
+VERSIONS = "versions"
+HISTORY = "history.json"
+DEFAULT_KEEP = 3  # versions kept per bundle: the current one, the one to roll back to, one more
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class StoreError(BundleError):
+    """The store cannot do what was asked (no such version, nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What `install` did: the version, whether it verified, whether it is now active."""
+
+    name: str
+    version: str
+    verified: bool
+    active: bool
+    seconds: float
+    reason: Optional[str] = None  # why it was not activated
+    verification: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _home(store: Path, name: str) -> Path:
+    if not _NAME.match(name):
+        raise StoreError(f"bundle name {name[:40]!r} cannot name a folder in the store; rebuild with --name "
+                         "using letters, digits, '.', '_' and '-'")
+    return Path(store).expanduser() / name
+
+
+def _history(home: Path) -> list[dict]:
+    try:
+        data = json.loads((home / HISTORY).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{home / HISTORY} cannot be read ({first_line(exc, 80)}); fix or remove it") from None
+    return data.get("activations", []) if isinstance(data, dict) else []
+
+
+def _active(home: Path) -> Optional[str]:
+    link = home / CURRENT
+    return Path(os.readlink(link)).name if link.is_symlink() else None
+
+
+def _switch(home: Path, version: str, verification: dict, history: list[dict]) -> None:
+    """Point `current` at the version by one rename (readers see the old or the new link),
+    then record it."""
+    tmp = home / f".{CURRENT}.{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path(VERSIONS) / version, tmp)
+    os.replace(tmp, home / CURRENT)
+    history.append({"version": version, "activated": _now(), "verification": verification})
+    atomic_write(home / HISTORY, json.dumps({"activations": history}, indent=2) + "\n")
+
+
+def _prune(home: Path, keep: int, history: list[dict]) -> None:
+    """Keep the `keep` most recently activated versions (never the current one)."""
+    recent: list[str] = []
+    for entry in reversed(history):
+        if entry["version"] not in recent:
+            recent.append(entry["version"])
+    keepers = set(recent[:max(keep, 1)]) | {_active(home)}
+    for path in (home / VERSIONS).iterdir():
+        if path.name not in keepers and not path.name.startswith("."):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def install(source: Path, store: Path, keep: int = DEFAULT_KEEP, activate_it: bool = True,
+            require_signature: bool = False) -> Installed:
+    """Copy the bundle at `source` into the store, verify it there, and activate it if it
+    passes. A failed verification removes the copy and leaves `current` untouched."""
+    from .verification import verify_bundle
+
+    start = time.perf_counter()
+    incoming = open_bundle(source)
+    home = _home(store, incoming.manifest.name)
+    version = incoming.sha256[:12]
+    versions = home / VERSIONS
+    versions.mkdir(parents=True, exist_ok=True)
+    final = versions / version
+    staged = None
+    if not final.is_dir():
+        staged = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions))
+        shutil.copytree(incoming.root, staged, dirs_exist_ok=True, symlinks=True)
+    try:
+        bundle = open_bundle(staged or final)
+        if bundle.sha256 != incoming.sha256:
+            raise StoreError(f"the copy of {source} in the store differs from it; the source changed while copying")
+        report = verify_bundle(bundle, require_signature=require_signature)
+    except EdgepackError as exc:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        return Installed(incoming.manifest.name, version, False, False, round(time.perf_counter() - start, 3),
+                         reason=str(exc))
+    if not report["passed"]:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        why = (f"{report['failed']} artifact(s) failed the self-test" if report["failed"]
+               else "no artifact could be tested here (no backend installed)")
+        return Installed(incoming.manifest.name, version, False, False, round(time.perf_counter() - start, 3),
+                         reason=why, verification=_summary(report))
+    if staged is not None:
+        os.replace(staged, final)
+    history = _history(home)
+    if activate_it and _active(home) != version:
+        _switch(home, version, _summary(report), history)
+        _prune(home, keep, history)
+    return Installed(incoming.manifest.name, version, True, _active(home) == version,
+                     round(time.perf_counter() - start, 3), verification=_summary(report))
+
+
+def _summary(report: dict) -> dict:
+    return {"passed": report["passed"], "tested": report["tested"], "failed": report["failed"],
+            "signature": report.get("signature"), "at": _now()}
+
+
+def activate(store: Path, name: str, version: str) -> str:
+    """Make a stored, verified version current again."""
+    home = _home(store, name)
+    history = _history(home)
+    if not (home / VERSIONS / version).is_dir():
+        stored = ", ".join(sorted(_stored(home))) or "none"
+        raise StoreError(f"{name} has no version {version[:20]!r} in the store (stored: {stored})")
+    verified = next((e["verification"] for e in reversed(history) if e["version"] == version), None)
+    if verified is None:
+        raise StoreError(f"{name} {version} was never verified here; install it again")
+    if _active(home) != version:
+        _switch(home, version, verified, history)
+    return version
+
+
+def rollback(store: Path, name: str) -> str:
+    """Activate the version that was active before the current one."""
+    home = _home(store, name)
+    current = _active(home)
+    for entry in reversed(_history(home)):
+        if entry["version"] != current and (home / VERSIONS / entry["version"]).is_dir():
+            return activate(store, name, entry["version"])
+    raise StoreError(f"{name} has no earlier verified version in the store to roll back to")
+
+
+def _stored(home: Path) -> list[str]:
+    versions = home / VERSIONS
+    return [p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")] if versions.is_dir() else []
+
+
+def status(store: Path) -> list[dict]:
+    """Per bundle name: the active version and since when, and every stored version."""
+    root = Path(store).expanduser()
+    if not root.is_dir():
+        raise StoreError(f"no bundle store at {root}; `edgepack-runtime install BUNDLE --store {root}` creates it")
+    names = []
+    for home in sorted(p for p in root.iterdir() if (p / VERSIONS).is_dir()):
+        history, active = _history(home), _active(home)
+        since = next((e["activated"] for e in reversed(history) if e["version"] == active), None)
+        versions = []
+        for version in sorted(_stored(home)):
+            try:
+                manifest = open_bundle(home / VERSIONS / version).manifest
+                created = manifest.created
+            except EdgepackError:
+                created = None
+            last = next((e for e in reversed(history) if e["version"] == version), None)
+            versions.append({"version": version, "created": created, "active": version == active,
+                             "last_activated": last["activated"] if last else None,
+                             "verification": last["verification"] if last else None})
+        names.append({"name": home.name, "active": active, "since": since, "versions": versions})
+    return names
