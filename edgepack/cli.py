@@ -142,10 +142,12 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names, one per line in class order.")
 @click.option("--postprocess", type=click.Choice(["classes", "embedding", "normalized-embedding"]),
               help="What predict() answers with (default: classes with --labels).")
+@click.option("--sign", "sign_key", type=click.Path(path_type=Path), metavar="KEY.pem",
+              help="Sign the bundle with this EC private key (OpenSSF model-signing format).")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
               trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine,
-              min_agreement, preprocess, tokenizer, labels, postprocess, as_json):
+              min_agreement, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build  # torch and the converters: only for commands that build
 
@@ -158,7 +160,7 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
                 trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
                 verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
                 min_agreement=min_agreement, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
-                postprocess=postprocess,
+                postprocess=postprocess, sign=sign_key,
             )
         finally:
             _log_lines.status = None
@@ -171,6 +173,26 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
     seconds = result.manifest.build["seconds"]
     console.print(f"wrote {result.path} in {seconds['total']:.1f} s "
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
+
+
+@main.command("sign")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--key", required=True, type=click.Path(path_type=Path), metavar="KEY.pem",
+              help="Elliptic-curve private key (PEM; P-256/384/521).")
+@click.option("--password-env", metavar="VAR", help="Environment variable holding the key's password.")
+def sign_cmd(bundle, key, password_env):
+    """Sign BUNDLE (bundle.sig, the OpenSSF model-signing format): devices with the public
+    key in their trust policy refuse it if anything in it changes (docs/fleet.md)."""
+    import os
+
+    from edgepack_runtime.bundle import open_bundle
+    from edgepack_runtime.signature import sign_bundle
+
+    opened = open_bundle(bundle)
+    opened.verify_integrity()  # sign only what still matches its manifest
+    password = os.environ.get(password_env) if password_env else None
+    path = sign_bundle(opened.root, key, password)
+    console.print(f"signed {opened.manifest.name}: {path}")
 
 
 def _compare_table(rows, title: str) -> Table:

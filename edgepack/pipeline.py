@@ -20,6 +20,7 @@ from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, s
 from edgepack_runtime.hostinfo import host_info
 from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency, Manifest
 from edgepack_runtime.parity import top1_accuracy
+from edgepack_runtime.signature import sign_bundle
 
 from . import __version__
 from .bundle_writer import BundleStaging
@@ -105,6 +106,7 @@ def build(
     tokenizer: Optional[Path] = None,
     labels: Optional[Path] = None,
     postprocess: Optional[str] = None,
+    sign: Optional[Path] = None,
 ) -> BuildResult:
     """Build a bundle for `target` from `model` into the directory `output`.
 
@@ -127,6 +129,9 @@ def build(
     tokenizer.json that turns texts into token ids; `labels` a text file of class names,
     one per line; `postprocess` "classes" (the default with labels), "embedding" or
     "normalized-embedding". The runtime's `Model.predict()` then takes images or texts.
+
+    `sign`: an elliptic-curve private key (PEM) that signs the finished bundle
+    (bundle.sig, the OpenSSF model-signing format; docs/fleet.md).
 
     Returns the BuildResult; raises BuildFailed (with the result) when an artifact misses
     its parity check or the budget (unless `allow_mismatch`), or fails to build (unless
@@ -204,6 +209,8 @@ def build(
         result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
         if result.problems:
             raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
+        if sign is not None:
+            sign_bundle(staging.dir, sign)
         result.path = staging.commit()
     return result
 
