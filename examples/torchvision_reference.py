@@ -11,7 +11,9 @@ from __future__ import annotations
 import ast
 import sys
 import types
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/: the shared wheel helper
 from wheel_member import wheel_tree  # noqa: E402
@@ -28,15 +30,21 @@ def torchvision_sources(cache: Path) -> Path:
     return root
 
 
-def torchvision_transforms(cache: Path):
-    """`torchvision.transforms` (Resize, CenterCrop, ToTensor, Normalize, ...) from the wheel."""
-    if "torchvision" not in sys.modules:
-        package = types.ModuleType("torchvision")
-        package.__path__ = [str(torchvision_sources(cache) / "torchvision")]
-        sys.modules["torchvision"] = package
-    import torchvision.transforms
+@contextmanager
+def torchvision_transforms(cache: Path) -> Iterator:
+    """`torchvision.transforms` (Resize, CenterCrop, ToTensor, Normalize, ...) from the wheel,
+    for the `with` block only: the stand-in package leaves sys.modules afterwards, so that
+    libraries probing for torchvision (transformers does) never meet it."""
+    package = types.ModuleType("torchvision")
+    package.__path__ = [str(torchvision_sources(cache) / "torchvision")]
+    sys.modules["torchvision"] = package
+    try:
+        import torchvision.transforms
 
-    return torchvision.transforms
+        yield torchvision.transforms
+    finally:
+        for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+            del sys.modules[name]
 
 
 def imagenet_categories(cache: Path) -> list[str]:

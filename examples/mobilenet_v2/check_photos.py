@@ -31,16 +31,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path)
     bundle = parser.parse_args().bundle
-    T = torchvision_transforms(ARTIFACTS)
-    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN.tolist(), STD.tolist())])
     module = create().eval()
     module.load_state_dict(torch.load(ARTIFACTS / WEIGHTS_FILE, weights_only=True))
     names = (ARTIFACTS / "labels.txt").read_text(encoding="utf-8").splitlines()
     photos = sorted((ARTIFACTS / "photos").iterdir())
     expected, reference = {}, {}
+    with torchvision_transforms(ARTIFACTS) as T:
+        transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN.tolist(), STD.tolist())])
+        for photo in photos:
+            with Image.open(photo) as image:
+                expected[photo] = transform(image.convert("RGB"))[None]
     for photo in photos:
-        with Image.open(photo) as image:
-            expected[photo] = transform(image.convert("RGB"))[None]
         with torch.no_grad():
             reference[photo] = [names[i] for i in module(expected[photo])[0].topk(5).indices]
     manifest = edgepack_runtime.open_bundle(bundle).manifest

@@ -58,17 +58,19 @@ def test_photos_in_labels_out_match_pytorch_with_torchvisions_own_transforms(mob
                             weights=mobilenet_data["weights"], calibration=mobilenet_data["calibration"],
                             preprocess="imagenet", labels=mobilenet_data["labels"])
     reference = import_file(ROOT / "examples" / "torchvision_reference.py")
-    T = reference.torchvision_transforms(mobilenet_data["labels"].parent)
-    transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                           T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-    module = load_model(MODEL, weights=mobilenet_data["weights"]).module
-    names = mobilenet_data["labels"].read_text().splitlines()
     photos = sorted(mobilenet_data["photos"].iterdir())
     assert len(photos) == 11
-    with edgepack_runtime.load(result.path) as model:
+    with reference.torchvision_transforms(mobilenet_data["labels"].parent) as T:
+        transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                               T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+        tensors = {}
         for photo in photos:
             with Image.open(photo) as image:
-                expected = transform(image.convert("RGB"))[None]
+                tensors[photo] = transform(image.convert("RGB"))[None]
+    module = load_model(MODEL, weights=mobilenet_data["weights"]).module
+    names = mobilenet_data["labels"].read_text().splitlines()
+    with edgepack_runtime.load(result.path) as model:
+        for photo, expected in tensors.items():
             assert np.abs(model.preprocess(photo)["image"] - expected.numpy()).max() <= 1e-5, photo.name
             with torch.no_grad():
                 top5 = [names[i] for i in module(expected)[0].topk(5).indices]
