@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -14,7 +16,7 @@ from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE
-from .errors import BuildFailed, DeviceError, UsageError
+from .errors import BuildFailed, UsageError
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -240,92 +242,277 @@ def _progress(message: str) -> None:
     err_console.print(escape(message), highlight=False)
 
 
-def _devices(hosts: tuple[str, ...], identity: str | None, inventory: Path | None, remote_root: str):
+@dataclass
+class _Fleet:
+    """The devices a command runs on: an Ansible inventory and the hosts picked from it."""
+
+    inventory: Path
+    hosts: list
+
+
+@contextmanager
+def _fleet(hosts, identity, devices_file, inventory, limit, remote_root):
+    """--inventory [--limit], or --host / --devices written out as an inventory: one way in."""
     import dataclasses
+    import tempfile
 
     from .devices import load_inventory, parse_host
+    from .fleet import Host, resolve_hosts, write_inventory
 
-    if bool(hosts) == bool(inventory):
-        raise UsageError("name the devices with --host user@host[:port] (repeatable) or --devices devices.toml, not both")
-    if inventory:
-        return load_inventory(inventory)
-    return [dataclasses.replace(parse_host(h, identity), root=remote_root) for h in hosts]
+    given = [bool(hosts), devices_file is not None, inventory is not None]
+    if sum(given) != 1:
+        raise UsageError("name the devices with --inventory INVENTORY (Ansible), --host user@host[:port] "
+                         "(repeatable) or --devices devices.toml: one of them")
+    if inventory is not None:
+        yield _Fleet(inventory, resolve_hosts(inventory, limit))
+        return
+    devices = load_inventory(devices_file) if devices_file else [
+        dataclasses.replace(parse_host(h, identity), root=remote_root) for h in hosts]
+    with tempfile.TemporaryDirectory(prefix="edgepack-inventory-") as tmp:
+        path = write_inventory(devices, Path(tmp) / "inventory.yml")
+        picked = resolve_hosts(path, limit)
+        targets = {d.name: d.target for d in devices}
+        yield _Fleet(path, [Host(h.name, targets.get(h.name)) for h in picked])
 
 
-_host_options = [
+_fleet_options = [
+    click.option("--inventory", type=click.Path(path_type=Path), help="An Ansible inventory (file or directory)."),
+    click.option("--limit", metavar="PATTERN", help="Ansible host pattern within the inventory (group, host, glob)."),
+    click.option("--forks", type=click.IntRange(min=1), help="Hosts at once (default: all, at most 50)."),
     click.option("--host", "hosts", multiple=True, metavar="USER@HOST[:PORT]", help="A device over SSH (repeatable)."),
     click.option("--identity", type=click.Path(), help="SSH private key for --host devices."),
-    click.option("--devices", "inventory", type=click.Path(path_type=Path), help="A devices.toml inventory."),
+    click.option("--devices", "devices_file", type=click.Path(path_type=Path), help="A devices.toml inventory."),
     click.option("--remote-root", default="~/.edgepack", show_default=True,
-                 help="Where --host devices keep the venv, bundles and results."),
-    click.option("--offline", is_flag=True, help="Ship every wheel the device needs: it needs no network."),
+                 help="Where --host devices keep the venv, store and results (inventories: edgepack_root)."),
 ]
 
 
-def _with_hosts(fn):
-    for option in reversed(_host_options):
+def _with_fleet(fn):
+    for option in reversed(_fleet_options):
         fn = option(fn)
     return fn
 
 
+def _outcome_table(title: str, rows: list, columns: tuple) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, no_wrap=column not in ("detail",))
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
+    return table
+
+
+def _fail_hosts(what: str, outcomes: dict, total: int) -> None:
+    bad = [o for o in outcomes.values() if o.status in ("failed", "unreachable")]
+    if bad:
+        names = ", ".join(f"{o.host}: {o.status}" for o in bad)
+        fail(f"{what} failed on {len(bad)} of {total} host(s) ({names}); the others are done")
+
+
+def _deploy_vars(bundle_path: Path, tmp: Path, fleet: _Fleet, forks, offline: bool, require_signature: bool,
+                 trusted_keys) -> tuple[dict, list, dict]:
+    """Extra vars for deploy/bench, the hosts to run on, and the hosts skipped (target mismatch)."""
+    from edgepack_runtime.bundle import open_bundle
+
+    from .fleet import run_step
+    from .runtime_wheels import build_runtime_wheel, download_wheels, runtime_extras
+
+    bundle = open_bundle(bundle_path)
+    bundle.verify_integrity()  # never ship a damaged bundle
+    target = bundle.manifest.target.get("id")
+    skipped = {h.name: f"edgepack_target is {h.target}, the bundle is built for {target}"
+               for h in fleet.hosts if h.target and h.target != target}
+    run_on = [h.name for h in fleet.hosts if h.name not in skipped]
+    wheel = build_runtime_wheel(tmp)
+    extras = runtime_extras(bundle, signing=require_signature or bool(trusted_keys))
+    variables = {"edgepack_wheel": str(wheel), "edgepack_extras": extras, "edgepack_bundle": str(bundle.root),
+                 "edgepack_bundle_name": bundle.manifest.name, "edgepack_bundle_version": bundle.sha256[:12],
+                 "edgepack_require_signature": require_signature}
+    if trusted_keys:
+        variables["edgepack_trusted_keys"] = [str(Path(k).resolve()) for k in trusted_keys]
+    if offline and run_on:
+        facts = run_step("facts", fleet.inventory, run_on, {}, forks, _progress)
+        wheels = {}
+        for name, outcome in facts.items():
+            if outcome.status != "ok":
+                continue
+            machine, version = outcome.steps["facts"].split()
+            folder = tmp / f"wheels-{machine}-{version}"
+            if not folder.exists():
+                _progress(f"downloading wheels for {machine} / cp{version}")
+                download_wheels(wheel, extras, machine, version, folder)
+            wheels[name] = str(folder)
+        variables["edgepack_offline_wheels"] = wheels
+    return variables, run_on, skipped
+
+
 @main.command("deploy")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@_with_hosts
-def deploy_cmd(bundle, hosts, identity, inventory, remote_root, offline):
-    """Copy BUNDLE and edgepack-runtime to devices over SSH, install, and verify there."""
+@_with_fleet
+@click.option("--offline", is_flag=True, help="Ship every wheel the devices need: they need no network.")
+@click.option("--require-signature", is_flag=True, help="Devices refuse the bundle unless signed by a trusted key.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(path_type=Path), metavar="KEY.pub",
+              help="Install this public key in the devices' trust policy (repeatable).")
+def deploy_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, remote_root, offline, require_signature,
+               trusted_keys):
+    """Deploy BUNDLE to every device in parallel: install the runtime, stage the bundle,
+    verify it there, and only then make it current (docs/fleet.md)."""
     import tempfile
 
-    from .remote import build_runtime_wheel, deploy
+    from .fleet import HostOutcome, run_step
 
-    devices = _devices(hosts, identity, inventory, remote_root)
-    failed = []
-    with tempfile.TemporaryDirectory(prefix="edgepack-deploy-") as tmp:
-        wheel = build_runtime_wheel(Path(tmp))
-        for device in devices:
-            try:
-                deployment = deploy(bundle, device, wheel, _progress, offline)
-            except DeviceError as exc:
-                failed.append(device.name)
-                err_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
-                continue
-            console.print(deployment.verify_output, highlight=False)
-            console.print(f"[green]{device.name}: verified[/] {deployment.bundle}", highlight=False)
-    if failed:
-        fail(f"deployment failed on {', '.join(failed)} (reasons above); the other devices are ready")
+    with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet, \
+            tempfile.TemporaryDirectory(prefix="edgepack-deploy-") as tmp:
+        variables, run_on, skipped = _deploy_vars(bundle, Path(tmp), fleet, forks, offline, require_signature,
+                                                  trusted_keys)
+        outcomes = run_step("deploy", fleet.inventory, run_on, variables, forks, _progress) if run_on else {}
+    outcomes.update({name: HostOutcome(name, "skipped", reason) for name, reason in skipped.items()})
+    rows = []
+    for host in fleet.hosts:
+        o = outcomes[host.name]
+        done = o.step_json("install") or {}
+        verified = "passed" if done.get("verified") else "-" if o.status == "skipped" else "FAILED"
+        rows.append((host.name, host.target or "-", done.get("version") or variables["edgepack_bundle_version"],
+                     verified if o.status != "unreachable" else "unreachable",
+                     f"{o.seconds:.1f}" if o.seconds is not None else "-", o.error or ("current" if done.get("active") else "")))
+    console.print(_outcome_table(f"deploy {variables['edgepack_bundle_name']}", rows,
+                                 ("host", "target", "version", "verification", "seconds", "detail")))
+    _fail_hosts("deployment", outcomes, len(fleet.hosts))
 
 
 @main.command("bench")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@_with_hosts
+@_with_fleet
+@click.option("--offline", is_flag=True, help="Ship every wheel the devices need: they need no network.")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
               help="Directory for one result JSON per device.")
 @click.option("--artifact", default=None, help="Passed to edgepack-runtime bench (name, all or auto).")
 @click.option("--threads", type=THREAD_COUNTS, default=None, help="Thread counts (default: the target's).")
 @click.option("--runs", type=click.IntRange(min=2), default=None)
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=None)
-def bench_cmd(bundle, hosts, identity, inventory, remote_root, offline, out_dir, artifact, threads, runs, min_seconds):
+def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, remote_root, offline, out_dir, artifact,
+              threads, runs, min_seconds):
     """Deploy where needed and benchmark BUNDLE on every device in parallel; compare them."""
-    from . import compare
-    from .remote import bench_devices
+    import tempfile
 
-    devices = _devices(hosts, identity, inventory, remote_root)
+    from . import compare
+    from .fleet import run_step
+
     passthrough = []
     threads = ",".join(map(str, threads)) if threads else None
     for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--min-seconds", min_seconds)):
         if value is not None:
             passthrough += [flag, str(value)]
-    outcomes = bench_devices(bundle, devices, out_dir, passthrough, _progress, offline)
-    results = [o.result for o in outcomes if o.result]
-    for o in outcomes:
-        if o.error:
-            err_console.print(f"[red]{escape(o.error)}[/]", highlight=False)
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet, \
+            tempfile.TemporaryDirectory(prefix="edgepack-bench-") as tmp:
+        variables, run_on, skipped = _deploy_vars(bundle, Path(tmp), fleet, forks, offline, False, ())
+        variables.update(edgepack_bench_args=passthrough, edgepack_results_dir=str(out_dir))
+        outcomes = run_step("bench", fleet.inventory, run_on, variables, forks, _progress) if run_on else {}
+    for name, reason in skipped.items():
+        err_console.print(f"[yellow]{escape(name)}: skipped, {escape(reason)}[/]", highlight=False)
+    results = []
+    for name, o in outcomes.items():
+        if o.status == "ok":
+            results.append(out_dir / f"{name}.json")
+            console.print(f"{name}: {results[-1]}", highlight=False)
         else:
-            console.print(f"{o.device.name}: {o.result}", highlight=False)
+            err_console.print(f"[red]{escape(name)}: {o.status}: {escape(o.error or '')}[/]", highlight=False)
     if results:
         console.print(_compare_table(compare.compare_rows(results), f"edgepack bench {bundle} on {len(results)} device(s)"))
-    failed = [o.device.name for o in outcomes if o.error]
-    if failed:
-        fail(f"{len(failed)} of {len(outcomes)} device(s) failed ({', '.join(failed)}); results of the others are in {out_dir}")
+    _fail_hosts("benchmarking", outcomes, len(fleet.hosts))
+
+
+@main.command("rollback")
+@click.argument("name")
+@_with_fleet
+def rollback_cmd(name, inventory, limit, forks, hosts, identity, devices_file, remote_root):
+    """On every device, make the version of bundle NAME that was current before this one current again."""
+    from .fleet import run_step
+
+    with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
+        outcomes = run_step("rollback", fleet.inventory, [h.name for h in fleet.hosts], {"edgepack_bundle_name": name},
+                            forks, _progress)
+    rows = [(o.host, o.status, o.steps.get("rollback", "").strip() or o.error or "") for o in outcomes.values()]
+    console.print(_outcome_table(f"rollback {name}", rows, ("host", "result", "detail")))
+    _fail_hosts("rollback", outcomes, len(fleet.hosts))
+
+
+@main.command("status")
+@_with_fleet
+@click.option("--json", "as_json", is_flag=True, help="Print every device's store as JSON.")
+def status_cmd(inventory, limit, forks, hosts, identity, devices_file, remote_root, as_json):
+    """What each device serves: every bundle's current version and since when."""
+    from .fleet import run_step
+
+    with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
+        outcomes = run_step("status", fleet.inventory, [h.name for h in fleet.hosts], {}, forks, _progress)
+    stores = {name: (o.step_json("status") or {}).get("bundles", []) for name, o in outcomes.items()}
+    if as_json:
+        click.echo(json.dumps({name: {"status": o.status, "error": o.error, "bundles": stores[name]}
+                               for name, o in outcomes.items()}, indent=2))
+    else:
+        rows = [(name, b["name"], b["active"] or "-", b["since"] or "-", len(b["versions"]))
+                for name in outcomes for b in stores[name]]
+        rows += [(o.host, "-", o.status, "-", o.error or "") for o in outcomes.values() if o.status != "ok"]
+        console.print(_outcome_table("fleet status", rows, ("host", "bundle", "current", "since", "versions stored")))
+    _fail_hosts("status", outcomes, len(fleet.hosts))
+
+
+@main.command("telemetry")
+@_with_fleet
+@click.option("--since", default=None, metavar="1h", help="Only the last 30s / 15m / 1h / 7d.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--textfile-dir", type=click.Path(), default=None,
+              help="Also install the Prometheus textfile export into this node_exporter directory on each device.")
+def telemetry_cmd(inventory, limit, forks, hosts, identity, devices_file, remote_root, since, fmt, textfile_dir):
+    """Collect every device's telemetry summary: latency percentiles, error rate, drift."""
+    import csv
+    import io
+
+    from .fleet import run_step
+
+    with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
+        names = [h.name for h in fleet.hosts]
+        outcomes = run_step("telemetry", fleet.inventory, names, {"edgepack_since": since or ""}, forks, _progress)
+        if textfile_dir:
+            exported = run_step("textfile", fleet.inventory, names, {"edgepack_textfile_dir": textfile_dir}, forks,
+                                _progress)
+            for o in exported.values():
+                if o.status != "ok":
+                    outcomes[o.host] = o
+    rows = []
+    for name, o in outcomes.items():
+        summary = o.step_json("telemetry")
+        for a in (summary or {}).get("artifacts", []):
+            lat = a["latency_ms"]
+            drift = [d for d in summary.get("drift", []) if d["bundle"] == a["bundle"]]
+            rows.append({"host": name, "bundle": a["bundle"], "artifact": a["artifact"], "count": a["count"],
+                         "error_rate": a["error_rate"], "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"],
+                         "drift_psi": max((d["psi"] for d in drift), default=None),
+                         "drifted": any(d["drifted"] for d in drift)})
+    if fmt == "json":
+        click.echo(json.dumps({"rows": rows, "hosts": {n: {"status": o.status, "error": o.error}
+                                                        for n, o in outcomes.items()}}, indent=2))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["host"])
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        def ms(v):
+            return "-" if v is None else f"{v:.3f}"
+
+        console.print(_outcome_table("fleet telemetry" + (f" (last {since})" if since else ""), [
+            (r["host"], r["bundle"], r["artifact"], r["count"], f"{r['error_rate']:.2%}", ms(r["p50_ms"]),
+             ms(r["p90_ms"]), ms(r["p99_ms"]), "DRIFT" if r["drifted"] else "ok") for r in rows],
+            ("host", "bundle", "artifact", "count", "error rate", "p50 ms", "p90 ms", "p99 ms", "drift")))
+        for o in outcomes.values():
+            if o.status == "ok" and o.step_json("telemetry") is None:
+                console.print(f"{o.host}: no telemetry recorded yet", highlight=False)
+    _fail_hosts("collecting telemetry", outcomes, len(fleet.hosts))
 
 
 def _emulated_table(report: dict) -> Table:
@@ -350,13 +537,36 @@ def _emulated_table(report: dict) -> Table:
 
 @main.command("verify")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--emulate", type=click.Choice(["aarch64", "x86_64"]), required=True, help="The ISA to emulate with qemu-user.")
+@click.option("--emulate", type=click.Choice(["aarch64", "x86_64"]), help="The ISA to emulate with qemu-user.")
 @click.option("--cpu", default=None, help="qemu CPU model (default: the bundle target's emulation_cpu, else max).")
-def verify_cmd(bundle, emulate, cpu):
-    """Run BUNDLE's golden self-test on an emulated ISA and compare with this host."""
+@_with_fleet
+def verify_cmd(bundle, emulate, cpu, inventory, limit, forks, hosts, identity, devices_file, remote_root):
+    """Run BUNDLE's golden self-test on an emulated ISA (--emulate) and compare with this
+    host, or re-verify what the devices serve as BUNDLE's current version (--inventory...)."""
     from edgepack_runtime import open_bundle
 
     from .emulate import verify_emulated
+
+    if emulate is None:
+        from .fleet import run_step
+
+        name = open_bundle(bundle).manifest.name
+        with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
+            outcomes = run_step("verify", fleet.inventory, [h.name for h in fleet.hosts],
+                                {"edgepack_bundle_name": name}, forks, _progress)
+        rows = []
+        for o in outcomes.values():
+            report = o.step_json("verify") or {}
+            tested = [r for r in report.get("results", []) if r["result"] in ("passed", "failed")]
+            passed = sum(r["result"] == "passed" for r in tested)
+            sig = report.get("signature") or {}
+            rows.append((o.host, o.status, f"{passed}/{len(tested)} passed" if tested else "-",
+                         "verified" if sig.get("verified") else "signed" if sig.get("signed") else "none",
+                         o.error or ""))
+        console.print(_outcome_table(f"verify {name} (current version)", rows,
+                                     ("host", "result", "self-test", "signature", "detail")))
+        _fail_hosts("verification", outcomes, len(fleet.hosts))
+        return
 
     cpu = cpu or open_bundle(bundle).manifest.target.get("emulation_cpu")
     report = verify_emulated(bundle, cpu, _progress, arch=emulate)

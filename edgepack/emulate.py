@@ -40,7 +40,7 @@ from edgepack_runtime.manifest import INTEGER_PRECISIONS
 from edgepack_runtime.parity import fidelity, max_abs_diff, run_samples, top1_accuracy
 
 from .errors import EmulationError
-from .remote import manylinux_platforms
+from .runtime_wheels import manylinux_platforms
 
 __all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION", "ARCHES",
            "EVAL_SAMPLES"]

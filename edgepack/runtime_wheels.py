@@ -1,0 +1,71 @@
+"""What a device installs: the edgepack-runtime wheel built here, the extras a bundle needs,
+and (offline) every wheel for the device's CPU and Python, downloaded here."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import edgepack_runtime
+from edgepack_runtime.bundle import Bundle
+from edgepack_runtime.signature import SIGNATURE_FILE
+
+from .errors import DeviceError
+
+__all__ = ["build_runtime_wheel", "runtime_extras", "download_wheels", "manylinux_platforms"]
+
+INSTALL_TIMEOUT_S = 1800
+
+
+def build_runtime_wheel(out_dir: Path) -> Path:
+    """A wheel of the edgepack-runtime installed here, built from its source tree."""
+    source = Path(edgepack_runtime.__file__).resolve().parents[1]
+    if not (source / "pyproject.toml").is_file():
+        raise DeviceError(f"cannot find edgepack-runtime's source (looked in {source}); install edgepack from "
+                          "its repository (`make setup`) to deploy")
+    with tempfile.TemporaryDirectory(prefix="edgepack-wheel-") as tmp:
+        copy = Path(tmp) / "runtime"  # build from a copy: no build/ directory left in the source
+        shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(copy)],
+                              capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    wheels = sorted(out_dir.glob("edgepack_runtime-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise DeviceError(f"building the edgepack-runtime wheel failed: {proc.stderr.strip()[-300:]}")
+    return wheels[-1]
+
+
+def runtime_extras(bundle: Bundle, signing: bool = False) -> str:
+    """The edgepack-runtime extras the bundle needs: its artifacts' backends (each format names
+    its own), Pillow or tokenizers when it takes raw images or texts, cryptography when it is
+    signed (or signatures are required)."""
+    from .formats import formats
+
+    known = formats()
+    extras = {known[a.format].runtime_extra for a in bundle.manifest.artifacts if a.status == "ok" and a.format in known}
+    pre = bundle.manifest.preprocessing
+    if pre is not None:
+        extras.add("image" if pre.image is not None else "text")
+    if signing or (bundle.root / SIGNATURE_FILE).is_file():
+        extras.add("signing")
+    return ",".join(sorted(extras))
+
+
+def manylinux_platforms(machine: str) -> list[str]:
+    """pip --platform tags a current glibc Linux on `machine` accepts (Debian 12: glibc 2.36)."""
+    return [f"manylinux2014_{machine}"] + [f"manylinux_2_{v}_{machine}" for v in (17, 24, 26, 27, 28, 31, 34, 35, 36)]
+
+
+def download_wheels(wheel: Path, extras: str, machine: str, python_version: str, out_dir: Path) -> Path:
+    """Every wheel the device needs to install the runtime offline, for its CPU and Python."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    platforms = [a for p in manylinux_platforms(machine) for a in ("--platform", p)]
+    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(out_dir), *platforms,
+                           "--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
+                           f"{wheel}[{extras}]"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    if proc.returncode != 0:
+        raise DeviceError(f"downloading wheels for {machine}/cp{python_version} failed: "
+                          f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    return out_dir
