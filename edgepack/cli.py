@@ -248,6 +248,14 @@ class _Fleet:
 
     inventory: Path
     hosts: list
+    generated: bool = False  # written from --host / --devices
+
+    def run(self, step: str, names: list, variables: dict, forks):
+        """Run an edgepack playbook step on `names` (see fleet.run_step)."""
+        from .fleet import run_step
+
+        everyone = self.generated and len(names) == len(self.hosts)
+        return run_step(step, self.inventory, names, variables, forks, everyone=everyone)
 
 
 @contextmanager
@@ -272,7 +280,7 @@ def _fleet(hosts, identity, devices_file, inventory, limit, remote_root):
         path = write_inventory(devices, Path(tmp) / "inventory.yml")
         picked = resolve_hosts(path, limit)
         targets = {d.name: d.target for d in devices}
-        yield _Fleet(path, [Host(h.name, targets.get(h.name)) for h in picked])
+        yield _Fleet(path, [Host(h.name, targets.get(h.name)) for h in picked], generated=True)
 
 
 _fleet_options = [
@@ -314,7 +322,6 @@ def _deploy_vars(bundle_path: Path, tmp: Path, fleet: _Fleet, forks, offline: bo
     """Extra vars for deploy/bench, the hosts to run on, and the hosts skipped (target mismatch)."""
     from edgepack_runtime.bundle import open_bundle
 
-    from .fleet import run_step
     from .runtime_wheels import build_runtime_wheel, download_wheels, runtime_extras
 
     bundle = open_bundle(bundle_path)
@@ -331,7 +338,7 @@ def _deploy_vars(bundle_path: Path, tmp: Path, fleet: _Fleet, forks, offline: bo
     if trusted_keys:
         variables["edgepack_trusted_keys"] = [str(Path(k).resolve()) for k in trusted_keys]
     if offline and run_on:
-        facts = run_step("facts", fleet.inventory, run_on, {}, forks, _progress)
+        facts = fleet.run("facts", run_on, {}, forks)
         wheels = {}
         for name, outcome in facts.items():
             if outcome.status != "ok":
@@ -359,13 +366,13 @@ def deploy_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, r
     verify it there, and only then make it current (docs/fleet.md)."""
     import tempfile
 
-    from .fleet import HostOutcome, run_step
+    from .fleet import HostOutcome
 
     with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet, \
             tempfile.TemporaryDirectory(prefix="edgepack-deploy-") as tmp:
         variables, run_on, skipped = _deploy_vars(bundle, Path(tmp), fleet, forks, offline, require_signature,
                                                   trusted_keys)
-        outcomes = run_step("deploy", fleet.inventory, run_on, variables, forks, _progress) if run_on else {}
+        outcomes = fleet.run("deploy", run_on, variables, forks) if run_on else {}
     outcomes.update({name: HostOutcome(name, "skipped", reason) for name, reason in skipped.items()})
     rows = []
     for host in fleet.hosts:
@@ -396,7 +403,6 @@ def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, re
     import tempfile
 
     from . import compare
-    from .fleet import run_step
 
     passthrough = []
     threads = ",".join(map(str, threads)) if threads else None
@@ -409,7 +415,7 @@ def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, re
             tempfile.TemporaryDirectory(prefix="edgepack-bench-") as tmp:
         variables, run_on, skipped = _deploy_vars(bundle, Path(tmp), fleet, forks, offline, False, ())
         variables.update(edgepack_bench_args=passthrough, edgepack_results_dir=str(out_dir))
-        outcomes = run_step("bench", fleet.inventory, run_on, variables, forks, _progress) if run_on else {}
+        outcomes = fleet.run("bench", run_on, variables, forks) if run_on else {}
     for name, reason in skipped.items():
         err_console.print(f"[yellow]{escape(name)}: skipped, {escape(reason)}[/]", highlight=False)
     results = []
@@ -429,11 +435,8 @@ def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, re
 @_with_fleet
 def rollback_cmd(name, inventory, limit, forks, hosts, identity, devices_file, remote_root):
     """On every device, make the version of bundle NAME that was current before this one current again."""
-    from .fleet import run_step
-
     with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
-        outcomes = run_step("rollback", fleet.inventory, [h.name for h in fleet.hosts], {"edgepack_bundle_name": name},
-                            forks, _progress)
+        outcomes = fleet.run("rollback", [h.name for h in fleet.hosts], {"edgepack_bundle_name": name}, forks)
     rows = [(o.host, o.status, o.steps.get("rollback", "").strip() or o.error or "") for o in outcomes.values()]
     console.print(_outcome_table(f"rollback {name}", rows, ("host", "result", "detail")))
     _fail_hosts("rollback", outcomes, len(fleet.hosts))
@@ -444,10 +447,8 @@ def rollback_cmd(name, inventory, limit, forks, hosts, identity, devices_file, r
 @click.option("--json", "as_json", is_flag=True, help="Print every device's store as JSON.")
 def status_cmd(inventory, limit, forks, hosts, identity, devices_file, remote_root, as_json):
     """What each device serves: every bundle's current version and since when."""
-    from .fleet import run_step
-
     with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
-        outcomes = run_step("status", fleet.inventory, [h.name for h in fleet.hosts], {}, forks, _progress)
+        outcomes = fleet.run("status", [h.name for h in fleet.hosts], {}, forks)
     stores = {name: (o.step_json("status") or {}).get("bundles", []) for name, o in outcomes.items()}
     if as_json:
         click.echo(json.dumps({name: {"status": o.status, "error": o.error, "bundles": stores[name]}
@@ -471,14 +472,12 @@ def telemetry_cmd(inventory, limit, forks, hosts, identity, devices_file, remote
     import csv
     import io
 
-    from .fleet import run_step
 
     with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
         names = [h.name for h in fleet.hosts]
-        outcomes = run_step("telemetry", fleet.inventory, names, {"edgepack_since": since or ""}, forks, _progress)
+        outcomes = fleet.run("telemetry", names, {"edgepack_since": since or ""}, forks)
         if textfile_dir:
-            exported = run_step("textfile", fleet.inventory, names, {"edgepack_textfile_dir": textfile_dir}, forks,
-                                _progress)
+            exported = fleet.run("textfile", names, {"edgepack_textfile_dir": textfile_dir}, forks)
             for o in exported.values():
                 if o.status != "ok":
                     outcomes[o.host] = o
@@ -548,12 +547,10 @@ def verify_cmd(bundle, emulate, cpu, inventory, limit, forks, hosts, identity, d
     from .emulate import verify_emulated
 
     if emulate is None:
-        from .fleet import run_step
-
         name = open_bundle(bundle).manifest.name
         with _fleet(hosts, identity, devices_file, inventory, limit, remote_root) as fleet:
-            outcomes = run_step("verify", fleet.inventory, [h.name for h in fleet.hosts],
-                                {"edgepack_bundle_name": name}, forks, _progress)
+            outcomes = fleet.run("verify", [h.name for h in fleet.hosts],
+                                {"edgepack_bundle_name": name}, forks)
         rows = []
         for o in outcomes.values():
             report = o.step_json("verify") or {}

@@ -9,6 +9,7 @@ and `--devices devices.toml` are written out as a small inventory first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -16,13 +17,14 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .devices import Device
 from .errors import DeviceError
 
 __all__ = ["ANSIBLE_DIR", "Host", "HostOutcome", "resolve_hosts", "write_inventory", "run_step", "ansible_roles_path"]
 
+log = logging.getLogger(__name__)
 ANSIBLE_DIR = Path(__file__).resolve().parent / "ansible"
 RESULTS_ENV = "EDGEPACK_ANSIBLE_RESULTS"
 SSH_CONFIG_ENV = "EDGEPACK_SSH_CONFIG"  # an ssh_config file for every connection (tests, bastions)
@@ -120,18 +122,21 @@ def _env(results: Optional[Path] = None) -> dict:
     return env
 
 
-def run_step(step: str, inventory: Path, hosts: Sequence[str], extra_vars: dict, forks: Optional[int] = None,
-             log: Callable[[str], None] = lambda _: None) -> dict[str, HostOutcome]:
-    """Run edgepack/ansible/STEP.yml on `hosts` in parallel (`forks`); each host's outcome."""
+def run_step(step: str, inventory: Path, hosts: Sequence[str], extra_vars: dict,
+             forks: Optional[int] = None, everyone: bool = False) -> dict[str, HostOutcome]:
+    """Run edgepack/ansible/STEP.yml on `hosts` in parallel (`forks`); each host's outcome.
+    `everyone`: `hosts` are all the inventory's (no --limit: a name like user@host:22, which
+    --host makes, is no valid host pattern). Ansible's own output goes to the log
+    (`edgepack -vv` shows it)."""
     with tempfile.TemporaryDirectory(prefix="edgepack-ansible-") as tmp:
         variables, results = Path(tmp) / "vars.json", Path(tmp) / "results.json"
         variables.write_text(json.dumps(extra_vars))
         forks = forks or min(max(len(hosts), 1), MAX_DEFAULT_FORKS)
         argv = [_tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / f"{step}.yml"),
-                "--limit", ",".join(hosts), "--forks", str(forks), "-e", f"@{variables}"]
-        log(f"ansible-playbook {step}.yml on {len(hosts)} host(s), {forks} fork(s)")
+                "--forks", str(forks), "-e", f"@{variables}"] + ([] if everyone else ["--limit", ",".join(hosts)])
+        log.info(f"ansible-playbook {step}.yml on {len(hosts)} host(s), {forks} fork(s)")
         proc = subprocess.run(argv, capture_output=True, text=True, env=_env(results), timeout=STEP_TIMEOUT_S)
-        log(proc.stdout)
+        log.debug(proc.stdout + proc.stderr)
         if not results.is_file():
             reason = next((line for line in reversed((proc.stderr + proc.stdout).splitlines()) if line.strip()), "")
             raise DeviceError(f"ansible-playbook {step}.yml did not run: {reason.strip()[:300]}")

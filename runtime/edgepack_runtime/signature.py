@@ -9,8 +9,8 @@ in sigstore's client (~40 MB, and versions that conflict with the packager's con
 tests sign and verify across both implementations.
 
 The trust policy: `EDGEPACK_TRUSTED_KEYS` (PEM public keys, paths separated by ':') and
-`EDGEPACK_REQUIRE_SIGNATURE=1`, or the same in `$XDG_CONFIG_HOME/edgepack/trust.toml`
-(`keys = [...]`, `require_signature = true`). With trusted keys, a signed bundle must
+`EDGEPACK_REQUIRE_SIGNATURE=1`, or the same in a trust file (`keys = [...]`,
+`require_signature = true`): `$EDGEPACK_TRUST_FILE`, else `$XDG_CONFIG_HOME/edgepack/trust.toml`. With trusted keys, a signed bundle must
 verify under one of them; with `require_signature`, an unsigned bundle is refused.
 """
 
@@ -32,6 +32,7 @@ __all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "trust_policy", 
 SIGNATURE_FILE = "bundle.sig"
 TRUSTED_KEYS_ENV = "EDGEPACK_TRUSTED_KEYS"
 REQUIRE_ENV = "EDGEPACK_REQUIRE_SIGNATURE"
+TRUST_FILE_ENV = "EDGEPACK_TRUST_FILE"
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -200,6 +201,8 @@ class TrustPolicy:
 
 
 def _config_file() -> Path:
+    if os.environ.get(TRUST_FILE_ENV):
+        return Path(os.environ[TRUST_FILE_ENV]).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
     return Path(base) / "edgepack" / "trust.toml"
 

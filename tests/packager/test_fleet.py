@@ -69,7 +69,8 @@ def lab(tmp_path_factory):
 
     def host(name: str, target: str = "") -> str:
         return (f"{name} ansible_host=127.0.0.1 ansible_port={ports[name]} ansible_user={user} "
-                f"edgepack_root={d / ('device-' + name)} edgepack_telemetry_db={d / ('telemetry-' + name + '.sqlite')}"
+                f"edgepack_root={d / ('device-' + name)} edgepack_telemetry_db={d / ('telemetry-' + name + '.sqlite')} "
+                f"edgepack_trust_file={d / ('trust-' + name + '.toml')}"
                 + (f" edgepack_target={target}" if target else ""))
 
     inventory = d / "inventory.ini"
@@ -133,7 +134,15 @@ def test_one_command_deploys_a_group_in_parallel_and_an_unreachable_host_fails_a
     assert not (lab["dir"] / "device-c" / "store").exists()
 
 
-def test_signed_bundles_tampering_and_rollback_across_the_group(lab, onnx_bundle, tmp_path):
+@pytest.fixture
+def trust_policies(lab):
+    """The devices' trust files (each device has its own): gone after the test."""
+    yield
+    for name in "abc":
+        (lab["dir"] / f"trust-{name}.toml").unlink(missing_ok=True)
+
+
+def test_signed_bundles_tampering_and_rollback_across_the_group(lab, onnx_bundle, tmp_path, trust_policies):
     private, public = _keys(tmp_path, "release")
     v1 = new_version(onnx_bundle, tmp_path / "v1", "2026-03-01T00:00:00+00:00")
     v2 = new_version(onnx_bundle, tmp_path / "v2", "2026-03-02T00:00:00+00:00")
@@ -158,10 +167,11 @@ def test_signed_bundles_tampering_and_rollback_across_the_group(lab, onnx_bundle
     assert back.exit_code == 0, back.output
     assert _current(lab, "a") != good and _current(lab, "a") == _current(lab, "b")
     shown = run_cli("status", "--inventory", lab["inventory"], "--limit", "lab", "--json")
-    stores = json.loads(shown.output)
+    stores = json.loads(shown.stdout)
     assert {h: s["bundles"][0]["active"] for h, s in stores.items()} == {"a": _current(lab, "a"), "b": _current(lab, "b")}
     verified = run_cli("verify", v1, "--inventory", lab["inventory"], "--limit", "lab")
     assert verified.exit_code == 0 and verified.output.count("verified") >= 2, verified.output
+    assert 'require_signature = true' in (lab["dir"] / "trust-a.toml").read_text()
 
 
 def test_bench_and_fleet_telemetry(lab, onnx_bundle, tmp_path):
@@ -188,7 +198,7 @@ def test_bench_and_fleet_telemetry(lab, onnx_bundle, tmp_path):
     collected = run_cli("telemetry", "--inventory", lab["inventory"], "--limit", "lab", "--format", "json",
                         "--textfile-dir", textfiles)
     assert collected.exit_code == 0, collected.output
-    rows = json.loads(collected.output)["rows"]
+    rows = json.loads(collected.stdout)["rows"]
     assert [(r["host"], r["bundle"].split("@")[0], r["count"]) for r in rows] == [("a", "digits-onnx", 3)]
     assert rows[0]["p50_ms"] > 0 and rows[0]["error_rate"] == 0
     assert "edgepack_inferences_total" in (textfiles / "edgepack.prom").read_text()
