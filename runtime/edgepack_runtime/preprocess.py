@@ -122,14 +122,13 @@ class ImagePipeline:
 
     def _open(self, source):
         Image = self._image
+        what = "the image"  # encoded bytes or a file object
         if isinstance(source, (bytes, bytearray, memoryview)):
-            source, what = io.BytesIO(source), "the image bytes"
+            source = io.BytesIO(source)
         elif isinstance(source, (str, os.PathLike)):
             what = str(source)
             if not Path(source).is_file():
                 raise InputError(f"no image file at {what}; pass the path of a JPEG or PNG")
-        else:
-            what = "the image"
         try:
             with Image.open(source, formats=IMAGE_FORMATS) as image:
                 self._check_pixels(*image.size)  # from the header, before any pixel is decoded
