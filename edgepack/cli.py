@@ -277,10 +277,10 @@ def _fleet(hosts, identity, devices_file, inventory, limit, remote_root):
     devices = load_inventory(devices_file) if devices_file else [
         dataclasses.replace(parse_host(h, identity), root=remote_root) for h in hosts]
     with tempfile.TemporaryDirectory(prefix="edgepack-inventory-") as tmp:
+        picked = {h.name for h in resolve_hosts(write_inventory(devices, Path(tmp) / "all.yml"), limit)}
+        devices = [d for d in devices if d.name in picked]  # --limit applied: the inventory holds only these
         path = write_inventory(devices, Path(tmp) / "inventory.yml")
-        picked = resolve_hosts(path, limit)
-        targets = {d.name: d.target for d in devices}
-        yield _Fleet(path, [Host(h.name, targets.get(h.name)) for h in picked], generated=True)
+        yield _Fleet(path, [Host(d.name, d.target) for d in devices], generated=True)
 
 
 _fleet_options = [
@@ -333,8 +333,9 @@ def _deploy_vars(bundle_path: Path, tmp: Path, fleet: _Fleet, forks, offline: bo
     wheel = build_runtime_wheel(tmp)
     extras = runtime_extras(bundle, signing=require_signature or bool(trusted_keys))
     variables = {"edgepack_wheel": str(wheel), "edgepack_extras": extras, "edgepack_bundle": str(bundle.root),
-                 "edgepack_bundle_name": bundle.manifest.name, "edgepack_bundle_version": bundle.sha256[:12],
-                 "edgepack_require_signature": require_signature}
+                 "edgepack_bundle_name": bundle.manifest.name, "edgepack_bundle_version": bundle.sha256[:12]}
+    if require_signature:  # extra vars win over the inventory: set only what the command line says
+        variables["edgepack_require_signature"] = True
     if trusted_keys:
         variables["edgepack_trusted_keys"] = [str(Path(k).resolve()) for k in trusted_keys]
     if offline and run_on:

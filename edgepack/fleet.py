@@ -70,7 +70,7 @@ class HostOutcome:
 def resolve_hosts(inventory: Path, limit: Optional[str] = None) -> list[Host]:
     """The inventory's hosts (after `--limit`), as Ansible itself reads the inventory."""
     argv = [_tool("ansible-inventory"), "-i", str(inventory), "--list"] + (["--limit", limit] if limit else [])
-    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=300)
+    proc = _run(argv, _env(), 300, f"ansible-inventory on {inventory}")
     try:
         data = json.loads(proc.stdout)
     except ValueError:
@@ -107,6 +107,13 @@ def write_inventory(devices: Sequence[Device], path: Path) -> Path:
     return path
 
 
+def _run(argv: list, env: dict, timeout: float, what: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"{what} took longer than {timeout:.0f} s; `edgepack -vv` shows where it was") from None
+
+
 def _env(results: Optional[Path] = None) -> dict:
     env = {**os.environ,
            "ANSIBLE_ROLES_PATH": str(ansible_roles_path()),
@@ -115,6 +122,9 @@ def _env(results: Optional[Path] = None) -> dict:
            "ANSIBLE_RETRY_FILES_ENABLED": "false",
            "ANSIBLE_NOCOLOR": "1"}
     env.setdefault("ANSIBLE_PYTHON_INTERPRETER", "auto_silent")
+    # Never a prompt nobody sees: no passwords, and a new host key is accepted on first
+    # contact and checked from then on (a changed one fails the host).
+    env.setdefault("ANSIBLE_SSH_EXTRA_ARGS", "-o BatchMode=yes -o StrictHostKeyChecking=accept-new")
     if os.environ.get(SSH_CONFIG_ENV):
         env["ANSIBLE_SSH_ARGS"] = f"-F {os.environ[SSH_CONFIG_ENV]} -o ControlMaster=auto -o ControlPersist=60s"
     if results is not None:
@@ -135,7 +145,7 @@ def run_step(step: str, inventory: Path, hosts: Sequence[str], extra_vars: dict,
         argv = [_tool("ansible-playbook"), "-i", str(inventory), str(ANSIBLE_DIR / f"{step}.yml"),
                 "--forks", str(forks), "-e", f"@{variables}"] + ([] if everyone else ["--limit", ",".join(hosts)])
         log.info(f"ansible-playbook {step}.yml on {len(hosts)} host(s), {forks} fork(s)")
-        proc = subprocess.run(argv, capture_output=True, text=True, env=_env(results), timeout=STEP_TIMEOUT_S)
+        proc = _run(argv, _env(results), STEP_TIMEOUT_S, f"ansible-playbook {step}.yml")
         log.debug(proc.stdout + proc.stderr)
         if not results.is_file():
             reason = next((line for line in reversed((proc.stderr + proc.stdout).splitlines()) if line.strip()), "")

@@ -3,6 +3,7 @@ and (offline) every wheel for the device's CPU and Python, downloaded here."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -29,8 +30,14 @@ def build_runtime_wheel(out_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgepack-wheel-") as tmp:
         copy = Path(tmp) / "runtime"  # build from a copy: no build/ directory left in the source
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(copy)],
-                              capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+        # Fixed zip timestamps: the same source gives the same wheel, so devices reinstall
+        # only when the runtime really changed (the role compares checksums).
+        env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
+        try:
+            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(copy)],
+                                  capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=env)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"building the edgepack-runtime wheel took longer than {INSTALL_TIMEOUT_S} s") from None
     wheels = sorted(out_dir.glob("edgepack_runtime-*.whl"))
     if proc.returncode != 0 or not wheels:
         raise DeviceError(f"building the edgepack-runtime wheel failed: {proc.stderr.strip()[-300:]}")
@@ -62,9 +69,13 @@ def download_wheels(wheel: Path, extras: str, machine: str, python_version: str,
     """Every wheel the device needs to install the runtime offline, for its CPU and Python."""
     out_dir.mkdir(parents=True, exist_ok=True)
     platforms = [a for p in manylinux_platforms(machine) for a in ("--platform", p)]
-    proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(out_dir), *platforms,
-                           "--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
-                           f"{wheel}[{extras}]"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(out_dir), *platforms,
+                               "--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
+                               f"{wheel}[{extras}]"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"downloading wheels for {machine}/cp{python_version} took longer than "
+                          f"{INSTALL_TIMEOUT_S} s; check the package index") from None
     if proc.returncode != 0:
         raise DeviceError(f"downloading wheels for {machine}/cp{python_version} failed: "
                           f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")

@@ -71,10 +71,17 @@ def _sample_jpeg() -> bytes:
 
 
 def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[str] = None,
-                    seconds: float = PREPROCESS_SECONDS) -> Optional[dict]:
-    """Per-call cost of the bundle's declared preprocessing on this device, step by step
-    (an image from its encoded bytes: decode, resize + crop, to tensor); None without one."""
+                    seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict]]:
+    """A measurement of the bundle's declared preprocessing on this device, step by step
+    (an image from its encoded bytes: decode, resize + crop, to tensor), ready to run:
+    the pipeline and the sample are prepared now, so a missing Pillow or an unreadable
+    --image fails before any benchmark runs. None without preprocessing."""
     pre = bundle.manifest.preprocessing
+    kind = None if pre is None else "image" if pre.image is not None else "text"
+    for flag, given in (("image", image), ("text", text)):
+        if given is not None and kind != flag:
+            raise InputError(f"--{flag} is for bundles that take {flag}s; {bundle.manifest.name} takes "
+                             f"{kind + 's' if kind else 'tensors only'}")
     if pre is None:
         return None
     from .preprocess import pipeline
@@ -83,28 +90,34 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
     if pre.image is not None:
         if image is not None:
             try:
-                data, what = Path(image).read_bytes(), Path(image).name
+                sample, what = Path(image).read_bytes(), Path(image).name
             except OSError as exc:
                 raise InputError(f"cannot read --image {image} ({exc.strerror})") from None
         else:
-            data, what = _sample_jpeg(), f"synthetic {SAMPLE_IMAGE_SIZE[0]}x{SAMPLE_IMAGE_SIZE[1]} JPEG"
+            sample, what = _sample_jpeg(), f"synthetic {SAMPLE_IMAGE_SIZE[0]}x{SAMPLE_IMAGE_SIZE[1]} JPEG"
         stages = {"decode": steps.decode, "resize_crop": steps.geometry, "to_tensor": steps.to_tensor}
-        sample = data
     else:
         stages, sample = {"tokenize": steps}, text if text is not None else SAMPLE_TEXT
         what = f"{len(sample)}-character text"
-    timings: dict[str, list[float]] = {name: [] for name in stages}
-    start, value = time.perf_counter(), sample
-    while time.perf_counter() - start < seconds or len(timings["decode" if pre.image else "tokenize"]) < 10:
-        value = sample
-        for name, stage in stages.items():
-            t = time.perf_counter()
-            value = stage(value)
-            timings[name].append(time.perf_counter() - t)
-    totals = [sum(step) for step in zip(*timings.values())]
-    shape = {k: list(v.shape) for k, v in value.items()} if isinstance(value, dict) else {pre.image.input: list(value.shape)}
-    return {"input": what, "tensors": shape, "runs": len(totals), "latency_ms": latency_summary(totals),
-            "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}}
+    first = next(iter(stages))
+
+    def measure() -> dict:
+        timings: dict[str, list[float]] = {name: [] for name in stages}
+        start, value = time.perf_counter(), sample
+        while time.perf_counter() - start < seconds or len(timings[first]) < 10:
+            value = sample
+            for name, stage in stages.items():
+                t = time.perf_counter()
+                value = stage(value)
+                timings[name].append(time.perf_counter() - t)
+        totals = [sum(step) for step in zip(*timings.values())]
+        shapes = ({k: list(v.shape) for k, v in value.items()} if isinstance(value, dict)
+                  else {pre.image.input: list(value.shape)})
+        return {"input": what, "tensors": shapes, "runs": len(totals), "latency_ms": latency_summary(totals),
+                "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}}
+
+    measure()  # once now: a sample the pipeline cannot take fails here, before the workers
+    return measure
 
 
 def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:
@@ -214,6 +227,7 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
     (default: a synthetic 640x480 JPEG / an everyday sentence)."""
     bundle = open_bundle(path)
     bundle.verify_integrity()
+    measure_preprocess = preprocess_cost(bundle, image, text)
     pairs = [(name, n, at) for at in size_plan(bundle, sizes) for name, n in plan(bundle, artifact, threads)]
     device = device_info()
     temperature_before = device.pop("temperature_c")
@@ -238,7 +252,7 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
                           "indicative": art.accuracy.indicative} if art.accuracy else None),
         })
     progress("preprocessing", len(pairs), len(pairs) + 1)
-    preprocess = preprocess_cost(bundle, image, text)
+    preprocess = measure_preprocess() if measure_preprocess else None
     progress("done", len(pairs), len(pairs))
     return {
         "schema_version": BENCH_SCHEMA_VERSION,

@@ -403,8 +403,9 @@ def _check_ranges(obj: Any, where: str) -> None:
             raise _damaged(where, f"needs interpolation in {INTERPOLATIONS}, channels in {CHANNELS}, layout in {LAYOUTS}")
         if len(obj.resize) > 2 or len(obj.crop) not in (0, 2) or min((*obj.resize, *obj.crop), default=1) < 1:
             raise _damaged(where, "needs resize as [] / [side] / [height, width] and crop as [] / [height, width], all ≥ 1")
-        if any(s == 0 for s in obj.std):
-            raise _damaged(where, "has a std of 0")
+        channels = 1 if obj.channels == "gray" else 3
+        if any(len(v) not in (0, channels) for v in (obj.mean, obj.std)) or any(s == 0 for s in obj.std):
+            raise _damaged(where, f"needs mean and std of {channels} value(s) for {obj.channels}, no std of 0")
     elif isinstance(obj, Postprocessing):
         if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1:
             raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS} and top_k ≥ 1")

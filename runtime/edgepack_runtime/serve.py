@@ -31,7 +31,7 @@ from fastapi import FastAPI, Request  # the `serve` extra; this module is import
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from .errors import EdgepackError, InputError, InputTooLarge
+from .errors import EdgepackError, InputError, InputTooLarge, first_line
 from .model import Model
 from .prometheus import metric, sample
 
@@ -350,9 +350,10 @@ class Live:
                 try:
                     new = load_version(target)
                     new.warm_up()
-                except EdgepackError as exc:
+                except Exception as exc:  # never let the watcher die: the server would stop following
                     refused = target
-                    log(f"not switching to {target.name}: {exc}; still serving {self.model.bundle.root.name}")
+                    log(f"not switching to {target.name}: {first_line(exc) if not isinstance(exc, EdgepackError) else exc}; "
+                        f"still serving {self.model.bundle.root.name}")
                     continue
                 self.model = new
                 for callback in self.on_swap:
@@ -440,6 +441,9 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
         model = live.model  # this request runs on this version to its end, whatever is swapped in meanwhile
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         raw = content_type in IMAGE_TYPES + TEXT_TYPES
+        wanted = {"image": IMAGE_TYPES, "text": TEXT_TYPES}.get(model.raw_input_kind(), ())
+        if raw and content_type not in wanted:  # the version swapped in since the guard looked takes other input
+            return JSONResponse({"detail": f"this bundle version does not take {content_type}"}, status_code=415)
         body = await request.body()
         try:  # the guard has read the whole body already: decoding tensors takes no slot
             feeds = None if raw else _decode(body, content_type, model)

@@ -9,9 +9,11 @@ in sigstore's client (~40 MB, and versions that conflict with the packager's con
 tests sign and verify across both implementations.
 
 The trust policy: `EDGEPACK_TRUSTED_KEYS` (PEM public keys, paths separated by ':') and
-`EDGEPACK_REQUIRE_SIGNATURE=1`, or the same in a trust file (`keys = [...]`,
-`require_signature = true`): `$EDGEPACK_TRUST_FILE`, else `$XDG_CONFIG_HOME/edgepack/trust.toml`. With trusted keys, a signed bundle must
-verify under one of them; with `require_signature`, an unsigned bundle is refused.
+`EDGEPACK_REQUIRE_SIGNATURE=1`, together with a trust file (`keys = [...]`,
+`require_signature = true`): `$EDGEPACK_TRUST_FILE`, else
+`$XDG_CONFIG_HOME/edgepack/trust.toml`. With trusted keys, every bundle must carry a
+signature that verifies under one of them; `require_signature` alone refuses them all
+(no key to check with).
 """
 
 from __future__ import annotations
@@ -207,26 +209,35 @@ def _config_file() -> Path:
     return Path(base) / "edgepack" / "trust.toml"
 
 
+def _read_trust_file(path: Path) -> tuple[list[Path], bool]:
+    try:
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11: the signing extra brings tomli
+            import tomli as tomllib
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        keys, require = data.get("keys", []), data.get("require_signature", False)
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or not isinstance(require, bool):
+            raise ValueError("keys must be a list of paths and require_signature true or false")
+    except (ImportError, OSError, ValueError) as exc:
+        raise UsageError(f"{path} cannot be used as the trust policy ({first_line(exc, 120)}); fix it") from None
+    return [Path(k).expanduser() for k in keys], require
+
+
 def trust_policy() -> TrustPolicy:
-    """The device's policy: the environment first, else trust.toml, else none."""
+    """The device's policy: the environment's keys and requirement together with the trust
+    file's. Trusted keys imply the requirement: with keys configured, a bundle without a
+    signature could be a signed one whose bundle.sig was simply deleted."""
     keys = [Path(p).expanduser() for p in os.environ.get(TRUSTED_KEYS_ENV, "").split(os.pathsep) if p.strip()]
     require = os.environ.get(REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes")
-    if keys or require:
-        return TrustPolicy(tuple(keys), require, f"${TRUSTED_KEYS_ENV}/${REQUIRE_ENV}")
+    sources = [f"${TRUSTED_KEYS_ENV}/${REQUIRE_ENV}"] if keys or require else []
     path = _config_file()
-    if not path.is_file():
-        return TrustPolicy()
-    try:
-        import tomllib
-
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        keys = [Path(k).expanduser() for k in data.get("keys", [])]
-        require = data.get("require_signature", False)
-        if not isinstance(require, bool) or not all(isinstance(k, Path) for k in keys):
-            raise ValueError("keys must be a list of paths and require_signature true or false")
-    except (ImportError, OSError, ValueError, TypeError) as exc:  # tomllib: Python 3.11+
-        raise UsageError(f"{path} cannot be used as the trust policy ({first_line(exc, 120)}); fix it") from None
-    return TrustPolicy(tuple(keys), require, str(path))
+    if path.is_file():
+        file_keys, file_require = _read_trust_file(path)
+        keys += [k for k in file_keys if k not in keys]
+        require = require or file_require
+        sources.append(str(path))
+    return TrustPolicy(tuple(keys), require or bool(keys), " and ".join(sources) or "none")
 
 
 def check_signature(bundle, require: bool = False) -> dict:
@@ -237,8 +248,8 @@ def check_signature(bundle, require: bool = False) -> dict:
     if not signed:
         if require or policy.require:
             raise SignatureError(f"bundle {bundle.manifest.name} is not signed and the trust policy "
-                                 f"({policy.source if policy.require else '--require-signature'}) requires it; "
-                                 "sign it with `edgepack sign BUNDLE --key KEY.pem`")
+                                 f"({policy.source if policy.require else '--require-signature'}) requires a "
+                                 "signature; sign it with `edgepack sign BUNDLE --key KEY.pem`")
         return {"signed": False, "verified": False}
     if not policy.keys:
         if require or policy.require:

@@ -3,7 +3,7 @@
     STORE/<name>/versions/<version>/   one complete bundle per version (version: the first
                                        12 hex digits of its manifest's sha256)
     STORE/<name>/current               symlink to versions/<version>, replaced by one rename
-    STORE/<name>/history.json          activations, newest last, with their verification
+    STORE/<name>/history.json          activations (newest last) and each version's verification
 
 `install` copies a bundle in under a temporary name, verifies it there (every sha256,
 each artifact's golden self-test, the signature policy) and only then activates it; a
@@ -14,19 +14,22 @@ active before the current one. `serve STORE/<name>/current` follows the link.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from .bundle import open_bundle
 from .errors import BundleError, EdgepackError, first_line
 from .files import atomic_write
+from .signature import SIGNATURE_FILE
 
 __all__ = ["install", "activate", "rollback", "status", "StoreError", "Installed", "CURRENT", "DEFAULT_KEEP"]
 
@@ -68,14 +71,31 @@ def _home(store: Path, name: str) -> Path:
     return Path(store).expanduser() / name
 
 
-def _history(home: Path) -> list[dict]:
+def _state(home: Path) -> dict:
+    """history.json: `activations` (newest last) and `verified` (version → its verification)."""
     try:
         data = json.loads((home / HISTORY).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return []
+        return {"activations": [], "verified": {}}
     except (OSError, ValueError) as exc:
         raise StoreError(f"{home / HISTORY} cannot be read ({first_line(exc, 80)}); fix or remove it") from None
-    return data.get("activations", []) if isinstance(data, dict) else []
+    if not isinstance(data, dict) or not isinstance(data.get("activations", []), list):
+        raise StoreError(f"{home / HISTORY} is not a store history; fix or remove it")
+    return {"activations": data.get("activations", []), "verified": data.get("verified", {})}
+
+
+def _save(home: Path, state: dict) -> None:
+    atomic_write(home / HISTORY, json.dumps(state, indent=2) + "\n")
+
+
+@contextmanager
+def _locked(home: Path) -> Iterator[None]:
+    """One store change at a time per bundle name (installs from two shells, a deploy and a
+    rollback): history.json and pruning stay consistent."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _active(home: Path) -> Optional[str]:
@@ -83,27 +103,38 @@ def _active(home: Path) -> Optional[str]:
     return Path(os.readlink(link)).name if link.is_symlink() else None
 
 
-def _switch(home: Path, version: str, verification: dict, history: list[dict]) -> None:
+def _switch(home: Path, version: str, state: dict) -> None:
     """Point `current` at the version by one rename (readers see the old or the new link),
     then record it."""
     tmp = home / f".{CURRENT}.{os.getpid()}"
     tmp.unlink(missing_ok=True)
     os.symlink(Path(VERSIONS) / version, tmp)
     os.replace(tmp, home / CURRENT)
-    history.append({"version": version, "activated": _now(), "verification": verification})
-    atomic_write(home / HISTORY, json.dumps({"activations": history}, indent=2) + "\n")
+    state["activations"].append({"version": version, "activated": _now(), "verification": state["verified"][version]})
+    _save(home, state)
 
 
-def _prune(home: Path, keep: int, history: list[dict]) -> None:
-    """Keep the `keep` most recently activated versions (never the current one)."""
+def _prune(home: Path, keep: int, state: dict) -> None:
+    """Keep the `keep` most recently activated versions, the current one, and versions
+    verified but never activated yet (`install --no-activate`, waiting for `activate`)."""
     recent: list[str] = []
-    for entry in reversed(history):
+    for entry in reversed(state["activations"]):
         if entry["version"] not in recent:
             recent.append(entry["version"])
-    keepers = set(recent[:max(keep, 1)]) | {_active(home)}
+    waiting = set(state["verified"]) - set(recent)
+    keepers = set(recent[:max(keep, 1)]) | waiting | {_active(home)}
     for path in (home / VERSIONS).iterdir():
         if path.name not in keepers and not path.name.startswith("."):
             shutil.rmtree(path, ignore_errors=True)
+            state["verified"].pop(path.name, None)
+    _save(home, state)
+
+
+def _signature(root: Path) -> Optional[bytes]:
+    try:
+        return (root / SIGNATURE_FILE).read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def install(source: Path, store: Path, keep: int = DEFAULT_KEEP, activate_it: bool = True,
@@ -114,40 +145,58 @@ def install(source: Path, store: Path, keep: int = DEFAULT_KEEP, activate_it: bo
 
     start = time.perf_counter()
     incoming = open_bundle(source)
-    home = _home(store, incoming.manifest.name)
-    version = incoming.sha256[:12]
-    versions = home / VERSIONS
-    versions.mkdir(parents=True, exist_ok=True)
-    final = versions / version
-    staged = None
-    if not final.is_dir():
-        staged = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions))
-        shutil.copytree(incoming.root, staged, dirs_exist_ok=True, symlinks=True)
-    try:
-        bundle = open_bundle(staged or final)
-        if bundle.sha256 != incoming.sha256:
-            raise StoreError(f"the copy of {source} in the store differs from it; the source changed while copying")
-        report = verify_bundle(bundle, require_signature=require_signature)
-    except EdgepackError as exc:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-        return Installed(incoming.manifest.name, version, False, False, round(time.perf_counter() - start, 3),
-                         reason=str(exc))
-    if not report["passed"]:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-        why = (f"{report['failed']} artifact(s) failed the self-test" if report["failed"]
-               else "no artifact could be tested here (no backend installed)")
-        return Installed(incoming.manifest.name, version, False, False, round(time.perf_counter() - start, 3),
-                         reason=why, verification=_summary(report))
-    if staged is not None:
-        os.replace(staged, final)
-    history = _history(home)
-    if activate_it and _active(home) != version:
-        _switch(home, version, _summary(report), history)
-        _prune(home, keep, history)
-    return Installed(incoming.manifest.name, version, True, _active(home) == version,
-                     round(time.perf_counter() - start, 3), verification=_summary(report))
+    name, version = incoming.manifest.name, incoming.sha256[:12]
+    home = _home(store, name)
+
+    def refused(reason: str, report: Optional[dict] = None) -> Installed:
+        return Installed(name, version, False, False, round(time.perf_counter() - start, 3), reason=reason,
+                         verification=_summary(report) if report else {})
+
+    with _locked(home):
+        versions = home / VERSIONS
+        final = versions / version
+        # A version already stored is verified where it is, unless it arrives with another
+        # signature (signed since, a new key): then the new copy replaces it once verified.
+        signature = _signature(incoming.root)
+        fresh = not final.is_dir() or (signature is not None and signature != _signature(final))
+        staged = None
+        try:
+            versions.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                staged = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=versions))
+                shutil.copytree(incoming.root, staged, dirs_exist_ok=True, symlinks=True)
+            bundle = open_bundle(staged or final)
+            if bundle.sha256 != incoming.sha256:
+                raise StoreError(f"the copy of {source} in the store differs from it; the source changed while copying")
+            report = verify_bundle(bundle, require_signature=require_signature)
+            if not report["passed"]:
+                why = (f"{report['failed']} artifact(s) failed the self-test" if report["failed"]
+                       else "no artifact could be tested here (no backend installed)")
+                return refused(why, report)
+            if staged is not None:
+                if final.is_dir():  # re-signed: swap the verified copy in (two renames)
+                    old = versions / f".{version}-replaced-{os.getpid()}"
+                    os.rename(final, old)
+                    os.rename(staged, final)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    os.rename(staged, final)
+                staged = None
+        except EdgepackError as exc:
+            return refused(str(exc))
+        except OSError as exc:  # a full disk, permissions: nothing half-done stays
+            return refused(f"the store at {home} cannot take it ({first_line(exc, 120)})")
+        finally:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+        state = _state(home)
+        state["verified"][version] = _summary(report)
+        _save(home, state)
+        if activate_it and _active(home) != version:
+            _switch(home, version, state)
+            _prune(home, keep, state)
+    return Installed(name, version, True, _active(home) == version, round(time.perf_counter() - start, 3),
+                     verification=_summary(report))
 
 
 def _summary(report: dict) -> dict:
@@ -158,15 +207,15 @@ def _summary(report: dict) -> dict:
 def activate(store: Path, name: str, version: str) -> str:
     """Make a stored, verified version current again."""
     home = _home(store, name)
-    history = _history(home)
-    if not (home / VERSIONS / version).is_dir():
-        stored = ", ".join(sorted(_stored(home))) or "none"
-        raise StoreError(f"{name} has no version {version[:20]!r} in the store (stored: {stored})")
-    verified = next((e["verification"] for e in reversed(history) if e["version"] == version), None)
-    if verified is None:
-        raise StoreError(f"{name} {version} was never verified here; install it again")
-    if _active(home) != version:
-        _switch(home, version, verified, history)
+    with _locked(home):
+        state = _state(home)
+        if not (home / VERSIONS / version).is_dir():
+            stored = ", ".join(sorted(_stored(home))) or "none"
+            raise StoreError(f"{name} has no version {version[:20]!r} in the store (stored: {stored})")
+        if version not in state["verified"]:
+            raise StoreError(f"{name} {version} was never verified here; install it again")
+        if _active(home) != version:
+            _switch(home, version, state)
     return version
 
 
@@ -174,7 +223,7 @@ def rollback(store: Path, name: str) -> str:
     """Activate the version that was active before the current one."""
     home = _home(store, name)
     current = _active(home)
-    for entry in reversed(_history(home)):
+    for entry in reversed(_state(home)["activations"]):
         if entry["version"] != current and (home / VERSIONS / entry["version"]).is_dir():
             return activate(store, name, entry["version"])
     raise StoreError(f"{name} has no earlier verified version in the store to roll back to")
@@ -192,7 +241,8 @@ def status(store: Path) -> list[dict]:
         raise StoreError(f"no bundle store at {root}; `edgepack-runtime install BUNDLE --store {root}` creates it")
     names = []
     for home in sorted(p for p in root.iterdir() if (p / VERSIONS).is_dir()):
-        history, active = _history(home), _active(home)
+        state, active = _state(home), _active(home)
+        history = state["activations"]
         since = next((e["activated"] for e in reversed(history) if e["version"] == active), None)
         versions = []
         for version in sorted(_stored(home)):
@@ -204,6 +254,6 @@ def status(store: Path) -> list[dict]:
             last = next((e for e in reversed(history) if e["version"] == version), None)
             versions.append({"version": version, "created": created, "active": version == active,
                              "last_activated": last["activated"] if last else None,
-                             "verification": last["verification"] if last else None})
+                             "verification": state["verified"].get(version)})
         names.append({"name": home.name, "active": active, "since": since, "versions": versions})
     return names

@@ -217,5 +217,7 @@ def test_host_and_devices_toml_take_the_same_path_offline(lab, onnx_bundle, tmp_
     devices = tmp_path / "devices.toml"
     devices.write_text(f'[[device]]\nname = "toml-a"\nhost = "127.0.0.1"\nuser = "{lab["user"]}"\n'
                        f'port = {lab["ports"]["b"]}\nidentity = "{lab["key"]}"\nroot = "{tmp_path / "toml"}"\n')
-    again = run_cli("deploy", onnx_bundle, "--devices", devices)
-    assert again.exit_code == 0 and "toml-a" in again.output, again.output
+    devices.write_text(devices.read_text() + f'\n[[device]]\nname = "toml-gone"\nhost = "127.0.0.1"\n'
+                       f'port = {lab["ports"]["gone"]}\nidentity = "{lab["key"]}"\n')
+    again = run_cli("deploy", onnx_bundle, "--devices", devices, "--limit", "toml-a")  # --limit works here too
+    assert again.exit_code == 0 and "toml-a" in again.output and "toml-gone" not in again.output, again.output

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import edgepack_runtime
+from edgepack_runtime.signature import SignatureError
 from edgepack_runtime.store import StoreError, activate, install, rollback, status
 
 from .test_serve import CLI, Server
@@ -140,3 +141,32 @@ def test_the_server_switches_versions_under_load_without_failing_a_request(versi
     assert {v for _, _, v in results} == {first.version, second.version}
     log = server.proc.stdout.read()
     assert f"now serving {NAME} {second.version}" in log and f"now serving {NAME} {first.version}" in log
+
+
+def test_a_version_installed_without_activation_waits_for_activate(versions, tmp_path):
+    store = tmp_path / "store"
+    first = install(versions[0], store)
+    waiting = install(versions[1], store, activate_it=False)
+    assert waiting.verified and not waiting.active
+    install(versions[2], store, keep=1)  # pruning keeps the one still waiting
+    assert activate(store, NAME, waiting.version) == waiting.version
+    assert first.version not in {p.name for p in (store / NAME / "versions").iterdir()}
+
+
+def test_a_stored_version_that_arrives_signed_takes_its_signature(versions, tmp_path, monkeypatch):
+    from edgepack_runtime.signature import sign_bundle
+
+    from .test_signing import _keys
+
+    store = tmp_path / "store"
+    unsigned = install(versions[0], store)
+    private, public = _keys(tmp_path, "release")
+    sign_bundle(versions[0], private)
+    monkeypatch.setenv("EDGEPACK_TRUSTED_KEYS", str(public))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with pytest.raises(SignatureError, match="not signed"):
+        edgepack_runtime.load(store / NAME / "current")  # stored unsigned: refused once keys are trusted
+    signed = install(versions[0], store, require_signature=True)
+    assert signed.verified and signed.version == unsigned.version and signed.verification["signature"]["verified"]
+    with edgepack_runtime.load(store / NAME / "current", artifact="onnx-fp32"):
+        pass
