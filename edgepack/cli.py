@@ -320,6 +320,8 @@ def _fail_hosts(what: str, outcomes: dict, total: int) -> None:
 def _deploy_vars(bundle_path: Path, tmp: Path, fleet: _Fleet, forks, offline: bool, require_signature: bool,
                  trusted_keys) -> tuple[dict, list, dict]:
     """Extra vars for deploy/bench, the hosts to run on, and the hosts skipped (target mismatch)."""
+    import tarfile
+
     from edgepack_runtime.bundle import open_bundle
 
     from .runtime_wheels import build_runtime_wheel, download_wheels, runtime_extras
@@ -332,8 +334,14 @@ def _deploy_vars(bundle_path: Path, tmp: Path, fleet: _Fleet, forks, offline: bo
     run_on = [h.name for h in fleet.hosts if h.name not in skipped]
     wheel = build_runtime_wheel(tmp)
     extras = runtime_extras(bundle, signing=require_signature or bool(trusted_keys))
+    archive = tmp / "bundle.tar"  # one transfer per device instead of round trips per file
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(bundle.root.iterdir()):
+            if path.is_file() and not path.is_symlink():
+                tar.add(path, arcname=path.name)
     variables = {"edgepack_wheel": str(wheel), "edgepack_extras": extras, "edgepack_bundle": str(bundle.root),
-                 "edgepack_bundle_name": bundle.manifest.name, "edgepack_bundle_version": bundle.sha256[:12]}
+                 "edgepack_bundle_archive": str(archive), "edgepack_bundle_name": bundle.manifest.name,
+                 "edgepack_bundle_version": bundle.sha256[:12]}
     if require_signature:  # extra vars win over the inventory: set only what the command line says
         variables["edgepack_require_signature"] = True
     if trusted_keys:
