@@ -17,32 +17,14 @@ import edgepack_runtime
 from edgepack_runtime import InputError
 from edgepack_runtime.errors import InputTooLarge
 
+from ..packager.test_integer_inputs import TEXT_MODEL
 from .test_serve import CLI, Server
 
 WORDS = ("the cat sat on a mat dog ran in park sun is warm cold rain fell all day long we like tea and "
          "cake bread with butter ##s ##ing ##ed").split()
 MAX_TOKENS = 16
 
-MODEL = '''
-import torch
-
-class BagOfTokens(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.emb = torch.nn.Embedding(64, 8)
-        self.fc = torch.nn.Linear(8, 4)
-
-    def forward(self, input_ids, attention_mask):
-        mask = attention_mask.unsqueeze(-1).float()
-        return self.fc((self.emb(input_ids) * mask).sum(1) / mask.sum(1))
-
-def create():
-    torch.manual_seed(0)
-    return BagOfTokens()
-
-def example_inputs():
-    return {"input_ids": torch.zeros(1, 16, dtype=torch.int64), "attention_mask": torch.ones(1, 16, dtype=torch.int64)}
-'''
+MODEL = TEXT_MODEL  # a bag of token embeddings, vocabulary 100
 
 
 def _tokenizer_json() -> str:
