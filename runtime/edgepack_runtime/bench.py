@@ -116,7 +116,9 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
         return {"input": what, "tensors": shapes, "runs": len(totals), "latency_ms": latency_summary(totals),
                 "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}}
 
-    measure()  # once now: a sample the pipeline cannot take fails here, before the workers
+    value = sample  # one pass now: a sample the pipeline cannot take fails here, before the workers
+    for stage in stages.values():
+        value = stage(value)
     return measure
 
 
