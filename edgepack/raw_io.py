@@ -12,8 +12,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edgepack_runtime.manifest import (CHANNELS, INTERPOLATIONS, LAYOUTS, FileRef, ImageSteps, Postprocessing,
-                                       Preprocessing, TensorSpec, TextSteps)
+from edgepack_runtime.manifest import (FileRef, ImageSteps, Postprocessing, Preprocessing, TensorSpec, TextSteps,
+                                       image_steps_problem)
 from edgepack_runtime.typed import Problem, did_you_mean, from_data
 
 from .errors import ModelSourceError
@@ -128,26 +128,19 @@ def _image_steps(preprocess, inputs: Sequence[TensorSpec]) -> ImageSteps:
         steps = from_data(ImageSteps, keys, "--preprocess")
     except Problem as problem:
         raise ModelSourceError(f"{problem}; see docs/raw-inputs.md") from None
-    for key, allowed in (("interpolation", INTERPOLATIONS), ("channels", CHANNELS), ("layout", LAYOUTS)):
-        if getattr(steps, key) not in allowed:
-            raise ModelSourceError(f"--preprocess {key}={getattr(steps, key)!r} is not one of {', '.join(allowed)}; "
-                                   f"{did_you_mean(getattr(steps, key), allowed)}".rstrip("; "))
+    problem = image_steps_problem(steps)
+    if problem is not None:
+        raise ModelSourceError(f"--preprocess {problem}")
     _check_image_fit(steps, spec, (height, width, channels))
     return steps
 
 
 def _check_image_fit(steps: ImageSteps, spec: TensorSpec, hwc: tuple[int, int, int]) -> None:
+    """Sound steps (image_steps_problem) that must also produce the input's size and channels."""
     height, width, channels = hwc
     if channels != (1 if steps.channels == "gray" else 3):
         raise ModelSourceError(f"--preprocess channels={steps.channels} makes {1 if steps.channels == 'gray' else 3} "
                                f"channel(s), input {spec.name!r} ({steps.layout}) has {channels}")
-    for key in ("mean", "std"):
-        if getattr(steps, key) and len(getattr(steps, key)) != channels:
-            raise ModelSourceError(f"--preprocess {key} has {len(getattr(steps, key))} values for {channels} channel(s)")
-    if any(v == 0 for v in steps.std):
-        raise ModelSourceError("--preprocess std has a 0; every channel needs a non-zero std")
-    if len(steps.resize) > 2 or len(steps.crop) not in (0, 2) or min((*steps.resize, *steps.crop), default=1) < 1:
-        raise ModelSourceError("--preprocess resize is S (shorter side) or HxW, crop is HxW, all at least 1")
     final = steps.crop or (steps.resize if len(steps.resize) == 2 else None)
     if final is None:
         raise ModelSourceError(f"--preprocess resize={steps.resize[0]} keeps the aspect ratio, so the size varies; "

@@ -52,9 +52,8 @@ def runtime_extras(bundle: Bundle, signing: bool = False) -> str:
 
     known = formats()
     extras = {known[a.format].runtime_extra for a in bundle.manifest.artifacts if a.status == "ok" and a.format in known}
-    pre = bundle.manifest.preprocessing
-    if pre is not None:
-        extras.add("image" if pre.image is not None else "text")
+    if bundle.manifest.preprocessing is not None:
+        extras.add(bundle.manifest.preprocessing.kind)  # the extras are named "image" and "text"
     if signing or (bundle.root / SIGNATURE_FILE).is_file():
         extras.add("signing")
     return ",".join(sorted(extras))

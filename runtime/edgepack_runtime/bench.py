@@ -77,7 +77,7 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
     the pipeline and the sample are prepared now, so a missing Pillow or an unreadable
     --image fails before any benchmark runs. None without preprocessing."""
     pre = bundle.manifest.preprocessing
-    kind = None if pre is None else "image" if pre.image is not None else "text"
+    kind = None if pre is None else pre.kind
     for flag, given in (("image", image), ("text", text)):
         if given is not None and kind != flag:
             raise InputError(f"--{flag} is for bundles that take {flag}s; {bundle.manifest.name} takes "

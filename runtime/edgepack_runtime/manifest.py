@@ -15,7 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import BundleError
-from .typed import Problem, from_data
+from .typed import Problem, did_you_mean, from_data
 from .versions import newer_major, newer_minor, parse_version
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "TextSteps",
     "Preprocessing",
     "Postprocessing",
+    "image_steps_problem",
     "Manifest",
 ]
 
@@ -262,6 +263,29 @@ class Preprocessing:
     image: Optional[ImageSteps] = None
     text: Optional[TextSteps] = None
 
+    @property
+    def kind(self) -> str:
+        """"image" or "text": what `Model.predict` takes, and the runtime extra that runs it."""
+        return "image" if self.image is not None else "text"
+
+
+def image_steps_problem(steps: ImageSteps) -> Optional[str]:
+    """What is wrong with image steps in themselves, or None: the packager says it of a
+    --preprocess declaration, the reader of a damaged manifest."""
+    for key, allowed in (("interpolation", INTERPOLATIONS), ("channels", CHANNELS), ("layout", LAYOUTS)):
+        value = getattr(steps, key)
+        if value not in allowed:
+            return f"{key}={value!r} is not one of {', '.join(allowed)}; {did_you_mean(value, allowed)}".rstrip("; ")
+    if len(steps.resize) > 2 or len(steps.crop) not in (0, 2) or min((*steps.resize, *steps.crop), default=1) < 1:
+        return "resize is S (shorter side) or HxW, crop is HxW, all at least 1"
+    channels = 1 if steps.channels == "gray" else 3
+    for key in ("mean", "std"):
+        if len(getattr(steps, key)) not in (0, channels):
+            return f"{key} has {len(getattr(steps, key))} values for {channels} channel(s) ({steps.channels})"
+    if any(v == 0 for v in steps.std):
+        return "std has a 0; every channel needs a non-zero std"
+    return None
+
 
 @dataclass(frozen=True)
 class Postprocessing:
@@ -399,13 +423,9 @@ def _check_ranges(obj: Any, where: str) -> None:
         if not _SHA256.match(obj.sha256):
             raise _damaged(where, "needs a sha256 of 64 hex digits")
     elif isinstance(obj, ImageSteps):
-        if obj.interpolation not in INTERPOLATIONS or obj.channels not in CHANNELS or obj.layout not in LAYOUTS:
-            raise _damaged(where, f"needs interpolation in {INTERPOLATIONS}, channels in {CHANNELS}, layout in {LAYOUTS}")
-        if len(obj.resize) > 2 or len(obj.crop) not in (0, 2) or min((*obj.resize, *obj.crop), default=1) < 1:
-            raise _damaged(where, "needs resize as [] / [side] / [height, width] and crop as [] / [height, width], all ≥ 1")
-        channels = 1 if obj.channels == "gray" else 3
-        if any(len(v) not in (0, channels) for v in (obj.mean, obj.std)) or any(s == 0 for s in obj.std):
-            raise _damaged(where, f"needs mean and std of {channels} value(s) for {obj.channels}, no std of 0")
+        problem = image_steps_problem(obj)
+        if problem is not None:
+            raise _damaged(where, f"is wrong: {problem}")
     elif isinstance(obj, Postprocessing):
         if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1:
             raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS} and top_k ≥ 1")

@@ -201,7 +201,7 @@ class Model:
     def raw_input_kind(self) -> Optional[str]:
         """"image" or "text": what `predict` takes; None when the bundle takes tensors only."""
         pre = self.bundle.manifest.preprocessing
-        return None if pre is None else "image" if pre.image is not None else "text"
+        return None if pre is None else pre.kind
 
     def preprocess(self, value, channels: str = "rgb") -> dict[str, np.ndarray]:
         """The input tensors for a raw input, as the bundle declares (docs/raw-inputs.md): an

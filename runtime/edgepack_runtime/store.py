@@ -190,13 +190,13 @@ def install(source: Path, store: Path, keep: int = DEFAULT_KEEP, activate_it: bo
             if staged is not None:
                 shutil.rmtree(staged, ignore_errors=True)
         state = _state(home)
-        state["verified"][version] = _summary(report)
+        state["verified"][version] = verification = _summary(report)
         _save(home, state)
         if activate_it and _active(home) != version:
             _switch(home, version, state)
             _prune(home, keep, state)
     return Installed(name, version, True, _active(home) == version, round(time.perf_counter() - start, 3),
-                     verification=_summary(report))
+                     verification=verification)
 
 
 def _summary(report: dict) -> dict:
