@@ -26,6 +26,8 @@ __all__ = [
     "TensorSpec",
     "Validation",
     "Accuracy",
+    "TaskMetric",
+    "TASKS",
     "FileRef",
     "Artifact",
     "Latency",
@@ -34,6 +36,7 @@ __all__ = [
     "TextSteps",
     "Preprocessing",
     "Postprocessing",
+    "DetectionSettings",
     "image_steps_problem",
     "Manifest",
 ]
@@ -47,7 +50,10 @@ __all__ = [
 #   2.1  dynamic dimensions on inputs and outputs (TensorSpec.dynamic)
 #   2.2  raw inputs and answers: preprocessing (image steps, a tokenizer), postprocessing
 #        (labels, top-k, embeddings)
-SCHEMA_VERSION = "2.2"
+#   2.3  the task (classify, detect, embed, generic) and the figures its user sees
+#        (Accuracy.metrics, with intervals); detectors: letterbox image steps and
+#        detection postprocessing (decode + NMS)
+SCHEMA_VERSION = "2.3"
 MANIFEST_NAME = "manifest.json"
 # Precisions that run integer kernels: their numbers depend on the ISA that runs them.
 INTEGER_PRECISIONS = ("int8", "dynamic-int8")
@@ -122,6 +128,30 @@ class Validation:
     sizes: tuple[str, ...] = ()
 
 
+# What a model's user reads from its outputs, and so what its artifacts are judged by:
+# "classify" top-1/top-5 agreement with PyTorch, "detect" boxes after decoding and NMS
+# (F1, mAP50 vs PyTorch's detections), "embed" cosine, "generic" cosine per output tensor.
+TASKS = ("classify", "detect", "embed", "generic")
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """One figure of an artifact vs PyTorch, as its user sees it (schema 2.3), with its 95 %
+    interval and what that interval counts. `floor`: the budget's minimum (None: reported
+    only). Percent for agreements, 0..1 for F1 and mAP50, -1..1 for cosines."""
+
+    name: str  # "top1_agreement", "top5_agreement", "f1", "map50", "cosine", "cosine:<output>"
+    value: float
+    low: float
+    high: float
+    samples: int  # the count the interval rests on (samples; for F1 and mAP50: images)
+    floor: Optional[float] = None
+
+    @property
+    def passes(self) -> bool:
+        return self.floor is None or self.value >= self.floor
+
+
 @dataclass(frozen=True)
 class Accuracy:
     """How closely an artifact follows PyTorch on data it was not calibrated on: the eval
@@ -140,6 +170,11 @@ class Accuracy:
     measured_on: Optional[str] = None  # e.g. "x86_64 (build host)", "aarch64 (qemu cortex-a76)"
     within_budget: Optional[bool] = None  # the manifest's accuracy budget, judged on this figure
     cosine_min: Optional[float] = None  # schema 2.1: the worst sample's cosine vs PyTorch
+    # Schema 2.3: the task's figures (TaskMetric), the first the one artifacts are ranked by.
+    metrics: tuple[TaskMetric, ...] = ()
+
+    def metric(self, name: str) -> Optional[TaskMetric]:
+        return next((m for m in self.metrics if m.name == name), None)
 
     @property
     def drop(self) -> Optional[float]:
@@ -243,6 +278,10 @@ class ImageSteps:
     std: tuple[float, ...] = ()  # one per channel; () divides by nothing
     channels: str = "rgb"  # the colour order the model takes
     layout: str = "nchw"
+    # Schema 2.3, detectors: resize (H, W) is a letterbox, as Ultralytics' LetterBox does it
+    # (aspect kept, OpenCV's bilinear, centred, borders filled with `pad_value`); no crop.
+    letterbox: bool = False
+    pad_value: int = 114
 
 
 @dataclass(frozen=True)
@@ -284,6 +323,10 @@ def image_steps_problem(steps: ImageSteps) -> Optional[str]:
             return f"{key} has {len(getattr(steps, key))} values for {channels} channel(s) ({steps.channels})"
     if any(v == 0 for v in steps.std):
         return "std has a 0; every channel needs a non-zero std"
+    if steps.letterbox and (len(steps.resize) != 2 or steps.crop):
+        return "letterbox needs resize=HxW and no crop"
+    if not 0 <= steps.pad_value <= 255:
+        return "pad_value must be a pixel value, 0 to 255"
     return None
 
 
@@ -297,9 +340,26 @@ class Postprocessing:
     normalize: bool = False  # embedding: L2-normalised
     labels: Optional[FileRef] = None  # classes: labels.txt, one per line in class order
     top_k: int = 5
+    detection: Optional["DetectionSettings"] = None  # kind "detections" (schema 2.3)
 
 
-POSTPROCESS_KINDS = ("classes", "embedding")
+@dataclass(frozen=True)
+class DetectionSettings:
+    """How a detector's raw output becomes boxes (schema 2.3). Layout "yolo": the output is
+    [1, 4 + classes, anchors] as Ultralytics' exported head gives it: box centre x, y, width
+    and height in input pixels, then each class's score in 0..1. Decoding keeps boxes whose
+    best class scores at least `score_threshold`, class-aware NMS drops boxes overlapping a
+    better one of the same class by more than `iou_threshold` IoU, and at most
+    `max_detections` are kept, best first. Every threshold can be overridden per call."""
+
+    layout: str = "yolo"
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    max_detections: int = 300
+
+
+POSTPROCESS_KINDS = ("classes", "embedding", "detections")
+DETECTION_LAYOUTS = ("yolo",)
 
 
 @dataclass(frozen=True)
@@ -330,6 +390,8 @@ class Manifest:
     # Schema 2.2: raw inputs in (an image, a text), answers out (labels, an embedding).
     preprocessing: Optional[Preprocessing] = None
     postprocessing: Optional[Postprocessing] = None
+    # Schema 2.3: what the outputs are for (TASKS), which decides the figures artifacts are judged by.
+    task: Optional[str] = None
 
     def data_files(self) -> tuple[FileRef, ...]:
         """The bundle's files besides the artifacts and the golden data: labels, tokenizer."""
@@ -386,6 +448,8 @@ class Manifest:
             raise _damaged(problem.where, problem.problem) from None
         _check_target(manifest.target)
         _check_names(manifest)
+        if manifest.task is not None and manifest.task not in TASKS:
+            raise _damaged("task", f"is {manifest.task[:20]!r}, not one of {', '.join(TASKS)}")
         return manifest
 
 
@@ -427,8 +491,13 @@ def _check_ranges(obj: Any, where: str) -> None:
         if problem is not None:
             raise _damaged(where, f"is wrong: {problem}")
     elif isinstance(obj, Postprocessing):
-        if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1:
-            raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS} and top_k ≥ 1")
+        if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1 or (obj.kind == "detections") != (obj.detection is not None):
+            raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS}, top_k ≥ 1, and detection settings "
+                                  "exactly when kind is detections")
+    elif isinstance(obj, DetectionSettings):
+        if (obj.layout not in DETECTION_LAYOUTS or not 0 <= obj.score_threshold <= 1
+                or not 0 <= obj.iou_threshold <= 1 or obj.max_detections < 1):
+            raise _damaged(where, f"needs layout in {DETECTION_LAYOUTS}, thresholds in 0..1 and max_detections ≥ 1")
     elif isinstance(obj, Golden):
         if not _SHA256.match(obj.sha256) or obj.real_samples > obj.samples:
             raise _damaged(where, "needs a sha256 of 64 hex digits and real_samples ≤ samples")
