@@ -13,11 +13,11 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from edgepack_runtime.manifest import Dim, TensorSpec
+from edgepack_runtime.manifest import DetectionSettings, Dim, TensorSpec
 
 from .errors import ModelSourceError
 
-__all__ = ["LoadedModel", "load_model", "parse_input_specs"]
+__all__ = ["LoadedModel", "SourceDefaults", "load_model", "parse_input_specs"]
 
 INPUT_DTYPES = ("float32", "float16", "int64", "int32", "uint8", "bool")
 # NAME:DIMS:DTYPE, DIMS joined by "x", each a size (3), a range (1..128), a named range
@@ -28,11 +28,23 @@ _RANGE = re.compile(r"^(?:(?P<name>[A-Za-z_]\w*)=)?(?P<min>\d+)\.\.(?P<max>\d+)$
 EXAMPLE_INPUTS = "example_inputs"
 
 
+@dataclass(frozen=True)
+class SourceDefaults:
+    """What a self-describing model source (an Ultralytics checkpoint) says about its raw
+    inputs and answers; the build uses each one where the user gave no option of its own."""
+
+    preprocess: Optional[str] = None  # a --preprocess spec, e.g. "yolo"
+    labels: tuple[str, ...] = ()  # class names in class order, as --labels would list them
+    postprocess: Optional[str] = None  # a --postprocess choice, e.g. "detections"
+    detection: Optional[DetectionSettings] = None  # the source's own NMS thresholds
+
+
 @dataclass
 class LoadedModel:
     module: torch.nn.Module
     inputs: tuple[TensorSpec, ...]
-    source: str  # FILE.py:FACTORY as given
+    source: str  # FILE.py:FACTORY or the checkpoint path, as given
+    defaults: SourceDefaults = SourceDefaults()
 
 
 def parse_input_specs(texts: Sequence[str]) -> tuple[TensorSpec, ...]:
@@ -158,10 +170,18 @@ def load_model(
     trust_checkpoint: bool = False,
 ) -> LoadedModel:
     """The model, with weights loaded and input specs settled. `source` is FILE.py:FACTORY
-    (imported, FACTORY() called) or a module already in hand; `inputs` are `--input` spec
-    strings or example tensors/arrays `{name: tensor}` (else FILE.py's example_inputs())."""
+    (imported, FACTORY() called), an Ultralytics checkpoint `best.pt` (network, input size,
+    labels and detection settings from the file: `LoadedModel.defaults`) or a module already
+    in hand; `inputs` are `--input` spec strings or example tensors/arrays `{name: tensor}`
+    (else FILE.py's example_inputs())."""
     user_module = None
-    if isinstance(source, torch.nn.Module):
+    defaults = SourceDefaults()
+    if isinstance(source, str) and _is_checkpoint(source):
+        if weights is not None:
+            raise ModelSourceError(f"{source} is a checkpoint and carries its weights; drop --weights")
+        user_module, module, defaults = _from_checkpoint(source)
+        label = source
+    elif isinstance(source, torch.nn.Module):
         module, label = source, f"{type(source).__module__}.{type(source).__qualname__}"
     elif isinstance(source, str):
         user_module, module = _from_file(source)
@@ -190,7 +210,27 @@ def load_model(
             f"{label} defines no {EXAMPLE_INPUTS}(), so the input shapes are unknown; pass --input "
             "NAME:1x3x224x224:float32 for each model input (Python: inputs={name: example tensor})"
         )
-    return LoadedModel(module=module, inputs=specs, source=label)
+    return LoadedModel(module=module, inputs=specs, source=label, defaults=defaults)
+
+
+def _is_checkpoint(source: str) -> bool:
+    """MODEL names a checkpoint file: it ends in .pt and is not FILE.py:FACTORY."""
+    from .ultralytics_source import is_checkpoint_path
+
+    file, sep, _ = source.rpartition(":")
+    return is_checkpoint_path(source) and not (sep and file.endswith(".py"))
+
+
+def _from_checkpoint(source: str):
+    """An Ultralytics checkpoint: (the loaded checkpoint, offering example_inputs(), its
+    export-mode module, the defaults it declares)."""
+    from .ultralytics_source import load_checkpoint
+
+    loaded = load_checkpoint(Path(source))
+    detection = DetectionSettings(score_threshold=loaded.score_threshold, iou_threshold=loaded.iou_threshold,
+                                  max_detections=loaded.max_detections)
+    return loaded, loaded.module, SourceDefaults(preprocess="yolo", labels=loaded.names, postprocess="detections",
+                                                 detection=detection)
 
 
 def _from_file(source: str):

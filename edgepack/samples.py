@@ -1,7 +1,9 @@
 """Sample data for calibration, validation and evaluation, as stacked per-input arrays.
 
 File convention (`--calibration`, `--eval`): an `.npz` with one array per model input,
-the first axis counting samples. For an input of shape [1, 1, 8, 8] the array is
+the first axis counting samples; or, for a model with one image input, a folder of images
+(png, jpg, jpeg, bmp, webp; sorted by name), each made into the input tensor by the
+runtime's own ImagePipeline for the declared image steps (what the device will do). For an input of shape [1, 1, 8, 8] the array is
 [N, 1, 8, 8] (the batch axis of 1 becomes the sample axis) or [N, 1, 1, 8, 8].
 An eval file may add an integer `labels` array of length N (top-1 accuracy); without it,
 artifacts are judged by how closely they follow PyTorch on those samples.
@@ -18,13 +20,16 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from edgepack_runtime.dims import dim_sizes
-from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.errors import InputError
+from edgepack_runtime.manifest import ImageSteps, TensorSpec
 
 from .errors import ModelSourceError
 
-__all__ = ["load_samples", "settle_shapes", "random_samples", "golden_inputs", "hold_back", "LABELS"]
+__all__ = ["load_samples", "settle_shapes", "random_samples", "golden_inputs", "hold_back", "LABELS",
+           "IMAGE_SUFFIXES"]
 
 LABELS = "labels"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what a folder of samples may hold
 GOLDEN_FROM_CALIBRATION = 8
 GOLDEN_RANDOM = 4
 GOLDEN_SEED = 20240501
@@ -58,14 +63,18 @@ def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np
 
 
 def load_samples(
-    source: Union[Path, str, Mapping[str, Any]], specs: Sequence[TensorSpec], evaluation: bool = False
+    source: Union[Path, str, Mapping[str, Any]], specs: Sequence[TensorSpec], evaluation: bool = False,
+    image_steps: Optional[ImageSteps] = None,
 ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
-    """Calibration (or, with `evaluation`, eval) samples from an .npz path or a dict of
+    """Calibration (or, with `evaluation`, eval) samples from an .npz path, a folder of
+    images (made into tensors by `image_steps`, the declared preprocessing) or a dict of
     arrays/tensors in hand; returns (inputs, labels), labels None unless eval data has them."""
     role = "--eval" if evaluation else "--calibration"
     if isinstance(source, Mapping):
         return _samples_from(source, specs, evaluation, f"{role.lstrip('-')} arrays")
     where = f"{role} {source}"
+    if Path(source).is_dir():
+        return _samples_from(_images(Path(source), specs, image_steps, where), specs, evaluation, where)
     try:
         data = np.load(source, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
@@ -104,6 +113,31 @@ def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluati
     if len(counts) != 1 or 0 in counts:
         raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")
     return inputs, labels
+
+
+def _images(folder: Path, specs: Sequence[TensorSpec], steps: Optional[ImageSteps], where: str
+            ) -> dict[str, np.ndarray]:
+    """A folder's images → {image input: [N, *shape]}, each through the runtime's ImagePipeline."""
+    from edgepack_runtime.preprocess import ImagePipeline
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ModelSourceError(f"{where} holds no images ({', '.join(IMAGE_SUFFIXES)}); put the images there, "
+                               "or pass an .npz of input arrays")
+    if steps is None:
+        raise ModelSourceError(f"{where} is a folder of images, but no preprocessing says how an image becomes "
+                               "the input tensor; pass --preprocess (e.g. yolo, imagenet), or an .npz of input arrays")
+    if len(specs) != 1:
+        raise ModelSourceError(f"{where} is a folder of images, but the model has {len(specs)} inputs; "
+                               "pass an .npz with one array per input")
+    pipeline = ImagePipeline(steps, specs[0])
+    tensors = []
+    for path in files:
+        try:
+            tensors.append(pipeline(path))
+        except InputError as exc:
+            raise ModelSourceError(f"{where}: {path.name}: {exc}") from None
+    return {steps.input: np.concatenate(tensors)}
 
 
 def _array(value: Any) -> np.ndarray:
