@@ -14,8 +14,9 @@ from rich.table import Table
 
 from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
 from edgepack_runtime.report import artifacts_table, make_console
+from edgepack_runtime.manifest import TaskMetric
 
-from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE
+from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
 from .errors import BuildFailed, UsageError
 from .targets import HOST_ID, load_target, target_ids
 
@@ -128,28 +129,38 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--name", help="Bundle name, default: the -o directory name.")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow a full pickle as --weights (runs its code).")
 @click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if an artifact fails validation.")
-@click.option("--allow-partial", is_flag=True, help="Write the bundle even if an artifact fails to build.")
+@click.option("--allow-partial", is_flag=True,
+              help="Leave out any artifact that fails to build or misses its checks, also of the precisions named.")
+@click.option("--strict", is_flag=True,
+              help="Fail the build if any artifact fails or misses its checks, also of the profile's precisions "
+                   "(by default those are left out, with the reason in the table).")
 @click.option("--verify-emulated", is_flag=True,
               help="Also run the self-test, and int8 accuracy on eval data, on the target's ISA under qemu (slow).")
 @click.option("--accuracy-budget", "max_accuracy_drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP,
               show_default=True, metavar="POINTS", help="Top-1 points an artifact may lose vs PyTorch (--eval labels).")
 @click.option("--min-cosine", type=click.FloatRange(-1, 1), default=DEFAULT_MIN_COSINE, show_default=True,
-              help="Mean cosine similarity to PyTorch's outputs every artifact must keep.")
+              help="Mean cosine similarity to PyTorch's outputs every artifact must keep (embeddings and "
+                   "generic outputs: each output tensor).")
 @click.option("--min-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_AGREEMENT, show_default=True,
-              metavar="PCT", help="Top-1 agreement with PyTorch every artifact must keep (class-score outputs).")
+              metavar="PCT", help="Top-1 agreement with PyTorch every artifact of a classifier must keep.")
+@click.option("--min-f1", type=click.FloatRange(0, 1), default=DEFAULT_MIN_F1, show_default=True,
+              help="Detection F1 vs PyTorch's detections (IoU 0.5, same class) every artifact of a detector must keep.")
+@click.option("--task", type=click.Choice(["classify", "detect", "embed", "generic"]),
+              help="What the outputs are for, which decides how artifacts are judged (default: from --postprocess/"
+                   "--labels, else a single [N, C] output is a classifier, else generic).")
 @click.option("--preprocess", metavar="SPEC|FILE.toml",
               help='How an image becomes the input: a preset ("imagenet"), KEY=VALUE items '
                    '("resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225") or a .toml [image] table.')
 @click.option("--tokenizer", type=click.Path(path_type=Path), help="tokenizer.json turning texts into the token inputs.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names, one per line in class order.")
-@click.option("--postprocess", type=click.Choice(["classes", "embedding", "normalized-embedding"]),
+@click.option("--postprocess", type=click.Choice(["classes", "embedding", "normalized-embedding", "detections"]),
               help="What predict() answers with (default: classes with --labels).")
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), metavar="KEY.pem",
               help="Sign the bundle with this EC private key (OpenSSF model-signing format).")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
-              trust_checkpoint, allow_mismatch, allow_partial, verify_emulated, max_accuracy_drop, min_cosine,
-              min_agreement, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
+              trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
+              min_agreement, min_f1, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build  # torch and the converters: only for commands that build
 
@@ -160,8 +171,8 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
                 model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
                 inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
                 trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine,
-                min_agreement=min_agreement, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
+                strict=strict, verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop,
+                min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1, task=task, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
                 postprocess=postprocess, sign=sign_key,
             )
         finally:
@@ -535,9 +546,8 @@ def _emulated_table(report: dict) -> Table:
             continue
         verdict = "[green]passed[/]" if r["passed"] else "[red]FAILED[/]"
         acc = r.get("accuracy")
-        accuracy = "-" if not acc else f"cos {acc['cosine']:.4f}" + (
-            f", top-1 agree {acc['top1_agreement']:.1f}%" if acc["top1_agreement"] is not None else "") + \
-            f" ({acc['samples']} samples)"
+        accuracy = "-" if not acc else escape(", ".join(TaskMetric(**m).describe() for m in acc.get("metrics", ()))
+                                              or f"cos {acc['cosine']:.4f} ({acc['samples']} samples)")
         table.add_row(r["artifact"], verdict, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
                       f"{r['diff_vs_host']:.3e}", accuracy, r["backend"])
     return table

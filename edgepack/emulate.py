@@ -19,6 +19,7 @@ target's (`emulation_cpu` in the profile).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -37,8 +38,9 @@ from edgepack_runtime.bundle import open_bundle
 from edgepack_runtime.errors import last_line
 from edgepack_runtime.files import user_dir
 from edgepack_runtime.manifest import INTEGER_PRECISIONS
-from edgepack_runtime.parity import fidelity, max_abs_diff, run_samples, top1_accuracy
+from edgepack_runtime.parity import max_abs_diff, run_samples
 
+from .budget import measure
 from .errors import EmulationError
 from .runtime_wheels import manylinux_platforms
 
@@ -180,20 +182,12 @@ def _guest_command(arch: str, cpu: str, log) -> tuple[list[str], list[str]]:
     return [QEMU[arch], "-cpu", cpu, sys.executable], []
 
 
-def _accuracy(outputs: dict, evaluation, where: str) -> dict:
-    measured = fidelity(outputs, evaluation.outputs)
-    top1 = top1_accuracy(next(iter(outputs.values())), evaluation.labels) if evaluation.labels is not None else None
-    return {"samples": measured.samples, "indicative": False, "top1": top1,
-            "reference_top1": evaluation.reference_top1, "cosine": measured.cosine,
-            "cosine_min": measured.cosine_min, "sqnr_db": measured.sqnr_db,
-            "top1_agreement": measured.top1_agreement, "data": evaluation.source, "measured_on": where}
-
-
 def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: None, arch: str = "aarch64",
-                    evaluation=None, only: Optional[set] = None) -> dict:
+                    evaluation=None, only: Optional[set] = None, budget=None) -> dict:
     """Golden self-test of the built artifacts (all, or the names in `only`) on emulated
     `arch`, vs PyTorch and vs this host. With `evaluation` (validate.Evaluation, at most
-    EVAL_SAMPLES used), integer artifacts also measure their fidelity to PyTorch on it."""
+    EVAL_SAMPLES used), integer artifacts also measure their fidelity to PyTorch on it,
+    judged against `budget` (budget.Budget) in its task's figures."""
     if arch not in QEMU:
         raise EmulationError(f"cannot emulate {arch!r}; choose one of {', '.join(QEMU)}")
     cpu = cpu or DEFAULT_CPU
@@ -215,11 +209,11 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
         for art in bundle.manifest.artifacts:
             if art.status != "ok" or (only is not None and art.name not in only):
                 continue
-            measure = evaluation is not None and art.precision in INTEGER_PRECISIONS
-            log(f"running {art.name} on emulated {where}" + (" with eval samples" if measure else ""))
+            with_eval = evaluation is not None and art.precision in INTEGER_PRECISIONS
+            log(f"running {art.name} on emulated {where}" + (" with eval samples" if with_eval else ""))
             out_file, eval_out = Path(tmp) / f"{art.name}.npz", Path(tmp) / f"{art.name}.eval.npz"
             argv = [*command, "-c", _GUEST, str(bundle.root), art.name, str(out_file)]
-            argv += [str(eval_in), str(eval_out)] if measure else []
+            argv += [str(eval_in), str(eval_out)] if with_eval else []
             try:
                 proc = subprocess.run(argv, capture_output=True, text=True, env=environment, timeout=ARTIFACT_TIMEOUT_S)
             except subprocess.TimeoutExpired:
@@ -233,9 +227,11 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
             with np.load(out_file) as data:
                 emulated = {k: data[k] for k in data.files}
             accuracy = None
-            if measure:
+            if with_eval:
                 with np.load(eval_out) as data:
-                    accuracy = _accuracy({k: data[k] for k in data.files}, evaluation, where)
+                    accuracy = dataclasses.asdict(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
+                                       labels=evaluation.labels, reference_top1=evaluation.reference_top1,
+                                       data=evaluation.source, measured_on=where, indicative=False))
             host_model = edgepack_runtime.load(bundle.root, artifact=art.name, threads=1)
             host = run_samples(host_model.run, inputs)
             results.append(EmulatedResult(

@@ -24,11 +24,12 @@ from edgepack_runtime.signature import sign_bundle
 
 from . import __version__
 from .bundle_writer import BundleStaging
-from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, Budget, judge
+from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import artifact_files, get_format, remove_artifact
 from .macs import count_macs
 from .raw_io import declare
+from .task import infer_task
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
@@ -102,6 +103,9 @@ def build(
     max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
     min_cosine: float = DEFAULT_MIN_COSINE,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    min_f1: float = DEFAULT_MIN_F1,
+    task: Optional[str] = None,
+    strict: bool = False,
     preprocess: Union[str, Path, Mapping[str, Any], None] = None,
     tokenizer: Optional[Path] = None,
     labels: Optional[Path] = None,
@@ -116,12 +120,14 @@ def build(
     and `eval_data` are `{input name: [N, ...] array or tensor}` (eval may add integer
     `labels`) or .npz paths holding the same.
 
-    The accuracy budget: every artifact keeps a mean cosine similarity ≥ `min_cosine` to
-    PyTorch's outputs and, when the eval data has labels, loses at most `max_accuracy_drop`
-    top-1 points, and keeps at least `min_agreement` % top-1 agreement with PyTorch (for
-    class-score outputs), measured on `eval_data` or, without it, on calibration samples held back
-    from calibration. Quantized precisions search the target's recipes for the fastest
-    within budget (search.py).
+    The accuracy budget speaks the model's `task` (edgepack/task.py: "classify", "detect",
+    "embed" or "generic"; inferred from `postprocess`/`labels` and the outputs when None):
+    a classifier keeps ≥ `min_agreement` % top-1 agreement with PyTorch, a detector a
+    detection F1 ≥ `min_f1` against PyTorch's detections after NMS, an embedding (and each
+    output of any other model) a mean cosine ≥ `min_cosine`; with eval labels at most
+    `max_accuracy_drop` top-1 points are lost. Measured on `eval_data` or, without it, on
+    calibration samples held back from calibration. Quantized precisions search the
+    target's recipes for the fastest within budget (search.py).
 
     Raw inputs and answers (docs/raw-inputs.md): `preprocess` declares how an image becomes
     the input tensor (a spec like "imagenet" or "resize=256 crop=224 mean=... std=...", a
@@ -133,10 +139,13 @@ def build(
     `sign`: an elliptic-curve private key (PEM) that signs the finished bundle
     (bundle.sig, the OpenSSF model-signing format; docs/fleet.md).
 
-    Returns the BuildResult; raises BuildFailed (with the result) when an artifact misses
-    its parity check or the budget (unless `allow_mismatch`), or fails to build (unless
-    `allow_partial`, which leaves such artifacts out). Nothing is written at `output` when
-    it raises.
+    An artifact of a precision from the target's profile that fails to build or misses
+    its checks is left out (`rejected` in the manifest, with why); one of a precision named
+    in `precisions` (every one with `strict`) fails the build instead, unless
+    `allow_partial` (leave it out too) or `allow_mismatch` (write it anyway).
+
+    Returns the BuildResult; raises BuildFailed (with the result) when a required artifact
+    fails, or no artifact is left to ship. Nothing is written at `output` when it raises.
     """
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -149,7 +158,6 @@ def build(
     host = host_info()
     staging = BundleStaging(Path(output))  # refuses a non-bundle destination before any work
 
-    budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement)
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
         quantized = any(p != "fp32" for ps in plan.values() for p in ps)
@@ -160,6 +168,9 @@ def build(
     # Before the long conversions: a pipeline or labels that cannot fit fail the build in seconds.
     raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=preprocess, tokenizer=tokenizer,
                      labels=labels, postprocess=postprocess)
+    the_task = infer_task(task, raw_io.postprocessing, refs.outputs)
+    budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement,
+                    min_f1=min_f1, task=the_task.name, answer_output=the_task.output, detection=the_task.detection)
 
     artifacts: list[Artifact] = []
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
@@ -198,15 +209,20 @@ def build(
                              if calibration_used.source == "data" else None),
             preprocessing=raw_io.preprocessing,
             postprocessing=raw_io.postprocessing,
+            task=the_task.name,
         )
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+        # Precisions the user named must all ship; --strict extends that to the profile's.
+        required = set() if allow_partial else _all(manifest) if strict else set(precisions or ())
         if verify_emulated:
             manifest = _emulate(manifest, profile, staging.dir, seconds, refs, budget)
-        if allow_partial and not allow_mismatch:
-            manifest = _leave_out(manifest, staging.dir)
+        if not allow_mismatch:
+            # Artifacts the user asked for by name must all ship (unless --allow-partial);
+            # the profile's others are left out when they miss, with the reason in the table.
+            manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required)
         seconds["total"] = round(time.perf_counter() - start, 3)  # the manifest's build dict holds `seconds`
         (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
-        result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, allow_partial))
+        result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, required))
         if result.problems:
             raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
         if sign is not None:
@@ -340,10 +356,11 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
     evaluation = _subset(refs.evaluation, EVAL_SAMPLES) if refs.evaluation is not None else None
     with _timed(seconds, "emulated.verify"):
         report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation,
-                                 only=foreign)
+                                 only=foreign, budget=budget)
     measured = {r["artifact"]: r["accuracy"] for r in report["results"] if r.get("accuracy")}
     artifacts = tuple(
-        dataclasses.replace(a, accuracy=judge(Accuracy(**measured[a.name]), budget)) if a.name in measured else a
+        dataclasses.replace(a, accuracy=from_data(Accuracy, measured[a.name], "emulated accuracy"))
+        if a.name in measured else a
         for a in manifest.artifacts
     )
     return dataclasses.replace(manifest, emulated=report, artifacts=artifacts)
@@ -375,47 +392,56 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
             why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
             return f"{art.name} fails its self-test on emulated {emulated['arch']} ({why})"
     if acc is not None and acc.within_budget is False:
-        figures = f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})"
-        if acc.top1_agreement is not None:
-            figures += f", top-1 agreement {acc.top1_agreement:.1f}%" + (
-                f" (needs ≥ {manifest.min_agreement:g}%)" if manifest.min_agreement else "")
+        figures = (", ".join(m.describe() for m in acc.metrics) if acc.metrics
+                   else f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})")
         if acc.drop is not None:
             figures += f", loses {acc.drop:.2f} top-1 points (allowed {manifest.accuracy_tolerance})"
         tried = len((art.quantization or {}).get("search", [])) or 1
         where = f"measured on {acc.measured_on}" + (", indicative" if acc.indicative else "")
         return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data} samples: {figures} "
                 f"({where}; closest of {tried} candidate(s)); try more --calibration samples, another "
-                "precision" + (" (--precisions fp32,dynamic-int8 keeps transformers accurate)" if art.precision == "int8"
-                               else "") + ", or a looser --min-cosine/--min-agreement/--accuracy-budget")
+                "precision, or a looser --min-cosine/--min-agreement/--min-f1/--accuracy-budget")
     return None
 
 
-def _problems(manifest: Manifest, allow_mismatch: bool, allow_partial: bool) -> list[str]:
+def _problems(manifest: Manifest, allow_mismatch: bool, required: set[str]) -> list[str]:
+    """Why the build must not be written: an artifact of a `required` precision that failed
+    or misses its checks (unless `allow_mismatch`), or nothing left to ship."""
     problems = []
-    failed = [a.name for a in manifest.artifacts if a.status == "failed"]
-    if failed and not allow_partial:
+    failed = [a.name for a in manifest.artifacts if a.status == "failed" and a.precision in required]
+    if failed:
         problems.append(f"{', '.join(failed)} failed to build (reasons in the table); "
                         "pass --allow-partial to write the other artifacts")
     if not any(a.status == "ok" for a in manifest.artifacts):
         problems.append("no artifact is left to ship (reasons in the table)")
     if allow_mismatch:
         return problems
-    misses = [m for a in manifest.artifacts if a.status == "ok" and (m := _misses(a, manifest))]
+    misses = [m for a in manifest.artifacts if a.status == "ok" and a.precision in required
+              and (m := _misses(a, manifest))]
     if misses:
         problems += misses + ["pass --allow-mismatch to write such artifacts anyway, or --allow-partial to leave them out"]
     return problems
 
 
-def _leave_out(manifest: Manifest, bundle_dir: Path) -> Manifest:
-    """--allow-partial: artifacts that failed to build or to meet their checks are left out
-    of the bundle (their files removed), and stay in the manifest as `rejected` with why."""
+def _all(manifest: Manifest) -> set[str]:
+    return {a.precision for a in manifest.artifacts}
+
+
+def _leave_out(manifest: Manifest, bundle_dir: Path, keep=lambda art: False) -> Manifest:
+    """Artifacts that failed to build or to meet their checks are left out of the bundle
+    (their files removed) and stay in the manifest as `rejected` with why, except those
+    `keep` names (the precisions the user asked for: they fail the build instead)."""
     kept = []
     for art in manifest.artifacts:
+        if keep(art):
+            kept.append(art)
+            continue
         why = _misses(art, manifest) if art.status == "ok" else None
         if why is None:  # fine, or failed to build (no file, already says why)
             kept.append(art)
             continue
         for file in art.all_files():
             (bundle_dir / file.path).unlink(missing_ok=True)
+        log.warning(f"{art.name} left out: {why}")
         kept.append(dataclasses.replace(art, status="rejected", path=None, sha256=None, files=(), error=why))
     return dataclasses.replace(manifest, artifacts=tuple(kept))

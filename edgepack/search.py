@@ -18,6 +18,7 @@ from typing import Optional
 
 from edgepack_runtime.backends import Session
 from edgepack_runtime.manifest import Accuracy, Validation
+from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
 from .errors import BuildError
@@ -53,14 +54,26 @@ class Candidate:
                 and (self.accuracy is None or bool(self.accuracy.within_budget)))
 
     @property
-    def cosine(self) -> float:
-        return self.accuracy.cosine if self.accuracy is not None else self.validation.cosine
+    def score(self) -> float:
+        """What candidates are ranked by: the task's headline figure's margin over its floor
+        (task_fidelity.headline), or the golden cosine without eval samples."""
+        figure = headline(self.accuracy.metrics) if self.accuracy is not None else None
+        if figure is None:
+            return self.accuracy.cosine if self.accuracy is not None else self.validation.cosine
+        return figure.value - (figure.floor or 0.0)
+
+    @property
+    def falls_back_to_float(self) -> bool:
+        """Part of it stays float: it has to beat the float model to be worth shipping."""
+        return bool(self.recipe.get("float_layers") or self.recipe.get("float_tail"))
 
     def trail(self) -> dict:
         acc = self.accuracy
+        figure = headline(acc.metrics) if acc is not None else None
         return {
             "recipe": self.recipe,
-            "cosine": round(self.cosine, 5),
+            "cosine": round(acc.cosine if acc is not None else self.validation.cosine, 5),
+            **({"metric": figure.name, "value": round(figure.value, 4)} if figure is not None else {}),
             "top1_agreement": acc.top1_agreement if acc else None,
             "top1": acc.top1 if acc else None,
             "parity": self.validation.passed,
@@ -91,7 +104,7 @@ def _best(candidates: list[Candidate], fmt, fp32: Path, ctx) -> Candidate:
     # built on x86) its timings say nothing about the target, and accuracy alone chooses.
     timed = [c for c in within if c.validation.host_matches_target]
     sessions = [c.session for c in timed]
-    mixed = [c for c in timed if "float_layers" in c.recipe]
+    mixed = [c for c in timed if c.falls_back_to_float]
     if mixed:  # mixed precision has to beat the float model it falls back to
         sessions.append(open_artifact(fmt.name, fp32, fmt.layout(ctx.profile), ctx.profile, ctx.refs))
     timings = compare_latency(sessions, ctx.refs, ctx.host) if sessions else []
@@ -103,11 +116,11 @@ def _best(candidates: list[Candidate], fmt, fp32: Path, ctx) -> Candidate:
         c.session = None
     within = [c for c in within if c.within_budget]
     if not within:  # the closest miss: its figures tell the user how far off the budget is
-        return max((c for c in candidates if not c.slower_than_float), key=lambda c: (c.validation.passed, c.cosine))
+        return max((c for c in candidates if not c.slower_than_float), key=lambda c: (c.validation.passed, c.score))
     if not all(c.validation.host_matches_target for c in within):
-        return max(within, key=lambda c: c.cosine)
+        return max(within, key=lambda c: c.score)
     fastest = min(within, key=lambda c: c.latency["p50_ms"])
-    return max((c for c in within if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.cosine)
+    return max((c for c in within if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.score)
 
 
 @dataclass(frozen=True)
@@ -136,12 +149,14 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
             return None
 
     for recipe in fmt.recipes(ctx.profile, precision):
+        if precision == "int8" and ctx.budget.task == "detect":
+            recipe = {**recipe, "float_tail": True}  # formats/tail.py: the decode must keep its scales
         attempt(recipe)
     if not tried:
         raise BuildError(errors[0])
     mixed_possible = precision == "int8" and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
     if mixed_possible and not any(c.within_budget for c in tried):
-        base = max(tried, key=lambda c: c.cosine)
+        base = max(tried, key=lambda c: c.score)
         try:
             ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
         except Exception as exc:  # the libraries' own debugging tools: no ranking, no mixed precision
@@ -150,7 +165,7 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
         for count in MIXED_PRECISION_STEPS:  # more float layers are only slower: stop at the first that holds
             if count > len(ranked) * MAX_FLOAT_SHARE:
                 break
-            found = attempt({**base.recipe, "float_layers": ranked[:count]})
+            found = attempt({**base.recipe, "float_layers": [*base.recipe.get("float_layers", ()), *ranked[:count]]})
             if found is not None and found.within_budget:
                 break
     chosen = _best(tried, fmt, fp32, ctx)

@@ -26,7 +26,7 @@ from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, pari
                                      split_samples, top1_accuracy)
 from edgepack_runtime.stats import latency_summary, time_calls
 
-from .budget import Budget, judge
+from .budget import Budget, measure
 from .errors import BuildError, ModelSourceError
 from .targets import TargetProfile
 
@@ -195,16 +195,8 @@ def measure_accuracy(session: Session, refs: References, budget: Budget, measure
     ev = refs.evaluation
     if ev is None:
         return None
-    outputs = run_samples(session.run, ev.inputs)
-    measured = fidelity(outputs, ev.outputs)
-    top1 = top1_accuracy(next(iter(outputs.values())), ev.labels) if ev.labels is not None else None
-    accuracy = Accuracy(
-        samples=measured.samples, indicative=indicative, top1=top1, reference_top1=ev.reference_top1,
-        cosine=measured.cosine, cosine_min=measured.cosine_min, sqnr_db=measured.sqnr_db,
-        top1_agreement=measured.top1_agreement,
-        data=ev.source, measured_on=measured_on,
-    )
-    return judge(accuracy, budget)
+    return measure(run_samples(session.run, ev.inputs), ev.outputs, budget, labels=ev.labels,
+                   reference_top1=ev.reference_top1, data=ev.source, measured_on=measured_on, indicative=indicative)
 
 
 def compare_latency(sessions: Sequence[Session], refs: References, host: HostInfo) -> list[dict]:

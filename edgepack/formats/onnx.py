@@ -17,6 +17,7 @@ from ..errors import BuildError
 from . import check_recipes
 from .errors import root_cause
 from .output import converter_output
+from .tail import tail
 
 if TYPE_CHECKING:  # torch and onnx are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -65,6 +66,14 @@ class OnnxSettings:
 SENSITIVITY_SAMPLES = 16  # calibration samples for per-layer sensitivity: a ranking, not a measurement
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 ACTIVATIONS = ("Relu", "Clip")
+
+
+def _tail_nodes(model_path: Path) -> list[str]:
+    """The nodes after the last weighted layers (formats/tail.py), by name."""
+    import onnx
+
+    nodes = onnx.load(str(model_path), load_external_data=False).graph.node
+    return tail([(n.name, n.input, n.output, n.op_type in WEIGHTED_OPS) for n in nodes])
 
 
 def _bias_corrected(fp32: Path, calibration) -> Path:
@@ -220,7 +229,6 @@ class OnnxFormat:
             per_channel=recipe["per_channel"],
             reduce_range=recipe["reduce_range"],
             calibrate_method=methods[recipe["calibrate_method"]],
-            nodes_to_exclude=[name for group in recipe.get("float_layers", ()) for name in group],
             extra_options={"CalibPercentile": recipe["percentile"]},
         )
         with tempfile.TemporaryDirectory(prefix="edgepack-quant-") as tmp:
@@ -229,8 +237,12 @@ class OnnxFormat:
                 if recipe["bias_correction"]:
                     source = _bias_corrected(fp32, calibration)
                 prepared = _prepared(source, prepared)
+                # Node names as the prepared graph has them (its fusions rename nothing they keep).
+                excluded = [name for group in recipe.get("float_layers", ()) for name in group]
+                if recipe.get("float_tail"):
+                    excluded += _tail_nodes(prepared)
                 with converter_output():  # the histogram calibrators print progress
-                    quantize_static(str(prepared), str(out), _Reader(calibration),
+                    quantize_static(str(prepared), str(out), _Reader(calibration), nodes_to_exclude=excluded,
                                     use_external_data_format=False, **kwargs)
             except BuildError:
                 raise

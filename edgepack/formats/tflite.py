@@ -20,6 +20,7 @@ from ..errors import BuildError, TargetError, did_you_mean
 from . import check_recipes
 from .errors import root_cause
 from .output import converter_output
+from .tail import tail
 
 if TYPE_CHECKING:  # torch and the converters are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -58,6 +59,8 @@ class TfliteSettings:
         check_recipes(self.int8, CHOICES, where)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
+# ai-edge-quantizer's names of the ops with learned weights (formats/tail.py).
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "BATCH_MATMUL")
 SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
 # How calibration merges per-sample activation ranges (ai_edge_quantizer.utils.qsv_utils).
 RANGE_UPDATES = {"min_max": "min_max_update", "moving_average": "moving_average_update"}
@@ -167,6 +170,8 @@ class TfliteFormat:
                 manager = recipe_manager.RecipeManager()
                 manager.load_quantization_recipe(getattr(recipes, name)())
                 float_layers = [list(group) for group in recipe.get("float_layers", ())]
+                if recipe.get("float_tail"):  # formats/tail.py: a detector's decode stays float
+                    float_layers.append(self._tail_ops(fp32))
                 for group in float_layers:  # mixed precision: these ops keep float weights and activations
                     for output in group:
                         manager.add_quantization_config(re.escape(output), qtyping.TFLOperationName.ALL_SUPPORTED,
@@ -233,6 +238,20 @@ class TfliteFormat:
                 drops.append((snr_db[source] - snr_db[output], [output]))
         drops.sort(key=lambda d: -d[0])
         return [group for _, group in drops]
+
+    @staticmethod
+    def _tail_ops(fp32: Path) -> list[str]:
+        """The ops after the last weighted layers (formats/tail.py), by output tensor name
+        (how ai-edge-quantizer scopes per-op overrides)."""
+        from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+        model = tfl.read_model(str(fp32))
+        graph = model.subgraphs[0]
+        name = lambda i: tfl.get_tensor_name(graph.tensors[i])  # noqa: E731
+        ops = [(op.outputs[0] if len(op.outputs) else -1, [name(i) for i in op.inputs if i >= 0],
+                [name(i) for i in op.outputs], getattr(tfl.get_op_name_by_index(model, 0, index), "value", "") in WEIGHTED_OPS)
+               for index, op in enumerate(graph.operators)]
+        return [name(i) for i in tail(ops) if i >= 0]
 
     @staticmethod
     def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: "TargetProfile") -> dict[str, list[dict]]:

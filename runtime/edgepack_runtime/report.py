@@ -53,6 +53,12 @@ def _accuracy(art: Artifact, manifest: Manifest) -> str:
     if acc.cosine is None:  # schema-1 bundle
         text = f"top-1 {acc.top1:.2f}% ({-acc.drop:+.2f})"
         missed = acc.drop > manifest.accuracy_tolerance
+    elif acc.metrics:  # schema 2.3: the task's figures, the first with its 95 % interval
+        parts = [m.describe(interval=i == 0) for i, m in enumerate(acc.metrics)]
+        if acc.drop is not None:
+            parts.append(f"top-1 {acc.top1:.1f}% ({-acc.drop:+.1f})")
+        text = escape(", ".join(parts))
+        missed = acc.within_budget is False
     else:
         parts = [f"cos {acc.cosine:.4f}"]
         if acc.top1_agreement is not None:
