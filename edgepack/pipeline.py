@@ -28,7 +28,7 @@ from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MI
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import artifact_files, get_format, remove_artifact
 from .macs import count_macs
-from .raw_io import declare
+from .raw_io import declare, image_steps
 from .task import infer_task
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
@@ -160,14 +160,22 @@ def build(
 
     with _timed(seconds, "load"):
         loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
+        # A self-describing source (an Ultralytics checkpoint) fills in what the user left unsaid.
+        source = loaded.defaults
+        if preprocess is None and tokenizer is None:
+            preprocess = source.preprocess
+        postprocess = postprocess or source.postprocess
+        labels = labels if labels is not None else source.labels or None
+        # Known before the samples load: a folder of images becomes tensors through these steps.
+        steps = image_steps(preprocess, loaded.inputs) if preprocess is not None else None
         quantized = any(p != "fp32" for ps in plan.values() for p in ps)
-        specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized)
+        specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, steps)
     with _timed(seconds, "reference"):
         refs = torch_references(loaded.module, specs, *golden, evaluation)
         macs = count_macs(loaded.module, specs, {k: v[0] for k, v in refs.golden_inputs.items()})
     # Before the long conversions: a pipeline or labels that cannot fit fail the build in seconds.
-    raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=preprocess, tokenizer=tokenizer,
-                     labels=labels, postprocess=postprocess)
+    raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=steps, tokenizer=tokenizer,
+                     labels=labels, postprocess=postprocess, detection=source.detection)
     the_task = infer_task(task, raw_io.postprocessing, refs.outputs)
     budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement,
                     min_f1=min_f1, task=the_task.name, answer_output=the_task.output, detection=the_task.detection)
@@ -236,14 +244,15 @@ class _Calibration(NamedTuple):
     source: str  # "data" (--calibration) or "random"
 
 
-def _samples(specs, calibration, eval_data, quantized: bool):
+def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
     """The input specs (dynamic dims at the calibration data's size), the golden inputs (and
     how many are real), the calibration samples and the samples accuracy is measured on:
     --eval, else calibration samples held back from calibration."""
-    calib, _ = load_samples(calibration, specs) if calibration is not None else (None, None)
+    calib, _ = load_samples(calibration, specs, image_steps=steps) if calibration is not None else (None, None)
     if calib is not None:
         specs = settle_shapes(specs, calib)
-    evaluation = (*load_samples(eval_data, specs, evaluation=True), "eval") if eval_data is not None else None
+    evaluation = ((*load_samples(eval_data, specs, evaluation=True, image_steps=steps), "eval")
+                  if eval_data is not None else None)
     golden = golden_inputs(specs, calib)
     if calib is None:
         if quantized:

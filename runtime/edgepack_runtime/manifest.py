@@ -152,7 +152,7 @@ class TaskMetric:
         return self.floor is None or self.value >= self.floor
 
     def describe(self, interval: bool = True) -> str:
-        """E.g. "top-1 agreement 88.6% [82.1–93.0, n=132] (needs ≥ 90%)"."""
+        """E.g. "top-1 agree 88.6% [82.1–93.0%, n=132] (needs ≥ 90%)"."""
         label = _METRIC_LABELS.get(self.name) or self.name.replace(":", " of ", 1)
         percent = self.name.endswith("_agreement")
         number = (lambda v: f"{v:.1f}%") if percent else (lambda v: f"{v:.3f}" if self.name in ("f1", "map50")
@@ -165,8 +165,8 @@ class TaskMetric:
         return text
 
 
-_METRIC_LABELS = {"top1_agreement": "top-1 agreement", "top5_agreement": "top-5 agreement",
-                  "f1": "detection F1", "map50": "mAP50", "cosine": "cosine"}
+_METRIC_LABELS = {"top1_agreement": "top-1 agree", "top5_agreement": "top-5 agree", "f1": "detection F1",
+                  "map50": "mAP50", "cosine": "cos"}
 
 
 @dataclass(frozen=True)
