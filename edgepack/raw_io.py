@@ -12,22 +12,27 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edgepack_runtime.manifest import (FileRef, ImageSteps, Postprocessing, Preprocessing, TensorSpec, TextSteps,
-                                       image_steps_problem)
+from edgepack_runtime.manifest import (DetectionSettings, FileRef, ImageSteps, Postprocessing, Preprocessing,
+                                       TensorSpec, TextSteps, image_steps_problem)
 from edgepack_runtime.typed import Problem, did_you_mean, from_data
 
 from .errors import ModelSourceError
 
-__all__ = ["RawIO", "declare", "parse_image_spec", "PRESETS", "POSTPROCESS_CHOICES"]
+__all__ = ["RawIO", "declare", "image_steps", "parse_image_spec", "PRESETS", "POSTPROCESS_CHOICES"]
 
 LABELS_FILE = "labels.txt"
 TOKENIZER_FILE = "tokenizer.json"
-POSTPROCESS_CHOICES = ("classes", "embedding", "normalized-embedding")
+POSTPROCESS_CHOICES = ("classes", "embedding", "normalized-embedding", "detections")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's ImageNet evaluation: Resize(crop / 0.875) (256 for 224), CenterCrop, Normalize.
 IMAGENET_CROP_RATIO = 0.875
-PRESETS = ("imagenet", "unit")  # "unit": pixels / 255 in [0, 1], nothing else
+# "unit": pixels / 255 in [0, 1], nothing else. "yolo": Ultralytics' inference transform,
+# LetterBox to the input's size (grey 114 borders), / 255, RGB, NCHW.
+PRESETS = ("imagenet", "unit", "yolo")
+BOX_COORDINATES = 4  # a "yolo" detector output's rows: cx, cy, w, h, then one row per class
+# Class scores of an exported YOLO head are sigmoids; PyTorch's golden outputs may stray by rounding.
+SCORE_SLACK = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +66,8 @@ def _numbers(key: str, text: str, kind=float) -> tuple:
 def parse_image_spec(text: str) -> dict:
     """The short `--preprocess` spec → the keys of ImageSteps: a preset and/or key=value
     items separated by spaces, e.g. "imagenet", "imagenet crop=192",
-    "resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225"."""
+    "resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225", "yolo",
+    "letterbox=640x640 pad=114 scale=1/255"."""
     keys: dict[str, Any] = {}
     for item in text.split():
         if "=" not in item:
@@ -71,8 +77,11 @@ def parse_image_spec(text: str) -> dict:
             keys["preset"] = item
             continue
         key, value = item.split("=", 1)
-        if key in ("resize", "crop"):
+        if key in ("resize", "crop", "letterbox"):
             keys[key] = _numbers(key, value, int)
+        elif key == "pad":
+            number = _numbers(key, value, int)
+            keys[key] = number[0] if len(number) == 1 else value  # anything else fails ImageSteps' type check
         elif key in ("mean", "std", "scale"):
             keys[key] = _numbers(key, value) if key != "scale" else _numbers(key, value)[0]
         else:
@@ -98,8 +107,25 @@ def _image_keys(preprocess: Union[str, Path, Mapping]) -> dict:
     return parse_image_spec(str(preprocess))
 
 
+def _letterbox_keys(keys: dict) -> dict:
+    """`letterbox=HxW` (or S for SxS) and `pad=V`, the spelling users write, → ImageSteps'
+    resize + letterbox flag and pad_value; `letterbox = true` with a resize is taken too."""
+    keys = dict(keys)
+    if "pad" in keys:
+        keys["pad_value"] = keys.pop("pad")
+    size = keys.get("letterbox")
+    if size is None or isinstance(size, bool):
+        return keys
+    size = (size,) if isinstance(size, int) else tuple(size)
+    if keys.get("resize"):
+        raise ModelSourceError("--preprocess letterbox=HxW is the resize; give letterbox or resize, not both")
+    keys["resize"] = size * 2 if len(size) == 1 else size
+    keys["letterbox"] = True
+    return keys
+
+
 def _image_steps(preprocess, inputs: Sequence[TensorSpec]) -> ImageSteps:
-    keys = _image_keys(preprocess)
+    keys = _letterbox_keys(_image_keys(preprocess))
     for key in ("resize", "crop"):  # a number is a one-item list; crop=224 is 224x224, as torchvision's CenterCrop
         if isinstance(keys.get(key), int):
             keys[key] = (keys[key],)
@@ -121,6 +147,8 @@ def _image_steps(preprocess, inputs: Sequence[TensorSpec]) -> ImageSteps:
                 "mean": IMAGENET_MEAN, "std": IMAGENET_STD, **keys}
     elif preset == "unit":
         keys = {"scale": 1 / 255, **keys}
+    elif preset == "yolo":
+        keys = {"resize": (height, width), "letterbox": True, "scale": 1 / 255, **keys}
     if not keys.get("resize") and not keys.get("crop"):
         keys["resize"] = (height, width)  # nothing said about size: fit the image to the input
     keys = {"input": name, "layout": layout, "channels": "gray" if channels == 1 else "rgb", **keys}
@@ -183,7 +211,14 @@ def _text_steps(tokenizer: Path, inputs: Sequence[TensorSpec]) -> tuple[TextStep
     return steps, data
 
 
-def _labels(path: Path, classes: int, output: TensorSpec) -> bytes:
+def _labels(path: Union[Path, Sequence[str]], classes: int, output: TensorSpec) -> bytes:
+    """labels.txt's content from --labels FILE, or from class names in hand (a checkpoint's)."""
+    if not isinstance(path, (str, Path)):
+        path = list(path)
+        if len(path) != classes or any("\n" in str(n) for n in path):
+            raise ModelSourceError(f"the model's {len(path)} class names do not fit output {output.name!r} "
+                                   f"{list(output.shape)} with {classes} classes; pass --labels FILE")
+        return ("\n".join(map(str, path)) + "\n").encode("utf-8")
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
@@ -205,11 +240,19 @@ def _are_probabilities(values: np.ndarray) -> bool:
     return bool(np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3))
 
 
+def image_steps(preprocess, inputs: Sequence[TensorSpec]) -> ImageSteps:
+    """The ImageSteps a --preprocess declaration (spec, .toml, dict or ImageSteps) makes for
+    `inputs`: known before any sample loads, as a folder of images needs them."""
+    return preprocess if isinstance(preprocess, ImageSteps) else _image_steps(preprocess, inputs)
+
+
 def declare(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], reference_outputs: Mapping[str, np.ndarray], *,
-            preprocess=None, tokenizer: Optional[Path] = None, labels: Optional[Path] = None,
-            postprocess: Optional[str] = None) -> RawIO:
+            preprocess=None, tokenizer: Optional[Path] = None, labels: Union[Path, Sequence[str], None] = None,
+            postprocess: Optional[str] = None, detection: Optional[DetectionSettings] = None) -> RawIO:
     """Check and record the declared raw-input handling (ModelSourceError on any misfit).
-    `reference_outputs`: PyTorch's golden outputs, stacked ([N, ...] per output)."""
+    `reference_outputs`: PyTorch's golden outputs, stacked ([N, ...] per output); `labels`
+    a file or the class names; `detection` the NMS settings of "detections" (default:
+    DetectionSettings())."""
     if preprocess is not None and tokenizer is not None:
         raise ModelSourceError("--preprocess (images) and --tokenizer (texts) exclude each other: a bundle takes "
                                "one kind of raw input")
@@ -229,10 +272,13 @@ def declare(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], referen
     if len(outputs) != 1:
         raise ModelSourceError(f"--postprocess needs a model with one output; this one has {len(outputs)}")
     output = outputs[0]
+    if postprocess == "detections":
+        post = _detections(output, reference_outputs[output.name], labels, files)
+        return RawIO(pre, dataclasses.replace(post, detection=detection or post.detection), files)
     classes = int(np.prod(output.shape[1:]))
     if postprocess != "classes":
         if labels is not None:
-            raise ModelSourceError("--labels go with --postprocess classes, not with an embedding")
+            raise ModelSourceError("--labels go with --postprocess classes or detections, not with an embedding")
         post = Postprocessing(output=output.name, kind="embedding", normalize=postprocess == "normalized-embedding")
         return RawIO(pre, post, files)
     label_ref = None
@@ -242,3 +288,25 @@ def declare(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], referen
     post = Postprocessing(output=output.name, kind="classes", labels=label_ref,
                           softmax=not _are_probabilities(reference_outputs[output.name]), top_k=min(5, classes))
     return RawIO(pre, post, files)
+
+
+def _detections(output: TensorSpec, reference: np.ndarray, labels: Union[Path, Sequence[str], None],
+                files: dict) -> Postprocessing:
+    """--postprocess detections: an output laid out as Ultralytics' exported head, [1, 4 +
+    classes, anchors] (box centre, size, then class scores in 0..1), with one label per class."""
+    shape = tuple(output.shape)
+    if len(shape) != 3 or shape[0] != 1 or shape[1] < BOX_COORDINATES + 1:
+        raise ModelSourceError(f"--postprocess detections needs an output [1, 4 + classes, anchors] (cx, cy, w, h, "
+                               f"then a score per class, as Ultralytics' exported head); {output.name!r} is "
+                               f"{list(shape)}")
+    scores = np.asarray(reference)[..., BOX_COORDINATES:, :]  # stacked samples [N, 1, 4 + C, A]
+    if scores.size and (scores.min() < -SCORE_SLACK or scores.max() > 1 + SCORE_SLACK):
+        raise ModelSourceError(f"--postprocess detections: output {output.name!r} rows 4.. hold values from "
+                               f"{scores.min():.3g} to {scores.max():.3g}, not class scores in 0..1; export the head "
+                               "with its sigmoid (Ultralytics: model.model[-1].export = True)")
+    label_ref = None
+    if labels is not None:
+        files[LABELS_FILE] = _labels(labels, shape[1] - BOX_COORDINATES, output)
+        label_ref = _file_ref(LABELS_FILE, files[LABELS_FILE])
+    return Postprocessing(output=output.name, kind="detections", labels=label_ref, softmax=False,
+                          detection=DetectionSettings())

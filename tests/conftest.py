@@ -141,3 +141,78 @@ def bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     rows = zlib.compress((b"\x00" * (width + 1)) * 64, 9)  # the first 64 rows; a decoder wants them all
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+TINY_DETECTOR = '''
+import torch
+
+STRIDE = 8  # one anchor per 8x8 cell of the 64x64 input
+SIZE = 64
+GAIN = 24.0  # a cell half covered by its colour scores 0.5, a fully covered one ~1, grey ~6e-6
+
+
+class TinyDetector(torch.nn.Module):
+    """YOLO-shaped: an image [1, 3, 64, 64] in 0..1 -> [1, 4 + 2, 64] (cx, cy, w, h in input
+    pixels, then class scores): each anchor's box is its cell, class 0 scores how red the
+    cell is, class 1 how blue (a pure colour 1, any grey 0), through a sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.pool = torch.nn.AvgPool2d(STRIDE)
+        self.colour = torch.nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            self.colour.weight.copy_(torch.tensor([[1.0, -0.5, -0.5], [-0.5, -0.5, 1.0]]).view(2, 3, 1, 1) * GAIN)
+            self.colour.bias.fill_(-0.5 * GAIN)
+        cells = SIZE // STRIDE
+        ys, xs = torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij")
+        centres = (torch.stack([xs, ys]).float().reshape(2, -1) + 0.5) * STRIDE
+        sizes = torch.full((2, cells * cells), float(STRIDE))
+        self.register_buffer("boxes", torch.cat([centres, sizes])[None])
+
+    def forward(self, image):
+        scores = torch.sigmoid(self.colour(self.pool(image))).flatten(2)
+        return torch.cat([self.boxes, scores], dim=1)
+
+
+def create():
+    return TinyDetector()
+
+
+def example_inputs():
+    return {"image": torch.zeros(1, 3, SIZE, SIZE)}
+'''
+DETECTOR_LABELS = ("red", "blue")
+GREY = 114  # the letterbox's border grey: background and borders score nothing alike
+
+
+def detector_scene(width: int = 128, height: int = 96, red=(32, 16, 64, 48), blue=(80, 48, 112, 80)) -> np.ndarray:
+    """A grey uint8 HxWx3 photo with a red and a blue rectangle (x1, y1, x2, y2). At the
+    default size the letterbox halves it exactly (64x48, 8 px grey borders top and bottom),
+    so each rectangle covers whole 8x8 cells of the detector's input."""
+    scene = np.full((height, width, 3), GREY, np.uint8)
+    for (x1, y1, x2, y2), colour in ((red, (255, 0, 0)), (blue, (0, 0, 255))):
+        scene[y1:y2, x1:x2] = colour
+    return scene
+
+
+@pytest.fixture(scope="session")
+def detector_bundle(tmp_path_factory) -> Path:
+    """TinyDetector (ONNX fp32 only) taking raw images through the yolo preset (letterbox to
+    64x64, / 255) and answering with detections labelled red / blue. Its golden inputs are
+    letterboxed scenes with rectangles in several places (calibration samples: they are
+    what the build runs PyTorch on), so they hold real detections."""
+    import edgepack
+    from edgepack_runtime.letterbox import letterbox
+
+    folder = tmp_path_factory.mktemp("detector")
+    (folder / "detector.py").write_text(TINY_DETECTOR)
+    (folder / "labels.txt").write_text("\n".join(DETECTOR_LABELS) + "\n")
+    scenes = [detector_scene(), detector_scene(96, 96, (8, 8, 40, 40), (48, 56, 88, 88)),
+              detector_scene(160, 64, (0, 0, 48, 32), (100, 20, 150, 60)), detector_scene(64, 64, (0, 0, 8, 8), (8, 8, 64, 64))]
+    scenes += [s[:, ::-1] for s in scenes]  # 8: enough to hold some back for the accuracy check
+    images = np.stack([letterbox(np.ascontiguousarray(s), 64, 64)[0].transpose(2, 0, 1)
+                       for s in scenes]).astype(np.float32) / 255
+    np.savez(folder / "calib.npz", image=images)
+    return edgepack.build(f"{folder / 'detector.py'}:create", tmp_path_factory.mktemp("bundles") / "detector", "host",
+                          calibration=folder / "calib.npz", formats=["onnx"], precisions=["fp32"],
+                          preprocess="yolo", labels=folder / "labels.txt", postprocess="detections").path

@@ -31,7 +31,8 @@ from .stats import PERCENTILE_METHOD, latency_summary
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
 # "MAJOR.MINOR" (versions.py). 1.1: results[].sizes (bench --size). 1.2: preprocess.
-BENCH_SCHEMA_VERSION = "1.2"
+# 1.3: postprocess (a detector's decode + NMS).
+BENCH_SCHEMA_VERSION = "1.3"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
 # Runs in the fresh process: the clock starts before edgepack_runtime is imported.
@@ -119,6 +120,43 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
     value = sample  # one pass now: a sample the pipeline cannot take fails here, before the workers
     for stage in stages.values():
         value = stage(value)
+    return measure
+
+
+def postprocess_cost(bundle: Bundle, seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict]]:
+    """A measurement of a detector's postprocessing (decode, then class-aware NMS, with the
+    manifest's thresholds) on its golden outputs, PyTorch's answers to real inputs, cycled;
+    ready to run. None for bundles that do not answer with detections."""
+    post = bundle.manifest.postprocessing
+    if post is None or post.kind != "detections":
+        return None
+    from .detection import decode, nms
+
+    _, outputs = bundle.golden()
+    samples = outputs[post.output]
+    settings = post.detection
+
+    def measure() -> dict:
+        timings: dict[str, list[float]] = {"decode": [], "nms": []}
+        found: list[int] = []
+        candidates: list[int] = []
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or len(found) < 10:
+            sample = samples[len(found) % len(samples)]
+            t0 = time.perf_counter()
+            decoded = decode(sample, settings.score_threshold)
+            t1 = time.perf_counter()
+            kept = nms(decoded, settings.iou_threshold, settings.max_detections)
+            timings["decode"].append(t1 - t0)
+            timings["nms"].append(time.perf_counter() - t1)
+            candidates.append(len(decoded))
+            found.append(len(kept))
+        totals = [a + b for a, b in zip(timings["decode"], timings["nms"])]
+        return {"output": post.output, "shape": list(samples.shape[1:]), "samples": len(samples), "runs": len(totals),
+                "candidates_mean": float(np.mean(candidates)), "detections_mean": float(np.mean(found)),
+                "latency_ms": latency_summary(totals),
+                "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}}
+
     return measure
 
 
@@ -226,10 +264,12 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
     """Benchmark a bundle on this device; returns the result document (docs/bench-format.md).
     `sizes`: sizes of the bundle's dynamic dims to measure at, e.g. {"seq": [16, 128]}.
     A bundle that declares preprocessing also has its cost measured, on `image` / `text`
-    (default: a synthetic 640x480 JPEG / an everyday sentence)."""
+    (default: a synthetic 640x480 JPEG / an everyday sentence), and a detector its decoding
+    and NMS, on its golden outputs."""
     bundle = open_bundle(path)
     bundle.verify_integrity()
     measure_preprocess = preprocess_cost(bundle, image, text)
+    measure_postprocess = postprocess_cost(bundle)
     pairs = [(name, n, at) for at in size_plan(bundle, sizes) for name, n in plan(bundle, artifact, threads)]
     device = device_info()
     temperature_before = device.pop("temperature_c")
@@ -255,6 +295,7 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
         })
     progress("preprocessing", len(pairs), len(pairs) + 1)
     preprocess = measure_preprocess() if measure_preprocess else None
+    postprocess = measure_postprocess() if measure_postprocess else None
     progress("done", len(pairs), len(pairs))
     return {
         "schema_version": BENCH_SCHEMA_VERSION,
@@ -266,4 +307,5 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
                      "isolation": "one fresh process per artifact x threads"},
         "results": results,
         **({"preprocess": preprocess} if preprocess else {}),
+        **({"postprocess": postprocess} if postprocess else {}),
     }

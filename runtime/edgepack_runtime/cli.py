@@ -113,11 +113,26 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Default: the target's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer (or outputs) as JSON.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="Write outputs to this .npz.")
-def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, output):
+@click.option("--score-threshold", type=click.FloatRange(0, 1), default=None,
+              help="Detectors: keep boxes scoring at least this (default: the bundle's).")
+@click.option("--iou-threshold", type=click.FloatRange(0, 1), default=None,
+              help="Detectors: drop a box overlapping a better one of its class by more IoU (default: the bundle's).")
+@click.option("--annotate", type=click.Path(path_type=Path), default=None, metavar="OUT.jpg",
+              help="Detectors: draw the boxes onto the --image and write it here.")
+def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, output, score_threshold, iou_threshold,
+        annotate):
     """Run one inference: on .npy tensors, an --image or a --text."""
     raw = [given for given in (bool(inputs), image is not None, text is not None) if given]
     if len(raw) != 1:
         raise UsageError("give exactly one of --input NAME=FILE.npy (repeatable), --image FILE or --text TEXT")
+    if annotate is not None and image is None:
+        raise UsageError("--annotate draws a detector's boxes onto the --image; give --image FILE")
+    if inputs and (score_threshold is not None or iou_threshold is not None):
+        raise UsageError("--score-threshold and --iou-threshold apply to --image predictions, not to --input tensors")
+    if annotate is not None:
+        from .annotate import check_destination
+
+        check_destination(image, annotate)
     model = load(bundle, artifact=artifact, threads=threads, telemetry=True)
     takes = model.raw_input_kind()
     if not inputs and takes != ("image" if image is not None else "text"):
@@ -128,8 +143,16 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
         prediction = None
         outputs = model.run(_parse_inputs(inputs))
     else:
-        prediction = model.predict(str(image) if image is not None else text, top_k=top_k)
+        prediction = model.predict(str(image) if image is not None else text, top_k=top_k,
+                                   score_threshold=score_threshold, iou_threshold=iou_threshold)
         outputs = prediction.outputs
+    if annotate is not None:
+        if prediction.detections is None:
+            raise UsageError(f"--annotate draws detections; bundle {model.bundle.manifest.name!r} does not answer "
+                             "with detections")
+        from .annotate import write_annotated
+
+        write_annotated(image, prediction.detections, annotate)
     if output:
         np.savez(output, **outputs)
         console.print(f"wrote {', '.join(outputs)} to {output} ({model.artifact.name})")
@@ -143,6 +166,8 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
         for label, score in prediction.top:
             table.add_row(escape(label), f"{score:.4f}")
         console.print(table)
+    elif prediction is not None and prediction.detections is not None:
+        console.print(_detections_table(prediction.detections, f"{model.bundle.manifest.name} ({model.artifact.name})"))
     elif prediction is not None and prediction.embedding is not None:
         vector = prediction.embedding
         console.print(f"[bold]embedding[/] {vector.size} values, L2 norm {np.linalg.norm(vector):.4f} "
@@ -153,8 +178,22 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
             console.print(f"[bold]{name}[/] {list(value.shape)} {value.dtype} ({model.artifact.name})")
             console.print(np.array2string(value, precision=4, threshold=64), highlight=False)
     if prediction is not None and not as_json and not output:
-        console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms",
-                      style="dim")
+        console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms, "
+                      f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
+    if annotate is not None and not as_json:
+        console.print(f"drew {len(prediction.detections)} detection(s) onto {escape(str(annotate))}", highlight=False)
+
+
+def _detections_table(detections, title: str) -> Table:
+    """label, score, box (x1, y1, x2, y2 in the image's pixels); labels come from the
+    bundle, so they are escaped: rich would read "[red]" in one as markup."""
+    table = Table(title=f"{escape(title)}: {len(detections)} detection(s)")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    table.add_column("box (x1, y1, x2, y2)", justify="right")
+    for label, score, *box in detections:
+        table.add_row(escape(label), f"{score:.3f}", ", ".join(f"{v:.1f}" for v in box))
+    return table
 
 
 @main.command()
@@ -277,6 +316,13 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
         console.print(f"preprocess {pre['input']} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
                       f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms), single-threaded, per call; "
                       "add it to the p50 above for the whole call", highlight=False)
+    post = result.get("postprocess")
+    if post:
+        steps = ", ".join(f"{name} {ms:.3f}" for name, ms in post["steps_p50_ms"].items())
+        console.print(f"postprocess {post['output']} (decode + NMS, {post['candidates_mean']:.0f} candidates → "
+                      f"{post['detections_mean']:.1f} detections on average over {post['samples']} golden outputs): "
+                      f"p50 {post['latency_ms']['p50']:.3f} ms, p90 {post['latency_ms']['p90']:.3f} ms ({steps} ms), "
+                      "single-threaded, per call; add it too", highlight=False)
     if output:
         atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
         console.print(f"wrote {output}")

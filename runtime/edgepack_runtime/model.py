@@ -207,6 +207,11 @@ class Model:
         """The input tensors for a raw input, as the bundle declares (docs/raw-inputs.md): an
         image (a path, encoded bytes, a PIL image, or a uint8 HxWxC array whose colour order
         `channels` gives: "bgr" for OpenCV frames), or a text."""
+        return self.prepare(value, channels)[0]
+
+    def prepare(self, value, channels: str = "rgb"):
+        """`preprocess`, and for an image its Geometry: where the model input's pixels lie in
+        the original image (`geometry.to_original(boxes)` maps boxes back); None for a text."""
         pre = self.bundle.manifest.preprocessing
         if pre is None:
             raise InputError(f"bundle {self.bundle.manifest.name!r} declares no preprocessing, so it takes tensors: "
@@ -216,34 +221,48 @@ class Model:
 
             self._pipeline = pipeline(self.bundle)
         if pre.image is not None:
-            return {pre.image.input: self._pipeline(value, channels)}
-        return self._pipeline(value)
+            tensor, geometry = self._pipeline.prepare(value, channels)
+            return {pre.image.input: tensor}, geometry
+        return self._pipeline(value), None
 
-    def predict(self, value, top_k: Optional[int] = None, channels: str = "rgb"):
+    def predict(self, value, top_k: Optional[int] = None, channels: str = "rgb",
+                score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
         """Preprocess a raw input (see `preprocess`), run it, and answer as the bundle
-        declares: a Prediction with the top-k (label, score) of a classifier, or an embedding,
-        and every output. Telemetry and drift see the preprocessed tensors, as with run()."""
+        declares: a Prediction with the top-k (label, score) of a classifier, an embedding,
+        or a detector's boxes in the original image's pixels (`score_threshold` and
+        `iou_threshold`, each 0..1, override the bundle's for this call), and every output.
+        Telemetry and drift see the preprocessed tensors, as with run()."""
+        from .postprocess import check_thresholds
+
+        check_thresholds(self.bundle.manifest.postprocessing, score_threshold=score_threshold,
+                         iou_threshold=iou_threshold)  # before the work, not after it
         start = time.perf_counter()
-        feeds = self.preprocess(value, channels)
+        feeds, geometry = self.prepare(value, channels)
         preprocessed = time.perf_counter()
-        prediction = self.predict_tensors(feeds, top_k)
+        prediction = self.predict_tensors(feeds, top_k, geometry=geometry, score_threshold=score_threshold,
+                                          iou_threshold=iou_threshold)
         prediction.preprocess_ms = (preprocessed - start) * 1e3
         return prediction
 
-    def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None, run=None):
+    def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None, run=None, *,
+                        geometry=None, score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
         """`predict` from preprocessed tensors: run them (through `run`, default `self.run`)
-        and answer as the bundle declares."""
-        from .postprocess import answer, read_labels
+        and answer as the bundle declares. A detector's boxes are mapped back to the original
+        image through `geometry` (from `prepare`); without it they stay in input pixels."""
+        from .postprocess import answer, check_thresholds, label_count, read_labels
 
+        post = self.bundle.manifest.postprocessing
+        check_thresholds(post, score_threshold=score_threshold, iou_threshold=iou_threshold)
+        if self._labels is None and post is not None and post.labels is not None:
+            spec = {s.name: s for s in self.outputs}[post.output]
+            self._labels = read_labels(self.bundle.read_data_file(post.labels), label_count(post, spec))
         start = time.perf_counter()
         outputs = (run or self.run)(feeds)
-        inference_ms = (time.perf_counter() - start) * 1e3
-        post = self.bundle.manifest.postprocessing
-        if self._labels is None and post is not None and post.labels is not None:
-            classes = int(np.prod({s.name: s for s in self.outputs}[post.output].shape[1:]))
-            self._labels = read_labels(self.bundle.read_data_file(post.labels), classes)
-        prediction = answer(post, outputs, self._labels, top_k)
-        prediction.inference_ms = inference_ms
+        ran = time.perf_counter()
+        prediction = answer(post, outputs, self._labels, top_k, score_threshold=score_threshold,
+                            iou_threshold=iou_threshold, to_original=geometry.to_original if geometry else None)
+        prediction.inference_ms = (ran - start) * 1e3
+        prediction.postprocess_ms = (time.perf_counter() - ran) * 1e3
         return prediction
 
     def warm_up(self) -> None:

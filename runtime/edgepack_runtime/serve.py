@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .errors import EdgepackError, InputError, InputTooLarge, first_line
 from .model import Model
+from .postprocess import THRESHOLD_NAMES, check_thresholds
 from .prometheus import metric, sample
 
 __all__ = ["create_app", "Live", "body_limit", "header_deadline_protocol", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
@@ -258,6 +259,39 @@ def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarra
     return feeds
 
 
+def _thresholds(query, model: Model, raw: bool) -> dict[str, float]:
+    """score_threshold / iou_threshold from the query string, for a detector's image upload
+    (InputError, answered 400, on a value that is not one number in 0..1, on a bundle that
+    does not detect, or on a tensor body, which has no image to map boxes onto)."""
+    given: dict[str, float] = {}
+    for name in THRESHOLD_NAMES:
+        values = query.getlist(name)
+        if len(values) > 1:
+            raise InputError(f"{name} is given {len(values)} times; give it once")
+        if values:
+            try:
+                given[name] = float(values[0])
+            except ValueError:
+                raise InputError(f"{name} must be a number from 0 to 1, not {values[0][:40]!r}") from None
+    if given and not raw:
+        raise InputError(f"{', '.join(given)} applies to image uploads; tensor bodies answer with the raw outputs")
+    check_thresholds(model.bundle.manifest.postprocessing, **given)
+    return given
+
+
+def _threshold_parameters(model: Model) -> list[dict]:
+    """The OpenAPI query parameters of /v1/predict: a detector's per-request thresholds."""
+    post = model.bundle.manifest.postprocessing
+    if post is None or post.kind != "detections":
+        return []
+    defaults = {"score_threshold": post.detection.score_threshold, "iou_threshold": post.detection.iou_threshold}
+    meaning = {"score_threshold": "keep boxes whose best class scores at least this",
+               "iou_threshold": "drop a box overlapping a better one of its class by more than this IoU"}
+    return [{"name": name, "in": "query", "required": False, "description": f"Image uploads: {meaning[name]}.",
+             "schema": {"type": "number", "minimum": 0, "maximum": 1, "default": defaults[name]}}
+            for name in THRESHOLD_NAMES]
+
+
 def header_deadline_protocol():
     """uvicorn's h11 protocol with nginx's client_header_timeout, which uvicorn lacks: a
     connection whose request line and headers are not all in HEADER_TIMEOUT_S after it
@@ -380,20 +414,21 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
         with run_lock:
             return model.run(feeds)
 
-    def predict_serialised(model, body: bytes, content_type: str):
-        """Preprocess, run, answer: a Prediction."""
+    def predict_serialised(model, body: bytes, content_type: str, thresholds: dict):
+        """Preprocess, run, answer: a Prediction (a detector's boxes in the upload's pixels)."""
         start = time.perf_counter()
         if content_type in TEXT_TYPES:
             try:
                 text = body.decode("utf-8")
             except UnicodeDecodeError:
                 raise InputError("the text/plain body is not UTF-8") from None
-            feeds = model.preprocess(text)
+            feeds, geometry = model.prepare(text)
         else:
             with decode_lock:
-                feeds = model.preprocess(body)
+                feeds, geometry = model.prepare(body)
         ran = time.perf_counter()
-        prediction = model.predict_tensors(feeds, run=lambda f: run_serialised(model, f))
+        prediction = model.predict_tensors(feeds, run=lambda f: run_serialised(model, f), geometry=geometry,
+                                           **thresholds)
         prediction.preprocess_ms = (ran - start) * 1e3
         return prediction
 
@@ -425,7 +460,8 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
         return PlainTextResponse(metrics.render(live.model), media_type="text/plain; version=0.0.4")
 
     names = [s.name for s in model.inputs]
-    predict_body = {"requestBody": {"required": True, "content": {
+    parameters = _threshold_parameters(model)
+    predict_body = {**({"parameters": parameters} if parameters else {}), "requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {"inputs": {
             "type": "object", "required": names, "additionalProperties": False,
             "properties": {s.name: _tensor_schema(s) for s in model.inputs}}}}},
@@ -444,6 +480,10 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
         wanted = {"image": IMAGE_TYPES, "text": TEXT_TYPES}.get(model.raw_input_kind(), ())
         if raw and content_type not in wanted:  # the version swapped in since the guard looked takes other input
             return JSONResponse({"detail": f"this bundle version does not take {content_type}"}, status_code=415)
+        try:
+            thresholds = _thresholds(request.query_params, model, raw)
+        except InputError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
         body = await request.body()
         try:  # the guard has read the whole body already: decoding tensors takes no slot
             feeds = None if raw else _decode(body, content_type, model)
@@ -456,7 +496,8 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
         released = False
         try:
             # Raw inputs are decoded inside the slot: decoding an image is work to bound too.
-            work = (predict_serialised, model, body, content_type) if raw else (run_serialised, model, feeds)
+            work = ((predict_serialised, model, body, content_type, thresholds) if raw
+                    else (run_serialised, model, feeds))
             task = asyncio.ensure_future(run_in_threadpool(*work))
             try:
                 result = await asyncio.wait_for(asyncio.shield(task), timeout_s)
