@@ -3,8 +3,9 @@
 Images go through Pillow and numpy in the order torchvision's transforms take a PIL image
 (decode, convert, Resize, CenterCrop, ToTensor, Normalize), with torchvision's own size
 and crop arithmetic, so a bundle built from a torchvision-trained model sees the tensors
-it was trained on. Texts go through the bundle's Hugging Face tokenizer. Pillow and
-tokenizers are the `image` and `text` extras, imported only here.
+it was trained on; a detector's letterbox is Ultralytics' LetterBox (letterbox.py). Texts
+go through the bundle's Hugging Face tokenizer. Pillow and tokenizers are the `image` and
+`text` extras, imported only here.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Mapping, Union
 import numpy as np
 
 from .errors import BackendUnavailableError, InputError, InputTooLarge, first_line
+from .letterbox import Geometry, letterbox
 from .manifest import ImageSteps, TensorSpec, TextSteps
 
 __all__ = ["pipeline", "ImagePipeline", "TextPipeline", "MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "IMAGE_FORMATS", "resized_size",
@@ -92,7 +94,13 @@ class ImagePipeline:
         self._filter = getattr(self._image.Resampling, steps.interpolation.upper())
 
     def __call__(self, source: ImageSource, channels: str = "rgb") -> np.ndarray:
-        return self.to_tensor(self.geometry(self.decode(source, channels)))
+        return self.prepare(source, channels)[0]
+
+    def prepare(self, source: ImageSource, channels: str = "rgb") -> tuple[np.ndarray, Geometry]:
+        """The input tensor, and the Geometry that maps the input's pixels back to the
+        original image (detections → `geometry.to_original(boxes)`)."""
+        image, where = self._place(self.decode(source, channels))
+        return self.to_tensor(image), where
 
     def decode(self, source: ImageSource, channels: str = "rgb"):
         """A decoded PIL image in the model's colour mode. `channels` is the order of a numpy
@@ -150,14 +158,28 @@ class ImagePipeline:
                                 "the runtime decodes; downscale it first")
 
     def geometry(self, image):
-        """Resize, then centre crop (PIL images in, PIL images out)."""
+        """Resize, then centre crop (a PIL image in, a PIL image out), or the letterbox (a
+        PIL image in, a uint8 array out)."""
+        return self._place(image)[0]
+
+    def _place(self, image):
+        """`geometry`, and where the original's pixels went."""
         steps = self.steps
-        size = resized_size(*image.size, steps.resize)
+        width, height = image.size
+        if steps.letterbox:
+            return letterbox(np.asarray(image), steps.resize[0], steps.resize[1], steps.pad_value)
+        size = resized_size(width, height, steps.resize)
         if size != image.size:  # torchvision leaves an image at its size untouched
             image = image.resize(size, self._filter)
+        left = top = 0
         if steps.crop and (image.size[0], image.size[1]) != (steps.crop[1], steps.crop[0]):
-            image = image.crop(crop_box(*image.size, steps.crop))
-        return image
+            box = crop_box(*image.size, steps.crop)
+            left, top = box[:2]
+            image = image.crop(box)
+        # Pillow and torchvision map pixel edges: input x = original x * new/old - crop left.
+        where = Geometry(scale_x=size[0] / width, scale_y=size[1] / height, pad_left=-left, pad_top=-top,
+                         width=width, height=height)
+        return image, where
 
     def to_tensor(self, image) -> np.ndarray:
         """Scale, normalise, lay out, add the batch axis, in the input's dtype."""
