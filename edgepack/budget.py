@@ -12,7 +12,7 @@ import numpy as np
 
 from edgepack_runtime.manifest import Accuracy, DetectionSettings
 from edgepack_runtime.parity import fidelity, top1_accuracy
-from edgepack_runtime.task_fidelity import Floors, task_metrics
+from edgepack_runtime.task_fidelity import Floors, floor_of, task_metrics
 
 __all__ = ["Budget", "judge", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_COSINE", "DEFAULT_MIN_AGREEMENT",
            "DEFAULT_MIN_F1"]
@@ -51,13 +51,16 @@ class Budget:
         if drop is not None and drop > self.max_top1_drop:
             return False
         if accuracy.metrics:
-            return all(m.passes for m in accuracy.metrics)
+            return all(m.passes for m in self._floored(accuracy.metrics))
         return accuracy.cosine is not None and accuracy.cosine >= self.min_cosine
+
+    def _floored(self, metrics):
+        return tuple(dataclasses.replace(m, floor=floor_of(self.task, m.name, self.floors)) for m in metrics)
 
 
 def judge(accuracy: Accuracy, budget: Budget) -> Accuracy:
-    """`accuracy` with its verdict against `budget`."""
-    return dataclasses.replace(accuracy, within_budget=budget.met(accuracy))
+    """`accuracy` with its verdict against `budget` (and each figure with this budget's floor)."""
+    return dataclasses.replace(accuracy, metrics=budget._floored(accuracy.metrics), within_budget=budget.met(accuracy))
 
 
 def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], budget: Budget, *,

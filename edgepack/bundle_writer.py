@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -20,13 +21,17 @@ from pathlib import Path
 from typing import Optional
 
 from edgepack_runtime.errors import BundleError
+from edgepack_runtime.files import NAME_MAX, checked_path, shown_path
 from edgepack_runtime.manifest import MANIFEST_NAME, Manifest
 
 from .errors import BuildError
 
-__all__ = ["BundleStaging"]
+__all__ = ["BundleStaging", "is_disk_full"]
 
 _AT_FDCWD = -100
+_STEM_BYTES = NAME_MAX - 48  # room for ".", ".partial-", a pid and mkdtemp's suffix
+# A full disk or quota, in any stage: one line, the staging directory removed.
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 _RENAME_EXCHANGE = 2
 # Filesystems or kernels without renameat2's exchange answer with one of these.
 _NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
@@ -88,10 +93,19 @@ def _check_destination(dest: Path) -> None:
                          "replace it and lose them. Move them out or choose another -o")
 
 
+def _stem(dest: Path) -> str:
+    """The destination's name as staging names carry it: cut (with a digest, so that two long
+    names never share one) where `.NAME.partial-PID-XXXXXXXX` would pass NAME_MAX."""
+    if len(os.fsencode(dest.name)) <= _STEM_BYTES:
+        return dest.name
+    digest = hashlib.sha256(os.fsencode(dest.name)).hexdigest()[:12]
+    return os.fsencode(dest.name)[:_STEM_BYTES - 13].decode("utf-8", errors="ignore") + "~" + digest
+
+
 def _sweep(dest: Path) -> None:
     """Remove staging and old-bundle directories that killed builds left beside `dest`
     (their names carry the builder's pid; a live builder's are left alone)."""
-    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(partial|old)-(\d+)-")
+    pattern = re.compile(rf"^\.{re.escape(_stem(dest))}\.(partial|old)-(\d+)-")
     for sibling in dest.parent.iterdir():
         match = pattern.match(sibling.name)
         if match and sibling.is_dir() and not _alive(int(match.group(2))):
@@ -113,7 +127,12 @@ class BundleStaging:
     `staging.commit()`. Leaving the block without committing removes the staging dir."""
 
     def __init__(self, dest: Path):
-        self.dest = Path(dest).expanduser().absolute()
+        given = Path(dest).expanduser().absolute()
+        resolved = checked_path(given, "-o", "choose another -o")
+        # -o a symbolic link (to a bundle, or to where one goes): the bundle is written where
+        # it points and swapped in there; the link itself is never replaced, so it survives.
+        self.dest = resolved if given.is_symlink() else given
+        self.link = given if given.is_symlink() else None
         _check_destination(self.dest)  # before any work: the build would only be refused at the end
         self.dir: Optional[Path] = None
 
@@ -121,7 +140,7 @@ class BundleStaging:
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             _sweep(self.dest)
-            self.dir = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.partial-{os.getpid()}-", dir=self.dest.parent))
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{_stem(self.dest)}.partial-{os.getpid()}-", dir=self.dest.parent))
         except OSError as exc:
             raise BuildError(f"cannot write beside {self.dest} ({exc.strerror or exc}); choose a writable -o") from None
         # mkdtemp makes the directory private (0700); a bundle is meant to be copied and shared.
@@ -141,15 +160,30 @@ class BundleStaging:
         else:
             # No atomic exchange here: two renames, with a moment without a bundle at dest;
             # the old one waits in `.NAME.old-PID-*`, which the next build sweeps.
-            replaced = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.old-{os.getpid()}-", dir=self.dest.parent))
+            replaced = Path(tempfile.mkdtemp(prefix=f".{_stem(self.dest)}.old-{os.getpid()}-", dir=self.dest.parent))
             os.rename(self.dest, replaced / "bundle")
             os.rename(self.dir, self.dest)
         _fsync_dir(self.dest.parent)
         self.dir = None
         if replaced is not None:
             shutil.rmtree(replaced)
-        return self.dest
+        return self.link or self.dest
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, exc, tb) -> None:
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+            raise _disk_full(exc, self.dest) from None
+
+
+def _disk_full(exc: OSError, dest: Path) -> BuildError:
+    """The one line for a full disk, whichever stage wrote when it filled."""
+    where = f" writing {shown_path(exc.filename)}" if exc.filename else ""
+    return BuildError(f"the disk is full{where} ({exc.strerror}); the partial build was removed and {shown_path(dest)} "
+                      "is as it was: free some space (or choose an -o on another disk) and build again")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC and its kin (quota, file too large): what the CLI reports as a full disk."""
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
-from edgepack_runtime.report import artifacts_table, make_console
+from edgepack_runtime.report import artifacts_table, make_console, plain
 from edgepack_runtime.manifest import TaskMetric
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
@@ -25,6 +24,18 @@ err_console = make_console(stderr=True)
 
 
 class _Group(ErrorLineGroup):
+    def invoke(self, ctx):
+        from .bundle_writer import is_disk_full
+
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:  # a full disk in a stage outside the bundle's staging: one line too
+            if not is_disk_full(exc):
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            fail(f"the disk is full{where} ({exc.strerror}); nothing at -o was changed: free some space and run "
+                 "it again")
+
     def report(self, exc) -> None:
         if isinstance(exc, BuildFailed):  # show what was built before saying why it failed
             console.print(artifacts_table(exc.result.manifest))
@@ -43,7 +54,7 @@ class _LogLines(logging.Handler):
         self.verbose, self.status = verbose, None
 
     def emit(self, record: logging.LogRecord) -> None:
-        message = escape(record.getMessage())
+        message = plain(record.getMessage())
         if record.levelno >= logging.WARNING:
             err_console.print(f"[bold yellow]{record.levelname}:[/] {message}", highlight=False)
         elif self.verbose:
@@ -85,17 +96,17 @@ def targets(ctx, as_json: bool):
     for target_id in target_ids():
         p = load_target(target_id)
         offered = "; ".join(f"{f}: {','.join(p.settings(f).precisions)}" for f in p.formats)
-        table.add_row(p.id, p.arch, str(p.threads), offered, p.description)
+        table.add_row(*(plain(cell) for cell in (p.id, p.arch, p.threads, offered, p.description)))
     console.print(table)
 
 
 def _print_toml(table: dict, prefix: str = "") -> None:
     for key, value in table.items():
         if not isinstance(value, dict):
-            console.print(f"{key} = {json.dumps(value)}", highlight=False)
+            console.print(plain(f"{key} = {json.dumps(value)}"), highlight=False)
     for key, value in table.items():
         if isinstance(value, dict):
-            console.print(f"\n\\[{prefix}{key}]", highlight=False)
+            console.print(plain(f"\n[{prefix}{key}]"), highlight=False)
             _print_toml(value, f"{prefix}{key}.")
 
 
@@ -164,7 +175,7 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build  # torch and the converters: only for commands that build
 
-    with (err_console if as_json else console).status(f"building {model} for {target}…") as status:
+    with (err_console if as_json else console).status(f"building {plain(model)} for {plain(target)}…") as status:
         _log_lines.status = status
         try:
             result = build(
@@ -184,7 +195,7 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
     if result.manifest.emulated:
         console.print(_emulated_table(result.manifest.emulated))
     seconds = result.manifest.build["seconds"]
-    console.print(f"wrote {result.path} in {seconds['total']:.1f} s "
+    console.print(f"wrote {plain(result.path)} in {seconds['total']:.1f} s "
                   f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
 
 
@@ -205,17 +216,17 @@ def sign_cmd(bundle, key, password_env):
     opened.verify_integrity()  # sign only what still matches its manifest
     password = os.environ.get(password_env) if password_env else None
     path = sign_bundle(opened.root, key, password)
-    console.print(f"signed {opened.manifest.name}: {path}")
+    console.print(f"signed {plain(opened.manifest.name)}: {plain(path)}", highlight=False)
 
 
 def _compare_table(rows, title: str) -> Table:
     from .compare import COLUMNS, table_cells
 
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for column in COLUMNS:
         table.add_column(column, no_wrap=True)
     for row in rows:
-        table.add_row(*(escape(cell) for cell in table_cells(row)))
+        table.add_row(*(plain(cell) for cell in table_cells(row)))
     return table
 
 
@@ -239,10 +250,10 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
     for writer, path in ((compare.write_plot, plot), (compare.write_csv, csv_out), (compare.write_json, json_out)):
         if path:
             writer(rows, path)
-            console.print(f"wrote {path}")
+            console.print(f"wrote {plain(path)}", highlight=False)
     if html_out:
         compare.write_html(rows, html_out, "edgepack compare")
-        console.print(f"wrote {html_out}")
+        console.print(f"wrote {plain(html_out)}", highlight=False)
     if fail_if_slower is not None:
         slower = compare.regressions(rows, fail_if_slower)
         if slower:
@@ -250,7 +261,7 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
 
 
 def _progress(message: str) -> None:
-    err_console.print(escape(message), highlight=False)
+    err_console.print(plain(message), highlight=False)
 
 
 @dataclass
@@ -313,11 +324,11 @@ def _with_fleet(fn):
 
 
 def _outcome_table(title: str, rows: list, columns: tuple) -> Table:
-    table = Table(title=title)
+    table = Table(title=plain(title))
     for column in columns:
         table.add_column(column, no_wrap=column not in ("detail",))
     for row in rows:
-        table.add_row(*(escape(str(cell)) for cell in row))
+        table.add_row(*(plain(cell) for cell in row))
     return table
 
 
@@ -437,14 +448,14 @@ def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, re
         variables.update(edgepack_bench_args=passthrough, edgepack_results_dir=str(out_dir))
         outcomes = fleet.run("bench", run_on, variables, forks) if run_on else {}
     for name, reason in skipped.items():
-        err_console.print(f"[yellow]{escape(name)}: skipped, {escape(reason)}[/]", highlight=False)
+        err_console.print(f"[yellow]{plain(name)}: skipped, {plain(reason)}[/]", highlight=False)
     results = []
     for name, o in outcomes.items():
         if o.status == "ok":
             results.append(out_dir / f"{name}.json")
-            console.print(f"{name}: {results[-1]}", highlight=False)
+            console.print(plain(f"{name}: {results[-1]}"), highlight=False)
         else:
-            err_console.print(f"[red]{escape(name)}: {o.status}: {escape(o.error or '')}[/]", highlight=False)
+            err_console.print(f"[red]{plain(name)}: {plain(o.status)}: {plain(o.error or '')}[/]", highlight=False)
     if results:
         console.print(_compare_table(compare.compare_rows(results), f"edgepack bench {bundle} on {len(results)} device(s)"))
     _fail_hosts("benchmarking", outcomes, len(fleet.hosts))
@@ -530,26 +541,26 @@ def telemetry_cmd(inventory, limit, forks, hosts, identity, devices_file, remote
             ("host", "bundle", "artifact", "count", "error rate", "p50 ms", "p90 ms", "p99 ms", "drift")))
         for o in outcomes.values():
             if o.status == "ok" and o.step_json("telemetry") is None:
-                console.print(f"{o.host}: no telemetry recorded yet", highlight=False)
+                console.print(f"{plain(o.host)}: no telemetry recorded yet", highlight=False)
     _fail_hosts("collecting telemetry", outcomes, len(fleet.hosts))
 
 
 def _emulated_table(report: dict) -> Table:
-    table = Table(title=f"emulated {report['arch']} ({report['cpu']}, {report['qemu']}): "
-                        f"{report['seconds']:.0f} s, timings meaningless under emulation")
+    table = Table(title=plain(f"emulated {report['arch']} ({report['cpu']}, {report['qemu']}): "
+                              f"{report['seconds']:.0f} s, timings meaningless under emulation"))
     for column in ("artifact", "self-test", "max |diff| vs PyTorch", "tolerance", "max |diff| vs this host",
                    "accuracy vs PyTorch there", "backend"):
         table.add_column(column, no_wrap=True)
     for r in report["results"]:
         if r["error"]:
-            table.add_row(r["artifact"], "[red]FAILED[/]", escape(r["error"]), "-", "-", "-", "-")
+            table.add_row(plain(r["artifact"]), "[red]FAILED[/]", plain(r["error"]), "-", "-", "-", "-")
             continue
         verdict = "[green]passed[/]" if r["passed"] else "[red]FAILED[/]"
         acc = r.get("accuracy")
-        accuracy = "-" if not acc else escape(", ".join(TaskMetric(**m).describe() for m in acc.get("metrics", ()))
+        accuracy = "-" if not acc else plain(", ".join(TaskMetric(**m).describe() for m in acc.get("metrics", ()))
                                               or f"cos {acc['cosine']:.4f} ({acc['samples']} samples)")
-        table.add_row(r["artifact"], verdict, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
-                      f"{r['diff_vs_host']:.3e}", accuracy, r["backend"])
+        table.add_row(plain(r["artifact"]), verdict, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
+                      f"{r['diff_vs_host']:.3e}", accuracy, plain(r["backend"]))
     return table
 
 

@@ -38,6 +38,7 @@ from edgepack_runtime.bundle import open_bundle
 from edgepack_runtime.errors import last_line
 from edgepack_runtime.files import user_dir
 from edgepack_runtime.manifest import INTEGER_PRECISIONS
+from edgepack_runtime.subprocesses import run_checked
 from edgepack_runtime.parity import max_abs_diff, run_samples
 
 from .budget import measure
@@ -105,10 +106,8 @@ def cache_dir() -> Path:
 
 
 def _run(argv: list[str], what: str, fix: str, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        raise EmulationError(f"{what} failed ({last_line(proc.stderr or proc.stdout, str(proc.returncode))}); {fix}")
-    return proc
+    """A setup command: its timeout or non-zero exit is one EmulationError."""
+    return run_checked(argv, what, fix, error=EmulationError, **kw)
 
 
 def prepare(log=lambda _: None) -> Environment:
@@ -121,7 +120,8 @@ def prepare(log=lambda _: None) -> Environment:
         return env  # built for these formats; a format registered since rebuilds it
     if shutil.which(QEMU["aarch64"]) is None:
         raise EmulationError(f"{QEMU['aarch64']} is not installed; apt-get install qemu-user-static (make setup does, as root)")
-    foreign = subprocess.run(["dpkg", "--print-foreign-architectures"], capture_output=True, text=True).stdout.split()
+    foreign = _run(["dpkg", "--print-foreign-architectures"], "dpkg", "install dpkg (Debian or Ubuntu hosts)",
+                   timeout=60).stdout.split()
     if "arm64" not in foreign:
         raise EmulationError("apt cannot fetch arm64 packages here; run `dpkg --add-architecture arm64 && "
                              "apt-get update` as root (make setup does)")
@@ -215,13 +215,15 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
             argv = [*command, "-c", _GUEST, str(bundle.root), art.name, str(out_file)]
             argv += [str(eval_in), str(eval_out)] if with_eval else []
             try:
-                proc = subprocess.run(argv, capture_output=True, text=True, env=environment, timeout=ARTIFACT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                results.append(EmulatedResult(art.name, False, None, None, None, None, "timed out"))
+                proc = run_checked(argv, f"{art.name} on emulated {where}", "run `edgepack build -v` to see the guest",
+                                   error=EmulationError, skip=("INFO", "qemu-"), env=environment,
+                                   timeout=ARTIFACT_TIMEOUT_S)
+            except EmulationError as exc:  # one artifact's failure: recorded, the others still run
+                results.append(EmulatedResult(art.name, False, None, None, None, None, str(exc)))
                 continue
-            if proc.returncode != 0 or not out_file.exists():
-                error = last_line(proc.stderr, f"exit code {proc.returncode}", skip=("INFO", "qemu-"))
-                results.append(EmulatedResult(art.name, False, None, None, None, None, error))
+            if not out_file.exists():
+                results.append(EmulatedResult(art.name, False, None, None, None, None,
+                                              last_line(proc.stderr, "no output written", skip=("INFO", "qemu-"))))
                 continue
             guest_result = json.loads(proc.stdout.strip().splitlines()[-1])
             with np.load(out_file) as data:

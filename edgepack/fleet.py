@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from edgepack_runtime.subprocesses import run_checked
+
 from .devices import Device
 from .errors import DeviceError
 
@@ -108,10 +110,10 @@ def write_inventory(devices: Sequence[Device], path: Path) -> Path:
 
 
 def _run(argv: list, env: dict, timeout: float, what: str) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise DeviceError(f"{what} took longer than {timeout:.0f} s; `edgepack -vv` shows where it was") from None
+    """A fleet command (ansible): a timeout or a missing program is one DeviceError; its exit
+    code is the caller's to read (ansible reports per host)."""
+    return run_checked(argv, what, "`edgepack -vv` shows where it was", error=DeviceError, check=False, env=env,
+                       timeout=timeout)
 
 
 def _env(results: Optional[Path] = None) -> dict:

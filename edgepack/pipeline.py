@@ -188,7 +188,7 @@ def build(
             fmt = get_format(fmt_name)
             toolchain.update(fmt.toolchain())
             artifacts += _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
-                                       calibration_used, budget, seconds)
+                                       calibration_used, budget, seconds, from_profile=not precisions)
         with _timed(seconds, "latency"):
             artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir)
 
@@ -268,8 +268,10 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
 
 
 def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,
-                  calibration: _Calibration, budget: Budget, seconds: dict) -> list[Artifact]:
-    """Export one format to fp32, derive its other precisions from that file, validate each."""
+                  calibration: _Calibration, budget: Budget, seconds: dict, from_profile: bool = False
+                  ) -> list[Artifact]:
+    """Export one format to fp32, derive its other precisions from that file, validate each.
+    `from_profile`: the precisions are the profile's, which the model may add to."""
     fp32_file = out_dir / f"model.fp32{fmt.suffix}"
     layout = fmt.layout(profile)
     export_error = None
@@ -278,6 +280,8 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
             fmt.export(module, refs.inputs, [s.name for s in refs.outputs], profile, fp32_file)
     except BuildError as exc:
         export_error = str(exc)
+    if from_profile and not export_error:
+        precisions = _for_the_model(fmt, precisions, fp32_file)
     context = SearchContext(profile, host, refs, calibration.samples, budget)
     artifacts = []
     for precision in precisions:
@@ -314,6 +318,16 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
     if "fp32" not in precisions:
         remove_artifact(fmt, fp32_file)  # only the base for the other precisions: not part of the bundle
     return artifacts
+
+
+def _for_the_model(fmt, precisions: list[str], fp32_file: Path) -> list[str]:
+    """The profile's precisions, plus dynamic int8 for attention (static int8 recipes made for
+    CNNs destroy it; static int8 is still tried and ships only if it meets the budget)."""
+    if ("int8" not in precisions or "dynamic-int8" in precisions or "dynamic-int8" not in fmt.precisions
+            or not getattr(fmt, "has_attention", lambda _: False)(fp32_file)):
+        return precisions
+    log.info(f"{fmt.name}: the model has attention (matmuls of two activations, softmax): adding dynamic-int8")
+    return [*precisions, "dynamic-int8"]
 
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,

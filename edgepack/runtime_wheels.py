@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import edgepack_runtime
 from edgepack_runtime.bundle import Bundle
 from edgepack_runtime.signature import SIGNATURE_FILE
+from edgepack_runtime.subprocesses import run_checked
 
 from .errors import DeviceError
 
@@ -33,14 +33,12 @@ def build_runtime_wheel(out_dir: Path) -> Path:
         # Fixed zip timestamps: the same source gives the same wheel, so devices reinstall
         # only when the runtime really changed (the role compares checksums).
         env = {**os.environ, "SOURCE_DATE_EPOCH": "315532800"}
-        try:
-            proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(copy)],
-                                  capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, env=env)
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"building the edgepack-runtime wheel took longer than {INSTALL_TIMEOUT_S} s") from None
+        run_checked([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_dir), str(copy)],
+                    "building the edgepack-runtime wheel", "check that pip works (`pip wheel runtime/`)",
+                    error=DeviceError, timeout=INSTALL_TIMEOUT_S, env=env)
     wheels = sorted(out_dir.glob("edgepack_runtime-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise DeviceError(f"building the edgepack-runtime wheel failed: {proc.stderr.strip()[-300:]}")
+    if not wheels:
+        raise DeviceError(f"building the edgepack-runtime wheel wrote no wheel into {out_dir}; check that pip works")
     return wheels[-1]
 
 
@@ -68,14 +66,8 @@ def download_wheels(wheel: Path, extras: str, machine: str, python_version: str,
     """Every wheel the device needs to install the runtime offline, for its CPU and Python."""
     out_dir.mkdir(parents=True, exist_ok=True)
     platforms = [a for p in manylinux_platforms(machine) for a in ("--platform", p)]
-    try:
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "-d", str(out_dir), *platforms,
-                               "--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
-                               f"{wheel}[{extras}]"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise DeviceError(f"downloading wheels for {machine}/cp{python_version} took longer than "
-                          f"{INSTALL_TIMEOUT_S} s; check the package index") from None
-    if proc.returncode != 0:
-        raise DeviceError(f"downloading wheels for {machine}/cp{python_version} failed: "
-                          f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    run_checked([sys.executable, "-m", "pip", "download", "-q", "-d", str(out_dir), *platforms,
+                 "--python-version", python_version, "--implementation", "cp", "--only-binary=:all:",
+                 f"{wheel}[{extras}]"], f"downloading wheels for {machine}/cp{python_version}",
+                "check the package index", error=DeviceError, timeout=INSTALL_TIMEOUT_S)
     return out_dir

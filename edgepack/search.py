@@ -54,13 +54,14 @@ class Candidate:
                 and (self.accuracy is None or bool(self.accuracy.within_budget)))
 
     @property
-    def score(self) -> float:
+    def score(self) -> tuple[float, float]:
         """What candidates are ranked by: the task's headline figure's margin over its floor
-        (task_fidelity.headline), or the golden cosine without eval samples."""
-        figure = headline(self.accuracy.metrics) if self.accuracy is not None else None
-        if figure is None:
-            return self.accuracy.cosine if self.accuracy is not None else self.validation.cosine
-        return figure.value - (figure.floor or 0.0)
+        (task_fidelity.headline), ties broken by the outputs' cosine (the golden cosine
+        without eval samples)."""
+        acc = self.accuracy
+        cosine = acc.cosine if acc is not None else self.validation.cosine
+        figure = headline(acc.metrics) if acc is not None else None
+        return (figure.value - (figure.floor or 0.0) if figure is not None else cosine), cosine
 
     @property
     def falls_back_to_float(self) -> bool:

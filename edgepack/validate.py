@@ -70,7 +70,8 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
                 result = module(*(torch.from_numpy(np.ascontiguousarray(feed[s.name])) for s in specs))
         except (Exception, SystemExit) as exc:
             raise ModelSourceError(f"the model's forward() raised {type(exc).__name__}: {str(exc)[:300]}; "
-                                   "fix the model or the input shapes (--input, example_inputs())") from None
+                                   "fix the model or the input shapes (--input, example_inputs())"
+                                   + _unnamed_dims_hint(specs)) from None
         if isinstance(result, torch.Tensor):
             return {"output": result.numpy()}
         if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
@@ -82,6 +83,18 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
     outputs = run_samples(run, samples)
     specs_out = tuple(TensorSpec(name=n, shape=tuple(v.shape[1:]), dtype=str(v.dtype)) for n, v in outputs.items())
     return specs_out, outputs
+
+
+def _unnamed_dims_hint(specs: Sequence[TensorSpec]) -> str:
+    """Unnamed ranges on several inputs are independent dims, checked at different sizes:
+    the likely cause when inputs that share a length (token ids and their mask) clash."""
+    unnamed = [(s, d) for s in specs for d in s.dynamic if "." in d.name]  # parse_input_specs names them INPUT.AXIS
+    if len(unnamed) < 2:
+        return ""
+    (first, dim), (second, _) = unnamed[:2]
+    return (f"; {first.name} and {second.name} have unnamed ranges, which are independent and were run at "
+            f"different sizes: if they share a length, name it once, e.g. --input {first.name}:..x"
+            f"seq={dim.min}..{dim.max}:{first.dtype} --input {second.name}:..xseq:{second.dtype}")
 
 
 @dataclass(frozen=True)

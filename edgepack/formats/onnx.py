@@ -63,6 +63,7 @@ class OnnxSettings:
         check_recipes(self.int8, CHOICES, where)
 
 
+CALIBRATION_MEMORY = 2 << 30  # bytes of intermediate tensors the calibrator may hold at once
 SENSITIVITY_SAMPLES = 16  # calibration samples for per-layer sensitivity: a ranking, not a measurement
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 ACTIVATIONS = ("Relu", "Clip")
@@ -114,26 +115,52 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
 
 
 class _Reader:
-    """Feeds calibration samples one at a time, as onnxruntime's calibrator expects."""
+    """Feeds calibration samples one at a time, as onnxruntime's calibrator expects (within
+    the range `set_range` gives, for its strided collection)."""
 
     def __init__(self, calibration: dict[str, np.ndarray]):
         self._count = len(next(iter(calibration.values())))
         self._data = calibration
-        self._i = 0
+        self._i, self._end = 0, self._count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._i, self._end = start_index, min(end_index, self._count)
 
     def get_next(self):
-        if self._i >= self._count:
+        if self._i >= self._end:
             return None
         feed = {name: values[self._i] for name, values in self._data.items()}
         self._i += 1
         return feed
 
     def rewind(self):
-        self._i = 0
+        self._i, self._end = 0, self._count
 
     def __iter__(self):  # qdq_loss_debug and nncf.Dataset iterate
         self.rewind()
         return iter(self.get_next, None)
+
+
+def _calibration_stride(prepared: Path, samples: int) -> int | None:
+    """Samples per round of range collection, or None for all at once. onnxruntime's
+    calibrators keep every intermediate tensor of every sample until they compute ranges:
+    a 640x640 detector's ~0.3 GB a sample made 36 samples take 11 GB. Rounds (its
+    CalibStridedMinMax, which divides the samples evenly) bound that to CALIBRATION_MEMORY."""
+    import onnx
+
+    graph = onnx.load(str(prepared), load_external_data=False).graph
+    per_sample = 0
+    for info in graph.value_info:
+        dims = info.type.tensor_type.shape.dim
+        if info.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and all(d.HasField("dim_value") for d in dims):
+            per_sample += int(np.prod([d.dim_value for d in dims])) * 4
+    fits = max(1, CALIBRATION_MEMORY // max(per_sample, 1))
+    if fits >= samples:
+        return None
+    return max(d for d in range(1, fits + 1) if samples % d == 0)
 
 
 def _prepared(source: Path, out: Path) -> Path:
@@ -241,6 +268,9 @@ class OnnxFormat:
                 excluded = [name for group in recipe.get("float_layers", ()) for name in group]
                 if recipe.get("float_tail"):
                     excluded += _tail_nodes(prepared)
+                stride = _calibration_stride(prepared, len(next(iter(calibration.values()))))
+                if stride:
+                    kwargs["extra_options"] = {**kwargs["extra_options"], "CalibStridedMinMax": stride}
                 with converter_output():  # the histogram calibrators print progress
                     quantize_static(str(prepared), str(out), _Reader(calibration), nodes_to_exclude=excluded,
                                     use_external_data_format=False, **kwargs)
@@ -250,6 +280,16 @@ class OnnxFormat:
                 raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from None
         return {"tool": "onnxruntime.quantization.quantize_static", **recipe,
                 "relies_on": list(target.settings("onnx").int8.relies_on)}
+
+    def has_attention(self, fp32: Path) -> bool:
+        """Whether the graph multiplies two activations and has a Softmax (attention): static
+        int8 recipes made for CNNs destroy such models (MiniLM: cosine 0.39), dynamic int8 holds."""
+        import onnx
+
+        graph = onnx.load(str(fp32), load_external_data=False).graph
+        constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        ops = {n.op_type for n in graph.node}
+        return "Softmax" in ops and any(n.op_type == "MatMul" and not constants & set(n.input) for n in graph.node)
 
     def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: "TargetProfile") -> list[list[str]]:
         """Layers ranked by how much accuracy they lose on their own, most first: the drop in

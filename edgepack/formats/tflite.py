@@ -240,6 +240,21 @@ class TfliteFormat:
         return [group for _, group in drops]
 
     @staticmethod
+    def has_attention(fp32: Path) -> bool:
+        """Whether the graph multiplies two activations (BATCH_MATMUL without a constant
+        operand) and has a SOFTMAX: attention, which static int8 recipes for CNNs destroy."""
+        from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+        model = tfl.read_model(str(fp32))
+        graph = model.subgraphs[0]
+        constant = lambda i: len(model.buffers[graph.tensors[i].buffer].data or ()) > 0 or (  # noqa: E731
+            getattr(model.buffers[graph.tensors[i].buffer], "offset", 0) > 0)
+        names = [getattr(tfl.get_op_name_by_index(model, 0, k), "value", "") for k in range(len(graph.operators))]
+        return "SOFTMAX" in names and any(
+            name == "BATCH_MATMUL" and not any(constant(i) for i in op.inputs if i >= 0)
+            for name, op in zip(names, graph.operators))
+
+    @staticmethod
     def _tail_ops(fp32: Path) -> list[str]:
         """The ops after the last weighted layers (formats/tail.py), by output tensor name
         (how ai-edge-quantizer scopes per-op overrides)."""

@@ -156,7 +156,7 @@ class TaskMetric:
         label = _METRIC_LABELS.get(self.name) or self.name.replace(":", " of ", 1)
         percent = self.name.endswith("_agreement")
         number = (lambda v: f"{v:.1f}%") if percent else (lambda v: f"{v:.3f}" if self.name in ("f1", "map50")
-                                                           else f"{v:.4f}")
+                                                           else f"{v:.5f}")
         text = f"{label} {number(self.value)}"
         if interval:
             text += f" [{number(self.low).rstrip('%')}–{number(self.high)}, n={self.samples}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from rich.console import Console
@@ -10,11 +11,27 @@ from rich.table import Table
 
 from .manifest import Artifact, Manifest
 
-__all__ = ["artifacts_table", "format_size", "make_console"]
+__all__ = ["artifacts_table", "format_size", "make_console", "one_line", "plain"]
 
+# Terminal control characters (an escape sequence can recolour, retitle or clear a terminal);
+# line breaks and tabs stay: they only move the text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x9b]")
 # Rich assumes 80 columns when output is not a terminal (CI logs, pipes); the
 # artifacts table needs more to stay on one line per artifact.
-PIPE_WIDTH = 140
+PIPE_WIDTH = 160
+TABLE_METRICS = 2  # of an artifact's task figures in the table; the manifest has them all
+
+
+def plain(value) -> str:
+    """The one rule for untrusted text on the terminal: anything from a bundle, a device, a
+    file name or a model goes through here before rich prints it, so "[red]" or "x[/]y" in
+    a manifest name prints as written instead of being read (or failing) as markup."""
+    return escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value)))
+
+
+def one_line(text: str) -> str:
+    """An error message as the one line it must be, even with line breaks from a bundle in it."""
+    return " ".join(str(text).split("\n")).replace("\r", " ")
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -53,8 +70,8 @@ def _accuracy(art: Artifact, manifest: Manifest) -> str:
     if acc.cosine is None:  # schema-1 bundle
         text = f"top-1 {acc.top1:.2f}% ({-acc.drop:+.2f})"
         missed = acc.drop > manifest.accuracy_tolerance
-    elif acc.metrics:  # schema 2.3: the task's figures, the first with its 95 % interval
-        parts = [m.describe(interval=i == 0) for i, m in enumerate(acc.metrics)]
+    elif acc.metrics:  # schema 2.3: the task's two main figures, the first with its 95 % interval (all: --json)
+        parts = [m.describe(interval=i == 0) for i, m in enumerate(acc.metrics[:TABLE_METRICS])]
         if acc.drop is not None:
             parts.append(f"top-1 {acc.top1:.1f}% ({-acc.drop:+.1f})")
         text = escape(", ".join(parts))
@@ -76,9 +93,9 @@ def _accuracy(art: Artifact, manifest: Manifest) -> str:
 def _where(art: Artifact) -> str:
     acc = art.accuracy
     if acc is not None and acc.measured_on:
-        return acc.measured_on.replace(" (build host)", "") + (" [yellow](≠ target)[/]" if acc.indicative else "")
+        return plain(acc.measured_on.replace(" (build host)", "")) + (" [yellow](≠ target)[/]" if acc.indicative else "")
     host = art.validation.host if art.validation else {}
-    where = host.get("arch", "-")
+    where = plain(host.get("arch", "-"))
     if art.validation is not None and not art.validation.host_matches_target:
         where += " [yellow](≠ target)[/]"
     return where
@@ -89,7 +106,7 @@ def artifacts_table(manifest: Manifest, default: Optional[str] = None) -> Table:
     `default` marks the artifact `load()` picks when none is named."""
     reference = next((a.accuracy.reference_top1 for a in manifest.artifacts
                       if a.accuracy and a.accuracy.reference_top1 is not None), None)
-    title = f"{manifest.name} → {manifest.target.get('id')}"
+    title = f"{plain(manifest.name)} → {plain(manifest.target.get('id'))}"
     if reference is not None:
         title += f"   (PyTorch top-1 {reference:.2f}%)"
     table = Table(title=title)
@@ -97,11 +114,11 @@ def artifacts_table(manifest: Manifest, default: Optional[str] = None) -> Table:
         table.add_column(column, no_wrap=True)
     failures = []
     for art in manifest.artifacts:
-        label = art.name + (" *" if art.name == default else "")
+        label = plain(art.name) + (" *" if art.name == default else "")
         if art.status != "ok":
             verdict = "[red]build failed (below)[/]" if art.status == "failed" else "[red]left out (below)[/]"
             table.add_row(label, "-", verdict, _accuracy(art, manifest), "-", "-")
-            failures.append(f"[red]{art.name}[/]: {escape(art.error or '')}")
+            failures.append(f"[red]{plain(art.name)}[/]: {plain(art.error or '')}")
             continue
         speed = f"{art.latency.p50_ms:.2f} ms" if art.latency is not None and art.latency.matches_target else "-"
         table.add_row(label, format_size(art.size_bytes), _parity(art), _accuracy(art, manifest), _where(art), speed)

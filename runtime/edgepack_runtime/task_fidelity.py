@@ -25,7 +25,7 @@ import numpy as np
 from .detection import MAP_SCORE_THRESHOLD, detect, f1_score, map50
 from .manifest import DetectionSettings, TaskMetric
 
-__all__ = ["Floors", "task_metrics", "wilson_interval", "mean_interval", "headline"]
+__all__ = ["Floors", "task_metrics", "floor_of", "wilson_interval", "mean_interval", "headline"]
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 BOOTSTRAP_RESAMPLES = 400  # F1 and mAP50 intervals: resampled images
@@ -40,6 +40,17 @@ class Floors:
     min_cosine: float
     min_agreement: float  # % top-1 agreement (classify)
     min_f1: float  # detection F1 vs PyTorch (detect)
+
+
+def floor_of(task: str, metric: str, floors: Floors) -> Optional[float]:
+    """The minimum `metric` must reach for `task`, or None when it is reported only."""
+    if metric == "top1_agreement" and task == "classify":
+        return floors.min_agreement
+    if metric == "f1" and task == "detect":
+        return floors.min_f1
+    if metric.startswith("cosine") and task in ("embed", "generic"):
+        return floors.min_cosine
+    return None
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float]:

@@ -12,7 +12,7 @@ import edgepack
 import edgepack_runtime
 from edgepack.pipeline import BuildFailed
 from edgepack.targets import load_target
-from edgepack.budget import Budget
+from edgepack.budget import Budget, measure
 from edgepack.validate import SPEED_TIE, clearly_faster, torch_references, validate_artifact
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import TensorSpec
@@ -60,16 +60,43 @@ def test_a_broken_artifact_of_a_tiny_output_model_fails(tmp_path):
             assert accuracy.within_budget is should_pass
 
 
-def test_the_budget_judges_cosine_agreement_and_labelled_top1():
-    from edgepack_runtime.manifest import Accuracy
+def test_the_budget_judges_each_task_by_its_own_figures():
+    from edgepack_runtime.manifest import Accuracy, DetectionSettings
 
-    budget = Budget(max_top1_drop=1.0, min_cosine=0.99, min_agreement=85.0)
-    good = Accuracy(samples=10, indicative=False, cosine=0.995, top1_agreement=90.0)
-    assert budget.met(good)
-    assert not budget.met(Accuracy(samples=10, indicative=False, cosine=0.989, top1_agreement=90.0))
-    assert not budget.met(Accuracy(samples=10, indicative=False, cosine=0.995, top1_agreement=84.0))
-    assert not budget.met(Accuracy(samples=10, indicative=False, cosine=0.995, top1=80.0, reference_top1=82.0))
-    assert budget.met(Accuracy(samples=10, indicative=False, cosine=0.995))  # regression outputs: no agreement
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((40, 10)).astype(np.float32)
+    swapped = logits.copy()
+    swapped[:8] = -swapped[:8]  # 8 of 40 answers change; the logits' direction mostly holds
+    classify = Budget(max_top1_drop=1.0, min_cosine=0.99, min_agreement=85.0, task="classify")
+    accuracy = measure({"output": swapped}, {"output": logits}, classify, labels=None, reference_top1=None,
+                       data="eval", measured_on="here", indicative=False)
+    agreement = accuracy.metric("top1_agreement")
+    assert agreement.value == 80.0 and agreement.low < 80.0 < agreement.high and agreement.samples == 40
+    assert not accuracy.within_budget and "needs ≥ 85%" in agreement.describe()
+    assert Budget(max_top1_drop=1.0, min_cosine=0.99, min_agreement=75.0, task="classify").met(accuracy)
+    # A model with two outputs, one large and one small: the small one destroyed, the whole
+    # output's cosine still near 1; the generic task judges each output on its own.
+    big = rng.uniform(100, 600, (10, 4, 50)).astype(np.float32)
+    small = rng.uniform(0, 1, (10, 3, 50)).astype(np.float32)
+    generic = Budget(max_top1_drop=1.0, min_cosine=0.99)
+    judged = measure({"output_0": big, "output_1": np.zeros_like(small)}, {"output_0": big, "output_1": small},
+                     generic, labels=None, reference_top1=None, data="eval", measured_on="here", indicative=False)
+    assert judged.cosine > 0.99 and not judged.within_budget
+    assert [m.name for m in judged.metrics] == ["cosine:output_0", "cosine:output_1"]
+    # A detector: scores zeroed, boxes intact.
+    head = np.concatenate([big, small * 0.9 + 0.1], axis=1)[:, None]  # [N, 1, 4 + 3, 50]
+    dead = head.copy()
+    dead[:, :, 4:] = 0
+    detect = Budget(max_top1_drop=1.0, min_cosine=0.99, task="detect", answer_output="output",
+                    detection=DetectionSettings())
+    judged = measure({"output": dead}, {"output": head}, detect, labels=None, reference_top1=None, data="eval",
+                     measured_on="here", indicative=False)
+    assert judged.cosine > 0.99 and judged.metric("f1").value == 0.0 and not judged.within_budget
+    same = measure({"output": head}, {"output": head}, detect, labels=None, reference_top1=None, data="eval",
+                   measured_on="here", indicative=False)
+    assert same.metric("f1").value == 1.0 and same.metric("map50").value == 1.0 and same.within_budget
+    # Labels: top-1 points lost count whatever the task.
+    assert not classify.met(Accuracy(samples=10, indicative=False, cosine=0.995, top1=80.0, reference_top1=82.0))
 
 
 def test_avx2_int8_on_a_vnni_host_is_not_the_targets_kernels():
@@ -91,8 +118,8 @@ def test_search_keeps_the_fastest_within_budget_and_records_the_trail(digits_bun
     assert chosen["within_budget"] and chosen["p50_ms"] > 0
     contenders = [t for t in trail if t["within_budget"]]
     fastest = min(t["p50_ms"] for t in contenders)
-    for t in contenders:  # a more accurate contender lost only by being clearly slower
-        assert t["cosine"] <= chosen["cosine"] or t["p50_ms"] > fastest * (1 + SPEED_TIE), t
+    for t in contenders:  # a more accurate contender (by the task's figure) lost only by being clearly slower
+        assert t["value"] <= chosen["value"] or t["p50_ms"] > fastest * (1 + SPEED_TIE), t
     assert int8.accuracy.within_budget and int8.accuracy.cosine >= manifest.min_cosine
 
 
@@ -117,18 +144,31 @@ def test_default_is_the_fastest_accurate_artifact_measured_at_build(digits_bundl
 
 def test_a_budget_that_cannot_be_met_names_the_closest_candidate(build_digits, tmp_path):
     with pytest.raises(BuildFailed, match=r"onnx-int8 misses the accuracy budget on 360 eval samples: "
-                                          r"cosine 0\.9\d+ \(needs ≥ 0\.999999\)") as failed:
-        build_digits("host", name="impossible", formats=["onnx"], min_cosine=0.999999)
+                                          r"cos 0\.9\d+ \[.*n=360\] \(needs ≥ 0\.999999\)") as failed:
+        build_digits("host", name="impossible", formats=["onnx"], precisions=["fp32", "int8"], task="generic",
+                     min_cosine=0.999999)
     assert failed.value.result.path is None
 
 
 def test_allow_partial_leaves_out_what_misses_the_budget(build_digits):
-    result = build_digits("host", name="partial", formats=["onnx"], min_cosine=0.999999, allow_partial=True)
+    result = build_digits("host", name="partial", formats=["onnx"], precisions=["fp32", "int8"], task="generic",
+                          min_cosine=0.999999, allow_partial=True)
     int8 = result.manifest.artifact("onnx-int8")
     assert int8.status == "rejected" and "misses the accuracy budget" in int8.error
     assert not (result.path / "model.int8.onnx").exists()
     assert json.loads((result.path / "manifest.json").read_text())["artifacts"][1]["status"] == "rejected"
     assert edgepack_runtime.load(result.path).artifact.name == "onnx-fp32"
+
+
+def test_a_plain_build_leaves_out_the_profiles_precisions_that_miss(build_digits):
+    """No --precisions: what the profile chose and misses is left out, the build ships the
+    rest and says why; --strict makes those precisions required again."""
+    result = build_digits("host", name="plain", formats=["onnx"], task="generic", min_cosine=0.999999)
+    int8 = result.manifest.artifact("onnx-int8")
+    assert result.path is not None and int8.status == "rejected" and "closest of" in int8.error
+    assert result.manifest.artifact("onnx-fp32").status == "ok"
+    with pytest.raises(BuildFailed, match="onnx-int8 misses the accuracy budget"):
+        build_digits("host", name="strict", formats=["onnx"], task="generic", min_cosine=0.999999, strict=True)
 
 
 def test_without_eval_accuracy_is_measured_on_held_back_calibration(tiny_model, tmp_path):
