@@ -11,7 +11,6 @@ import datetime as dt
 import io
 import json
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,6 +26,7 @@ from .errors import BenchError, InputError, last_line
 from .model import AUTO, default_threads
 from .parity import split_samples
 from .stats import PERCENTILE_METHOD, latency_summary
+from .subprocesses import run_checked
 
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
@@ -215,13 +215,15 @@ def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSetting
              sizes: Optional[dict[str, int]]) -> dict:
     spec = {"bundle": str(bundle.root), "artifact": artifact, "threads": threads, "sizes": sizes,
             **asdict(settings)}
-    proc = subprocess.run([sys.executable, "-c", _WORKER, json.dumps(spec)], capture_output=True, text=True,
-                          timeout=WORKER_TIMEOUT_S)
-    if proc.returncode != 0:
-        at = f" at {size_label(sizes)}" if sizes else ""
-        raise BenchError(f"benchmarking {artifact} with {threads} thread(s){at} failed: "
-                         f"{last_line(proc.stderr, 'no output')}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    at = f" at {size_label(sizes)}" if sizes else ""
+    proc = run_checked([sys.executable, "-c", _WORKER, json.dumps(spec)], f"benchmarking {artifact} with {threads} "
+                       f"thread(s){at}", "run `edgepack-runtime verify` on the bundle, or measure fewer --runs",
+                       error=BenchError, timeout=WORKER_TIMEOUT_S)
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BenchError(f"benchmarking {artifact} with {threads} thread(s){at} printed no result "
+                         f"({last_line(proc.stderr, 'no output')})") from None
 
 
 def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> list[tuple[str, int]]:

@@ -8,10 +8,12 @@ import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
 from .errors import BundleError, IntegrityError
+from .files import checked_path
 from .manifest import MANIFEST_NAME, Artifact, FileRef, Manifest
 
 __all__ = ["Bundle", "open_bundle", "sha256_file"]
@@ -38,7 +40,7 @@ class Bundle:
     def resolve(self, relative: str) -> Path:
         """The absolute path of a bundle file; refuses paths that leave the bundle."""
         candidate = Path(relative)
-        resolved = (self.root / candidate).resolve()
+        resolved = checked_path(self.root / candidate, "bundle file", "the bundle was tampered with; copy or rebuild it")
         if candidate.is_absolute() or not resolved.is_relative_to(self.root):
             raise IntegrityError(
                 f"manifest path {relative!r} points outside the bundle {self.root}; "
@@ -107,7 +109,25 @@ class Bundle:
             raise BundleError(f"{golden.path} holds non-numeric arrays; rebuild the bundle")
         inputs = {k[len(GOLDEN_INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_INPUT_PREFIX)}
         outputs = {k[len(GOLDEN_OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_OUTPUT_PREFIX)}
+        why = _golden_problem(self.manifest, inputs, outputs)
+        if why is not None:
+            raise BundleError(f"{golden.path} cannot serve as the golden self-test: {why}; rebuild the bundle")
         return inputs, outputs
+
+
+def _golden_problem(manifest: Manifest, inputs: dict, outputs: dict) -> Optional[str]:
+    """What makes golden samples unusable (None if nothing): every input and output the
+    manifest declares, as stacked samples, the same number (at least one) of each."""
+    for kind, arrays, specs in (("input", inputs, manifest.inputs), ("output", outputs, manifest.outputs)):
+        missing = [s.name for s in specs if s.name not in arrays]
+        if not arrays or missing:
+            return f"it holds no golden {kind} {(missing or ['at all'])[0]!r}"
+    counts = {name: (len(a) if a.ndim else 0) for name, a in {**inputs, **outputs}.items()}
+    if min(counts.values()) < 1:
+        return "it holds no samples"
+    if len(set(counts.values())) > 1:
+        return f"its arrays hold different numbers of samples ({', '.join(sorted(map(str, set(counts.values()))))})"
+    return None
 
 
 def _refuse_links(path: Path, relative: str) -> None:
@@ -122,6 +142,7 @@ def _refuse_links(path: Path, relative: str) -> None:
 
 def open_bundle(path: str | Path) -> Bundle:
     """Read a bundle's manifest. Hashes are checked by `verify_*` (and by `load`)."""
+    checked_path(path, "bundle", "pass the directory `edgepack build -o` wrote")
     root = Path(path).expanduser()
     manifest_path = root / MANIFEST_NAME
     if not root.is_dir():

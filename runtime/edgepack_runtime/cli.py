@@ -9,7 +9,6 @@ from typing import NoReturn
 
 import click
 import numpy as np
-from rich.markup import escape
 from rich.table import Table
 
 from .bundle import open_bundle
@@ -19,7 +18,7 @@ from .errors import BackendUnavailableError, EdgepackError, InputError, Telemetr
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, default_reason, load
-from .report import artifacts_table, make_console
+from .report import artifacts_table, make_console, one_line, plain
 
 console = make_console()
 
@@ -29,7 +28,7 @@ USAGE_EXIT = 2  # as click's own usage errors
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line on stderr and exit non-zero: the only way errors leave the CLI."""
-    make_console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    make_console(stderr=True).print(f"[bold red]error:[/] {plain(one_line(message))}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -69,25 +68,26 @@ def info(bundle: Path, as_json: bool):
         click.echo(json.dumps({"manifest": json.loads(m.to_json()), "default_artifact": default,
                                "default_reason": reason, "auto_choice": auto.to_dict() if (auto := cached_choice(b)) else None}, indent=2))
         return
-    console.print(f"[bold]{m.name}[/]  target {m.target.get('id')}  created {m.created}  schema {m.schema_version}")
+    console.print(f"[bold]{plain(m.name)}[/]  target {plain(m.target.get('id'))}  created {plain(m.created)}  "
+                  f"schema {plain(m.schema_version)}")
     for label, specs in (("inputs", m.inputs), ("outputs", m.outputs)):
-        console.print(f"{label}: " + ", ".join(s.describe() for s in specs))
+        console.print(f"{label}: " + ", ".join(plain(s.describe()) for s in specs))
     try:
         default, reason = choose_artifact(b).name, default_reason(b)
     except EdgepackError as exc:
         default, reason = None, str(exc)
     console.print(artifacts_table(m, default))
-    console.print(f"default artifact here: [bold]{default or 'none'}[/] ({escape(reason)})")
+    console.print(f"default artifact here: [bold]{plain(default or 'none')}[/] ({plain(reason)})")
     auto = cached_choice(b)
     if auto is None:
         console.print("auto choice on this device: not measured yet (load with artifact='auto' or "
                       "`edgepack-runtime bench --artifact auto`)")
     else:
-        console.print(f"auto choice on this device: [bold]{auto.artifact}[/] × {auto.threads} thread(s), "
-                      f"p50 {auto.p50_ms:.3f} ms, measured {auto.created}")
+        console.print(f"auto choice on this device: [bold]{plain(auto.artifact)}[/] × {auto.threads} thread(s), "
+                      f"p50 {auto.p50_ms:.3f} ms, measured {plain(auto.created)}")
         evidence = ", ".join(f"{e.artifact}×{e.threads} {e.p50_ms:.3f}" for e in auto.evidence)
-        console.print(f"  trial p50 (ms): {evidence}", highlight=False)
-    console.print("toolchain: " + ", ".join(f"{k} {v}" for k, v in m.toolchain.items()))
+        console.print(f"  trial p50 (ms): {plain(evidence)}", highlight=False)
+    console.print("toolchain: " + plain(", ".join(f"{k} {v}" for k, v in m.toolchain.items())), highlight=False)
 
 
 def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -155,44 +155,44 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
         write_annotated(image, prediction.detections, annotate)
     if output:
         np.savez(output, **outputs)
-        console.print(f"wrote {', '.join(outputs)} to {output} ({model.artifact.name})")
+        console.print(plain(f"wrote {', '.join(outputs)} to {output} ({model.artifact.name})"), highlight=False)
     elif as_json:
         answer = prediction.to_dict() if prediction else {"outputs": {k: v.tolist() for k, v in outputs.items()}}
         click.echo(json.dumps({"artifact": model.artifact.name, **answer}, indent=2))
     elif prediction is not None and prediction.top is not None:
-        table = Table(title=f"{model.bundle.manifest.name} ({model.artifact.name})")
+        table = Table(title=plain(f"{model.bundle.manifest.name} ({model.artifact.name})"))
         table.add_column("label")
         table.add_column("score", justify="right")
         for label, score in prediction.top:
-            table.add_row(escape(label), f"{score:.4f}")
+            table.add_row(plain(label), f"{score:.4f}")
         console.print(table)
     elif prediction is not None and prediction.detections is not None:
         console.print(_detections_table(prediction.detections, f"{model.bundle.manifest.name} ({model.artifact.name})"))
     elif prediction is not None and prediction.embedding is not None:
         vector = prediction.embedding
         console.print(f"[bold]embedding[/] {vector.size} values, L2 norm {np.linalg.norm(vector):.4f} "
-                      f"({model.artifact.name})")
-        console.print(np.array2string(vector, precision=4, threshold=16), highlight=False)
+                      f"({plain(model.artifact.name)})")
+        console.print(plain(np.array2string(vector, precision=4, threshold=16)), highlight=False)
     else:
         for name, value in outputs.items():
-            console.print(f"[bold]{name}[/] {list(value.shape)} {value.dtype} ({model.artifact.name})")
-            console.print(np.array2string(value, precision=4, threshold=64), highlight=False)
+            console.print(f"[bold]{plain(name)}[/] {list(value.shape)} {value.dtype} ({plain(model.artifact.name)})")
+            console.print(plain(np.array2string(value, precision=4, threshold=64)), highlight=False)
     if prediction is not None and not as_json and not output:
         console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms, "
                       f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
     if annotate is not None and not as_json:
-        console.print(f"drew {len(prediction.detections)} detection(s) onto {escape(str(annotate))}", highlight=False)
+        console.print(f"drew {len(prediction.detections)} detection(s) onto {plain(annotate)}", highlight=False)
 
 
 def _detections_table(detections, title: str) -> Table:
     """label, score, box (x1, y1, x2, y2 in the image's pixels); labels come from the
     bundle, so they are escaped: rich would read "[red]" in one as markup."""
-    table = Table(title=f"{escape(title)}: {len(detections)} detection(s)")
+    table = Table(title=f"{plain(title)}: {len(detections)} detection(s)")
     table.add_column("label")
     table.add_column("score", justify="right")
     table.add_column("box (x1, y1, x2, y2)", justify="right")
     for label, score, *box in detections:
-        table.add_row(escape(label), f"{score:.3f}", ", ".join(f"{v:.1f}" for v in box))
+        table.add_row(plain(label), f"{score:.3f}", ", ".join(f"{v:.1f}" for v in box))
     return table
 
 
@@ -211,20 +211,21 @@ def verify(bundle: Path, artifact, as_json: bool):
     else:
         console.print(f"integrity: all {report['integrity']['files']} files match their sha256")
         sig = report["signature"]
-        console.print("signature: " + (f"verified, signed by {sig['key']}" if sig["verified"] else
-                                       f"present, not checked ({sig['reason']})" if sig["signed"] else "none"))
-        table = Table(title=f"self-test {report['bundle']}")
+        console.print("signature: " + plain(f"verified, signed by {sig['key']}" if sig["verified"] else
+                                             f"present, not checked ({sig['reason']})" if sig["signed"] else "none"),
+                      highlight=False)
+        table = Table(title=f"self-test {plain(report['bundle'])}")
         for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance", "samples"):
             table.add_column(column)
         for r in results:
             if r["result"] not in ("passed", "failed"):
-                table.add_row(r["artifact"], f"[yellow]{escape(r['reason'])}[/]", "-", "-", "-", "-")
+                table.add_row(plain(r["artifact"]), f"[yellow]{plain(r['reason'])}[/]", "-", "-", "-", "-")
                 continue
             verdict = "[green]passed[/]" if r["result"] == "passed" else "[red]FAILED[/]"
             cosine = ("nan" if r["cosine"] is None else f"{r['cosine']:.5f}") + (
                 f" (≥ {r['min_cosine']})" if r["min_cosine"] is not None else "")
             diff = "nan" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3e}"
-            table.add_row(r["artifact"], verdict, cosine, diff, f"{r['tolerance']:.1e}",
+            table.add_row(plain(r["artifact"]), verdict, cosine, diff, f"{r['tolerance']:.1e}",
                           str(r["samples"]))
         console.print(table)
     if report["failed"]:
@@ -295,17 +296,17 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("benchmarking", total=None)
             result = run_bench(bundle, artifact, threads, settings,
-                               lambda label, done, total: bar.update(task, description=label, completed=done, total=total),
+                               lambda label, done, total: bar.update(task, description=plain(label), completed=done, total=total),
                                sizes=sizes, image=image, text=text)
     else:
         result = run_bench(bundle, artifact, threads, settings, sizes=sizes, image=image, text=text)
-    table = Table(title=f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})")
+    table = Table(title=plain(f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})"))
     for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB"):
         table.add_column(column, no_wrap=True)
     for r in result["results"]:
         lat = r["latency_ms"]
         at = f" {size_label(r['sizes'])}" if "sizes" in r else ""
-        table.add_row(r["artifact"] + at, str(r["threads"]), f"{r['backend']} {r['backend_version']}",
+        table.add_row(plain(r["artifact"] + at), str(r["threads"]), plain(f"{r['backend']} {r['backend_version']}"),
                       f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
                       f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
     console.print(table)
@@ -313,19 +314,19 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
     if pre:
         steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())
         shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
-        console.print(f"preprocess {pre['input']} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
+        console.print(f"preprocess {plain(pre['input'])} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
                       f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms), single-threaded, per call; "
                       "add it to the p50 above for the whole call", highlight=False)
     post = result.get("postprocess")
     if post:
         steps = ", ".join(f"{name} {ms:.3f}" for name, ms in post["steps_p50_ms"].items())
-        console.print(f"postprocess {post['output']} (decode + NMS, {post['candidates_mean']:.0f} candidates → "
+        console.print(f"postprocess {plain(post['output'])} (decode + NMS, {post['candidates_mean']:.0f} candidates → "
                       f"{post['detections_mean']:.1f} detections on average over {post['samples']} golden outputs): "
                       f"p50 {post['latency_ms']['p50']:.3f} ms, p90 {post['latency_ms']['p90']:.3f} ms ({steps} ms), "
                       "single-threaded, per call; add it too", highlight=False)
     if output:
         atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
-        console.print(f"wrote {output}")
+        console.print(f"wrote {plain(output)}", highlight=False)
 
 
 _store_option = click.option("--store", type=click.Path(path_type=Path), default=Path("~/.edgepack/store"),
@@ -348,7 +349,7 @@ def install(bundle, store, keep, no_activate, require_signature, as_json):
         click.echo(json.dumps(done.to_dict(), indent=2))
     elif done.verified:
         state = "active" if done.active else "stored, not active"
-        console.print(f"{done.name} {done.version}: verified, {state} ({done.seconds:.1f} s)")
+        console.print(f"{plain(done.name)} {plain(done.version)}: verified, {state} ({done.seconds:.1f} s)")
     if not done.verified:
         fail(f"{done.name} {done.version} was not activated: {done.reason}; the current version keeps serving")
 
@@ -361,7 +362,7 @@ def activate(name, version, store):
     """Make a stored, verified VERSION of bundle NAME current."""
     from .store import activate as activate_version
 
-    console.print(f"{name}: {activate_version(store, name, version)} is current")
+    console.print(f"{plain(name)}: {plain(activate_version(store, name, version))} is current")
 
 
 @main.command()
@@ -371,7 +372,7 @@ def rollback(name, store):
     """Make the version that was current before this one current again."""
     from .store import rollback as roll_back
 
-    console.print(f"{name}: rolled back to {roll_back(store, name)}")
+    console.print(f"{plain(name)}: rolled back to {plain(roll_back(store, name))}")
 
 
 @main.command()
@@ -385,15 +386,15 @@ def status(store, as_json):
     if as_json:
         click.echo(json.dumps({"store": str(store), "bundles": bundles}, indent=2))
         return
-    table = Table(title=f"bundle store {store}")
+    table = Table(title=f"bundle store {plain(store)}")
     for column in ("bundle", "version", "state", "created", "last activated", "self-test", "signature"):
         table.add_column(column, no_wrap=True)
     for b in bundles:
         for v in b["versions"]:
             check = v["verification"] or {}
             sig = check.get("signature") or {}
-            table.add_row(b["name"], v["version"], "[green]active[/]" if v["active"] else "stored", v["created"] or "?",
-                          v["last_activated"] or "-", "passed" if check.get("passed") else "-",
+            table.add_row(plain(b["name"]), plain(v["version"]), "[green]active[/]" if v["active"] else "stored",
+                          plain(v["created"] or "?"), plain(v["last_activated"] or "-"), "passed" if check.get("passed") else "-",
                           "verified" if sig.get("verified") else "signed" if sig.get("signed") else "none")
     console.print(table)
 
@@ -432,17 +433,17 @@ def telemetry_summary(db, since, as_json):
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    table = Table(title=f"telemetry {data['database']}" + (f" (last {since})" if since else ""))
+    table = Table(title=plain(f"telemetry {data['database']}" + (f" (last {since})" if since else "")))
     for column in ("bundle", "artifact", "count", "error rate", "p50 ms", "p90 ms", "p99 ms"):
         table.add_column(column, no_wrap=True)
     for a in data["artifacts"]:
         lat = a["latency_ms"]
-        table.add_row(a["bundle"], a["artifact"], str(a["count"]), f"{a['error_rate']:.2%}",
+        table.add_row(plain(a["bundle"]), plain(a["artifact"]), str(a["count"]), f"{a['error_rate']:.2%}",
                       *(f"{lat[k]:.3f}" if lat[k] is not None else "-" for k in ("p50", "p90", "p99")))
     console.print(table)
     for d in data["drift"]:
         flag = "[red]DRIFT[/]" if d["drifted"] else "ok"
-        console.print(f"drift {d['bundle']} input {d['input']}: PSI {d['psi']:.3f} {flag} ({d['at']})")
+        console.print(f"drift {plain(d['bundle'])} input {plain(d['input'])}: PSI {d['psi']:.3f} {flag} ({plain(d['at'])})")
     console.print(f"dropped records: {data['dropped']}; database {data['database_bytes'] / 1024:.0f} KiB")
 
 
@@ -463,7 +464,7 @@ def telemetry_export(db, fmt, since, output):
         click.echo(text, nl=False)
         return
     atomic_write(output, text)  # the collector never reads a half file
-    console.print(f"wrote {output}")
+    console.print(f"wrote {plain(output)}", highlight=False)
 
 
 @telemetry.command("purge")
@@ -477,7 +478,7 @@ def telemetry_purge(db, yes):
     if not yes and not click.confirm(f"delete all telemetry in {path}?"):
         return
     purge(path)
-    console.print(f"purged {path}")
+    console.print(f"purged {plain(path)}", highlight=False)
 
 
 def _is_loopback(host: str) -> bool:
@@ -534,10 +535,10 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
     model.warm_up()  # ready means able to answer: a damaged artifact stops here, before the port opens
     live = Live(model)
     if Path(bundle).is_symlink():
-        live.follow(Path(bundle), load_version, lambda line: console.print(line, highlight=False))
+        live.follow(Path(bundle), load_version, lambda line: console.print(plain(line), highlight=False))
     asgi, _ = create_app(live, token=token, max_concurrency=max_concurrency, timeout_s=timeout)
-    console.print(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
-                  f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}")
+    console.print(plain(f"serving {model.bundle.manifest.name} ({model.artifact.name}, {model.threads} thread(s)) "
+                        f"on http://{host}:{port}  telemetry: {'on' if model.telemetry else 'off'}"), highlight=False)
     uvicorn.run(asgi, host=host, port=port, log_level="warning", http=header_deadline_protocol())
 
 

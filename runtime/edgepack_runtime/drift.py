@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-__all__ = ["reference_stats", "DriftMonitor", "psi", "DRIFT_THRESHOLD", "MODERATE_THRESHOLD"]
+__all__ = ["reference_stats", "DriftMonitor", "psi", "check_reference", "DRIFT_THRESHOLD", "MODERATE_THRESHOLD"]
 
 BINS = 10
 MODERATE_THRESHOLD = 0.1
@@ -58,6 +58,40 @@ def reference_stats(samples: np.ndarray) -> dict:
         stats["channel_mean"] = per_channel.mean(axis=1).tolist()
         stats["channel_std"] = per_channel.std(axis=1).tolist()
     return stats
+
+
+MAX_EDGES = 1025  # a reference with more bins than this is not one drift.py wrote
+
+
+def check_reference(reference, shapes: Mapping[str, tuple]) -> Optional[str]:
+    """Why a manifest's drift reference cannot be used (None when it can): checked once,
+    when the bundle is loaded, so that a damaged one disables drift instead of failing an
+    inference. Each input it names must exist, with increasing finite `edges` and one more
+    non-negative finite `fractions` than edges."""
+    if not isinstance(reference, Mapping) or not reference:
+        return "it is not a table of inputs"
+    for name, ref in reference.items():
+        if name not in shapes:
+            return f"it names input {str(name)[:40]!r}, which the model does not have"
+        if not isinstance(ref, Mapping):
+            return f"its entry for {name!r} is not a table"
+        try:
+            edges = np.asarray(ref["edges"], dtype=np.float64)
+            fractions = np.asarray(ref["fractions"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return f"its entry for {name!r} lacks numeric edges and fractions"
+        if edges.ndim != 1 or not 2 <= len(edges) <= MAX_EDGES or not np.all(np.isfinite(edges)) \
+                or not np.all(np.diff(edges) > 0):
+            return f"the bin edges of {name!r} are not increasing finite numbers"
+        if fractions.shape != (len(edges) + 1,) or not np.all(np.isfinite(fractions)) or np.any(fractions < 0):
+            return f"the fractions of {name!r} do not fit its {len(edges)} edges"
+        try:
+            size = int(np.prod([int(d) for d in shapes[name]], dtype=np.int64))
+        except (TypeError, ValueError, OverflowError):
+            return f"the shape of input {name!r} is not a list of sizes"
+        if size < 1:
+            return f"input {name!r} has no elements to sample"
+    return None
 
 
 class DriftMonitor:

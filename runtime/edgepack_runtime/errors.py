@@ -8,12 +8,15 @@ errors into one printed line and an exit code (2 for UsageError, else 1).
     ├── UsageError              a command line that is malformed or contradicts itself
     ├── BundleError             the bundle or its manifest cannot be used
     │   └── IntegrityError      a file missing, tampered with, or escaping the bundle
+    ├── PathError               a path that is a symbolic link loop or a name too long
     ├── InputError              inputs that do not fit the model
     │   └── InputTooLarge       an image or text larger than the runtime decodes
     ├── BackendUnavailableError the backend an artifact needs is missing
     ├── InferenceError          the backend failed running an artifact
+    │   └── OutputShapeError    an output whose shape changes with the input data
     ├── TelemetryError          no telemetry to report on
     ├── BenchError              a benchmark worker failed
+    ├── SubprocessError         a child process timed out or exited non-zero
     └── (edgepack/errors.py: the packager's own, from TargetError to EmulationError)
 """
 
@@ -22,12 +25,15 @@ __all__ = [
     "UsageError",
     "BundleError",
     "IntegrityError",
+    "PathError",
     "InputError",
     "InputTooLarge",
     "BackendUnavailableError",
     "TelemetryError",
     "InferenceError",
+    "OutputShapeError",
     "BenchError",
+    "SubprocessError",
     "first_line",
     "last_line",
 ]
@@ -62,6 +68,12 @@ class IntegrityError(BundleError):
     """A bundle file is missing, tampered with or escapes the bundle directory."""
 
 
+class PathError(EdgepackError):
+    """A path that cannot be used as a path: a symbolic link loop, or a name longer than the
+    file system allows (NAME_MAX per component, PATH_MAX in all). Raised by
+    `files.checked_path`, the one rule the bundle reader, the store and `-o` share."""
+
+
 class InputError(EdgepackError):
     """Inputs given to a model do not match what the model expects."""
 
@@ -83,5 +95,16 @@ class InferenceError(EdgepackError):
     """The backend failed while running an artifact (a damaged file, an unsupported op)."""
 
 
+class OutputShapeError(InferenceError):
+    """A model's output changed shape from one input to another (a data-dependent shape, e.g.
+    nonzero or a boolean mask): bundles declare fixed output shapes."""
+
+
 class BenchError(EdgepackError):
     """A benchmark worker could not run or measure an artifact."""
+
+
+class SubprocessError(EdgepackError):
+    """A child process (a benchmark worker, an emulator, a remote command) timed out or
+    exited non-zero; raised by `subprocesses.run_checked`, the message ends with its last
+    line of output."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -92,6 +93,24 @@ def default_threads(bundle: Bundle) -> int:
 
 
 DRIFT_SCORE_EVERY = 100  # inferences between drift scores written to telemetry
+log = logging.getLogger("edgepack_runtime.drift")
+
+
+def _drift_monitor(bundle: Bundle):
+    """The drift monitor of a bundle's drift reference, or None with one warning when the
+    reference is damaged: checked here, at load, never at run."""
+    from .drift import DriftMonitor, check_reference
+
+    shapes = {s.name: s.shape for s in bundle.manifest.inputs}
+    why = check_reference(bundle.manifest.drift_reference, shapes)
+    if why is None:
+        try:
+            return DriftMonitor(bundle.manifest.drift_reference, shapes)
+        except Exception as exc:  # what check_reference did not foresee still only disables drift
+            why = first_line(exc, 120)
+    log.warning("input drift is off for bundle %r: its drift reference cannot be used (%s); inference and "
+                "telemetry go on, rebuild the bundle to restore drift", str(bundle.manifest.name)[:60], why)
+    return None
 
 
 class Model:
@@ -104,9 +123,7 @@ class Model:
         self.telemetry = telemetry  # the TelemetryWriter recording this model's inferences, or None
         self._drift = None
         if telemetry is not None and bundle.manifest.drift_reference:
-            from .drift import DriftMonitor
-
-            self._drift = DriftMonitor(bundle.manifest.drift_reference, {s.name: s.shape for s in bundle.manifest.inputs})
+            self._drift = _drift_monitor(bundle)
         self._runs = 0
         # How telemetry names the bundle: readable, and unique per build.
         self.telemetry_label = f"{bundle.manifest.name}@{bundle.sha256[:12]}"
@@ -306,10 +323,15 @@ class Model:
             raise
         self.telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
         if self._drift is not None and not raw:
-            self._drift.observe(inputs)
-            self._runs += 1
-            if self._runs % DRIFT_SCORE_EVERY == 0:
-                self.telemetry.record_drift(self.telemetry_label, self._drift.scores())
+            try:
+                self._drift.observe(inputs)
+                self._runs += 1
+                if self._runs % DRIFT_SCORE_EVERY == 0:
+                    self.telemetry.record_drift(self.telemetry_label, self._drift.scores())
+            except Exception as exc:  # telemetry never costs an inference: drift stops, the answer goes out
+                log.warning("input drift is off for %s: it failed on an input (%s)", self.telemetry_label,
+                            first_line(exc, 120))
+                self._drift = None
         return outputs
 
     def drift_scores(self) -> dict[str, Optional[float]]:

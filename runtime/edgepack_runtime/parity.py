@@ -14,6 +14,8 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from .errors import OutputShapeError
+
 __all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
            "self_test", "parity_samples", "parity_passes", "INTEGER_PRECISIONS"]
 
@@ -35,6 +37,13 @@ def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
     for feed in split_samples(inputs):
         for name, value in run(feed).items():
             collected.setdefault(name, []).append(np.asarray(value))
+    for name, values in collected.items():
+        odd = next((i for i, v in enumerate(values) if v.shape != values[0].shape), None)
+        if odd is not None:
+            raise OutputShapeError(
+                f"output {name!r} changes shape with the input data ({list(values[0].shape)} for sample 1, "
+                f"{list(values[odd].shape)} for sample {odd + 1}): a data-dependent shape (nonzero, a boolean mask, "
+                "NMS) has no fixed size to export; return a fixed-size tensor from forward() (pad it, or keep the top k)")
     return {name: np.stack(values) for name, values in collected.items()}
 
 

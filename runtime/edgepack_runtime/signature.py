@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 
 from .errors import BackendUnavailableError, IntegrityError, UsageError, first_line
 
-__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "trust_policy", "check_signature", "TrustPolicy",
+__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "check_files", "trust_policy", "check_signature", "TrustPolicy",
            "SignatureError", "key_fingerprint"]
 
 SIGNATURE_FILE = "bundle.sig"
@@ -143,11 +143,8 @@ def _load_public_key(path: Path):
     return key
 
 
-def verify_signature(root: Path, public_keys: Sequence[Path]) -> str:
-    """Check `root`/bundle.sig against the trusted keys and the files on disk; the path of
-    the key that signed it. SignatureError says what does not match."""
-    exceptions, _, _, ec = _crypto()
-    root = Path(root)
+def _read_signature(root: Path) -> tuple[bytes, bytes, Optional[str]]:
+    """(signed payload, signature, key hint) from `root`/bundle.sig."""
     try:
         document = json.loads((root / SIGNATURE_FILE).read_text(encoding="utf-8"))
         envelope = document["dsseEnvelope"]
@@ -158,8 +155,48 @@ def verify_signature(root: Path, public_keys: Sequence[Path]) -> str:
             raise ValueError("not a model-signing key signature")
     except FileNotFoundError:
         raise SignatureError(f"bundle {root} is not signed (no {SIGNATURE_FILE})") from None
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
         raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); sign the bundle again") from None
+    return payload, signature, hint
+
+
+def _check_files(root: Path, payload: bytes) -> None:
+    """The signed statement lists every file's sha256: a file that differs from it is
+    evidence of modification whoever signed, so this needs no trusted key."""
+    try:
+        statement = json.loads(payload)
+        predicate = statement["predicate"]
+        if statement["predicateType"] != PREDICATE_TYPE or predicate["serialization"]["method"] != "files":
+            raise ValueError(f"predicate {str(statement['predicateType'])[:60]!r} is not a model-signing v1.0 file list")
+        signed = {r["name"]: r["digest"] for r in predicate["resources"] if r["algorithm"] == "sha256"}
+        ignored = [str(p) for p in predicate["serialization"].get("ignore_paths", [])]
+        root_digest = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in predicate["resources"])).hexdigest()
+        if root_digest != statement["subject"][0]["digest"]["sha256"]:
+            raise ValueError("its file list does not match its own root digest")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
+        raise SignatureError(f"the signed statement of bundle {root.name} is malformed ({first_line(exc, 100)}); "
+                             "sign the bundle again") from None
+    actual = _file_digests(root, [SIGNATURE_FILE, *ignored])
+    changed = sorted(str(n) for n in set(signed) | set(actual) if signed.get(n) != actual.get(n))
+    if changed or "manifest.json" not in signed:
+        what = ", ".join(changed[:4]) + (" …" if len(changed) > 4 else "") if changed else "manifest.json unsigned"
+        raise SignatureError(f"bundle {root.name}'s signature does not match the files: modified after signing "
+                             f"({what}); do not deploy it, rebuild or sign it again")
+
+
+def check_files(root: Path) -> None:
+    """Compare `root`'s files with the digests its bundle.sig lists (no key involved);
+    SignatureError when they differ or the signature cannot be read."""
+    payload, _, _ = _read_signature(Path(root))
+    _check_files(Path(root), payload)
+
+
+def verify_signature(root: Path, public_keys: Sequence[Path]) -> str:
+    """Check `root`/bundle.sig against the trusted keys and the files on disk; the path of
+    the key that signed it. SignatureError says what does not match."""
+    exceptions, _, _, ec = _crypto()
+    root = Path(root)
+    payload, signature, hint = _read_signature(root)
     signer = None
     for path in public_keys:
         key = _load_public_key(path)
@@ -172,26 +209,10 @@ def verify_signature(root: Path, public_keys: Sequence[Path]) -> str:
         except exceptions.InvalidSignature:
             continue
     if signer is None:
+        _check_files(root, payload)  # modified files are the first thing to say, whoever signed
         raise SignatureError(f"the signature of bundle {root.name} verifies under none of the {len(public_keys)} "
                              "trusted key(s): signed by another key, or its signed statement was altered")
-    try:
-        statement = json.loads(payload)
-        predicate = statement["predicate"]
-        if statement["predicateType"] != PREDICATE_TYPE or predicate["serialization"]["method"] != "files":
-            raise ValueError(f"predicate {statement['predicateType']!r} is not a model-signing v1.0 file list")
-        signed = {r["name"]: r["digest"] for r in predicate["resources"] if r["algorithm"] == "sha256"}
-        ignored = [str(p) for p in predicate["serialization"].get("ignore_paths", [])]
-        root_digest = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in predicate["resources"])).hexdigest()
-        if root_digest != statement["subject"][0]["digest"]["sha256"]:
-            raise ValueError("its file list does not match its own root digest")
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise SignatureError(f"the signed statement of bundle {root.name} is malformed ({first_line(exc, 100)})") from None
-    actual = _file_digests(root, [SIGNATURE_FILE, *ignored])
-    changed = sorted(n for n in set(signed) | set(actual) if signed.get(n) != actual.get(n))
-    if changed or "manifest.json" not in signed:
-        what = ", ".join(changed[:4]) + (" …" if len(changed) > 4 else "") if changed else "manifest.json unsigned"
-        raise SignatureError(f"bundle {root.name} differs from what was signed ({what}): it was modified after "
-                             "signing; do not deploy it")
+    _check_files(root, payload)
     return str(signer)
 
 
@@ -252,8 +273,9 @@ def check_signature(bundle, require: bool = False) -> dict:
                                  "signature; sign it with `edgepack sign BUNDLE --key KEY.pem`")
         return {"signed": False, "verified": False}
     if not policy.keys:
+        check_files(bundle.root)  # no key says who signed, but the file list still says what was signed
         if require or policy.require:
             raise SignatureError("a signature is required but no trusted keys are configured; set "
                                  f"{TRUSTED_KEYS_ENV} or list keys in {_config_file()}")
-        return {"signed": True, "verified": False, "reason": "no trusted keys configured"}
+        return {"signed": True, "verified": False, "reason": "no trusted keys configured; its files match it"}
     return {"signed": True, "verified": True, "key": verify_signature(bundle.root, policy.keys)}

@@ -28,7 +28,7 @@ from typing import Iterator, Optional
 
 from .bundle import open_bundle
 from .errors import BundleError, EdgepackError, first_line
-from .files import atomic_write
+from .files import atomic_write, checked_path
 from .signature import SIGNATURE_FILE
 
 __all__ = ["install", "activate", "rollback", "status", "StoreError", "Installed", "CURRENT", "DEFAULT_KEEP"]
@@ -68,6 +68,7 @@ def _home(store: Path, name: str) -> Path:
     if not _NAME.match(name):
         raise StoreError(f"bundle name {name[:40]!r} cannot name a folder in the store; rebuild with --name "
                          "using letters, digits, '.', '_' and '-'")
+    checked_path(Path(store).expanduser() / name, "bundle store folder", "choose another --store")
     return Path(store).expanduser() / name
 
 
@@ -237,6 +238,7 @@ def _stored(home: Path) -> list[str]:
 def status(store: Path) -> list[dict]:
     """Per bundle name: the active version and since when, and every stored version."""
     root = Path(store).expanduser()
+    checked_path(root, "bundle store", "choose another --store")
     if not root.is_dir():
         raise StoreError(f"no bundle store at {root}; `edgepack-runtime install BUNDLE --store {root}` creates it")
     names = []

@@ -89,10 +89,13 @@ def test_a_signed_bundle_loads_and_a_tampered_one_is_refused(signed, tmp_path):
     swap_model_and_golden(bundle)
     unsigned_check = subprocess.run([CLI, "verify", bundle], capture_output=True, text=True,
                                     env={**os.environ, "EDGEPACK_TRUSTED_KEYS": ""})
-    assert unsigned_check.returncode == 0, unsigned_check.stderr  # without the signature nothing notices
+    # No trusted key says who signed, but the signed file list still says what was signed (issue 21).
+    assert unsigned_check.returncode == 1 and len(unsigned_check.stderr.strip().splitlines()) == 1
+    assert "does not match the files: modified after signing" in unsigned_check.stderr
     refused = subprocess.run([CLI, "verify", bundle], capture_output=True, text=True)
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
-    assert "differs from what was signed (golden.npz, manifest.json, model.fp32.onnx)" in refused.stderr
+    assert ("does not match the files: modified after signing (golden.npz, manifest.json, model.fp32.onnx)"
+            in refused.stderr)
     with pytest.raises(SignatureError, match="modified after signing"):
         edgepack_runtime.load(bundle)
     store = install(bundle, tmp_path / "store")
