@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 from edgepack_runtime.bench import BENCH_SCHEMA_VERSION
 from edgepack_runtime.dims import size_label
 from edgepack_runtime.files import atomic_write
+from edgepack_runtime.manifest import TaskMetric
 from edgepack_runtime.versions import newer_major, parse_version
 
 from .errors import CompareError, EdgepackError
@@ -40,6 +41,7 @@ class Row:
     top1: Optional[float]
     top1_indicative: Optional[bool]
     cosine: Optional[float] = None  # of the outputs vs PyTorch's, from the bundle (schema 2)
+    fidelity: Optional[str] = None  # the task's headline figure vs PyTorch (bench 1.3), e.g. "detection F1 0.962"
     baseline_p50_ms: Optional[float] = None
 
     @property
@@ -89,8 +91,16 @@ def _rows(doc: dict) -> list[Row]:
         out.append(Row(device=device, artifact=r["artifact"] + at, threads=r["threads"], p50_ms=lat["p50"],
                        p90_ms=lat["p90"], p99_ms=lat["p99"], throughput_per_s=r["throughput_per_s"],
                        backend=f"{r['backend']} {r['backend_version']}", top1=acc.get("top1"),
-                       top1_indicative=acc.get("indicative"), cosine=acc.get("cosine")))
+                       top1_indicative=acc.get("indicative"), cosine=acc.get("cosine"),
+                       fidelity=_fidelity(acc.get("metric"))))
     return out
+
+
+def _fidelity(metric: Optional[dict]) -> Optional[str]:
+    try:
+        return TaskMetric(**metric).describe(interval=False) if metric else None
+    except TypeError:  # a newer bench's figure with keys this edgepack does not know
+        return None
 
 
 def compare_rows(paths: Sequence[Path], baseline: Optional[Path] = None) -> list[Row]:
@@ -123,13 +133,15 @@ def regressions(rows: Sequence[Row], max_slower_pct: float) -> list[str]:
     ]
 
 
-COLUMNS = ("device", "artifact", "threads", "p50 ms", "p90 ms", "p99 ms", "inf/s", "speed-up", "top-1 %", "cos vs PyTorch", "backend")
+COLUMNS = ("device", "artifact", "threads", "p50 ms", "p90 ms", "p99 ms", "inf/s", "speed-up", "top-1 %",
+           "vs PyTorch", "backend")
 
 
 def table_cells(r: Row) -> list[str]:
     top1 = "-" if r.top1 is None else f"{r.top1:.2f}" + (" (indicative)" if r.top1_indicative else "")
     speedup = "-" if r.speedup is None else f"{r.speedup:.2f}x"
-    cosine = "-" if r.cosine is None else f"{r.cosine:.4f}" + (" (indicative)" if r.top1_indicative else "")
+    figure = r.fidelity or (None if r.cosine is None else f"cos {r.cosine:.4f}")
+    cosine = "-" if figure is None else figure + (" (indicative)" if r.top1_indicative else "")
     return [r.device, r.artifact, str(r.threads), f"{r.p50_ms:.3f}", f"{r.p90_ms:.3f}", f"{r.p99_ms:.3f}",
             f"{r.throughput_per_s:.0f}", speedup, top1, cosine, r.backend]
 

@@ -7,6 +7,8 @@ result format is documented in docs/bench-format.md.
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import io
 import json
@@ -293,7 +295,10 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
             "accuracy": ({"top1": art.accuracy.top1, "reference_top1": art.accuracy.reference_top1,
                           "cosine": art.accuracy.cosine, "top1_agreement": art.accuracy.top1_agreement,
                           "measured_on": art.accuracy.measured_on,
-                          "indicative": art.accuracy.indicative} if art.accuracy else None),
+                          "indicative": art.accuracy.indicative,
+                          # the task's headline figure (schema 1.3 of this file; manifest 2.3)
+                          "metric": (dataclasses.asdict(art.accuracy.metrics[0]) if art.accuracy.metrics
+                                     else None)} if art.accuracy else None),
         })
     progress("preprocessing", len(pairs), len(pairs) + 1)
     preprocess = measure_preprocess() if measure_preprocess else None

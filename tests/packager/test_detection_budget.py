@@ -19,6 +19,8 @@ from edgepack_runtime.manifest import DetectionSettings
 from edgepack_runtime.parity import fidelity, run_samples
 from edgepack_runtime.task_fidelity import Floors, task_metrics
 
+pytestmark = pytest.mark.slow  # a 640x640 model through the whole int8 search
+
 SIZE, CELL, CLASSES = 640, 32, 3
 GRID = SIZE // CELL
 
