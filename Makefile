@@ -9,7 +9,7 @@ STAMP := $(VENV)/.edgepack-setup
 DEMO_DIR := examples/digits/artifacts
 DEMO_BUNDLE := dist/digits-host
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+# The inner loop: everything but the tests marked slow (real-model builds, emulation,
+# whole int8 searches of large inputs); CI runs `make test`, all of them.
+test-fast: setup
+	$(PY) -m pytest -m "not slow" -q
 
 clean:
 	rm -rf $(VENV) dist $(DEMO_DIR) .pytest_cache
