@@ -16,10 +16,10 @@ import numpy as np
 
 import edgepack_runtime
 from edgepack_runtime.drift import reference_stats
-from edgepack_runtime.bundle import GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
+from edgepack_runtime.bundle import GOLDEN_ARTIFACT_PREFIX, GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import host_info
 from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency, Manifest
-from edgepack_runtime.parity import top1_accuracy
+from edgepack_runtime.parity import run_samples, top1_accuracy
 from edgepack_runtime.signature import sign_bundle
 
 from . import __version__
@@ -196,7 +196,8 @@ def build(
         golden_path = staging.dir / GOLDEN_FILE
         np.savez(golden_path,
                  **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
-                 **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()})
+                 **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()},
+                 **_own_outputs(artifacts, profile, refs, staging.dir))
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             name=name or staging.dest.name,
@@ -358,6 +359,18 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
         timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches),
                                          input_dtypes=narrowed[art.name]))
     return timed
+
+
+def _own_outputs(artifacts: list[Artifact], profile, refs: References, bundle_dir: Path) -> dict[str, np.ndarray]:
+    """Each built artifact's outputs on the golden inputs, here: the device's self-test holds
+    the artifact to them too, far tighter than PyTorch's int8 bounds (parity.self_test)."""
+    own = {}
+    for art in artifacts:
+        if art.status == "ok":
+            session = open_artifact(art.format, bundle_dir / art.path, art.layout, profile, refs)
+            for name, value in run_samples(session.run, refs.golden_inputs).items():
+                own[f"{GOLDEN_ARTIFACT_PREFIX}{art.name}/{name}"] = value
+    return own
 
 
 def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs: References,

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from edgepack_runtime.hostinfo import HostInfo, host_info
+from edgepack_runtime.hostinfo import HostInfo, host_info, int8_kernel_family
 from edgepack_runtime.manifest import INTEGER_PRECISIONS
 from edgepack_runtime.typed import Problem, from_data
 
@@ -34,21 +34,6 @@ HOST_BASES = (
     ("x86_64", "avx2", "x86-64/avx2"),
     ("aarch64", None, "arm64/generic"),
 )
-# CPU features that select onnxruntime's and XNNPACK's int8 kernels (each family rounds and
-# saturates its own way), best first: a machine runs the family of the first one it has.
-# A host whose family differs from the target's does not run the target's int8 code, e.g.
-# an AVX-512 VNNI host never exercises the AVX2 saturation the x86-64/avx2 preset guards against.
-INT8_KERNEL_FAMILIES = {
-    "x86_64": ("amx_int8", "avx512_vnni", "avx_vnni", "avx2"),
-    "aarch64": ("i8mm", "asimddp", "asimd"),
-}
-
-
-def int8_kernel_family(arch: str, isa) -> Optional[str]:
-    """The int8 kernel family a machine with these ISA features runs (None: none known)."""
-    return next((f for f in INT8_KERNEL_FAMILIES.get(arch, ()) if f in isa), None)
-
-
 @dataclass(frozen=True)
 class TargetProfile:
     id: str

@@ -25,6 +25,7 @@ from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec, Validation
 from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, parity_samples, run_samples,
                                      split_samples, top1_accuracy)
 from edgepack_runtime.stats import latency_summary, time_calls
+from edgepack_runtime.task_fidelity import comparable
 
 from .budget import Budget, measure
 from .errors import BuildError, ModelSourceError
@@ -242,7 +243,8 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
     backend. Returns the parity verdict, the accuracy and the open session."""
     session = open_artifact(fmt, path, layout, target, refs)
     golden_inputs, reference = parity_samples(precision, refs.golden_inputs, refs.golden_outputs, refs.real_samples)
-    outputs = run_samples(session.run, golden_inputs)
+    outputs = comparable(run_samples(session.run, golden_inputs), reference, budget.task, budget.answer_output,
+                         budget.detection)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
     tolerance, min_cosine = tolerance_for(precision, reference), TOLERANCES[precision].min_cosine
     cosine = measured.cosine
@@ -253,6 +255,7 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
             raise BuildError(f"{fmt}-{precision} does not run at {sweep.describe()} ({first_line(exc)}); "
                              "check that the model has no size-dependent branches, or narrow the --input range"
                              ) from None
+        swept = comparable(swept, sweep.outputs, budget.task, budget.answer_output, budget.detection)
         diff = max(diff, max_abs_diff(swept, sweep.outputs))
         cosine = min(cosine, fidelity(swept, sweep.outputs).cosine)
     matches = target.matches_host(host, fmt, precision)

@@ -16,11 +16,14 @@ from .errors import BundleError, IntegrityError
 from .files import checked_path
 from .manifest import MANIFEST_NAME, Artifact, FileRef, Manifest
 
-__all__ = ["Bundle", "open_bundle", "sha256_file"]
+__all__ = ["Bundle", "open_bundle", "sha256_file", "GOLDEN_INPUT_PREFIX", "GOLDEN_OUTPUT_PREFIX",
+           "GOLDEN_ARTIFACT_PREFIX"]
 
 _HASH_CHUNK = 1 << 20
 GOLDEN_INPUT_PREFIX = "inputs/"
 GOLDEN_OUTPUT_PREFIX = "outputs/"
+# Each artifact's own outputs on the golden inputs, on the build host: "artifacts/NAME/OUTPUT".
+GOLDEN_ARTIFACT_PREFIX = "artifacts/"
 
 
 def sha256_file(path: Path) -> str:
@@ -96,8 +99,7 @@ class Bundle:
                                  "corrupted or modified, copy the bundle again")
         return data
 
-    def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Golden inputs and PyTorch reference outputs, stacked on a first sample axis."""
+    def _golden_arrays(self) -> dict[str, np.ndarray]:
         golden = self.manifest.golden
         self._check_file(golden.path, golden.sha256)
         try:
@@ -107,12 +109,31 @@ class Bundle:
             raise BundleError(f"{golden.path} cannot be read ({exc}); rebuild the bundle") from None
         if any(a.dtype.kind not in "biuf" for a in arrays.values()):
             raise BundleError(f"{golden.path} holds non-numeric arrays; rebuild the bundle")
+        return arrays
+
+    def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Golden inputs and PyTorch reference outputs, stacked on a first sample axis."""
+        arrays = self._golden_arrays()
         inputs = {k[len(GOLDEN_INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_INPUT_PREFIX)}
         outputs = {k[len(GOLDEN_OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_OUTPUT_PREFIX)}
         why = _golden_problem(self.manifest, inputs, outputs)
         if why is not None:
-            raise BundleError(f"{golden.path} cannot serve as the golden self-test: {why}; rebuild the bundle")
+            raise BundleError(f"{self.manifest.golden.path} cannot serve as the golden self-test: {why}; "
+                              "rebuild the bundle")
         return inputs, outputs
+
+    def own_outputs(self, artifact: str) -> Optional[dict[str, np.ndarray]]:
+        """`artifact`'s own outputs on the golden inputs, computed on the build host (bundles
+        since 2.3; None before, or when they do not fit): the device's self-test holds the
+        artifact to them as well as to PyTorch's."""
+        inputs, _ = self.golden()
+        prefix = f"{GOLDEN_ARTIFACT_PREFIX}{artifact}/"
+        found = {k[len(prefix):]: v for k, v in self._golden_arrays().items() if k.startswith(prefix)}
+        count = len(next(iter(inputs.values())))
+        if set(found) != {s.name for s in self.manifest.outputs} or any(v.ndim == 0 or len(v) != count
+                                                                        for v in found.values()):
+            return None
+        return found
 
 
 def _golden_problem(manifest: Manifest, inputs: dict, outputs: dict) -> Optional[str]:

@@ -215,22 +215,26 @@ def verify(bundle: Path, artifact, as_json: bool):
                                              f"present, not checked ({sig['reason']})" if sig["signed"] else "none"),
                       highlight=False)
         table = Table(title=f"self-test {plain(report['bundle'])}")
-        for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance", "samples"):
+        for column in ("artifact", "result", "cosine vs PyTorch", "max |diff| vs PyTorch", "tolerance",
+                       "cosine vs build host", "samples"):
             table.add_column(column)
         for r in results:
             if r["result"] not in ("passed", "failed"):
-                table.add_row(plain(r["artifact"]), f"[yellow]{plain(r['reason'])}[/]", "-", "-", "-", "-")
+                table.add_row(plain(r["artifact"]), f"[yellow]{plain(r['reason'])}[/]", "-", "-", "-", "-", "-")
                 continue
             verdict = "[green]passed[/]" if r["result"] == "passed" else "[red]FAILED[/]"
             cosine = ("nan" if r["cosine"] is None else f"{r['cosine']:.5f}") + (
                 f" (≥ {r['min_cosine']})" if r["min_cosine"] is not None else "")
             diff = "nan" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3e}"
-            table.add_row(plain(r["artifact"]), verdict, cosine, diff, f"{r['tolerance']:.1e}",
+            own = "-" if r["own_min_cosine"] is None else (
+                ("nan" if r["own_cosine"] is None else f"{r['own_cosine']:.6f}") + f" (≥ {r['own_min_cosine']}, "
+                + ("same kernels" if r["same_kernels"] else "other kernels") + ")")
+            table.add_row(plain(r["artifact"]), verdict, cosine, diff, f"{r['tolerance']:.1e}", own,
                           str(r["samples"]))
         console.print(table)
     if report["failed"]:
-        fail(f"{report['failed']} artifact(s) differ from PyTorch beyond their tolerance on this device; "
-             "do not deploy them, rebuild or report the difference")
+        fail(f"{report['failed']} artifact(s) differ from PyTorch, or from their own outputs on the build host, "
+             "beyond their tolerance on this device; do not deploy them, rebuild or report the difference")
     if not report["tested"]:
         fail("no artifact could be tested here; install a backend, e.g. pip install 'edgepack-runtime[onnx]'")
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
+from typing import Optional
 from pathlib import Path
 
-__all__ = ["HostInfo", "host_info", "normalize_arch"]
+__all__ = ["HostInfo", "host_info", "normalize_arch", "int8_kernel_family", "INT8_KERNEL_FAMILIES"]
 
 _CPUINFO = Path("/proc/cpuinfo")
 # Linux spells the ISA list "flags" on x86 and "Features" on ARM.
@@ -63,3 +64,18 @@ def host_info() -> HostInfo:
         cores=os.cpu_count() or 1,
         isa=tuple(sorted(flags)),
     )
+
+
+# CPU features that select onnxruntime's and XNNPACK's int8 kernels (each family rounds and
+# saturates its own way), best first: a machine runs the family of the first one it has.
+# A host whose family differs from the target's does not run the target's int8 code, e.g.
+# an AVX-512 VNNI host never exercises the AVX2 saturation the x86-64/avx2 preset guards against.
+INT8_KERNEL_FAMILIES = {
+    "x86_64": ("amx_int8", "avx512_vnni", "avx_vnni", "avx2"),
+    "aarch64": ("i8mm", "asimddp", "asimd"),
+}
+
+
+def int8_kernel_family(arch: str, isa) -> Optional[str]:
+    """The int8 kernel family a machine with these ISA features runs (None: none known)."""
+    return next((f for f in INT8_KERNEL_FAMILIES.get(arch, ()) if f in isa), None)

@@ -14,10 +14,14 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from .hostinfo import host_info, int8_kernel_family
+from .manifest import INTEGER_PRECISIONS as INTEGER_KERNELS  # precisions whose numbers depend on the ISA
+from .task_fidelity import comparable
+
 from .errors import OutputShapeError
 
 __all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
-           "self_test", "parity_samples", "parity_passes", "INTEGER_PRECISIONS"]
+           "self_test", "parity_samples", "parity_passes", "INTEGER_PRECISIONS", "SAME_KERNELS", "OTHER_KERNELS"]
 
 # Precisions whose activations are quantized with ranges calibrated on real data.
 INTEGER_PRECISIONS = ("int8",)
@@ -119,6 +123,22 @@ def parity_samples(precision: str, inputs: Mapping[str, np.ndarray], reference: 
 
 
 @dataclass(frozen=True)
+class OwnTolerance:
+    """How far an artifact's outputs on a device may stray from its own on the build host."""
+
+    min_cosine: float
+    range_fraction: float  # of the build host's output range, for the largest difference
+
+
+# The same kernels compute the same numbers up to summation order (threads); an int8 output
+# may move by a quantization step (1/255 of its range) at most a few times.
+SAME_KERNELS = OwnTolerance(min_cosine=0.9999, range_fraction=1 / 64)
+# Other kernels (x86 vs ARM, AVX2 vs VNNI) round and saturate int8 their own way: the same
+# MobileNetV2 int8 artifact's logits differed in the third digit between x86 and aarch64.
+OTHER_KERNELS = OwnTolerance(min_cosine=0.999, range_fraction=0.1)
+
+
+@dataclass(frozen=True)
 class SelfTest:
     artifact: str
     passed: bool
@@ -127,24 +147,65 @@ class SelfTest:
     samples: int
     cosine: float
     min_cosine: Optional[float]
+    # Against the artifact's own outputs on the build host (bundles since 2.3; None before):
+    # far tighter than PyTorch's int8 bounds, so a device whose kernels compute the artifact
+    # differently fails here even when it stays within them.
+    own_cosine: Optional[float] = None
+    own_max_abs_diff: Optional[float] = None
+    own_tolerance: Optional[float] = None
+    own_min_cosine: Optional[float] = None
+    same_kernels: Optional[bool] = None
+
+
+def _same_kernels(model) -> bool:
+    """Whether this device runs the artifact's kernels as the build host did."""
+    built = (model.artifact.validation.host if model.artifact.validation else None) or {}
+    here = host_info()
+    if built.get("arch") != here.arch:
+        return False
+    if model.artifact.precision not in INTEGER_KERNELS:
+        return True
+    return int8_kernel_family(here.arch, here.isa) == int8_kernel_family(here.arch, tuple(built.get("isa", ())))
 
 
 def self_test(model) -> SelfTest:
     """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
-    using the limits recorded for this artifact at build time."""
-    inputs, reference = parity_samples(model.artifact.precision, *model.bundle.golden(),
+    using the limits recorded for this artifact at build time, and with the artifact's own
+    outputs on the build host (SAME_KERNELS or OTHER_KERNELS)."""
+    golden_inputs, golden_outputs = model.bundle.golden()
+    inputs, reference = parity_samples(model.artifact.precision, golden_inputs, golden_outputs,
                                        model.bundle.manifest.golden.real_samples)
-    outputs = run_samples(model.run, inputs)
+    manifest = model.bundle.manifest
+    post = manifest.postprocessing
+    answer_output, detection = (post.output, post.detection) if post is not None else (None, None)
+    raw = run_samples(model.run, inputs)
+    outputs = comparable(raw, reference, manifest.task, answer_output, detection)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
     validation = model.artifact.validation
     tolerance = validation.tolerance if validation else 0.0
     min_cosine = validation.min_cosine if validation else None
+    passed = parity_passes(diff, tolerance, measured.cosine, min_cosine)
+    own = model.bundle.own_outputs(model.artifact.name)
+    own_figures = {}
+    if own is not None:
+        count = len(next(iter(reference.values())))
+        own = {k: v[:count] for k, v in own.items()}  # the samples `inputs` holds (parity_samples keeps the first)
+        same = _same_kernels(model)
+        limits = SAME_KERNELS if same else OTHER_KERNELS
+        span = max(float(np.max(v) - np.min(v)) for v in own.values())
+        own_tolerance = limits.range_fraction * span + 1e-6
+        mine = comparable(raw, own, manifest.task, answer_output, detection)
+        own_diff, own_cosine = max_abs_diff(mine, own), fidelity(mine, own).cosine
+        passed = passed and parity_passes(own_diff, own_tolerance, own_cosine, limits.min_cosine)
+        own_figures = dict(own_cosine=own_cosine, own_max_abs_diff=own_diff, own_tolerance=own_tolerance,
+                           own_min_cosine=limits.min_cosine, same_kernels=same)
     return SelfTest(
         artifact=model.artifact.name,
-        passed=parity_passes(diff, tolerance, measured.cosine, min_cosine),
+        passed=passed,
         max_abs_diff=diff,
         tolerance=tolerance,
         samples=measured.samples,
         cosine=measured.cosine,
         min_cosine=min_cosine,
+        **own_figures,
     )

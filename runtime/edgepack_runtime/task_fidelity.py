@@ -25,12 +25,13 @@ import numpy as np
 from .detection import MAP_SCORE_THRESHOLD, detect, f1_score, map50
 from .manifest import DetectionSettings, TaskMetric
 
-__all__ = ["Floors", "task_metrics", "floor_of", "wilson_interval", "mean_interval", "headline"]
+__all__ = ["Floors", "task_metrics", "floor_of", "without_background_boxes", "comparable", "wilson_interval", "mean_interval", "headline"]
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 BOOTSTRAP_RESAMPLES = 400  # F1 and mAP50 intervals: resampled images
 BOOTSTRAP_SEED = 0  # the same data gives the same interval
 TOP_K = 5
+BOX_ROWS = 4  # a "yolo" detector output's first rows: cx, cy, w, h
 
 
 @dataclass(frozen=True)
@@ -155,3 +156,29 @@ def headline(metrics: tuple[TaskMetric, ...]) -> Optional[TaskMetric]:
         return metrics[0] if metrics else None
     return min(floored, key=lambda m: m.value - m.floor)
 
+
+
+def without_background_boxes(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], output: str,
+                             settings: DetectionSettings) -> dict[str, np.ndarray]:
+    """`outputs` with the box rows of every anchor the reference keeps no detection for set
+    to the reference's: a detector's background anchors have no box to speak of (their box
+    distribution is flat, int8 moves its mean by hundreds of pixels), and the parity check
+    of a detector compares what can become a detection: every score, and the boxes of
+    anchors whose best score reaches the threshold."""
+    out, ref = np.array(outputs[output], copy=True), reference[output]
+    rows = out.reshape(len(out), out.shape[-2], out.shape[-1])  # [N, 4 + classes, anchors]
+    ref_rows = ref.reshape(len(ref), ref.shape[-2], ref.shape[-1])
+    background = ref_rows[:, BOX_ROWS:].max(axis=1) < settings.score_threshold  # [N, anchors]
+    for i in range(len(rows)):
+        rows[i, :BOX_ROWS, background[i]] = ref_rows[i, :BOX_ROWS, background[i]]
+    return {**outputs, output: rows.reshape(out.shape)}
+
+
+def comparable(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], task: Optional[str],
+               answer_output: Optional[str], detection: Optional[DetectionSettings]) -> dict[str, np.ndarray]:
+    """`outputs` as the parity checks compare them with `reference`: as they are, but for a
+    detector without its background anchors' boxes (without_background_boxes)."""
+    if task != "detect":
+        return dict(outputs)
+    return without_background_boxes(outputs, reference, answer_output or next(iter(reference)),
+                                    detection or DetectionSettings())

@@ -19,7 +19,8 @@ __all__ = ["verify_bundle", "self_test_row"]
 def self_test_row(bundle: Bundle, art) -> dict:
     """One artifact's golden self-test on this device, as a plain dict (verify's table and JSON)."""
     row = {"artifact": art.name, "result": "skipped", "reason": None, "cosine": None, "min_cosine": None,
-           "max_abs_diff": None, "tolerance": None, "samples": None}
+           "max_abs_diff": None, "tolerance": None, "samples": None, "own_cosine": None, "own_min_cosine": None,
+           "own_max_abs_diff": None, "own_tolerance": None, "same_kernels": None}
     if art.status != "ok":
         return {**row, "result": "not in bundle", "reason": f"not in the bundle ({art.status})"}
     if not backend_available(art.format):
@@ -35,7 +36,11 @@ def self_test_row(bundle: Bundle, art) -> dict:
 
     return {**row, "result": "passed" if result.passed else "failed", "cosine": finite(result.cosine),
             "min_cosine": result.min_cosine, "max_abs_diff": finite(result.max_abs_diff),
-            "tolerance": result.tolerance, "samples": result.samples}
+            "tolerance": result.tolerance, "samples": result.samples,
+            # vs the artifact's own outputs on the build host (bundles since 2.3)
+            "own_cosine": finite(result.own_cosine), "own_min_cosine": result.own_min_cosine,
+            "own_max_abs_diff": finite(result.own_max_abs_diff), "own_tolerance": result.own_tolerance,
+            "same_kernels": result.same_kernels}
 
 
 def verify_bundle(bundle: Bundle, artifact: Optional[str] = None, require_signature: bool = False) -> dict:
