@@ -123,7 +123,7 @@ def targets_show(target_id: str, as_json: bool):
 
 
 @main.command("build")
-@click.argument("model", metavar="FILE.py:FACTORY")
+@click.argument("model", metavar="FILE.py:FACTORY|best.pt")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--target", default=HOST_ID, show_default=True, help="Target id (see `edgepack targets`).")
 @click.option("--weights", type=click.Path(path_type=Path), help=".safetensors or a state_dict .pt")
@@ -134,7 +134,9 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--formats", help="Comma list, default: the target's.")
 @click.option("--precisions", help="Comma list of fp32,int8,dynamic-int8,fp16; default: the target's. "
                                    "On request any precision a format can build (dynamic-int8 for transformers).")
-@click.option("--calibration", type=click.Path(path_type=Path), help=".npz, one array [N, ...] per input.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help=".npz, one array [N, ...] per input; or a folder of images, made into the input by the "
+                   "declared --preprocess (a checkpoint's own letterbox).")
 @click.option("--eval", "eval_data", type=click.Path(path_type=Path),
               help="Like --calibration, samples not used for calibration; optional int `labels`.")
 @click.option("--name", help="Bundle name, default: the -o directory name.")
