@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml runtime/pyproject.toml Makefile scripts/setup-system.sh
 	scripts/setup-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e './runtime[onnx,tflite,serve,image,text,signing]' -e '.[dev,tflite,fleet]' $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e './runtime[onnx,tflite,ncnn,serve,image,text,signing]' -e '.[dev,tflite,ncnn,fleet]' $(TORCH_PIN)
 	VENV=$(VENV) scripts/setup-ultralytics.sh
 	touch $(STAMP)
 

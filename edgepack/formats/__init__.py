@@ -69,7 +69,8 @@ class ExportFormat(Protocol):
         the files that go with the one at `path` (next to it, named after it)."""
 
 
-BUILTIN = {"onnx": "edgepack.formats.onnx:OnnxFormat", "tflite": "edgepack.formats.tflite:TfliteFormat"}
+BUILTIN = {"onnx": "edgepack.formats.onnx:OnnxFormat", "tflite": "edgepack.formats.tflite:TfliteFormat",
+           "ncnn": "edgepack.formats.ncnn:NcnnFormat"}
 _registry: dict[str, ExportFormat] = {}
 _loaded = False
 

@@ -88,9 +88,10 @@ def test_int8_stays_within_one_point_where_the_host_matches(build_digits, target
 def test_arm_bundle_validated_on_x86_is_marked_indicative(build_digits):
     result = build_digits("raspberry-pi/5")
     assert host_info().arch == "x86_64"
-    # The Pi 5 profile adds fp16 TFLite weights (it has fp16 arithmetic); Pi 4 does not.
+    # The Pi 5 profile adds fp16 TFLite and ncnn artifacts (it has fp16 arithmetic); Pi 4 does not.
     names = {a.name for a in result.manifest.artifacts}
-    assert names == {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "tflite-dynamic-int8", "tflite-fp16"}
+    assert names == {"onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "tflite-dynamic-int8", "tflite-fp16",
+                     "ncnn-fp32", "ncnn-fp16"}
     fp16 = result.manifest.artifact("tflite-fp16")
     assert fp16.validation.passed and fp16.size_bytes < 0.6 * result.manifest.artifact("tflite-fp32").size_bytes
     for art in result.manifest.artifacts:

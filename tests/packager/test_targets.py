@@ -18,13 +18,15 @@ def test_every_profile_loads_into_a_frozen_dataclass():
         assert profile.id == target_id
         assert profile.arch in ("x86_64", "aarch64")
         assert profile.threads >= 1 and profile.cores >= 1
-        assert profile.formats == ("onnx", "tflite")
+        # ncnn (issue #23) on the ARM boards, where its published figures lead
+        assert profile.formats == ("onnx", "tflite") + (("ncnn",) if profile.arch == "aarch64" else ())
         assert profile.settings("onnx").opset >= 17
         for fmt in profile.formats:
             settings = profile.settings(fmt)
             assert settings.precisions[0] == "fp32"  # the base every other precision derives from
             assert set(settings.precisions) <= set(profile.prefer)
-            assert settings.int8.relies_on, f"{target_id}: {fmt} int8 preset must say which ISA it relies on"
+            if hasattr(settings, "int8"):  # ncnn builds no int8 (no quantization tools on PyPI)
+                assert settings.int8.relies_on, f"{target_id}: {fmt} int8 preset must say which ISA it relies on"
         with pytest.raises(AttributeError):
             profile.threads = 99
 

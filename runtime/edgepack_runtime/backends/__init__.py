@@ -24,7 +24,7 @@ __all__ = ["Session", "open_session", "backend_available", "backends", "register
 ENTRY_POINTS = "edgepack_runtime.backends"
 NHWC = "nhwc"
 # format name -> importable module name
-_registry: dict[str, str] = {"onnx": f"{__name__}.onnx", "tflite": f"{__name__}.tflite"}
+_registry: dict[str, str] = {"onnx": f"{__name__}.onnx", "tflite": f"{__name__}.tflite", "ncnn": f"{__name__}.ncnn"}
 _loaded = False
 
 
