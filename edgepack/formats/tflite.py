@@ -59,8 +59,8 @@ class TfliteSettings:
         check_recipes(self.int8, CHOICES, where)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
-# ai-edge-quantizer's names of the ops with learned weights (formats/tail.py).
-WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "BATCH_MATMUL")
+# TFLite's names of the ops with learned weights (formats/tail.py).
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL")
 SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
 # How calibration merges per-sample activation ranges (ai_edge_quantizer.utils.qsv_utils).
 RANGE_UPDATES = {"min_max": "min_max_update", "moving_average": "moving_average_update"}
@@ -77,6 +77,19 @@ def _require(module: str):
 # minimum; fewer when several dims multiply the signatures.
 SIZES_PER_DIM = {1: 4, 2: 3}
 SIZES_FEWEST = 2
+
+
+def _graph(fp32: Path):
+    """(model, its first subgraph, each operator's builtin name as TFLite's schema spells it)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    builtin = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+    model = tfl.read_model(str(fp32))
+    graph = model.subgraphs[0]
+    codes = model.operatorCodes
+    return model, graph, [builtin.get(max(codes[op.opcodeIndex].builtinCode, codes[op.opcodeIndex].deprecatedBuiltinCode),
+                                      "") for op in graph.operators]
 
 
 def fixed_sizes(specs: tuple[TensorSpec, ...]) -> list[dict[str, int]]:
@@ -243,13 +256,13 @@ class TfliteFormat:
     def has_attention(fp32: Path) -> bool:
         """Whether the graph multiplies two activations (BATCH_MATMUL without a constant
         operand) and has a SOFTMAX: attention, which static int8 recipes for CNNs destroy."""
-        from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+        model, graph, names = _graph(fp32)
+        buffers = model.buffers
 
-        model = tfl.read_model(str(fp32))
-        graph = model.subgraphs[0]
-        constant = lambda i: len(model.buffers[graph.tensors[i].buffer].data or ()) > 0 or (  # noqa: E731
-            getattr(model.buffers[graph.tensors[i].buffer], "offset", 0) > 0)
-        names = [getattr(tfl.get_op_name_by_index(model, 0, k), "value", "") for k in range(len(graph.operators))]
+        def constant(i: int) -> bool:
+            buffer = buffers[graph.tensors[i].buffer]
+            return len(buffer.data if buffer.data is not None else ()) > 0 or getattr(buffer, "offset", 0) > 0
+
         return "SOFTMAX" in names and any(
             name == "BATCH_MATMUL" and not any(constant(i) for i in op.inputs if i >= 0)
             for name, op in zip(names, graph.operators))
@@ -260,12 +273,11 @@ class TfliteFormat:
         (how ai-edge-quantizer scopes per-op overrides)."""
         from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
 
-        model = tfl.read_model(str(fp32))
-        graph = model.subgraphs[0]
+        _, graph, names = _graph(fp32)
         name = lambda i: tfl.get_tensor_name(graph.tensors[i])  # noqa: E731
         ops = [(op.outputs[0] if len(op.outputs) else -1, [name(i) for i in op.inputs if i >= 0],
-                [name(i) for i in op.outputs], getattr(tfl.get_op_name_by_index(model, 0, index), "value", "") in WEIGHTED_OPS)
-               for index, op in enumerate(graph.operators)]
+                [name(i) for i in op.outputs], op_name in WEIGHTED_OPS)
+               for op_name, op in zip(names, graph.operators)]
         return [name(i) for i in tail(ops) if i >= 0]
 
     @staticmethod
