@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgepack_runtime.backends.ncnn import options_path, weights_path
+from edgepack_runtime.backends.ncnn import import_ncnn, options_path, weights_path
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.subprocesses import run_checked
 
@@ -96,7 +96,7 @@ def _unknown_layers(param: Path) -> list[str]:
     """Layer types in a `.param` that this ncnn cannot create: pnnx leaves ops it cannot
     convert under their PyTorch names, and ncnn only fails on them at load."""
     try:
-        import ncnn
+        ncnn = import_ncnn()
     except ImportError:
         return []  # validation through the runtime backend reports the missing library
     lines = param.read_text().splitlines()[2:]  # magic, then layer and blob counts
