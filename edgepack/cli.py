@@ -160,7 +160,8 @@ def targets_show(target_id: str, as_json: bool):
               help="Detection F1 vs PyTorch's detections (IoU 0.5, same class) every artifact of a detector must keep.")
 @click.option("--task", type=click.Choice(["classify", "detect", "embed", "generic"]),
               help="What the outputs are for, which decides how artifacts are judged (default: from --postprocess/"
-                   "--labels, else a single [N, C] output is a classifier, else generic).")
+                   "--labels, else a single [N, C] output is a classifier, or an embedder when its rows are unit "
+                   "vectors, else generic).")
 @click.option("--preprocess", metavar="SPEC|FILE.toml",
               help='How an image becomes the input: a preset ("imagenet"), KEY=VALUE items '
                    '("resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225") or a .toml [image] table.')

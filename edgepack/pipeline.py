@@ -21,6 +21,7 @@ from edgepack_runtime.hostinfo import host_info
 from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency, Manifest
 from edgepack_runtime.parity import run_samples, top1_accuracy
 from edgepack_runtime.signature import sign_bundle
+from edgepack_runtime.task_fidelity import wilson_interval
 
 from . import __version__
 from .bundle_writer import BundleStaging
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 GOLDEN_FILE = "golden.npz"
 RANDOM_CALIBRATION_SAMPLES = 32
+# Fewer evaluation samples than this leave agreement figures too uncertain to decide on
+# (100 % of 20 is [84, 100] % at 95 %): the build says so and what to add.
+FEW_EVAL_SAMPLES = 50
 RANDOM_CALIBRATION_SEED = 7
 # A float artifact that misses its tolerance is a broken export: it fails the build.
 FLOAT_PRECISIONS = ("fp32", "fp16")
@@ -176,7 +180,7 @@ def build(
     # Before the long conversions: a pipeline or labels that cannot fit fail the build in seconds.
     raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=steps, tokenizer=tokenizer,
                      labels=labels, postprocess=postprocess, detection=source.detection)
-    the_task = infer_task(task, raw_io.postprocessing, refs.outputs)
+    the_task = infer_task(task, raw_io.postprocessing, refs.outputs, refs.golden_outputs)
     budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement,
                     min_f1=min_f1, task=the_task.name, answer_output=the_task.output, detection=the_task.detection)
 
@@ -265,6 +269,12 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
     if evaluation is None:
         calib, held_back = hold_back(calib, "--calibration", "pass --eval eval.npz")
         evaluation = (held_back, None, "held-back calibration")
+    measured = len(next(iter(evaluation[0].values())))
+    if quantized and measured < FEW_EVAL_SAMPLES:
+        low, high = wilson_interval(measured, measured)
+        log.warning(f"quantized artifacts are judged on {measured} {evaluation[2]} samples: even a perfect score "
+                    f"there is [{low:.0f}–{high:.0f}%] at 95 %; pass --eval with {FEW_EVAL_SAMPLES}+ samples "
+                    "calibration never sees")
     return specs, golden, _Calibration(calib, "data"), evaluation
 
 

@@ -5,7 +5,7 @@ declared answers (--postprocess, --labels), else from the outputs' shapes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from .errors import ModelSourceError
 
 __all__ = ["TASKS", "infer_task", "Task"]
 
+UNIT_NORM_SLACK = 1e-3  # float32 normalisation leaves norms within ~1e-6 of 1
 _BY_POSTPROCESSING = {"classes": "classify", "embedding": "embed", "detections": "detect"}
 
 
@@ -36,16 +37,25 @@ def _check_detector(outputs: Sequence[TensorSpec]) -> TensorSpec:
     return output
 
 
-def infer_task(requested: Optional[str], post: Optional[Postprocessing], outputs: Sequence[TensorSpec]) -> Task:
-    """The model's task. A single [N, C] float output (C > 1) is taken for class scores;
-    anything unrecognised is "generic" (each output's cosine)."""
+def _unit_rows(values: np.ndarray) -> bool:
+    """Whether every sample's output has an L2 norm of 1: a normalised embedding (sentence
+    transformers), which class scores never are (logits are not, probabilities sum to 1)."""
+    norms = np.linalg.norm(values.reshape(len(values), -1).astype(np.float64), axis=1)
+    return bool(len(norms)) and bool(np.allclose(norms, 1.0, atol=UNIT_NORM_SLACK))
+
+
+def infer_task(requested: Optional[str], post: Optional[Postprocessing], outputs: Sequence[TensorSpec],
+               reference: Mapping[str, np.ndarray]) -> Task:
+    """The model's task. A single [N, C] float output (C > 1) is taken for class scores,
+    unless PyTorch's outputs (`reference`, stacked) are unit vectors: an embedding.
+    Anything unrecognised is "generic" (each output's cosine)."""
     if requested is not None and requested not in TASKS:
         raise ModelSourceError(f"--task {requested!r} is not one of {', '.join(TASKS)}")
     name = requested or (_BY_POSTPROCESSING[post.kind] if post is not None else None)
     if name is None:
         only = outputs[0] if len(outputs) == 1 else None
-        classes = only is not None and len(only.shape) == 2 and only.shape[1] > 1 and np.dtype(only.dtype).kind == "f"
-        name = "classify" if classes else "generic"
+        vectors = only is not None and len(only.shape) == 2 and only.shape[1] > 1 and np.dtype(only.dtype).kind == "f"
+        name = ("embed" if _unit_rows(reference[only.name]) else "classify") if vectors else "generic"
     if name == "detect":
         output = _check_detector(outputs)
         settings = post.detection if post is not None and post.detection is not None else DetectionSettings()
