@@ -23,6 +23,7 @@ from typing import Optional
 from edgepack_runtime.errors import BundleError
 from edgepack_runtime.files import NAME_MAX, checked_path, shown_path
 from edgepack_runtime.manifest import MANIFEST_NAME, Manifest
+from edgepack_runtime.signature import SIGNATURE_FILE
 
 from .errors import BuildError
 
@@ -81,7 +82,8 @@ def _check_destination(dest: Path) -> None:
         return
     try:
         manifest = Manifest.from_json((dest / MANIFEST_NAME).read_text(encoding="utf-8"))
-        listed = {MANIFEST_NAME, manifest.golden.path} | {f.path for a in manifest.artifacts for f in a.all_files()}
+        listed = ({MANIFEST_NAME, SIGNATURE_FILE, manifest.golden.path} | {f.path for f in manifest.data_files()}
+                  | {f.path for a in manifest.artifacts for f in a.all_files()})
     except (OSError, UnicodeDecodeError, BundleError, TypeError, ValueError, AttributeError) as exc:
         why = "no manifest.json" if not (dest / MANIFEST_NAME).exists() else f"its manifest.json is not edgepack's: {exc}"
         raise BuildError(f"{dest} is not an edgepack bundle ({why}); refusing to replace it. "

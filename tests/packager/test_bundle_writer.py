@@ -40,6 +40,17 @@ def test_a_bundle_with_files_it_does_not_list_is_not_replaced(bundle_copy):
     assert _tree(bundle_copy) == before
 
 
+def test_a_bundle_with_labels_and_a_signature_can_be_replaced(digits_raw_bundle, tmp_path):
+    """Its labels.txt (a file the manifest lists as postprocessing) and bundle.sig are its own."""
+    dest = Path(shutil.copytree(digits_raw_bundle, tmp_path / "raw"))
+    assert (dest / "labels.txt").is_file()
+    (dest / "bundle.sig").write_text("{}")
+    with BundleStaging(dest) as staging:
+        _stage_copy(staging, digits_raw_bundle)
+        staging.commit()
+    assert not (dest / "bundle.sig").exists() and (dest / "labels.txt").is_file()
+
+
 def test_a_file_in_the_way_is_one_clear_error(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(BuildError, match="exists and is not a directory"):
