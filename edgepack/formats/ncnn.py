@@ -11,9 +11,10 @@ Precisions (docs/extending.md, "ncnn"):
 - fp32: fp32 weights, and the runtime turns ncnn's fp16 storage/arithmetic off, so an fp32
   artifact computes in fp32 on every CPU. (ncnn's defaults would run fp16 arithmetic on a
   Pi 5 silently: not what was validated.)
-- fp16: pnnx's fp16 weights (half the `.bin`) and the runtime turns fp16 storage, packing
-  and arithmetic on; ncnn uses fp16 arithmetic where the CPU has it (ARMv8.2 asimdhp: Pi 5)
-  and widens the weights to fp32 elsewhere (Pi 4, x86).
+- fp16: pnnx's fp16 weights (half the `.bin`) and the runtime turns fp16 storage and
+  packing on (weights and activations in fp16, fp32 arithmetic); fp16 arithmetic too
+  (ARMv8.2 asimdhp) only where the profile says `fp16_arithmetic = true`: on an emulated
+  Cortex-A76 it kept 93.75 % top-1 agreement on MobileNetV2, under the 95 % floor.
 - int8: not built. ncnn's int8 needs ncnn2table (calibration table) and ncnn2int8, C++
   tools that no PyPI wheel ships (neither `ncnn` nor `pnnx`).
 """
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgepack_runtime.backends.ncnn import import_ncnn, options_path, weights_path
+from edgepack_runtime.backends.ncnn import import_ncnn, options_path, passive_openmp, weights_path
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.subprocesses import run_checked
 
@@ -41,6 +42,13 @@ if TYPE_CHECKING:  # torch and pnnx are imported where used: `edgepack targets` 
     from ..targets import TargetProfile
 
 __all__ = ["NcnnFormat", "NcnnSettings", "PNNX_TIMEOUT_S"]
+
+# Validation and build-time latency run ncnn in this process, after torch loads its libgomp
+# (RTLD_GLOBAL: ncnn's OpenMP calls go to it). libgomp reads its wait policy once, at load,
+# so it is set here, when a build reads the format registry, before the model (and torch)
+# loads. With libgomp's default spinning, ncnn at 2 threads ran a MobileNetV2 at 133 ms
+# during a build on a busy 2-core host, 10.6 ms in a bench process (backends/ncnn.py).
+passive_openmp()
 
 NAME = "ncnn"
 EXTRA_HINT = "pip install 'edgepack[ncnn]' (or run `make setup`)"
@@ -63,6 +71,9 @@ class NcnnSettings:
     # ncnn's light mode: an intermediate blob is freed as soon as its last reader ran (lower
     # peak memory, same speed); the runtime reads it from the artifact's options file.
     lightmode: bool = True
+    # fp16 artifacts: compute in fp16 too where the CPU can (ARMv8.2 asimdhp), not only
+    # store in fp16. Off unless a profile measured that it keeps the accuracy budget.
+    fp16_arithmetic: bool = False
 
     def check(self, where: str) -> None:
         pass  # its precisions are checked against NcnnFormat.precisions by the profile loader
@@ -166,8 +177,10 @@ class NcnnFormat:
                              "or leave ncnn out with --formats onnx,tflite")
 
     def _write_options(self, out: Path, target: "TargetProfile", fp16: bool) -> None:
-        settings = target.settings(NAME)
-        options = {"fp16": fp16, "lightmode": settings.lightmode}
+        # A profile without an [ncnn] table (ncnn asked for by --formats): the defaults.
+        settings = target.settings(NAME) or NcnnSettings(precisions=("fp32",))
+        options = {"fp16": fp16, "fp16_arithmetic": fp16 and settings.fp16_arithmetic,
+                   "lightmode": settings.lightmode}
         options_path(out).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
 
     def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
@@ -186,8 +199,8 @@ class NcnnFormat:
         scratch, shape_args = source
         self._convert(_pnnx(), Path(scratch.name) / "model.pt", shape_args, out, fp16=True)
         self._write_options(out, target, fp16=True)
-        return {"tool": "pnnx", "weights": "fp16", "runtime": "ncnn use_fp16_storage/packed/arithmetic on "
-                "(fp16 arithmetic where the CPU has it: ARMv8.2 asimdhp)"}
+        arithmetic = (target.settings(NAME) or NcnnSettings(("fp32",))).fp16_arithmetic
+        return {"tool": "pnnx", "weights": "fp16", "fp16_storage": True, "fp16_arithmetic": arithmetic}
 
     def toolchain(self) -> dict[str, str]:
         versions = {}
