@@ -14,7 +14,7 @@ from edgepack_runtime.manifest import Accuracy, DetectionSettings
 from edgepack_runtime.parity import fidelity, top1_accuracy
 from edgepack_runtime.task_fidelity import Floors, floor_of, task_metrics
 
-__all__ = ["Budget", "judge", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_COSINE", "DEFAULT_MIN_AGREEMENT",
+__all__ = ["Budget", "judge", "cautious", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_COSINE", "DEFAULT_MIN_AGREEMENT",
            "DEFAULT_MIN_F1"]
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an artifact may lose vs PyTorch (eval labels)
@@ -26,6 +26,7 @@ DEFAULT_MIN_AGREEMENT = 85.0
 # F1 of the detections after NMS vs PyTorch's (IoU 0.5, same class): 1 box in 20 missed or
 # invented at most.
 DEFAULT_MIN_F1 = 0.95
+QUANTIZED = ("int8", "dynamic-int8")  # precisions whose error is quantization's, not rounding's
 
 
 @dataclass(frozen=True)
@@ -47,26 +48,39 @@ class Budget:
     def floors(self) -> Floors:
         return Floors(min_cosine=self.min_cosine, min_agreement=self.min_agreement, min_f1=self.min_f1)
 
-    def met(self, accuracy: Accuracy) -> bool:
+    def met(self, accuracy: Accuracy, cautious: bool = False) -> bool:
+        """Whether `accuracy` is within the budget; `cautious`: each figure's whole 95 %
+        interval must clear its floor, not only its value."""
         drop = accuracy.drop
         if drop is not None and drop > self.max_top1_drop:
             return False
         if accuracy.metrics:
-            return all(m.passes for m in self._floored(accuracy.metrics))
+            return all((m.low if cautious else m.value) >= m.floor
+                       for m in self._floored(accuracy.metrics) if m.floor is not None)
         return accuracy.cosine is not None and accuracy.cosine >= self.min_cosine
 
     def _floored(self, metrics):
         return tuple(dataclasses.replace(m, floor=floor_of(self.task, m.name, self.floors)) for m in metrics)
 
 
-def judge(accuracy: Accuracy, budget: Budget) -> Accuracy:
-    """`accuracy` with its verdict against `budget` (and each figure with this budget's floor)."""
-    return dataclasses.replace(accuracy, metrics=budget._floored(accuracy.metrics), within_budget=budget.met(accuracy))
+def cautious(precision: str, accuracy: Accuracy) -> bool:
+    """Whether a quantized artifact's figures come from calibration samples held back (no
+    --eval): views of the very photos it was calibrated on, optimistic and few, so the whole
+    95 % interval must clear each floor (8 of 8 agreeing is [68, 100] %: not enough to ship
+    at 85). Float artifacts differ from PyTorch by rounding only: their value decides."""
+    return precision in QUANTIZED and accuracy.data != "eval"
+
+
+def judge(accuracy: Accuracy, budget: Budget, precision: str = "fp32") -> Accuracy:
+    """`accuracy` of an artifact of `precision` with its verdict against `budget` (and each
+    figure with this budget's floor)."""
+    return dataclasses.replace(accuracy, metrics=budget._floored(accuracy.metrics),
+                               within_budget=budget.met(accuracy, cautious(precision, accuracy)))
 
 
 def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], budget: Budget, *,
             labels: Optional[np.ndarray], reference_top1: Optional[float], data: str, measured_on: str,
-            indicative: bool) -> Accuracy:
+            indicative: bool, precision: str = "fp32") -> Accuracy:
     """An artifact's stacked outputs on the evaluation samples vs PyTorch's, in the task's
     figures and the whole-output ones, judged against `budget` (the build host and the
     emulated target share this)."""
@@ -80,4 +94,4 @@ def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
         data=data, measured_on=measured_on,
         metrics=task_metrics(budget.task, outputs, reference, budget.floors, budget.answer_output, budget.detection),
     )
-    return judge(accuracy, budget)
+    return judge(accuracy, budget, precision)

@@ -233,7 +233,8 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
                 with np.load(eval_out) as data:
                     accuracy = dataclasses.asdict(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
                                        labels=evaluation.labels, reference_top1=evaluation.reference_top1,
-                                       data=evaluation.source, measured_on=where, indicative=False))
+                                       data=evaluation.source, measured_on=where, indicative=False,
+                                       precision=art.precision))
             host_model = edgepack_runtime.load(bundle.root, artifact=art.name, threads=1)
             host = run_samples(host_model.run, inputs)
             results.append(EmulatedResult(

@@ -25,7 +25,8 @@ from edgepack_runtime.task_fidelity import wilson_interval
 
 from . import __version__
 from .bundle_writer import BundleStaging
-from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
+from .budget import (DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget,
+                     cautious)
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import artifact_files, get_format, remove_artifact
 from .macs import count_macs
@@ -440,6 +441,9 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
     if acc is not None and acc.within_budget is False:
         figures = (", ".join(m.describe() for m in acc.metrics) if acc.metrics
                    else f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})")
+        if acc.metrics and cautious(art.precision, acc):
+            figures += ("; without --eval the low end of each interval must clear its floor: pass --eval with "
+                        f"{FEW_EVAL_SAMPLES}+ samples calibration never saw, or more --calibration samples")
         if acc.drop is not None:
             figures += f", loses {acc.drop:.2f} top-1 points (allowed {manifest.accuracy_tolerance})"
         tried = len((art.quantization or {}).get("search", [])) or 1

@@ -204,13 +204,14 @@ def open_artifact(fmt: str, path, layout: Optional[str], target: TargetProfile, 
 
 
 def measure_accuracy(session: Session, refs: References, budget: Budget, measured_on: str,
-                     indicative: bool) -> Optional[Accuracy]:
+                     indicative: bool, precision: str = "fp32") -> Optional[Accuracy]:
     """Fidelity to PyTorch on the evaluation samples (None when there are none)."""
     ev = refs.evaluation
     if ev is None:
         return None
     return measure(run_samples(session.run, ev.inputs), ev.outputs, budget, labels=ev.labels,
-                   reference_top1=ev.reference_top1, data=ev.source, measured_on=measured_on, indicative=indicative)
+                   reference_top1=ev.reference_top1, data=ev.source, measured_on=measured_on, indicative=indicative,
+                   precision=precision)
 
 
 def compare_latency(sessions: Sequence[Session], refs: References, host: HostInfo) -> list[dict]:
@@ -272,5 +273,6 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
         sqnr_db=measured.sqnr_db,
         sizes=tuple(sweep.describe() for sweep in refs.sweeps),
     )
-    accuracy = measure_accuracy(session, refs, budget, f"{host.arch} (build host)", indicative=not matches)
+    accuracy = measure_accuracy(session, refs, budget, f"{host.arch} (build host)", indicative=not matches,
+                                precision=precision)
     return validation, accuracy, session
