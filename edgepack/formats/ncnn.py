@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from edgepack_runtime.backends.ncnn import import_ncnn, options_path, passive_openmp, weights_path
+from edgepack_runtime.backends.ncnn import import_ncnn, options_path, weights_path
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.subprocesses import run_checked
 
@@ -42,13 +42,6 @@ if TYPE_CHECKING:  # torch and pnnx are imported where used: `edgepack targets` 
     from ..targets import TargetProfile
 
 __all__ = ["NcnnFormat", "NcnnSettings", "PNNX_TIMEOUT_S"]
-
-# Validation and build-time latency run ncnn in this process, after torch loads its libgomp
-# (RTLD_GLOBAL: ncnn's OpenMP calls go to it). libgomp reads its wait policy once, at load,
-# so it is set here, when a build reads the format registry, before the model (and torch)
-# loads. With libgomp's default spinning, ncnn at 2 threads ran a MobileNetV2 at 133 ms
-# during a build on a busy 2-core host, 10.6 ms in a bench process (backends/ncnn.py).
-passive_openmp()
 
 NAME = "ncnn"
 EXTRA_HINT = "pip install 'edgepack[ncnn]' (or run `make setup`)"
