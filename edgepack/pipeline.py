@@ -22,6 +22,7 @@ from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRe
 from edgepack_runtime.parity import run_samples, top1_accuracy
 from edgepack_runtime.signature import sign_bundle
 from edgepack_runtime.task_fidelity import wilson_interval
+from edgepack_runtime.typed import from_data
 
 from . import __version__
 from .bundle_writer import BundleStaging
