@@ -42,7 +42,7 @@ def text_bundle(tmp_path_factory):
     np.savez(work / "calib.npz", input_ids=rng.integers(1, 100, (48, 8)), attention_mask=mask)
     # On request, any precision a format can build: dynamic int8 also for ONNX (not in the profile).
     return edgepack.build(f"{work / 'text.py'}:create", work / "bundle", "host", calibration=work / "calib.npz",
-                          precisions=["fp32", "int8", "dynamic-int8"]).path
+                          precisions=["fp32", "int8", "dynamic-int8"], task="generic").path  # 4 random scores
 
 
 def test_int64_ids_build_for_every_format_and_precision(text_bundle):
