@@ -182,6 +182,10 @@ def _guest_command(arch: str, cpu: str, log) -> tuple[list[str], list[str]]:
     return [QEMU[arch], "-cpu", cpu, sys.executable], []
 
 
+def _as_json(value) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(value)))
+
+
 def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: None, arch: str = "aarch64",
                     evaluation=None, only: Optional[set] = None, budget=None) -> dict:
     """Golden self-test of the built artifacts (all, or the names in `only`) on emulated
@@ -231,7 +235,8 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
             accuracy = None
             if with_eval:
                 with np.load(eval_out) as data:
-                    accuracy = dataclasses.asdict(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
+                    # as manifest.json holds it (lists, not tuples): the report is compared with it
+                    accuracy = _as_json(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
                                        labels=evaluation.labels, reference_top1=evaluation.reference_top1,
                                        data=evaluation.source, measured_on=where, indicative=False,
                                        precision=art.precision))
