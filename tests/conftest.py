@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -34,6 +37,20 @@ def create():
 def example_inputs():
     return {"x": torch.zeros(1, 4)}
 '''
+
+
+# Where scripts/setup-ultralytics.sh (run by `make setup`) installs Ultralytics: outside the
+# main environment, whose transformers its torchvision would break.
+ULTRALYTICS = ROOT / ".venv" / "ultralytics"
+
+
+def run_with_ultralytics(code: str, *args: str) -> subprocess.CompletedProcess:
+    """Run Python `code` (argv: `args`) where Ultralytics imports; fails when it is missing."""
+    if not (ULTRALYTICS / "ultralytics").is_dir():
+        pytest.fail(f"Ultralytics is not installed at {ULTRALYTICS}: run `make setup`")
+    env = {**os.environ, "PYTHONPATH": str(ULTRALYTICS), "YOLO_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def free_port() -> int:

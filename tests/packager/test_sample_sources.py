@@ -5,6 +5,7 @@ checkpoint as MODEL (edgepack/model_source.py); the checkpoint tests need ultral
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from edgepack.errors import ModelSourceError
 from edgepack.model_source import load_model
 from edgepack.samples import load_samples
 from edgepack_runtime.manifest import ImageSteps, TensorSpec
+
+from ..conftest import run_with_ultralytics
 
 SPEC = TensorSpec(name="image", shape=(1, 3, 8, 8), dtype="float32")
 STEPS = ImageSteps(input="image", resize=(8, 8), scale=1 / 255)
@@ -48,11 +51,11 @@ def test_folder_errors_say_the_fix(tmp_path, steps, message):
 
 
 def test_a_pt_that_is_not_an_ultralytics_checkpoint(tmp_path):
-    pytest.importorskip("ultralytics")
     path = tmp_path / "best.pt"
     torch.save({"weight": torch.zeros(2)}, path)
-    with pytest.raises(ModelSourceError, match="not an Ultralytics checkpoint"):
-        load_model(str(path))
+    done = run_with_ultralytics(
+        "import sys\nfrom edgepack.model_source import load_model\nload_model(sys.argv[1])", path)
+    assert done.returncode != 0 and "not an Ultralytics checkpoint" in done.stderr, done.stderr[-2000:]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is not None, reason="ultralytics is importable here")
@@ -63,16 +66,29 @@ def test_a_checkpoint_without_ultralytics_says_how_to_install(tmp_path):
         load_model(str(path))
 
 
-def test_an_ultralytics_checkpoint_declares_its_defaults():
-    pytest.importorskip("ultralytics")
-    abd = pytest.importorskip("ABD_model")
-    from importlib.resources import files
+CHECKPOINT_DEFAULTS = """
+import json
+from importlib.resources import files
+import torch
+import ABD_model
+from edgepack.model_source import load_model
 
-    loaded = load_model(str(files(abd).joinpath("ABD.pt")))
-    assert [(s.name, s.shape) for s in loaded.inputs] == [("images", (1, 3, 640, 640))]
-    assert (loaded.defaults.preprocess, loaded.defaults.postprocess) == ("yolo", "detections")
-    assert len(loaded.defaults.labels) == 147 and loaded.defaults.labels[0] == "Atom"
-    with torch.no_grad():
-        out = loaded.module(torch.zeros(1, 3, 640, 640))
-    assert out.shape == (1, 4 + 147, 8400)
-    assert 0.0 <= float(out[:, 4:].min()) and float(out[:, 4:].max()) <= 1.0
+loaded = load_model(str(files(ABD_model).joinpath("ABD.pt")))
+with torch.no_grad():
+    out = loaded.module(torch.zeros(1, 3, 640, 640))
+print(json.dumps({"inputs": [[s.name, list(s.shape)] for s in loaded.inputs],
+                  "defaults": [loaded.defaults.preprocess, loaded.defaults.postprocess],
+                  "labels": list(loaded.defaults.labels), "shape": list(out.shape),
+                  "scores": [float(out[:, 4:].min()), float(out[:, 4:].max())]}))
+"""
+
+
+def test_an_ultralytics_checkpoint_declares_its_defaults():
+    done = run_with_ultralytics(CHECKPOINT_DEFAULTS)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["inputs"] == [["images", [1, 3, 640, 640]]]
+    assert found["defaults"] == ["yolo", "detections"]
+    assert len(found["labels"]) == 147 and found["labels"][0] == "Atom"
+    assert found["shape"] == [1, 4 + 147, 8400]
+    assert 0.0 <= found["scores"][0] and found["scores"][1] <= 1.0

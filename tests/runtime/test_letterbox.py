@@ -18,10 +18,9 @@ from edgepack_runtime.letterbox import Geometry, letterbox, resize_linear
 from edgepack_runtime.manifest import ImageSteps, TensorSpec
 from edgepack_runtime.preprocess import ImagePipeline
 
+from ..conftest import run_with_ultralytics
+
 ROOT = Path(__file__).resolve().parents[2]
-# Where scripts/setup-ultralytics.sh (run by `make setup`) installs Ultralytics, outside the
-# main venv (its torchvision breaks transformers there).
-ULTRALYTICS = ROOT / ".venv" / "ultralytics"
 INPUT_H, INPUT_W = 640, 640
 RANDOM_CASES = 1500
 
@@ -122,12 +121,8 @@ ULTRALYTICS_SCRIPT = textwrap.dedent("""
 
 
 def _ultralytics_tensors(paths: list[Path], tmp_path: Path) -> list[np.ndarray]:
-    if not (ULTRALYTICS / "ultralytics").is_dir():
-        pytest.fail(f"Ultralytics is not installed at {ULTRALYTICS}: run `make setup`")
     out = tmp_path / "ultralytics.npz"
-    env = {**os.environ, "PYTHONPATH": str(ULTRALYTICS), "YOLO_OFFLINE": "1"}
-    done = subprocess.run([sys.executable, "-c", ULTRALYTICS_SCRIPT, str(out), str(INPUT_H), str(INPUT_W),
-                           *map(str, paths)], env=env, capture_output=True, text=True, timeout=300)
+    done = run_with_ultralytics(ULTRALYTICS_SCRIPT, out, INPUT_H, INPUT_W, *paths)
     assert done.returncode == 0, done.stderr[-2000:]
     with np.load(out) as data:
         return [data[str(i)] for i in range(len(paths))]
