@@ -4,9 +4,6 @@ and the Geometry that maps detections back to the original image."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
