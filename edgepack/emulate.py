@@ -87,6 +87,7 @@ if len(sys.argv) > 5:  # eval inputs in, outputs out
         np.savez(sys.argv[5], **run_samples(model.run, {k: data[k] for k in data.files}))
 result = er.self_test(model)
 print(json.dumps({"passed": result.passed, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
+                  "own_cosine": result.own_cosine, "own_min_cosine": result.own_min_cosine,
                   "backend": model.backend, "machine": platform.machine()}))
 """
 
@@ -161,6 +162,9 @@ class EmulatedResult:
     error: Optional[str] = None
     # On the eval samples (integer artifacts, with eval data): fidelity to PyTorch there.
     accuracy: Optional[dict] = None
+    # Against the artifact's own outputs on the build host (parity.self_test), bundles since 2.3.
+    own_cosine: Optional[float] = None
+    own_min_cosine: Optional[float] = None
 
 
 def _guest_runtime(tmp: Path) -> Path:
@@ -244,7 +248,8 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
             host = run_samples(host_model.run, inputs)
             results.append(EmulatedResult(
                 art.name, guest_result["passed"], guest_result["max_abs_diff"], guest_result["tolerance"],
-                max_abs_diff(emulated, host), guest_result["backend"], accuracy=accuracy))
+                max_abs_diff(emulated, host), guest_result["backend"], accuracy=accuracy,
+                own_cosine=guest_result.get("own_cosine"), own_min_cosine=guest_result.get("own_min_cosine")))
     return {
         "arch": arch, "cpu": cpu, "qemu": qemu_version, "environment": ENV_VERSION if arch == "aarch64" else "host python",
         "seconds": round(time.perf_counter() - start, 1),

@@ -437,7 +437,10 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
     emulated = manifest.emulated or {}
     for r in emulated.get("results", []):
         if r["artifact"] == art.name and not r["passed"]:
-            why = r["error"] or f"max |diff| vs PyTorch {r['max_abs_diff']:.3g} > {r['tolerance']:.3g}"
+            own, floor = r.get("own_cosine"), r.get("own_min_cosine")
+            why = r["error"] or (f"cosine vs this host's own outputs {own:.5f} < {floor}"
+                                 if own is not None and floor is not None and own < floor
+                                 else f"max |diff| vs PyTorch {r['max_abs_diff']:.3g}, allowed {r['tolerance']:.3g}")
             return f"{art.name} fails its self-test on emulated {emulated['arch']} ({why})"
     if acc is not None and acc.within_budget is False:
         figures = (", ".join(m.describe() for m in acc.metrics) if acc.metrics

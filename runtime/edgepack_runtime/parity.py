@@ -134,8 +134,10 @@ class OwnTolerance:
 # may move by a quantization step (1/255 of its range) at most a few times.
 SAME_KERNELS = OwnTolerance(min_cosine=0.9999, range_fraction=1 / 64)
 # Other kernels (x86 vs ARM, AVX2 vs VNNI) round and saturate int8 their own way: the same
-# MobileNetV2 int8 artifact's logits differed in the third digit between x86 and aarch64.
-OTHER_KERNELS = OwnTolerance(min_cosine=0.999, range_fraction=0.1)
+# MobileNetV2 int8 artifact's logits differed in the third digit between x86 and aarch64,
+# and AVX2's saturating u8 x s8 products move them further (an emulated Haswell's outputs
+# failed a 0.999 cosine against a VNNI host's). Still far inside PyTorch's int8 bounds (0.95).
+OTHER_KERNELS = OwnTolerance(min_cosine=0.99, range_fraction=0.1)
 
 
 @dataclass(frozen=True)
