@@ -85,7 +85,7 @@ np.savez(sys.argv[3], **run_samples(model.run, inputs))
 if len(sys.argv) > 5:  # eval inputs in, outputs out
     with np.load(sys.argv[4]) as data:
         np.savez(sys.argv[5], **run_samples(model.run, {k: data[k] for k in data.files}))
-result = er.self_test(model)
+result = er.self_test(model, same_kernels=False)  # only what this host does not run as the target is emulated
 print(json.dumps({"passed": result.passed, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
                   "own_cosine": result.own_cosine, "own_min_cosine": result.own_min_cosine,
                   "backend": model.backend, "machine": platform.machine()}))

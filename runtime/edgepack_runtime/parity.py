@@ -170,10 +170,12 @@ def _same_kernels(model) -> bool:
     return int8_kernel_family(here.arch, here.isa) == int8_kernel_family(here.arch, tuple(built.get("isa", ())))
 
 
-def self_test(model) -> SelfTest:
+def self_test(model, same_kernels: Optional[bool] = None) -> SelfTest:
     """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
     using the limits recorded for this artifact at build time, and with the artifact's own
-    outputs on the build host (SAME_KERNELS or OTHER_KERNELS)."""
+    outputs on the build host (SAME_KERNELS or OTHER_KERNELS). `same_kernels`: whether this
+    machine runs the build host's kernels, when the caller knows better than /proc/cpuinfo
+    (under qemu-user it shows the real CPU, not the emulated one)."""
     golden_inputs, golden_outputs = model.bundle.golden()
     inputs, reference = parity_samples(model.artifact.precision, golden_inputs, golden_outputs,
                                        model.bundle.manifest.golden.real_samples)
@@ -192,7 +194,7 @@ def self_test(model) -> SelfTest:
     if own is not None:
         count = len(next(iter(reference.values())))
         own = {k: v[:count] for k, v in own.items()}  # the samples `inputs` holds (parity_samples keeps the first)
-        same = _same_kernels(model)
+        same = _same_kernels(model) if same_kernels is None else same_kernels
         limits = SAME_KERNELS if same else OTHER_KERNELS
         span = max(float(np.max(v) - np.min(v)) for v in own.values())
         own_tolerance = limits.range_fraction * span + 1e-6
