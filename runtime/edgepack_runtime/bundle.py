@@ -113,7 +113,9 @@ class Bundle:
 
     def golden(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Golden inputs and PyTorch reference outputs, stacked on a first sample axis."""
-        arrays = self._golden_arrays()
+        return self._golden_from(self._golden_arrays())
+
+    def _golden_from(self, arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         inputs = {k[len(GOLDEN_INPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_INPUT_PREFIX)}
         outputs = {k[len(GOLDEN_OUTPUT_PREFIX):]: v for k, v in arrays.items() if k.startswith(GOLDEN_OUTPUT_PREFIX)}
         why = _golden_problem(self.manifest, inputs, outputs)
@@ -126,9 +128,10 @@ class Bundle:
         """`artifact`'s own outputs on the golden inputs, computed on the build host (bundles
         since 2.3; None before, or when they do not fit): the device's self-test holds the
         artifact to them as well as to PyTorch's."""
-        inputs, _ = self.golden()
+        arrays = self._golden_arrays()  # read once: the inputs' count and the own outputs
+        inputs, _ = self._golden_from(arrays)
         prefix = f"{GOLDEN_ARTIFACT_PREFIX}{artifact}/"
-        found = {k[len(prefix):]: v for k, v in self._golden_arrays().items() if k.startswith(prefix)}
+        found = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
         count = len(next(iter(inputs.values())))
         if set(found) != {s.name for s in self.manifest.outputs} or any(v.ndim == 0 or len(v) != count
                                                                         for v in found.values()):

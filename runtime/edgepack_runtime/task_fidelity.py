@@ -98,9 +98,10 @@ def _classify(out: np.ndarray, ref: np.ndarray, floors: Floors) -> tuple[TaskMet
     top_k = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     contained = int(np.sum(np.any(top_k == truth[:, None], axis=1)))
     return (
-        TaskMetric("top1_agreement", agree / n * 100, *wilson_interval(agree, n), samples=n, floor=floors.min_agreement),
+        TaskMetric("top1_agreement", agree / n * 100, *wilson_interval(agree, n), samples=n,
+                   floor=floor_of("classify", "top1_agreement", floors)),
         TaskMetric(f"top{k}_agreement", contained / n * 100, *wilson_interval(contained, n), samples=n),
-        _cosine_metric("cosine", out, ref, None),
+        _cosine_metric("cosine", out, ref, floor_of("classify", "cosine", floors)),
     )
 
 
@@ -126,7 +127,8 @@ def _detect(out: np.ndarray, ref: np.ndarray, floors: Floors, settings: Detectio
     f1 = lambda f, r: f1_score(f, r)[0]  # noqa: E731
     n = len(ref)
     return (
-        TaskMetric("f1", f1(found, reference), *_bootstrap(f1, found, reference), samples=n, floor=floors.min_f1),
+        TaskMetric("f1", f1(found, reference), *_bootstrap(f1, found, reference), samples=n,
+                   floor=floor_of("detect", "f1", floors)),
         TaskMetric("map50", map50(ranked, reference), *_bootstrap(map50, ranked, reference), samples=n),
     )
 
@@ -142,11 +144,10 @@ def task_metrics(task: str, outputs: Mapping[str, np.ndarray], reference: Mappin
         return _classify(outputs[main], reference[main], floors)
     if task == "detect":
         return _detect(outputs[main], reference[main], floors, detection or DetectionSettings())
-    if task == "embed":
-        return (_cosine_metric("cosine", outputs[main], reference[main], floors.min_cosine),)
-    if len(names) == 1:
-        return (_cosine_metric("cosine", outputs[main], reference[main], floors.min_cosine),)
-    return tuple(_cosine_metric(f"cosine:{n}", outputs[n], reference[n], floors.min_cosine) for n in names)
+    if task == "embed" or len(names) == 1:
+        return (_cosine_metric("cosine", outputs[main], reference[main], floor_of(task, "cosine", floors)),)
+    return tuple(_cosine_metric(f"cosine:{n}", outputs[n], reference[n], floor_of(task, f"cosine:{n}", floors))
+                 for n in names)
 
 
 def headline(metrics: tuple[TaskMetric, ...]) -> Optional[TaskMetric]:
