@@ -12,6 +12,7 @@ import numpy as np
 
 from edgepack_runtime.manifest import Accuracy, DetectionSettings
 from edgepack_runtime.parity import fidelity, top1_accuracy
+from edgepack_runtime.precision import is_quantized
 from edgepack_runtime.task_fidelity import Floors, floor_of, task_metrics
 
 __all__ = ["Budget", "judge", "cautious", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_COSINE", "DEFAULT_MIN_AGREEMENT",
@@ -26,7 +27,6 @@ DEFAULT_MIN_AGREEMENT = 85.0
 # F1 of the detections after NMS vs PyTorch's (IoU 0.5, same class): 1 box in 20 missed or
 # invented at most.
 DEFAULT_MIN_F1 = 0.95
-QUANTIZED = ("int8", "dynamic-int8")  # precisions whose error is quantization's, not rounding's
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def cautious(precision: str, accuracy: Accuracy) -> bool:
     --eval): views of the very photos it was calibrated on, optimistic and few, so the whole
     95 % interval must clear each floor (8 of 8 agreeing is [68, 100] %: not enough to ship
     at 85). Float artifacts differ from PyTorch by rounding only: their value decides."""
-    return precision in QUANTIZED and accuracy.data != "eval"
+    return is_quantized(precision) and accuracy.data != "eval"
 
 
 def judge(accuracy: Accuracy, budget: Budget, precision: str = "fp32") -> Accuracy:
