@@ -37,7 +37,7 @@ import edgepack_runtime
 from edgepack_runtime.bundle import open_bundle
 from edgepack_runtime.errors import last_line
 from edgepack_runtime.files import user_dir
-from edgepack_runtime.manifest import INTEGER_PRECISIONS
+from edgepack_runtime.precision import is_integer
 from edgepack_runtime.subprocesses import run_checked
 from edgepack_runtime.parity import max_abs_diff, run_samples
 
@@ -217,7 +217,7 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
         for art in bundle.manifest.artifacts:
             if art.status != "ok" or (only is not None and art.name not in only):
                 continue
-            with_eval = evaluation is not None and art.precision in INTEGER_PRECISIONS
+            with_eval = evaluation is not None and is_integer(art.precision)
             log(f"running {art.name} on emulated {where}" + (" with eval samples" if with_eval else ""))
             out_file, eval_out = Path(tmp) / f"{art.name}.npz", Path(tmp) / f"{art.name}.eval.npz"
             argv = [*command, "-c", _GUEST, str(bundle.root), art.name, str(out_file)]

@@ -20,6 +20,7 @@ from edgepack_runtime.bundle import GOLDEN_ARTIFACT_PREFIX, GOLDEN_INPUT_PREFIX,
 from edgepack_runtime.hostinfo import host_info
 from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency, Manifest
 from edgepack_runtime.parity import run_samples, top1_accuracy
+from edgepack_runtime.precision import BASE, is_calibrated
 from edgepack_runtime.signature import sign_bundle
 from edgepack_runtime.task_fidelity import wilson_interval
 from edgepack_runtime.typed import from_data
@@ -55,8 +56,6 @@ RANDOM_CALIBRATION_SAMPLES = 32
 # (100 % of 20 is [84, 100] % at 95 %): the build says so and what to add.
 FEW_EVAL_SAMPLES = 50
 RANDOM_CALIBRATION_SEED = 7
-# A float artifact that misses its tolerance is a broken export: it fails the build.
-FLOAT_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -174,7 +173,7 @@ def build(
         labels = labels if labels is not None else source.labels or None
         # Known before the samples load: a folder of images becomes tensors through these steps.
         steps = image_steps(preprocess, loaded.inputs) if preprocess is not None else None
-        quantized = any(p != "fp32" for ps in plan.values() for p in ps)
+        quantized = any(p != BASE for ps in plan.values() for p in ps)
         specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, steps)
     with _timed(seconds, "reference"):
         refs = torch_references(loaded.module, specs, *golden, evaluation)
@@ -304,7 +303,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
         try:
             if export_error:
                 raise BuildError(export_error)
-            if precision == "fp32":
+            if precision == BASE:
                 with _timed(seconds, f"{fmt.name}.validate"):
                     validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, profile,
                                                                 host, refs, budget)
@@ -313,7 +312,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
                     chosen, trail = search(fmt, precision, fp32_file, file, context)
                 validation, accuracy = chosen.validation, chosen.accuracy
                 quantization = {**chosen.settings, "search": trail}
-                if precision == "int8":
+                if is_calibrated(precision):
                     quantization["calibration"] = calibration.source
                     quantization["calibration_samples"] = len(next(iter(calibration.samples.values())))
         except BuildError as exc:
@@ -328,7 +327,7 @@ def _build_format(fmt, precisions: list[str], module, refs: References, profile,
         ))
     for stale in out_dir.glob(f"model.fp32.*{fmt.suffix}"):
         stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
-    if "fp32" not in precisions:
+    if BASE not in precisions:
         remove_artifact(fmt, fp32_file)  # only the base for the other precisions: not part of the bundle
     return artifacts
 
@@ -364,7 +363,7 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
             timed.append(art)
             continue
         matches = art.validation.host_matches_target
-        if art.precision != "fp32" and fp32 and matches and clearly_faster(fp32, latency):
+        if art.precision != BASE and fp32 and matches and clearly_faster(fp32, latency):
             log.warning(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
                  f"on this host, which runs target {profile.id}'s kernels: it saves space, not time")
         fields = {k: v for k, v in latency.items() if k != "rounds_ms"}

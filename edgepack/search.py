@@ -18,6 +18,7 @@ from typing import Optional
 
 from edgepack_runtime.backends import Session
 from edgepack_runtime.manifest import Accuracy, Validation
+from edgepack_runtime.precision import is_calibrated
 from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
@@ -150,12 +151,12 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
             return None
 
     for recipe in fmt.recipes(ctx.profile, precision):
-        if precision == "int8" and ctx.budget.task == "detect":
+        if is_calibrated(precision) and ctx.budget.task == "detect":
             recipe = {**recipe, "float_tail": True}  # formats/tail.py: the decode must keep its scales
         attempt(recipe)
     if not tried:
         raise BuildError(errors[0])
-    mixed_possible = precision == "int8" and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
+    mixed_possible = is_calibrated(precision) and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
     if mixed_possible and not any(c.within_budget for c in tried):
         base = max(tried, key=lambda c: c.score)
         try:

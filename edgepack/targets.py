@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from edgepack_runtime.hostinfo import HostInfo, host_info, int8_kernel_family
-from edgepack_runtime.manifest import INTEGER_PRECISIONS
+from edgepack_runtime.precision import PRECISIONS
 from edgepack_runtime.typed import Problem, from_data
 
 from .errors import TargetError, did_you_mean
@@ -65,10 +65,12 @@ class TargetProfile:
         integer precisions, every ISA feature the format's int8 preset relies on."""
         if host.arch != self.arch:
             return False
-        if precision not in INTEGER_PRECISIONS:
+        kind = PRECISIONS.get(precision)
+        if kind is None or not kind.integer:
             return True
         same_kernels = int8_kernel_family(self.arch, self.isa) == int8_kernel_family(host.arch, host.isa)
-        return same_kernels and set(self.settings(fmt).int8.relies_on) <= set(host.isa)
+        preset = getattr(self.settings(fmt), kind.relies_on) if kind.relies_on else None
+        return same_kernels and set(preset.relies_on if preset else ()) <= set(host.isa)
 
 
 # Directories of more profiles (os.pathsep-separated), searched before the built-in ones:

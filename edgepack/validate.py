@@ -22,6 +22,7 @@ from edgepack_runtime.dims import resize, size_label
 from edgepack_runtime.errors import first_line
 from edgepack_runtime.hostinfo import HostInfo
 from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec, Validation
+from edgepack_runtime.precision import precision as precision_of
 from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, parity_samples, run_samples,
                                      split_samples, top1_accuracy)
 from edgepack_runtime.stats import latency_summary, time_calls
@@ -31,29 +32,10 @@ from .budget import Budget, measure
 from .errors import BuildError, ModelSourceError
 from .targets import TargetProfile
 
-__all__ = ["TOLERANCES", "Evaluation", "References", "torch_references", "tolerance_for", "validate_artifact",
+__all__ = ["Evaluation", "References", "torch_references", "tolerance_for", "validate_artifact",
            "compare_latency", "clearly_faster", "open_artifact"]
 
 
-@dataclass(frozen=True)
-class Tolerance:
-    floor: float  # absolute: only matters for outputs whose range is ~0
-    range_fraction: float  # of max(ref) − min(ref)
-    min_cosine: float  # on the golden samples: a broken graph, not a budget
-
-
-# fp32 differs from PyTorch only by kernel summation order; fp16 weights carry ~3
-# significant digits. int8 keeps ~256 levels per tensor, and the recipes that keep it
-# accurate clip rare outliers on purpose (percentile calibration, moving-average ranges):
-# one clipped logit can be off by a third of the range while the cosine stays above 0.99
-# (MobileNetV2 example). So the golden check only catches broken graphs and presets;
-# whether a quantized artifact is accurate enough is the budget's call (eval data, Budget).
-TOLERANCES = {
-    "fp32": Tolerance(1e-6, 1e-4, 0.9999),
-    "fp16": Tolerance(1e-6, 1e-2, 0.999),
-    "int8": Tolerance(1e-6, 0.5, 0.95),
-    "dynamic-int8": Tolerance(1e-6, 0.5, 0.95),
-}
 LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
 LATENCY_ROUNDS = 8  # interleaved rounds of that time: a speed-up must show in (nearly) every one
 SPEED_TIE = 0.10  # a smaller difference in median is no speed-up
@@ -192,7 +174,7 @@ def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], gol
 
 
 def tolerance_for(precision: str, reference: dict[str, np.ndarray]) -> float:
-    rule = TOLERANCES[precision]
+    rule = precision_of(precision).tolerance
     span = max(float(np.max(v) - np.min(v)) for v in reference.values())
     return rule.floor + rule.range_fraction * span
 
@@ -247,7 +229,7 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
     outputs = comparable(run_samples(session.run, golden_inputs), reference, budget.task, budget.answer_output,
                          budget.detection)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
-    tolerance, min_cosine = tolerance_for(precision, reference), TOLERANCES[precision].min_cosine
+    tolerance, min_cosine = tolerance_for(precision, reference), precision_of(precision).tolerance.min_cosine
     cosine = measured.cosine
     for sweep in refs.sweeps:  # the same bounds at the other sizes of the dynamic dims
         try:

@@ -20,7 +20,6 @@ from .versions import newer_major, newer_minor, parse_version
 
 __all__ = [
     "SCHEMA_VERSION",
-    "INTEGER_PRECISIONS",
     "MANIFEST_NAME",
     "Dim",
     "TensorSpec",
@@ -55,8 +54,6 @@ __all__ = [
 #        detection postprocessing (decode + NMS)
 SCHEMA_VERSION = "2.3"
 MANIFEST_NAME = "manifest.json"
-# Precisions that run integer kernels: their numbers depend on the ISA that runs them.
-INTEGER_PRECISIONS = ("int8", "dynamic-int8")
 
 
 @dataclass(frozen=True)

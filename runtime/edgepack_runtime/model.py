@@ -14,7 +14,8 @@ from .backends import Session, backend_available, open_session
 from .bundle import Bundle, open_bundle
 from .dims import dim_sizes
 from .errors import BundleError, EdgepackError, InferenceError, InputError, first_line
-from .manifest import INTEGER_PRECISIONS, Artifact, TensorSpec
+from .manifest import Artifact, TensorSpec
+from .precision import is_integer
 
 __all__ = ["Model", "load", "choose_artifact", "default_reason", "candidates", "default_threads", "AUTO"]
 
@@ -32,7 +33,7 @@ def _fit_for_default(art: Artifact, manifest) -> bool:
         return acc.indicative or acc.drop <= manifest.accuracy_tolerance
     if acc.within_budget is False:
         return False
-    return not (acc.indicative and art.precision in INTEGER_PRECISIONS)
+    return not (acc.indicative and is_integer(art.precision))
 
 
 def candidates(bundle: Bundle) -> list[Artifact]:

@@ -15,16 +15,13 @@ from typing import Callable, Mapping, Optional
 import numpy as np
 
 from .hostinfo import host_info, int8_kernel_family
-from .manifest import INTEGER_PRECISIONS as INTEGER_KERNELS  # precisions whose numbers depend on the ISA
+from .precision import is_calibrated, is_integer
 from .task_fidelity import comparable
 
 from .errors import OutputShapeError
 
 __all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
-           "self_test", "parity_samples", "parity_passes", "INTEGER_PRECISIONS", "SAME_KERNELS", "OTHER_KERNELS"]
-
-# Precisions whose activations are quantized with ranges calibrated on real data.
-INTEGER_PRECISIONS = ("int8",)
+           "self_test", "parity_samples", "parity_passes", "SAME_KERNELS", "OTHER_KERNELS"]
 
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -116,7 +113,7 @@ def top1_accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def parity_samples(precision: str, inputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
                    real_samples: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """The golden samples an artifact of `precision` is compared on (see manifest.Golden)."""
-    if precision in INTEGER_PRECISIONS and real_samples > 0:
+    if is_calibrated(precision) and real_samples > 0:
         return ({k: v[:real_samples] for k, v in inputs.items()},
                 {k: v[:real_samples] for k, v in reference.items()})
     return dict(inputs), dict(reference)
@@ -165,7 +162,7 @@ def _same_kernels(model) -> bool:
     here = host_info()
     if built.get("arch") != here.arch:
         return False
-    if model.artifact.precision not in INTEGER_KERNELS:
+    if not is_integer(model.artifact.precision):
         return True
     return int8_kernel_family(here.arch, here.isa) == int8_kernel_family(here.arch, tuple(built.get("isa", ())))
 
