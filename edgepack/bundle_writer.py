@@ -87,7 +87,7 @@ def _check_destination(dest: Path) -> None:
     except (OSError, UnicodeDecodeError, BundleError, TypeError, ValueError, AttributeError) as exc:
         why = "no manifest.json" if not (dest / MANIFEST_NAME).exists() else f"its manifest.json is not edgepack's: {exc}"
         raise BuildError(f"{dest} is not an edgepack bundle ({why}); refusing to replace it. "
-                         "Choose another -o or empty it yourself") from None
+                         "Choose another -o or empty it yourself") from exc
     unknown = [name for name in entries if name not in listed]
     if unknown:
         shown = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
@@ -144,7 +144,7 @@ class BundleStaging:
             _sweep(self.dest)
             self.dir = Path(tempfile.mkdtemp(prefix=f".{_stem(self.dest)}.partial-{os.getpid()}-", dir=self.dest.parent))
         except OSError as exc:
-            raise BuildError(f"cannot write beside {self.dest} ({exc.strerror or exc}); choose a writable -o") from None
+            raise BuildError(f"cannot write beside {self.dest} ({exc.strerror or exc}); choose a writable -o") from exc
         # mkdtemp makes the directory private (0700); a bundle is meant to be copied and shared.
         umask = os.umask(0)
         os.umask(umask)

@@ -36,6 +36,9 @@ class _Group(ErrorLineGroup):
             fail(f"the disk is full{where} ({exc.strerror}); nothing at -o was changed: free some space and run "
                  "it again")
 
+    def verbose(self) -> bool:
+        return _log_lines.verbose
+
     def report(self, exc) -> None:
         if isinstance(exc, BuildFailed):  # show what was built before saying why it failed
             console.print(artifacts_table(exc.result.manifest))

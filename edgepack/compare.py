@@ -58,7 +58,7 @@ def load_result(path: Path) -> dict:
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise CompareError(f"cannot read {path} ({exc}); pass JSON written by `edgepack-runtime bench -o`") from None
+        raise CompareError(f"cannot read {path} ({exc}); pass JSON written by `edgepack-runtime bench -o`") from exc
     if not isinstance(doc, dict) or not {"schema_version", "device", "bundle", "results"} <= set(doc):
         raise CompareError(f"{path} is not a benchmark result; pass JSON written by `edgepack-runtime bench -o`")
     version = parse_version(doc["schema_version"])

@@ -59,9 +59,9 @@ def load_inventory(path: Path) -> list[Device]:
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
-        raise DeviceError(f"cannot read {path} ({exc.strerror}); pass the devices.toml inventory") from None
+        raise DeviceError(f"cannot read {path} ({exc.strerror}); pass the devices.toml inventory") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise DeviceError(f"{path} is not valid TOML ({exc}); fix it") from None
+        raise DeviceError(f"{path} is not valid TOML ({exc}); fix it") from exc
     entries = data.get("device")
     if not isinstance(entries, list) or not entries:
         raise DeviceError(f"{path} has no [[device]] entries; see README for the format")
@@ -71,7 +71,7 @@ def load_inventory(path: Path) -> list[Device]:
             devices.append(from_data(Device, entry, f"{path}: device #{i + 1}"))
         except Problem as problem:
             keys = ", ".join(f.name for f in fields(Device))
-            raise DeviceError(f"{problem}; each [[device]] takes {keys} (name and host required)") from None
+            raise DeviceError(f"{problem}; each [[device]] takes {keys} (name and host required)") from problem
     names = [d.name for d in devices]
     if len(set(names)) != len(names):
         raise DeviceError(f"{path}: device names must be unique, got {names}")

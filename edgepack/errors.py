@@ -1,20 +1,13 @@
-"""Packager errors: subclasses of the runtime's one hierarchy (edgepack_runtime/errors.py).
-
-    EdgepackError
-    ├── TargetError        a target id or profile file is wrong
-    ├── ModelSourceError   the model, weights, inputs or sample data cannot be used
-    ├── BuildError         an artifact failed to build or its checks
-    │   └── BuildFailed    the build's results fail its checks (`.result` holds them)
-    ├── CompareError       bench results that cannot be compared
-    ├── DeviceError        a device spec or inventory is wrong, or a device unreachable
-    └── EmulationError     the emulated environment cannot be prepared or run
+"""Packager errors: subclasses of the runtime's one hierarchy. The whole tree, these
+included, is drawn once in edgepack_runtime/errors.py; `mapped` turns a library's
+exception into one of them, keeping it as the cause.
 """
 
-from edgepack_runtime.errors import BundleError, EdgepackError, InputError, UsageError
+from edgepack_runtime.errors import BundleError, EdgepackError, InputError, UsageError, mapped
 from edgepack_runtime.typed import did_you_mean
 
 __all__ = ["EdgepackError", "BundleError", "InputError", "UsageError", "TargetError", "ModelSourceError",
-           "BuildError", "BuildFailed", "CompareError", "DeviceError", "EmulationError", "did_you_mean"]
+           "BuildError", "BuildFailed", "CompareError", "DeviceError", "EmulationError", "did_you_mean", "mapped"]
 
 
 class TargetError(EdgepackError):

@@ -107,7 +107,7 @@ def _import_file(path: Path):
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:  # a model file that calls sys.exit() is a broken model file
-        raise ModelSourceError(f"importing {path} failed: {type(exc).__name__}: {exc}; fix the model file") from None
+        raise ModelSourceError(f"importing {path} failed: {type(exc).__name__}: {exc}; fix the model file") from exc
     finally:
         sys.path.pop(0)
     return module
@@ -140,7 +140,7 @@ def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool
         try:
             state = load_file(str(weights))
         except Exception as exc:
-            raise ModelSourceError(f"cannot read {weights} as safetensors ({exc}); re-save it with safetensors.torch.save_file") from None
+            raise ModelSourceError(f"cannot read {weights} as safetensors ({exc}); re-save it with safetensors.torch.save_file") from exc
     else:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
@@ -150,7 +150,7 @@ def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool
                 "Save model.state_dict() instead, or pass --trust-checkpoint if you trust its source"
             ) from None
         except Exception as exc:
-            raise ModelSourceError(f"cannot read {weights} ({type(exc).__name__}: {exc}); pass a .safetensors or a state_dict .pt") from None
+            raise ModelSourceError(f"cannot read {weights} ({type(exc).__name__}: {exc}); pass a .safetensors or a state_dict .pt") from exc
         if isinstance(state, torch.nn.Module):
             state = state.state_dict()
     if not isinstance(state, dict):
@@ -248,7 +248,7 @@ def _from_file(source: str):
     try:
         module = factory()
     except (Exception, SystemExit) as exc:
-        raise ModelSourceError(f"{source}() raised {type(exc).__name__}: {exc}; fix the factory") from None
+        raise ModelSourceError(f"{source}() raised {type(exc).__name__}: {exc}; fix the factory") from exc
     if not isinstance(module, torch.nn.Module):
         raise ModelSourceError(f"{source}() returned {type(module).__name__}, not a torch.nn.Module")
     return user_module, module

@@ -98,9 +98,9 @@ def _image_keys(preprocess: Union[str, Path, Mapping]) -> dict:
         try:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ModelSourceError(f"cannot read --preprocess {path} ({exc.strerror})") from None
+            raise ModelSourceError(f"cannot read --preprocess {path} ({exc.strerror})") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ModelSourceError(f"--preprocess {path} is not valid TOML ({exc})") from None
+            raise ModelSourceError(f"--preprocess {path} is not valid TOML ({exc})") from exc
         if set(document) != {"image"} or not isinstance(document["image"], dict):
             raise ModelSourceError(f"--preprocess {path} must hold one [image] table (docs/raw-inputs.md)")
         return dict(document["image"])
@@ -155,7 +155,7 @@ def _image_steps(preprocess, inputs: Sequence[TensorSpec]) -> ImageSteps:
     try:
         steps = from_data(ImageSteps, keys, "--preprocess")
     except Problem as problem:
-        raise ModelSourceError(f"{problem}; see docs/raw-inputs.md") from None
+        raise ModelSourceError(f"{problem}; see docs/raw-inputs.md") from problem
     problem = image_steps_problem(steps)
     if problem is not None:
         raise ModelSourceError(f"--preprocess {problem}")
@@ -182,14 +182,14 @@ def _text_steps(tokenizer: Path, inputs: Sequence[TensorSpec]) -> tuple[TextStep
     try:
         data = Path(tokenizer).read_bytes()
     except OSError as exc:
-        raise ModelSourceError(f"cannot read --tokenizer {tokenizer} ({exc.strerror})") from None
+        raise ModelSourceError(f"cannot read --tokenizer {tokenizer} ({exc.strerror})") from exc
     try:
         from tokenizers import Tokenizer
 
         Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # tokenizers raises plain Exceptions
         raise ModelSourceError(f"--tokenizer {tokenizer} is not a Hugging Face tokenizer.json "
-                               f"({' '.join(str(exc).split())[:160]}); pass the tokenizer.json saved with the model") from None
+                               f"({' '.join(str(exc).split())[:160]}); pass the tokenizer.json saved with the model") from exc
     names = {s.name: s for s in inputs}
     integers = [s.name for s in inputs if np.dtype(s.dtype).kind in "iu"]
     ids = "input_ids" if "input_ids" in names else (integers[0] if len(integers) == 1 else None)
@@ -222,7 +222,7 @@ def _labels(path: Union[Path, Sequence[str]], classes: int, output: TensorSpec) 
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
-        raise ModelSourceError(f"cannot read --labels {path} ({exc.strerror})") from None
+        raise ModelSourceError(f"cannot read --labels {path} ({exc.strerror})") from exc
     except UnicodeDecodeError:
         raise ModelSourceError(f"--labels {path} is not UTF-8 text; one label per line") from None
     while lines and not lines[-1].strip():

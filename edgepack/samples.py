@@ -78,12 +78,12 @@ def load_samples(
     try:
         data = np.load(source, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ModelSourceError(f"cannot read {where} ({exc}); pass an .npz written by np.savez") from None
+        raise ModelSourceError(f"cannot read {where} ({exc}); pass an .npz written by np.savez") from exc
     with data:
         try:
             return _samples_from(data, specs, evaluation, where)
         except (ValueError, OSError, zipfile.BadZipFile) as exc:  # object arrays (never unpickled), truncated members
-            raise ModelSourceError(f"cannot read {where} ({exc}); save plain numeric arrays with np.savez") from None
+            raise ModelSourceError(f"cannot read {where} ({exc}); save plain numeric arrays with np.savez") from exc
 
 
 def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluation: bool, where: str
@@ -108,7 +108,7 @@ def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluati
     try:
         dim_sizes(specs, {name: value.shape[1:] for name, value in inputs.items()})
     except ValueError as exc:
-        raise ModelSourceError(f"{where}: array {exc}") from None
+        raise ModelSourceError(f"{where}: array {exc}") from exc
     counts = {len(v) for v in inputs.values()} | ({len(labels)} if labels is not None else set())
     if len(counts) != 1 or 0 in counts:
         raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")
@@ -136,7 +136,7 @@ def _images(folder: Path, specs: Sequence[TensorSpec], steps: Optional[ImageStep
         try:
             tensors.append(pipeline(path))
         except InputError as exc:
-            raise ModelSourceError(f"{where}: {path.name}: {exc}") from None
+            raise ModelSourceError(f"{where}: {path.name}: {exc}") from exc
     return {steps.input: np.concatenate(tensors)}
 
 

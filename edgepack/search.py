@@ -22,7 +22,7 @@ from edgepack_runtime.precision import is_calibrated
 from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
-from .errors import BuildError
+from .errors import BuildError, mapped
 from .formats import move_artifact, remove_artifact
 from .formats.errors import root_cause
 from .validate import References, clearly_faster, compare_latency, open_artifact, validate_artifact
@@ -91,8 +91,10 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx) -> Candi
     start = time.perf_counter()
     settings = fmt.quantize(fp32, out, ctx.profile, precision, ctx.calibration, recipe)
     layout = fmt.layout(ctx.profile)
-    validation, accuracy, session = validate_artifact(fmt.name, precision, out, layout, ctx.profile, ctx.host,
-                                                      ctx.refs, ctx.budget)
+    # A candidate the runtime cannot load or run is a rejected candidate, not a failed build.
+    with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision} candidate"):
+        validation, accuracy, session = validate_artifact(fmt.name, precision, out, layout, ctx.profile, ctx.host,
+                                                          ctx.refs, ctx.budget)
     candidate = Candidate(recipe, settings, out, validation, accuracy, session, 0.0)
     if not candidate.within_budget:
         candidate.session = None  # only contenders are timed

@@ -112,7 +112,7 @@ def _read(target_id: str) -> dict:
     try:
         return tomllib.loads(node.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"target profile {target_id} is not valid TOML ({exc}); fix targets/{target_id}.toml") from None
+        raise TargetError(f"target profile {target_id} is not valid TOML ({exc}); fix targets/{target_id}.toml") from exc
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -184,5 +184,5 @@ def load_target(target_id: str, host: Optional[HostInfo] = None) -> TargetProfil
         settings = {name: from_data(known[name].settings_class, table, f"{where}.{name}")
                     for name, table in tables.items()}
     except Problem as problem:
-        raise TargetError(f"{problem}; fix the profile file (or its `extends` base)") from None
+        raise TargetError(f"{problem}; fix the profile file (or its `extends` base)") from problem
     return _check(dataclasses.replace(profile, format_settings=settings))

@@ -69,7 +69,7 @@ def _ultralytics():
         from ultralytics.nn import tasks
     except ImportError as exc:
         raise ModelSourceError(f"{exc.name or 'ultralytics'} is not importable, so an Ultralytics checkpoint "
-                               f"cannot be loaded; {INSTALL_HINT}") from None
+                               f"cannot be loaded; {INSTALL_HINT}") from exc
     return tasks
 
 

@@ -54,7 +54,7 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
         except (Exception, SystemExit) as exc:
             raise ModelSourceError(f"the model's forward() raised {type(exc).__name__}: {str(exc)[:300]}; "
                                    "fix the model or the input shapes (--input, example_inputs())"
-                                   + _unnamed_dims_hint(specs)) from None
+                                   + _unnamed_dims_hint(specs)) from exc
         if isinstance(result, torch.Tensor):
             return {"output": result.numpy()}
         if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
@@ -237,7 +237,7 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
         except Exception as exc:  # the backend's own errors too: a graph fixed to one size
             raise BuildError(f"{fmt}-{precision} does not run at {sweep.describe()} ({first_line(exc)}); "
                              "check that the model has no size-dependent branches, or narrow the --input range"
-                             ) from None
+                             ) from exc
         swept = comparable(swept, sweep.outputs, budget.task, budget.answer_output, budget.detection)
         diff = max(diff, max_abs_diff(swept, sweep.outputs))
         cosine = min(cosine, fidelity(swept, sweep.outputs).cosine)

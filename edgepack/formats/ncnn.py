@@ -76,7 +76,7 @@ def _pnnx():
     try:
         import pnnx
     except ImportError as exc:
-        raise BuildError(f"ncnn export needs pnnx, which is not installed ({exc}); {EXTRA_HINT}") from None
+        raise BuildError(f"ncnn export needs pnnx, which is not installed ({exc}); {EXTRA_HINT}") from exc
     return pnnx
 
 
@@ -149,7 +149,7 @@ class NcnnFormat:
         except Exception as exc:
             scratch.cleanup()
             raise BuildError(f"torch.jit.trace (pnnx's input) failed: {root_cause(exc)}; make forward() "
-                             "traceable, or leave ncnn out with --formats onnx,tflite") from None
+                             "traceable, or leave ncnn out with --formats onnx,tflite") from exc
         shape_args = [f"inputshape={_shape_arg(first)}"] + ([f"inputshape2={_shape_arg(second)}"] if second else [])
         self._sources[Path(out).resolve()] = (scratch, shape_args)
         self._convert(pnnx, traced, shape_args, out, fp16=False)

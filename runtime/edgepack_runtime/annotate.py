@@ -96,8 +96,8 @@ def write_annotated(source: Path, detections: Sequence[Detection], destination: 
         drawn.save(buffer, image_format, **({"quality": JPEG_QUALITY} if image_format == "JPEG" else {}))
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"--annotate {destination}: Pillow cannot write {image_format} ({first_line(exc, 120)}); "
-                         "end the name with .jpg or .png") from None
+                         "end the name with .jpg or .png") from exc
     try:
         atomic_write(destination, buffer.getvalue())
     except OSError as exc:
-        raise UsageError(f"cannot write --annotate {destination} ({exc.strerror or first_line(exc)})") from None
+        raise UsageError(f"cannot write --annotate {destination} ({exc.strerror or first_line(exc)})") from exc

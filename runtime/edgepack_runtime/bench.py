@@ -95,7 +95,7 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
             try:
                 sample, what = Path(image).read_bytes(), Path(image).name
             except OSError as exc:
-                raise InputError(f"cannot read --image {image} ({exc.strerror})") from None
+                raise InputError(f"cannot read --image {image} ({exc.strerror})") from exc
         else:
             sample, what = _sample_jpeg(), f"synthetic {SAMPLE_IMAGE_SIZE[0]}x{SAMPLE_IMAGE_SIZE[1]} JPEG"
         stages = {"decode": steps.decode, "resize_crop": steps.geometry, "to_tensor": steps.to_tensor}

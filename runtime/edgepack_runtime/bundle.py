@@ -106,7 +106,7 @@ class Bundle:
             with np.load(self.resolve(golden.path), allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # e.g. object arrays: never unpickled
-            raise BundleError(f"{golden.path} cannot be read ({exc}); rebuild the bundle") from None
+            raise BundleError(f"{golden.path} cannot be read ({exc}); rebuild the bundle") from exc
         if any(a.dtype.kind not in "biuf" for a in arrays.values()):
             raise BundleError(f"{golden.path} holds non-numeric arrays; rebuild the bundle")
         return arrays
@@ -179,6 +179,6 @@ def open_bundle(path: str | Path) -> Bundle:
     try:
         raw = manifest_path.read_bytes()
     except OSError as exc:
-        raise BundleError(f"cannot read {manifest_path} ({exc.strerror}); check the bundle's permissions") from None
+        raise BundleError(f"cannot read {manifest_path} ({exc.strerror}); check the bundle's permissions") from exc
     manifest = Manifest.from_json(raw.decode("utf-8", errors="replace"))
     return Bundle(root=root.resolve(), manifest=manifest, sha256=hashlib.sha256(raw).hexdigest())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Sequence
 
 import click
 import numpy as np
@@ -14,7 +14,7 @@ from rich.table import Table
 from .bundle import open_bundle
 from .dims import size_label
 from .files import atomic_write
-from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError
+from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError, causes
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, default_reason, load
@@ -26,9 +26,13 @@ console = make_console()
 USAGE_EXIT = 2  # as click's own usage errors
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """Print one line on stderr and exit non-zero: the only way errors leave the CLI."""
-    make_console(stderr=True).print(f"[bold red]error:[/] {plain(one_line(message))}", highlight=False, soft_wrap=True)
+def fail(message: str, code: int = 1, causes: Sequence[str] = ()) -> NoReturn:
+    """Print one line on stderr (and, verbose, one per cause under it) and exit non-zero:
+    the only way errors leave the CLI."""
+    stderr = make_console(stderr=True)
+    stderr.print(f"[bold red]error:[/] {plain(one_line(message))}", highlight=False, soft_wrap=True)
+    for cause in causes:
+        stderr.print(f"  caused by: {plain(one_line(cause))}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -41,10 +45,14 @@ class ErrorLineGroup(click.Group):
             return super().invoke(ctx)
         except EdgepackError as exc:
             self.report(exc)
-            fail(str(exc), USAGE_EXIT if isinstance(exc, UsageError) else 1)
+            fail(str(exc), USAGE_EXIT if isinstance(exc, UsageError) else 1, causes(exc) if self.verbose() else ())
 
     def report(self, exc: EdgepackError) -> None:
         """Print what belongs with the error line (subclasses: e.g. a build's table)."""
+
+    def verbose(self) -> bool:
+        """Whether to print the error's causes under it (subclasses: the packager's -v)."""
+        return False
 
 
 @click.group(cls=ErrorLineGroup)
@@ -99,7 +107,7 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
         try:
             feeds[name] = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read --input {name}={file} ({exc}); pass a .npy file written by np.save") from None
+            raise InputError(f"cannot read --input {name}={file} ({exc}); pass a .npy file written by np.save") from exc
     return feeds
 
 
@@ -433,7 +441,7 @@ def telemetry_summary(db, since, as_json):
     try:
         data = summary(_db(db), since)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -463,7 +471,7 @@ def telemetry_export(db, fmt, since, output):
     try:
         text = export(_db(db), fmt, since)
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(str(exc)) from exc
     if output is None:
         click.echo(text, nl=False)
         return
@@ -518,13 +526,13 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
 
         from .serve import Live, create_app, header_deadline_protocol
     except ImportError as exc:
-        raise BackendUnavailableError(f"serving needs the serve extra ({exc}); pip install 'edgepack-runtime[serve]'") from None
+        raise BackendUnavailableError(f"serving needs the serve extra ({exc}); pip install 'edgepack-runtime[serve]'") from exc
     token = None
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
         except OSError as exc:
-            raise UsageError(f"cannot read --token-file {token_file} ({exc.strerror})") from None
+            raise UsageError(f"cannot read --token-file {token_file} ({exc.strerror})") from exc
         if not token:
             raise UsageError(f"--token-file {token_file} is empty; put a long random token in it")
     elif not _is_loopback(host):

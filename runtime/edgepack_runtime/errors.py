@@ -1,13 +1,17 @@
-"""The one error hierarchy of edgepack.
+"""The one error hierarchy of edgepack: every class of both packages, in one tree.
 
-The runtime owns it because the packager depends on the runtime, never the reverse.
-Every message says what failed, why, and how to fix it; only the CLIs turn these
-errors into one printed line and an exit code (2 for UsageError, else 1).
+The runtime owns it because the packager depends on the runtime, never the reverse; the
+packager's own classes live in edgepack/errors.py (marked [packager] below). Every message
+says what failed, why, and how to fix it; only the CLIs turn these errors into one printed
+line and an exit code (2 for UsageError, else 1). A foreign library's exception becomes
+one of these inside `mapped(...)`, which keeps it as the cause (`-v` prints the chain).
 
     EdgepackError
     ├── UsageError              a command line that is malformed or contradicts itself
     ├── BundleError             the bundle or its manifest cannot be used
-    │   └── IntegrityError      a file missing, tampered with, or escaping the bundle
+    │   ├── IntegrityError      a file missing, tampered with, or escaping the bundle
+    │   │   └── SignatureError  a signature missing where required, or not verifying
+    │   └── StoreError          the store cannot do what was asked (no such version)
     ├── PathError               a path that is a symbolic link loop or a name too long
     ├── InputError              inputs that do not fit the model
     │   └── InputTooLarge       an image or text larger than the runtime decodes
@@ -17,14 +21,25 @@ errors into one printed line and an exit code (2 for UsageError, else 1).
     ├── TelemetryError          no telemetry to report on
     ├── BenchError              a benchmark worker failed
     ├── SubprocessError         a child process timed out or exited non-zero
-    └── (edgepack/errors.py: the packager's own, from TargetError to EmulationError)
+    ├── TargetError             [packager] a target id or profile file is wrong
+    ├── ModelSourceError        [packager] the model, weights, inputs or sample data cannot be used
+    ├── BuildError              [packager] an artifact failed to build or its checks
+    │   └── BuildFailed         [packager] the build's results fail its checks (`.result`)
+    ├── CompareError            [packager] bench results that cannot be compared
+    ├── DeviceError             [packager] a device spec or inventory is wrong, or unreachable
+    └── EmulationError          [packager] the emulated environment cannot be prepared or run
 """
+
+from contextlib import contextmanager
+from typing import Iterator
 
 __all__ = [
     "EdgepackError",
     "UsageError",
     "BundleError",
     "IntegrityError",
+    "SignatureError",
+    "StoreError",
     "PathError",
     "InputError",
     "InputTooLarge",
@@ -36,6 +51,8 @@ __all__ = [
     "SubprocessError",
     "first_line",
     "last_line",
+    "causes",
+    "mapped",
 ]
 
 
@@ -66,6 +83,14 @@ class BundleError(EdgepackError):
 
 class IntegrityError(BundleError):
     """A bundle file is missing, tampered with or escapes the bundle directory."""
+
+
+class SignatureError(IntegrityError):
+    """A bundle's signature is missing where required, or does not verify."""
+
+
+class StoreError(BundleError):
+    """The store cannot do what was asked (no such version, nothing to roll back to)."""
 
 
 class PathError(EdgepackError):
@@ -108,3 +133,27 @@ class SubprocessError(EdgepackError):
     """A child process (a benchmark worker, an emulator, a remote command) timed out or
     exited non-zero; raised by `subprocesses.run_checked`, the message ends with its last
     line of output."""
+
+
+def causes(exc: BaseException) -> list[str]:
+    """The chain under `exc` (`raise ... from cause`), outermost first, one line each."""
+    chain, seen = [], {id(exc)}
+    while exc.__cause__ is not None and id(exc.__cause__) not in seen:
+        exc = exc.__cause__
+        seen.add(id(exc))
+        chain.append(first_line(exc))
+    return chain
+
+
+@contextmanager
+def mapped(error: type, what: str, fix: str = "", catch: tuple = (Exception,)) -> Iterator[None]:
+    """Inside the block, an exception of `catch` becomes `error` saying "WHAT (WHY); FIX",
+    with the original as its cause. Errors already of type `error` pass unchanged; another
+    EdgepackError lends its message as the why (it already says what to do)."""
+    try:
+        yield
+    except error:
+        raise
+    except catch as exc:
+        why = str(exc) if isinstance(exc, EdgepackError) else first_line(exc)
+        raise error(f"{what} ({why})" + (f"; {fix}" if fix else "")) from exc

@@ -65,10 +65,10 @@ def checked_path(path, what: str, fix: str = "use another path") -> Path:
         raise PathError(f"{what} {shown_path(path)} is a symbolic link loop; {fix}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PathError(f"{what} {shown_path(path)} is a symbolic link loop; {fix}") from None
+            raise PathError(f"{what} {shown_path(path)} is a symbolic link loop; {fix}") from exc
         if exc.errno == errno.ENAMETOOLONG:
-            raise PathError(f"{what} {shown_path(path)} is too long for the file system; {fix}") from None
-        raise PathError(f"{what} {shown_path(path)} cannot be resolved ({exc.strerror}); {fix}") from None
+            raise PathError(f"{what} {shown_path(path)} is too long for the file system; {fix}") from exc
+        raise PathError(f"{what} {shown_path(path)} cannot be resolved ({exc.strerror}); {fix}") from exc
     if len(os.fsencode(resolved)) >= PATH_MAX:  # links can lengthen it
         raise PathError(f"{what} {shown_path(path)} resolves to a path too long for the file system; {fix}")
     return resolved

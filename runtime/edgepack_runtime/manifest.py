@@ -438,7 +438,7 @@ class Manifest:
         except (ValueError, RecursionError) as exc:  # bad JSON, an absurd integer, absurd nesting
             raise BundleError(
                 f"{MANIFEST_NAME} is not valid JSON ({str(exc)[:200]}); rebuild the bundle with `edgepack build`"
-            ) from None
+            ) from exc
         return cls.from_dict(data)
 
     @classmethod
@@ -459,7 +459,7 @@ class Manifest:
             manifest = from_data(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
                                  tolerate_unknown=newer_minor(version, SCHEMA_VERSION), check=_check_ranges)
         except Problem as problem:
-            raise _damaged(problem.where, problem.problem) from None
+            raise _damaged(problem.where, problem.problem) from problem
         _check_target(manifest.target)
         _check_names(manifest)
         if manifest.task is not None and manifest.task not in TASKS:

@@ -309,11 +309,11 @@ class Model:
             raise
         except Exception as exc:  # the backend's own errors, one typed error for every caller
             if self._session is None:
-                raise InferenceError(f"{self.artifact.name} was closed; load the bundle again to run it") from None
+                raise InferenceError(f"{self.artifact.name} was closed; load the bundle again to run it") from exc
             raise InferenceError(
                 f"{self.backend} failed running {self.artifact.name}: {first_line(exc)}; "
                 "the file may be damaged: run `edgepack-runtime verify` and rebuild the bundle if it fails"
-            ) from None
+            ) from exc
 
     def _run_recorded(self, inputs, raw: bool) -> dict[str, np.ndarray]:
         start = time.perf_counter()

@@ -150,7 +150,7 @@ class ImagePipeline:
         except Image.UnidentifiedImageError:
             raise InputError(f"{what} is not an image in a format the runtime reads ({', '.join(IMAGE_FORMATS)})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
-            raise InputError(f"{what} cannot be decoded ({first_line(exc, 120)}); send an intact image") from None
+            raise InputError(f"{what} cannot be decoded ({first_line(exc, 120)}); send an intact image") from exc
 
     def _check_pixels(self, width: int, height: int) -> None:
         if width * height > self.max_pixels:
@@ -217,7 +217,7 @@ class TextPipeline:
         try:
             self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
         except Exception as exc:  # tokenizers raises plain Exceptions on a bad file
-            raise InputError(f"the bundle's tokenizer cannot be read ({first_line(exc, 120)}); rebuild the bundle") from None
+            raise InputError(f"the bundle's tokenizer cannot be read ({first_line(exc, 120)}); rebuild the bundle") from exc
         padding = self.tokenizer.padding or {}
         self.pad_id = padding.get("pad_id", 0)
         self.tokenizer.no_padding()

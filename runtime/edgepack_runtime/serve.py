@@ -233,7 +233,7 @@ def _decode_npz(body: bytes, model: Model) -> dict[str, np.ndarray]:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"body is not a readable .npz ({exc}); send np.savez output") from None
+        raise InputError(f"body is not a readable .npz ({exc}); send np.savez output") from exc
 
 
 def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarray]:
@@ -246,13 +246,13 @@ def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarra
             if not isinstance(raw, dict):
                 raise TypeError("inputs must be an object")
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
-            raise InputError(f'body must be JSON like {{"inputs": {{"name": [[...]]}}}} ({str(exc)[:200]})') from None
+            raise InputError(f'body must be JSON like {{"inputs": {{"name": [[...]]}}}} ({str(exc)[:200]})') from exc
         dtypes = {s.name: np.dtype(s.dtype) for s in model.inputs}
         try:
             # JSON has no dtypes: numbers take the input's dtype; names and shapes are checked by Model.run.
             feeds = {k: np.asarray(v, dtype=dtypes.get(k, np.float32)) for k, v in raw.items()}
         except (ValueError, TypeError, OverflowError, RecursionError) as exc:
-            raise InputError(f"input values must be nested lists of numbers ({str(exc)[:200]})") from None
+            raise InputError(f"input values must be nested lists of numbers ({str(exc)[:200]})") from exc
     for name, value in feeds.items():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise InputError(f"input {name!r} holds NaN or infinite values; send finite numbers")

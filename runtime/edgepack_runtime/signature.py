@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import BackendUnavailableError, IntegrityError, UsageError, first_line
+from .errors import BackendUnavailableError, SignatureError, UsageError, first_line
 
 __all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "check_files", "trust_policy", "check_signature", "TrustPolicy",
            "SignatureError", "key_fingerprint"]
@@ -41,10 +41,6 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 # model_signing's default hashing ignores these (git metadata) besides the signature itself.
 IGNORED = (SIGNATURE_FILE, ".git", ".gitattributes", ".github", ".gitignore")
-
-
-class SignatureError(IntegrityError):
-    """A bundle's signature is missing where required, or does not verify."""
 
 
 def _crypto():
@@ -103,10 +99,10 @@ def sign_bundle(root: Path, private_key: Path, password: Optional[str] = None) -
         key = serialization.load_pem_private_key(Path(private_key).read_bytes(),
                                                  password.encode() if password else None)
     except OSError as exc:
-        raise UsageError(f"cannot read the signing key {private_key} ({exc.strerror})") from None
+        raise UsageError(f"cannot read the signing key {private_key} ({exc.strerror})") from exc
     except (ValueError, TypeError) as exc:
         raise UsageError(f"{private_key} is not a PEM private key this can use ({first_line(exc, 120)}); make one "
-                         "with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`") from None
+                         "with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise UsageError(f"{private_key} is not an elliptic-curve key; model-signing's key mode takes P-256/384/521")
     digests = _file_digests(root, IGNORED)
@@ -135,7 +131,7 @@ def _load_public_key(path: Path):
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); fix {TRUSTED_KEYS_ENV} or trust.toml") from None
+        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); fix {TRUSTED_KEYS_ENV} or trust.toml") from exc
     except ValueError:
         raise UsageError(f"trusted key {path} is not a PEM public key (`openssl ec -in key.pem -pubout`)") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -156,7 +152,7 @@ def _read_signature(root: Path) -> tuple[bytes, bytes, Optional[str]]:
     except FileNotFoundError:
         raise SignatureError(f"bundle {root} is not signed (no {SIGNATURE_FILE})") from None
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
-        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); sign the bundle again") from None
+        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); sign the bundle again") from exc
     return payload, signature, hint
 
 
@@ -175,7 +171,7 @@ def _check_files(root: Path, payload: bytes) -> None:
             raise ValueError("its file list does not match its own root digest")
     except (ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
         raise SignatureError(f"the signed statement of bundle {root.name} is malformed ({first_line(exc, 100)}); "
-                             "sign the bundle again") from None
+                             "sign the bundle again") from exc
     actual = _file_digests(root, [SIGNATURE_FILE, *ignored])
     changed = sorted(str(n) for n in set(signed) | set(actual) if signed.get(n) != actual.get(n))
     if changed or "manifest.json" not in signed:
@@ -241,7 +237,7 @@ def _read_trust_file(path: Path) -> tuple[list[Path], bool]:
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or not isinstance(require, bool):
             raise ValueError("keys must be a list of paths and require_signature true or false")
     except (ImportError, OSError, ValueError) as exc:
-        raise UsageError(f"{path} cannot be used as the trust policy ({first_line(exc, 120)}); fix it") from None
+        raise UsageError(f"{path} cannot be used as the trust policy ({first_line(exc, 120)}); fix it") from exc
     return [Path(k).expanduser() for k in keys], require
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .bundle import open_bundle
-from .errors import BundleError, EdgepackError, first_line
+from .errors import EdgepackError, StoreError, first_line
 from .files import atomic_write, checked_path
 from .signature import SIGNATURE_FILE
 
@@ -38,10 +38,6 @@ VERSIONS = "versions"
 HISTORY = "history.json"
 DEFAULT_KEEP = 3  # versions kept per bundle: the current one, the one to roll back to, one more
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-class StoreError(BundleError):
-    """The store cannot do what was asked (no such version, nothing to roll back to)."""
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ def _state(home: Path) -> dict:
     except FileNotFoundError:
         return {"activations": [], "verified": {}}
     except (OSError, ValueError) as exc:
-        raise StoreError(f"{home / HISTORY} cannot be read ({first_line(exc, 80)}); fix or remove it") from None
+        raise StoreError(f"{home / HISTORY} cannot be read ({first_line(exc, 80)}); fix or remove it") from exc
     if not isinstance(data, dict) or not isinstance(data.get("activations", []), list):
         raise StoreError(f"{home / HISTORY} is not a store history; fix or remove it")
     return {"activations": data.get("activations", []), "verified": data.get("verified", {})}

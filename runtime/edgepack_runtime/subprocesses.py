@@ -25,7 +25,7 @@ def run_checked(argv: Sequence[str], what: str, fix: str, *, timeout: Optional[f
     except subprocess.TimeoutExpired:
         raise error(f"{what} took longer than {timeout:g} s and was stopped; {fix}") from None
     except OSError as exc:  # the program is missing or cannot execute
-        raise error(f"{what} could not start ({first_line(exc, 160)}); {fix}") from None
+        raise error(f"{what} could not start ({first_line(exc, 160)}); {fix}") from exc
     if check and proc.returncode != 0:
         reason = last_line(proc.stderr or proc.stdout, f"exit code {proc.returncode}", skip=skip)
         raise error(f"{what} failed ({_exit(proc.returncode)}: {reason[:300]}); {fix}")

@@ -26,12 +26,12 @@ def _database(path: Path):
         conn = connect(path)
     except (sqlite3.Error, OSError) as exc:
         raise TelemetryError(f"cannot read the telemetry database {path} ({exc}); move it aside or delete it "
-                             "(recording starts a new one)") from None
+                             "(recording starts a new one)") from exc
     try:
         yield conn
     except (sqlite3.Error, ValueError) as exc:  # ValueError: a histogram that is not JSON
         raise TelemetryError(f"the telemetry database {path} is damaged ({exc}); move it aside or delete it "
-                             "(recording starts a new one)") from None
+                             "(recording starts a new one)") from exc
     finally:
         conn.close()
 

@@ -211,3 +211,15 @@ def test_quiet_hides_warnings_and_verbose_shows_each_stage(tiny_model, tmp_path)
     assert "RANDOM" in normal.output and not stages(normal)  # no calibration data: warned
     verbose = run_cli("-v", *args, "-o", tmp_path / "verbose")
     assert "RANDOM" in verbose.output and stages(verbose) == {"onnx.export", "onnx.quantize+search"}
+
+
+def test_verbose_shows_what_caused_an_error(tmp_path, monkeypatch):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "broken.toml").write_text("extends = \n")
+    monkeypatch.setenv("EDGEPACK_TARGETS", str(tmp_path))
+    quiet = run_cli("targets", "show", "test/broken")
+    one_line_error(quiet, "target profile test/broken is not valid TOML")
+    assert "caused by" not in quiet.output
+    verbose = run_cli("-v", "targets", "show", "test/broken")
+    one_line_error(verbose, "target profile test/broken is not valid TOML")
+    assert "  caused by: TOMLDecodeError: " in verbose.output

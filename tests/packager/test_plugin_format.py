@@ -94,3 +94,40 @@ def test_an_installed_plugin_is_found_through_its_entry_points(tmp_path, monkeyp
     assert type(fmt).__name__ == "NumpyFormat" and fmt.suffix == ".npz"
     assert backend_registry.backends()["numpy"] == "tests.plugins.numpy_format"
     assert backend_registry.backend_available("numpy")
+
+
+class _HalfOrDamaged(numpy_format.NumpyFormat):
+    """numpy with an fp16 made by two recipes: the first writes a file its backend refuses to load."""
+
+    precisions = ("fp32", "fp16")
+
+    def recipes(self, target, precision: str) -> list[dict]:
+        return [{"damaged": True}, {"damaged": False}]
+
+    def quantize(self, fp32, out, target, precision, calibration, recipe) -> dict:
+        if recipe["damaged"]:
+            out.write_bytes(b"not an npz")
+        else:
+            with np.load(fp32) as arrays, open(out, "wb") as f:
+                np.savez(f, **{k: v.astype(np.float16) for k, v in arrays.items()})
+        self.companions(out)[0].write_text(self.companions(fp32)[0].read_text())
+        return {"weights": "fp16"}
+
+
+def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_target, tmp_path, monkeypatch):
+    from edgepack import formats as format_registry
+
+    monkeypatch.setitem(format_registry._registry, "numpy", _HalfOrDamaged())
+    profile = tmp_path / "profiles" / "test" / "numpy-box.toml"
+    profile.write_text(PROFILE.replace('[numpy]\nprecisions = ["fp32"]', '[numpy]\nprecisions = ["fp32", "fp16"]'))
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    calibration = {"x": np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)}
+    result = edgepack.build(module, tmp_path / "bundle", numpy_target, inputs={"x": torch.zeros(1, 4, 4)},
+                            calibration=calibration, formats=["numpy"], precisions=["fp32", "fp16"])
+    half = next(a for a in result.manifest.artifacts if a.name == "numpy-fp16")
+    assert half.status == "ok", half.error
+    trail = half.quantization["search"]
+    assert [c["recipe"] for c in trail if "recipe" in c] == [{"damaged": False}]
+    (error,) = [c["error"] for c in trail if "error" in c]
+    assert error.startswith("the runtime cannot load or run this numpy-fp16 candidate (")
+    assert "is not a numpy-format artifact" in error

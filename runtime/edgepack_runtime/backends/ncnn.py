@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, InferenceError, InputError, first_line
+from ..errors import BackendUnavailableError, BundleError, InferenceError, InputError, mapped
 
 __all__ = ["NcnnSession", "open_session", "available", "import_ncnn", "passive_openmp", "weights_path",
            "options_path", "WEIGHTS_SUFFIX", "OPTIONS_SUFFIX", "FP16_ENV", "FP16_ARITHMETIC_ENV", "LIGHTMODE_ENV",
@@ -97,12 +97,11 @@ def _options(param: Path) -> dict:
     path = options_path(param)
     if not path.is_file():
         return {"fp16": False, "fp16_arithmetic": False, "lightmode": True}
-    try:
+    with mapped(BundleError, f"{path} is not an ncnn options file", "rebuild the bundle",
+                catch=(OSError, ValueError, KeyError, TypeError)):
         options = json.loads(path.read_text())
         return {"fp16": bool(options["fp16"]), "fp16_arithmetic": bool(options.get("fp16_arithmetic", False)),
                 "lightmode": bool(options.get("lightmode", True))}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path} is not an ncnn options file ({first_line(exc)}); rebuild the bundle") from None
 
 
 def _by_position(blobs: Sequence[str], wanted: Sequence[str], what: str, path) -> list[tuple[str, str]]:
@@ -126,7 +125,7 @@ class NcnnSession:
             ncnn = import_ncnn()
         except ImportError as exc:
             raise BackendUnavailableError(f"ncnn cannot be imported ({exc}); ncnn artifacts need it: "
-                                          "pip install 'edgepack-runtime[ncnn]'") from None
+                                          "pip install 'edgepack-runtime[ncnn]'") from exc
         self._ncnn = ncnn
         options = _options(Path(path))
         fp16 = _switch(FP16_ENV, options["fp16"])

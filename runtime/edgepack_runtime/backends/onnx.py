@@ -7,7 +7,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, first_line
+from ..errors import BackendUnavailableError, BundleError, mapped
 from .onnx_external import external_data_reference
 
 # Name the provider explicitly: onnxruntime warns and may pick another one otherwise.
@@ -30,11 +30,11 @@ class OnnxSession:
             raise BackendUnavailableError(
                 f"onnxruntime cannot be imported ({exc}); ONNX artifacts need it: "
                 "pip install 'edgepack-runtime[onnx]'"
-            ) from None
+            ) from exc
         try:
             external = external_data_reference(path)
         except ValueError as exc:
-            raise BundleError(f"{path} is damaged ({exc}); rebuild the bundle") from None
+            raise BundleError(f"{path} is damaged ({exc}); rebuild the bundle") from exc
         if external:
             raise BundleError(f"{path} keeps tensor {external!r} in another file (ONNX external data): edgepack "
                               "writes every ONNX artifact as one file, so nothing outside it is read; rebuild the bundle")
@@ -49,13 +49,10 @@ class OnnxSession:
         # Failures reach the caller as one typed error (Model.run); onnxruntime's own log line
         # on stderr would only repeat it, in colour.
         options.log_severity_level = FATAL_ONLY
-        try:
+        # onnxruntime raises its own untyped errors.
+        with mapped(BundleError, f"onnxruntime could not load {path}",
+                    "the file may be damaged or need a newer onnxruntime"):
             self._session = ort.InferenceSession(str(path), sess_options=options, providers=PROVIDERS)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise BundleError(
-                f"onnxruntime could not load {path} ({first_line(exc)}); "
-                "the file may be damaged or need a newer onnxruntime"
-            ) from None
         self.backend_version = ort.__version__
         self.threads = threads
         self._output_names = [o.name for o in self._session.get_outputs()]

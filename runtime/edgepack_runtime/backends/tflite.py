@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BackendUnavailableError, BundleError, InputError, first_line
+from ..errors import BackendUnavailableError, BundleError, InputError, mapped
 
 # Every tflite-runtime release up to 2.14 (the last one) was built against numpy 1.x.
 TFLITE_RUNTIME_NUMPY2 = (2, 15)
@@ -51,7 +51,7 @@ def _interpreter():
     try:
         from tflite_runtime.interpreter import Interpreter
     except ImportError as exc:
-        raise BackendUnavailableError(f"tflite-runtime {version} cannot be imported ({exc}); reinstall it") from None
+        raise BackendUnavailableError(f"tflite-runtime {version} cannot be imported ({exc}); reinstall it") from exc
     return Interpreter, "tflite-runtime", version
 
 
@@ -149,15 +149,12 @@ class LiteRTSession:
 
     def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
         interpreter_class, self.backend, self.backend_version = _interpreter()
-        try:
+        # LiteRT raises its own untyped errors on damaged files.
+        with mapped(BundleError, f"LiteRT could not load {path}", "the file may be damaged"):
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
             keys = list(self._interpreter.get_signature_list())
             signatures = [_Signature(self._interpreter.get_signature_runner(k), input_names, output_names, path)
                           for k in keys]
-        except BundleError:
-            raise
-        except Exception as exc:  # LiteRT raises its own untyped errors on damaged files
-            raise BundleError(f"LiteRT could not load {path} ({first_line(exc)}); the file may be damaged") from None
         if not signatures:
             raise BundleError(f"{path} has no signature to run; rebuild the bundle")
         self.threads = threads
