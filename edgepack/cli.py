@@ -17,6 +17,7 @@ from edgepack_runtime.manifest import TaskMetric
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
 from .errors import BuildFailed, UsageError
+from .request import BuildRequest
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -179,19 +180,19 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
               trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
               min_agreement, min_f1, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
-    from .pipeline import build  # torch and the converters: only for commands that build
+    from .pipeline import build_from  # torch and the converters: only for commands that build
 
+    request = BuildRequest.of(
+        model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights, inputs=inputs,
+        calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
+        allow_mismatch=allow_mismatch, allow_partial=allow_partial, strict=strict, verify_emulated=verify_emulated,
+        max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
+        task=task, preprocess=preprocess, tokenizer=tokenizer, labels=labels, postprocess=postprocess,
+        sign=sign_key)
     with (err_console if as_json else console).status(f"building {plain(model)} for {plain(target)}…") as status:
         _log_lines.status = status
         try:
-            result = build(
-                model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights,
-                inputs=inputs, calibration=calibration, eval_data=eval_data, name=name,
-                trust_checkpoint=trust_checkpoint, allow_mismatch=allow_mismatch, allow_partial=allow_partial,
-                strict=strict, verify_emulated=verify_emulated, max_accuracy_drop=max_accuracy_drop,
-                min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1, task=task, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
-                postprocess=postprocess, sign=sign_key,
-            )
+            result = build_from(request)
         finally:
             _log_lines.status = None
     if as_json:

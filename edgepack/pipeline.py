@@ -1,4 +1,6 @@
-"""The build: load → export → quantize → validate → write. No format-specific code here."""
+"""The build as stages over one BuildContext: plan → load → reference → declare → per
+format (export → quantize/search → validate) → time → write → check and commit. No
+format-specific code here."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ import numpy as np
 import edgepack_runtime
 from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_ARTIFACT_PREFIX, GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
-from edgepack_runtime.hostinfo import host_info
-from edgepack_runtime.manifest import SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency, Manifest
+from edgepack_runtime.hostinfo import HostInfo, host_info
+from edgepack_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency,
+                                      Manifest)
 from edgepack_runtime.parity import run_samples, top1_accuracy
 from edgepack_runtime.precision import BASE, is_calibrated
 from edgepack_runtime.signature import sign_bundle
@@ -29,6 +32,7 @@ from . import __version__
 from .bundle_writer import BundleStaging
 from .budget import (DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget,
                      cautious)
+from .request import BuildRequest, InputsRequest
 from .errors import BuildError, BuildFailed, TargetError
 from .formats import artifact_files, get_format, remove_artifact
 from .macs import count_macs
@@ -37,14 +41,14 @@ from .task import infer_task
 from .model_source import load_model
 from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
-from .targets import load_target
+from .targets import TargetProfile, load_target
 from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
                        torch_references, validate_artifact)
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["build", "BuildResult", "BuildFailed"]
+__all__ = ["build", "build_from", "BuildRequest", "BuildResult", "BuildFailed"]
 
 # Warnings (e.g. int8 calibrated on random data) and, at INFO, each stage as it starts:
 # the CLI shows them (-q: errors only, -v: stages, -vv: the converters' own output too).
@@ -151,97 +155,180 @@ def build(
 
     Returns the BuildResult; raises BuildFailed (with the result) when a required artifact
     fails, or no artifact is left to ship. Nothing is written at `output` when it raises.
+    The same as `build_from` with the arguments as a BuildRequest (edgepack/request.py).
     """
-    seconds: dict[str, float] = {}
-    start = time.perf_counter()
-    profile = load_target(target)
-    formats = _choose(formats, profile.formats, "format", profile.id)
-    # The profile's precisions by default; on request, any the formats can build.
+    return build_from(BuildRequest.of(
+        model, output, target, formats=formats, precisions=precisions, weights=weights, inputs=inputs,
+        calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
+        allow_mismatch=allow_mismatch, allow_partial=allow_partial, verify_emulated=verify_emulated,
+        max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
+        task=task, strict=strict, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
+        postprocess=postprocess, sign=sign))
+
+
+@dataclass
+class BuildContext:
+    """What the stages of one build share; each stage fills in its part."""
+
+    request: BuildRequest
+    profile: TargetProfile
+    plan: dict[str, list[str]]  # format -> precisions to build
+    host: HostInfo
+    staging: BundleStaging
+    seconds: dict[str, float] = field(default_factory=dict)
+    start: float = field(default_factory=time.perf_counter)
+    # load
+    loaded: Any = None  # model_source.LoadedModel
+    inputs: Optional[InputsRequest] = None  # the request's, completed by a self-describing source
+    steps: Any = None  # image steps, when images become the input tensors
+    calibration: Optional["_Calibration"] = None
+    samples: Any = None  # (specs, (golden inputs, real count), evaluation): what the reference stage runs
+    # reference
+    refs: Optional[References] = None
+    macs: Optional[int] = None
+    raw_io: Any = None  # raw_io.RawIO
+    task: Any = None  # task.Task
+    budget: Optional[Budget] = None
+    # per format
+    artifacts: list[Artifact] = field(default_factory=list)
+    toolchain: dict[str, str] = field(default_factory=dict)
+
+    def timed(self, stage: str):
+        return _timed(self.seconds, stage)
+
+
+def build_from(request: BuildRequest) -> BuildResult:
+    """Build the bundle `request` asks for: load → reference → per format (export →
+    quantize/search → validate) → time → write → check. See `build` for what it does."""
+    ctx = _plan(request)
+    with ctx.timed("load"):
+        _load(ctx)
+    with ctx.timed("reference"):
+        _reference(ctx)
+    _declare(ctx)
+    with ctx.staging:
+        for fmt_name, precisions in ctx.plan.items():
+            fmt = get_format(fmt_name)
+            ctx.toolchain.update(fmt.toolchain())
+            ctx.artifacts += _build_format(ctx, fmt, precisions)
+        with ctx.timed("latency"):
+            ctx.artifacts = _time_artifacts(ctx.artifacts, ctx.profile, ctx.host, ctx.refs, ctx.staging.dir)
+        manifest = _write(ctx)
+        return _check_and_commit(ctx, manifest)
+
+
+def _plan(request: BuildRequest) -> BuildContext:
+    """The target, and which precisions of which formats to build: the profile's by
+    default; on request, any the formats can build."""
+    profile = load_target(request.target)
+    formats = _choose(request.formats, profile.formats, "format", profile.id)
+    precisions = request.precisions
     offered = {f: list(get_format(f).precisions if precisions else profile.settings(f).precisions) for f in formats}
     _choose(precisions, sorted({p for ps in offered.values() for p in ps}), "precision", profile.id)
     plan = {f: [p for p in ps if not precisions or p in precisions] for f, ps in offered.items()}
-    host = host_info()
-    staging = BundleStaging(Path(output))  # refuses a non-bundle destination before any work
-
-    with _timed(seconds, "load"):
-        loaded = load_model(model, weights=weights, inputs=inputs, trust_checkpoint=trust_checkpoint)
-        # A self-describing source (an Ultralytics checkpoint) fills in what the user left unsaid.
-        source = loaded.defaults
-        if preprocess is None and tokenizer is None:
-            preprocess = source.preprocess
-        postprocess = postprocess or source.postprocess
-        labels = labels if labels is not None else source.labels or None
-        # Known before the samples load: a folder of images becomes tensors through these steps.
-        steps = image_steps(preprocess, loaded.inputs) if preprocess is not None else None
-        quantized = any(p != BASE for ps in plan.values() for p in ps)
-        specs, golden, calibration_used, evaluation = _samples(loaded.inputs, calibration, eval_data, quantized, steps)
-    with _timed(seconds, "reference"):
-        refs = torch_references(loaded.module, specs, *golden, evaluation)
-        macs = count_macs(loaded.module, specs, {k: v[0] for k, v in refs.golden_inputs.items()})
-    # Before the long conversions: a pipeline or labels that cannot fit fail the build in seconds.
-    raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=steps, tokenizer=tokenizer,
-                     labels=labels, postprocess=postprocess, detection=source.detection)
-    the_task = infer_task(task, raw_io.postprocessing, refs.outputs, refs.golden_outputs)
-    budget = Budget(max_top1_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement,
-                    min_f1=min_f1, task=the_task.name, answer_output=the_task.output, detection=the_task.detection)
-
-    artifacts: list[Artifact] = []
+    staging = BundleStaging(Path(request.output.path))  # refuses a non-bundle destination before any work
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
                  "python": platform.python_version()}
-    with staging:
-        for fmt_name, fmt_precisions in plan.items():
-            fmt = get_format(fmt_name)
-            toolchain.update(fmt.toolchain())
-            artifacts += _build_format(fmt, fmt_precisions, loaded.module, refs, profile, host, staging.dir,
-                                       calibration_used, budget, seconds, from_profile=not precisions)
-        with _timed(seconds, "latency"):
-            artifacts = _time_artifacts(artifacts, profile, host, refs, staging.dir)
+    return BuildContext(request, profile, plan, host_info(), staging, toolchain=toolchain)
 
-        raw_io.write(staging.dir)
-        golden_path = staging.dir / GOLDEN_FILE
-        np.savez(golden_path,
-                 **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
-                 **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()},
-                 **_own_outputs(artifacts, profile, refs, staging.dir))
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
-            name=name or staging.dest.name,
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            target=profile.to_dict(),
-            inputs=refs.inputs,
-            outputs=refs.outputs,
-            artifacts=tuple(artifacts),
-            golden=Golden(path=GOLDEN_FILE, sha256=sha256_file(golden_path),
-                          samples=len(next(iter(refs.golden_inputs.values()))), real_samples=refs.real_samples),
-            toolchain=toolchain,
-            accuracy_tolerance=max_accuracy_drop,
-            min_cosine=min_cosine,
-            min_agreement=min_agreement,
-            build={"model": loaded.source, "host": host.to_dict(), "seconds": seconds},
-            macs=macs,
-            drift_reference=({k: reference_stats(v) for k, v in calibration_used.samples.items()}
-                             if calibration_used.source == "data" else None),
-            preprocessing=raw_io.preprocessing,
-            postprocessing=raw_io.postprocessing,
-            task=the_task.name,
-        )
-        (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
-        # Precisions the user named must all ship; --strict extends that to the profile's.
-        required = set() if allow_partial else _all(manifest) if strict else set(precisions or ())
-        if verify_emulated:
-            manifest = _emulate(manifest, profile, staging.dir, seconds, refs, budget)
-        if not allow_mismatch:
-            # Artifacts the user asked for by name must all ship (unless --allow-partial);
-            # the profile's others are left out when they miss, with the reason in the table.
-            manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required)
-        seconds["total"] = round(time.perf_counter() - start, 3)  # the manifest's build dict holds `seconds`
-        (staging.dir / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
-        result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, allow_mismatch, required))
-        if result.problems:
-            raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
-        if sign is not None:
-            sign_bundle(staging.dir, sign)
-        result.path = staging.commit()
+
+def _load(ctx: BuildContext) -> None:
+    """The model, and the samples it is calibrated, checked and judged on."""
+    model, given = ctx.request.model, ctx.request.inputs
+    ctx.loaded = loaded = load_model(model.model, weights=model.weights, inputs=given.inputs,
+                                     trust_checkpoint=model.trust_checkpoint)
+    # A self-describing source (an Ultralytics checkpoint) fills in what the user left unsaid.
+    source = loaded.defaults
+    ctx.inputs = dataclasses.replace(
+        given,
+        preprocess=source.preprocess if given.preprocess is None and given.tokenizer is None else given.preprocess,
+        postprocess=given.postprocess or source.postprocess,
+        labels=given.labels if given.labels is not None else source.labels or None)
+    # Known before the samples load: a folder of images becomes tensors through these steps.
+    ctx.steps = image_steps(ctx.inputs.preprocess, loaded.inputs) if ctx.inputs.preprocess is not None else None
+    quantized = any(p != BASE for ps in ctx.plan.values() for p in ps)
+    data = ctx.request.data
+    specs, golden, ctx.calibration, evaluation = _samples(loaded.inputs, data.calibration, data.eval_data, quantized,
+                                                          ctx.steps)
+    ctx.samples = (specs, golden, evaluation)
+
+
+def _reference(ctx: BuildContext) -> None:
+    """PyTorch's outputs: what every artifact is checked against."""
+    specs, golden, evaluation = ctx.samples
+    ctx.refs = torch_references(ctx.loaded.module, specs, *golden, evaluation)
+    ctx.macs = count_macs(ctx.loaded.module, specs, {k: v[0] for k, v in ctx.refs.golden_inputs.items()})
+
+
+def _declare(ctx: BuildContext) -> None:
+    """Raw inputs and answers, the task and its budget. Before the long conversions: a
+    pipeline or labels that cannot fit fail the build in seconds."""
+    refs, given, wanted = ctx.refs, ctx.inputs, ctx.request.budget
+    ctx.raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=ctx.steps,
+                         tokenizer=given.tokenizer, labels=given.labels, postprocess=given.postprocess,
+                         detection=ctx.loaded.defaults.detection)
+    ctx.task = infer_task(wanted.task, ctx.raw_io.postprocessing, refs.outputs, refs.golden_outputs)
+    ctx.budget = Budget(max_top1_drop=wanted.max_accuracy_drop, min_cosine=wanted.min_cosine,
+                        min_agreement=wanted.min_agreement, min_f1=wanted.min_f1, task=ctx.task.name,
+                        answer_output=ctx.task.output, detection=ctx.task.detection)
+
+
+def _write(ctx: BuildContext) -> Manifest:
+    """The golden file, the raw-io files and the manifest, into the staging directory."""
+    refs, out_dir, wanted = ctx.refs, ctx.staging.dir, ctx.request.budget
+    ctx.raw_io.write(out_dir)
+    golden_path = out_dir / GOLDEN_FILE
+    np.savez(golden_path,
+             **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
+             **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()},
+             **_own_outputs(ctx.artifacts, ctx.profile, refs, out_dir))
+    calibration = ctx.calibration
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        name=ctx.request.output.name or ctx.staging.dest.name,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        target=ctx.profile.to_dict(),
+        inputs=refs.inputs,
+        outputs=refs.outputs,
+        artifacts=tuple(ctx.artifacts),
+        golden=Golden(path=GOLDEN_FILE, sha256=sha256_file(golden_path),
+                      samples=len(next(iter(refs.golden_inputs.values()))), real_samples=refs.real_samples),
+        toolchain=ctx.toolchain,
+        accuracy_tolerance=wanted.max_accuracy_drop,
+        min_cosine=wanted.min_cosine,
+        min_agreement=wanted.min_agreement,
+        build={"model": ctx.loaded.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds},
+        macs=ctx.macs,
+        drift_reference=({k: reference_stats(v) for k, v in calibration.samples.items()}
+                         if calibration.source == "data" else None),
+        preprocessing=ctx.raw_io.preprocessing,
+        postprocessing=ctx.raw_io.postprocessing,
+        task=ctx.task.name,
+    )
+    (out_dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    return manifest
+
+
+def _check_and_commit(ctx: BuildContext, manifest: Manifest) -> BuildResult:
+    """Emulate if asked, leave out what misses, and write the bundle at -o unless a
+    required artifact failed (BuildFailed then, nothing written)."""
+    out, staging = ctx.request.output, ctx.staging
+    # Precisions the user named must all ship; --strict extends that to the profile's.
+    required = set() if out.allow_partial else _all(manifest) if out.strict else set(ctx.request.precisions or ())
+    if ctx.request.verify_emulated:
+        manifest = _emulate(manifest, ctx.profile, staging.dir, ctx.seconds, ctx.refs, ctx.budget)
+    if not out.allow_mismatch:
+        # Artifacts the user asked for by name must all ship (unless --allow-partial);
+        # the profile's others are left out when they miss, with the reason in the table.
+        manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required)
+    ctx.seconds["total"] = round(time.perf_counter() - ctx.start, 3)  # the manifest's build dict holds `seconds`
+    (staging.dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, out.allow_mismatch, required))
+    if result.problems:
+        raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
+    if ctx.request.signing is not None:
+        sign_bundle(staging.dir, ctx.request.signing.key)
+    result.path = staging.commit()
     return result
 
 
@@ -279,57 +366,59 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
     return specs, golden, _Calibration(calib, "data"), evaluation
 
 
-def _build_format(fmt, precisions: list[str], module, refs: References, profile, host, out_dir: Path,
-                  calibration: _Calibration, budget: Budget, seconds: dict, from_profile: bool = False
-                  ) -> list[Artifact]:
+def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifact]:
     """Export one format to fp32, derive its other precisions from that file, validate each.
-    `from_profile`: the precisions are the profile's, which the model may add to."""
-    fp32_file = out_dir / f"model.fp32{fmt.suffix}"
-    layout = fmt.layout(profile)
+    Precisions from the profile (none named) may be added to for the model."""
+    out_dir = ctx.staging.dir
+    fp32_file = out_dir / f"model.{BASE}{fmt.suffix}"
     export_error = None
     try:
-        with _timed(seconds, f"{fmt.name}.export"):
-            fmt.export(module, refs.inputs, [s.name for s in refs.outputs], profile, fp32_file)
+        with ctx.timed(f"{fmt.name}.export"):
+            fmt.export(ctx.loaded.module, ctx.refs.inputs, [s.name for s in ctx.refs.outputs], ctx.profile, fp32_file)
     except BuildError as exc:
         export_error = str(exc)
-    if from_profile and not export_error:
+    if not ctx.request.precisions and not export_error:
         precisions = _for_the_model(fmt, precisions, fp32_file)
-    context = SearchContext(profile, host, refs, calibration.samples, budget)
-    artifacts = []
-    for precision in precisions:
-        name = f"{fmt.name}-{precision}"
-        file = out_dir / f"model.{precision}{fmt.suffix}"
-        quantization = None
-        try:
-            if export_error:
-                raise BuildError(export_error)
-            if precision == BASE:
-                with _timed(seconds, f"{fmt.name}.validate"):
-                    validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, profile,
-                                                                host, refs, budget)
-            else:
-                with _timed(seconds, f"{fmt.name}.quantize+search"):
-                    chosen, trail = search(fmt, precision, fp32_file, file, context)
-                validation, accuracy = chosen.validation, chosen.accuracy
-                quantization = {**chosen.settings, "search": trail}
-                if is_calibrated(precision):
-                    quantization["calibration"] = calibration.source
-                    quantization["calibration_samples"] = len(next(iter(calibration.samples.values())))
-        except BuildError as exc:
-            artifacts.append(Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc)))
-            continue
-        files = tuple(FileRef(path=f.name, sha256=sha256_file(f), size_bytes=f.stat().st_size)
-                      for f in artifact_files(fmt, file))
-        artifacts.append(Artifact(
-            name=name, format=fmt.name, precision=precision, status="ok",
-            path=file.name, sha256=files[0].sha256, size_bytes=sum(f.size_bytes for f in files), files=files,
-            quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
-        ))
-    for stale in out_dir.glob(f"model.fp32.*{fmt.suffix}"):
+    artifacts = [_build_precision(ctx, fmt, precision, fp32_file, export_error) for precision in precisions]
+    for stale in out_dir.glob(f"model.{BASE}.*{fmt.suffix}"):
         stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
     if BASE not in precisions:
         remove_artifact(fmt, fp32_file)  # only the base for the other precisions: not part of the bundle
     return artifacts
+
+
+def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, export_error: Optional[str]
+                     ) -> Artifact:
+    """One artifact: the exported base validated, or another precision quantized from it
+    (searching the target's recipes); `failed` with why when it cannot be built."""
+    name, file = f"{fmt.name}-{precision}", ctx.staging.dir / f"model.{precision}{fmt.suffix}"
+    layout = fmt.layout(ctx.profile)
+    quantization = None
+    try:
+        if export_error:
+            raise BuildError(export_error)
+        if precision == BASE:
+            with ctx.timed(f"{fmt.name}.validate"):
+                validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, ctx.profile,
+                                                            ctx.host, ctx.refs, ctx.budget)
+        else:
+            search_in = SearchContext(ctx.profile, ctx.host, ctx.refs, ctx.calibration.samples, ctx.budget)
+            with ctx.timed(f"{fmt.name}.quantize+search"):
+                chosen, trail = search(fmt, precision, fp32_file, file, search_in)
+            validation, accuracy = chosen.validation, chosen.accuracy
+            quantization = {**chosen.settings, "search": trail}
+            if is_calibrated(precision):
+                quantization["calibration"] = ctx.calibration.source
+                quantization["calibration_samples"] = len(next(iter(ctx.calibration.samples.values())))
+    except BuildError as exc:
+        return Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc))
+    files = tuple(FileRef(path=f.name, sha256=sha256_file(f), size_bytes=f.stat().st_size)
+                  for f in artifact_files(fmt, file))
+    return Artifact(
+        name=name, format=fmt.name, precision=precision, status="ok",
+        path=file.name, sha256=files[0].sha256, size_bytes=sum(f.size_bytes for f in files), files=files,
+        quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
+    )
 
 
 def _for_the_model(fmt, precisions: list[str], fp32_file: Path) -> list[str]:

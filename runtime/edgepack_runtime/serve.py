@@ -400,21 +400,22 @@ class Live:
         self._stop.set()
 
 
-def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
-    """The ASGI app serving `model` (a Model, or a Live one that may be swapped)."""
-    live = model if isinstance(model, Live) else Live(model)
-    model = live.model  # the first version: the API description and OpenAPI schema are its
-    metrics = _Metrics()
-    inflight = {"n": 0}
-    run_lock = threading.Lock()  # LiteRT interpreters are not thread-safe; ORT gains nothing on a few cores
-    # One image decoded at a time: memory stays one decode limit's worth (preprocess.MAX_IMAGE_PIXELS).
-    decode_lock = threading.Lock()
+class _Inference:
+    """Runs predict requests on the live model: one inference at a time (LiteRT interpreters
+    are not thread-safe; ORT gains nothing on a few cores), one image decoded at a time
+    (memory stays one decode limit's worth, preprocess.MAX_IMAGE_PIXELS), at most
+    `max_concurrency` requests in flight, each answered within `timeout_s`."""
 
-    def run_serialised(model, feeds):
-        with run_lock:
+    def __init__(self, live: Live, max_concurrency: int, timeout_s: float):
+        self.live, self.max_concurrency, self.timeout_s = live, max_concurrency, timeout_s
+        self.inflight = 0
+        self._run_lock, self._decode_lock = threading.Lock(), threading.Lock()
+
+    def run(self, model, feeds):
+        with self._run_lock:
             return model.run(feeds)
 
-    def predict_serialised(model, body: bytes, content_type: str, thresholds: dict):
+    def predict(self, model, body: bytes, content_type: str, thresholds: dict):
         """Preprocess, run, answer: a Prediction (a detector's boxes in the upload's pixels)."""
         start = time.perf_counter()
         if content_type in TEXT_TYPES:
@@ -424,23 +425,88 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
                 raise InputError("the text/plain body is not UTF-8") from None
             feeds, geometry = model.prepare(text)
         else:
-            with decode_lock:
+            with self._decode_lock:
                 feeds, geometry = model.prepare(body)
         ran = time.perf_counter()
-        prediction = model.predict_tensors(feeds, run=lambda f: run_serialised(model, f), geometry=geometry,
-                                           **thresholds)
+        prediction = model.predict_tensors(feeds, run=lambda f: self.run(model, f), geometry=geometry, **thresholds)
         prediction.preprocess_ms = (ran - start) * 1e3
         return prediction
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app):
-        yield
-        live.stop()
-        if live.model.telemetry is not None:  # shutdown: commit what is queued before exiting
-            live.model.telemetry.flush()
+    async def handle(self, request: Request):
+        model = self.live.model  # this request runs on this version to its end, whatever is swapped in meanwhile
+        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        raw = content_type in IMAGE_TYPES + TEXT_TYPES
+        wanted = {"image": IMAGE_TYPES, "text": TEXT_TYPES}.get(model.raw_input_kind(), ())
+        if raw and content_type not in wanted:  # the version swapped in since the guard looked takes other input
+            return JSONResponse({"detail": f"this bundle version does not take {content_type}"}, status_code=415)
+        try:
+            thresholds = _thresholds(request.query_params, model, raw)
+        except InputError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        body = await request.body()
+        try:  # the guard has read the whole body already: decoding tensors takes no slot
+            feeds = None if raw else _decode(body, content_type, model)
+        except InputError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+        if self.inflight >= self.max_concurrency:
+            return JSONResponse({"detail": f"busy: {self.max_concurrency} requests in flight, retry shortly"},
+                                status_code=503, headers={"Retry-After": "1"})
+        self.inflight += 1
+        released = False
+        try:
+            # Raw inputs are decoded inside the slot: decoding an image is work to bound too.
+            work = (self.predict, model, body, content_type, thresholds) if raw else (self.run, model, feeds)
+            task = asyncio.ensure_future(run_in_threadpool(*work))
+            try:
+                result = await asyncio.wait_for(asyncio.shield(task), self.timeout_s)
+            except asyncio.TimeoutError:
+                # The inference keeps its slot until it really ends: concurrency stays bounded.
+                task.add_done_callback(lambda _: setattr(self, "inflight", self.inflight - 1))
+                released = True
+                return JSONResponse({"detail": f"inference took longer than {self.timeout_s:g} s"}, status_code=504)
+            except InputError as exc:
+                return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, InputTooLarge) else 422)
+            except EdgepackError as exc:  # the backend failed on this input: say so, keep serving
+                return JSONResponse({"detail": str(exc)}, status_code=500)
+            return _answer(request, model, result, raw)
+        finally:
+            if not released:
+                self.inflight -= 1
 
-    app = FastAPI(title="edgepack-runtime", version="1", lifespan=lifespan,
-                  description=f"Inference for bundle {model.bundle.manifest.name}")
+
+def _answer(request: Request, model, result, raw: bool):
+    """A finished inference as the response: JSON (a raw input's answer, or the outputs as
+    lists) or, when asked for, the outputs as an .npz."""
+    outputs = result.outputs if raw else result
+    if any(v.dtype.kind == "f" and not np.all(np.isfinite(v)) for v in outputs.values()):
+        return JSONResponse({"detail": "the model produced NaN or infinite outputs for this input"}, status_code=422)
+    if request.headers.get("accept", "").startswith("application/x-npz"):
+        buffer = io.BytesIO()
+        np.savez(buffer, **outputs)
+        return Response(buffer.getvalue(), media_type="application/x-npz")
+    if raw:
+        return {"artifact": model.artifact.name, **result.to_dict()}
+    return {"artifact": model.artifact.name, "outputs": {k: v.tolist() for k, v in outputs.items()}}
+
+
+def _predict_openapi(model) -> dict:
+    """The OpenAPI description of /v1/predict's parameters and bodies for `model`."""
+    names = [s.name for s in model.inputs]
+    parameters = _threshold_parameters(model)
+    limits = body_limits(model)
+    return {**({"parameters": parameters} if parameters else {}), "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {"inputs": {
+            "type": "object", "required": names, "additionalProperties": False,
+            "properties": {s.name: _tensor_schema(s) for s in model.inputs}}}}},
+        "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
+        **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in limits if kind in IMAGE_TYPES},
+        **{kind: {"schema": {"type": "string", "maxLength": TEXT_BODY_BYTES // 4}} for kind in limits
+           if kind in TEXT_TYPES},
+    }}}
+
+
+def _add_info_routes(app: FastAPI, live: Live, metrics: "_Metrics") -> None:
+    """/healthz, /v1/model (what is served) and /metrics (Prometheus)."""
 
     @app.get("/healthz")
     def healthz():
@@ -459,71 +525,28 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
     def prometheus():
         return PlainTextResponse(metrics.render(live.model), media_type="text/plain; version=0.0.4")
 
-    names = [s.name for s in model.inputs]
-    parameters = _threshold_parameters(model)
-    predict_body = {**({"parameters": parameters} if parameters else {}), "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {"inputs": {
-            "type": "object", "required": names, "additionalProperties": False,
-            "properties": {s.name: _tensor_schema(s) for s in model.inputs}}}}},
-        "application/x-npz": {"schema": {"type": "string", "format": "binary"}},
-        **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in body_limits(model)
-           if kind in IMAGE_TYPES},
-        **{kind: {"schema": {"type": "string", "maxLength": TEXT_BODY_BYTES // 4}} for kind in body_limits(model)
-           if kind in TEXT_TYPES},
-    }}}
 
-    @app.post("/v1/predict", openapi_extra=predict_body)
+def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
+    """The ASGI app serving `model` (a Model, or a Live one that may be swapped)."""
+    live = model if isinstance(model, Live) else Live(model)
+    model = live.model  # the first version: the API description and OpenAPI schema are its
+    metrics = _Metrics()
+    inference = _Inference(live, max_concurrency, timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        live.stop()
+        if live.model.telemetry is not None:  # shutdown: commit what is queued before exiting
+            live.model.telemetry.flush()
+
+    app = FastAPI(title="edgepack-runtime", version="1", lifespan=lifespan,
+                  description=f"Inference for bundle {model.bundle.manifest.name}")
+    _add_info_routes(app, live, metrics)
+
+    @app.post("/v1/predict", openapi_extra=_predict_openapi(model))
     async def predict(request: Request):
-        model = live.model  # this request runs on this version to its end, whatever is swapped in meanwhile
-        content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-        raw = content_type in IMAGE_TYPES + TEXT_TYPES
-        wanted = {"image": IMAGE_TYPES, "text": TEXT_TYPES}.get(model.raw_input_kind(), ())
-        if raw and content_type not in wanted:  # the version swapped in since the guard looked takes other input
-            return JSONResponse({"detail": f"this bundle version does not take {content_type}"}, status_code=415)
-        try:
-            thresholds = _thresholds(request.query_params, model, raw)
-        except InputError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=400)
-        body = await request.body()
-        try:  # the guard has read the whole body already: decoding tensors takes no slot
-            feeds = None if raw else _decode(body, content_type, model)
-        except InputError as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
-        if inflight["n"] >= max_concurrency:
-            return JSONResponse({"detail": f"busy: {max_concurrency} requests in flight, retry shortly"},
-                                status_code=503, headers={"Retry-After": "1"})
-        inflight["n"] += 1
-        released = False
-        try:
-            # Raw inputs are decoded inside the slot: decoding an image is work to bound too.
-            work = ((predict_serialised, model, body, content_type, thresholds) if raw
-                    else (run_serialised, model, feeds))
-            task = asyncio.ensure_future(run_in_threadpool(*work))
-            try:
-                result = await asyncio.wait_for(asyncio.shield(task), timeout_s)
-            except asyncio.TimeoutError:
-                # The inference keeps its slot until it really ends: concurrency stays bounded.
-                task.add_done_callback(lambda _: inflight.__setitem__("n", inflight["n"] - 1))
-                released = True
-                return JSONResponse({"detail": f"inference took longer than {timeout_s:g} s"}, status_code=504)
-            except InputError as exc:
-                return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, InputTooLarge) else 422)
-            except EdgepackError as exc:  # the backend failed on this input: say so, keep serving
-                return JSONResponse({"detail": str(exc)}, status_code=500)
-            outputs = result.outputs if raw else result
-            if any(v.dtype.kind == "f" and not np.all(np.isfinite(v)) for v in outputs.values()):
-                return JSONResponse({"detail": "the model produced NaN or infinite outputs for this input"},
-                                    status_code=422)
-            if request.headers.get("accept", "").startswith("application/x-npz"):
-                buffer = io.BytesIO()
-                np.savez(buffer, **outputs)
-                return Response(buffer.getvalue(), media_type="application/x-npz")
-            if raw:
-                return {"artifact": model.artifact.name, **result.to_dict()}
-            return {"artifact": model.artifact.name, "outputs": {k: v.tolist() for k, v in outputs.items()}}
-        finally:
-            if not released:
-                inflight["n"] -= 1
+        return await inference.handle(request)
 
     guard = _Guard(app, token, body_limits(model), metrics)
     live.on_swap.append(lambda new: setattr(guard, "limits", body_limits(new)))

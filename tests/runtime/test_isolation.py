@@ -47,7 +47,7 @@ def test_public_names_are_pinned():
         "EdgepackError", "BundleError", "IntegrityError", "InputError", "InferenceError", "BackendUnavailableError",
         "__version__"])
     assert sorted(edgepack.__all__) == sorted([
-        "build", "BuildResult", "BuildFailed", "load_target", "target_ids", "TargetProfile", "EdgepackError",
+        "build", "build_from", "BuildRequest", "BuildResult", "BuildFailed", "load_target", "target_ids", "TargetProfile", "EdgepackError",
         "__version__"])
     for package in (edgepack, edgepack_runtime):
         for name in package.__all__:
