@@ -5,7 +5,8 @@ validate.clearly_faster).
 No recipe wins on every model (docs/quantization.md), so every recipe the target profile
 lists is quantized and measured on data it was not calibrated on. When none meets the
 budget and the format can rank its layers, the most sensitive layers of the best recipe
-are kept in float, a few more at each step, until the budget holds. Every candidate is
+are kept in float, a few more at each step, until the budget holds; failing that, a
+growing share of the first layers (formats/tail.py). Every candidate is
 recorded in the artifact's `quantization.search` trail: what was tried and what it measured.
 """
 
@@ -23,7 +24,7 @@ from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
 from .errors import BuildError, mapped
-from .formats import move_artifact, remove_artifact
+from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
 from .validate import References, clearly_faster, compare_latency, open_artifact, validate_artifact
 
@@ -34,6 +35,10 @@ __all__ = ["Candidate", "search"]
 # mixed candidate that is not faster than the float model is no candidate at all.
 MIXED_PRECISION_STEPS = (1, 2, 4, 8)
 MAX_FLOAT_SHARE = 0.25
+# Then the first layers in float, a growing share of the weighted layers (formats/tail.py):
+# where the ranking misses because every early tensor costs a little (a detector on
+# thin-line drawings), the prefix holds.
+PREFIX_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25)
 
 
 @dataclass
@@ -67,7 +72,7 @@ class Candidate:
     @property
     def falls_back_to_float(self) -> bool:
         """Part of it stays float: it has to beat the float model to be worth shipping."""
-        return bool(self.recipe.get("float_layers") or self.recipe.get("float_tail"))
+        return bool(self.recipe.get("float_layers") or self.recipe.get("float_tail") or self.recipe.get("float_prefix"))
 
     def trail(self) -> dict:
         acc = self.accuracy
@@ -158,7 +163,9 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
         attempt(recipe)
     if not tried:
         raise BuildError(errors[0])
-    mixed_possible = is_calibrated(precision) and hasattr(fmt, "sensitive_layers") and ctx.refs.evaluation is not None
+    plain = list(tried)
+    mixed_possible = (is_calibrated(precision) and supports(fmt, MIXED_PRECISION)
+                      and ctx.refs.evaluation is not None)
     if mixed_possible and not any(c.within_budget for c in tried):
         base = max(tried, key=lambda c: c.score)
         try:
@@ -171,6 +178,14 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
                 break
             found = attempt({**base.recipe, "float_layers": [*base.recipe.get("float_layers", ()), *ranked[:count]]})
             if found is not None and found.within_budget:
+                break
+    if mixed_possible and not any(c.within_budget for c in tried):
+        # The preset, and the recipe that came closest with the whole graph quantized: the
+        # best one for the early layers need not be the best once they are float.
+        bases = list({id(c): c for c in (plain[0], max(plain, key=lambda c: c.score))}.values())
+        for share in PREFIX_SHARES:  # a larger prefix is only slower: stop at the first that holds
+            found = [attempt({**c.recipe, "float_prefix": share}) for c in bases]
+            if any(c is not None and c.within_budget for c in found):
                 break
     chosen = _best(tried, fmt, fp32, ctx)
     trail = [dict(c.trail(), chosen=c is chosen) for c in tried] + [{"error": e} for e in errors]

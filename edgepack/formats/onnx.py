@@ -14,10 +14,10 @@ import numpy as np
 from edgepack_runtime.manifest import TensorSpec
 
 from ..errors import BuildError
-from . import check_recipes
+from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
 from .errors import root_cause
 from .output import converter_output
-from .tail import tail
+from .tail import prefix, tail
 
 if TYPE_CHECKING:  # torch and onnx are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -69,12 +69,17 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 ACTIVATIONS = ("Relu", "Clip")
 
 
-def _tail_nodes(model_path: Path) -> list[str]:
-    """The nodes after the last weighted layers (formats/tail.py), by name."""
+def _float_nodes(model_path: Path, recipe: dict) -> list[str]:
+    """The nodes `recipe` keeps float, by name: its float_layers groups, and the tail and
+    prefix of the graph when it asks for them (formats/tail.py)."""
     import onnx
 
     nodes = onnx.load(str(model_path), load_external_data=False).graph.node
-    return tail([(n.name, n.input, n.output, n.op_type in WEIGHTED_OPS) for n in nodes])
+    ops = [(n.name, n.input, n.output, n.op_type in WEIGHTED_OPS) for n in nodes]
+    names = [name for group in recipe.get("float_layers", ()) for name in group]
+    names += tail(ops) if recipe.get("float_tail") else []
+    names += prefix(ops, recipe["float_prefix"]) if recipe.get("float_prefix") else []
+    return list(dict.fromkeys(names))
 
 
 def _bias_corrected(fp32: Path, calibration) -> Path:
@@ -182,8 +187,9 @@ def _prepared(source: Path, out: Path) -> Path:
     return out
 
 
-class OnnxFormat:
+class OnnxFormat(ExportFormat):
     name = "onnx"
+    capabilities = frozenset({MIXED_PRECISION, ATTENTION})
     suffix = ".onnx"
     precisions = ("fp32", "int8", "dynamic-int8")
     settings_class = OnnxSettings
@@ -265,9 +271,7 @@ class OnnxFormat:
                     source = _bias_corrected(fp32, calibration)
                 prepared = _prepared(source, prepared)
                 # Node names as the prepared graph has them (its fusions rename nothing they keep).
-                excluded = [name for group in recipe.get("float_layers", ()) for name in group]
-                if recipe.get("float_tail"):
-                    excluded += _tail_nodes(prepared)
+                excluded = _float_nodes(prepared, recipe)
                 stride = _calibration_stride(prepared, len(next(iter(calibration.values()))))
                 if stride:
                     kwargs["extra_options"] = {**kwargs["extra_options"], "CalibStridedMinMax": stride}

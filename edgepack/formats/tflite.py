@@ -17,10 +17,10 @@ from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.parity import split_samples
 
 from ..errors import BuildError, TargetError, did_you_mean
-from . import check_recipes
+from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
 from .errors import root_cause
 from .output import converter_output
-from .tail import tail
+from .tail import prefix, tail
 
 if TYPE_CHECKING:  # torch and the converters are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -117,8 +117,9 @@ def _native(value: np.ndarray, layout: str) -> np.ndarray:
     return to_nhwc(value) if layout == "nhwc" else value
 
 
-class TfliteFormat:
+class TfliteFormat(ExportFormat):
     name = "tflite"
+    capabilities = frozenset({MIXED_PRECISION, ATTENTION})
     suffix = ".tflite"
     precisions = ("fp32", "int8", "dynamic-int8", "fp16")
     settings_class = TfliteSettings
@@ -183,8 +184,8 @@ class TfliteFormat:
                 manager = recipe_manager.RecipeManager()
                 manager.load_quantization_recipe(getattr(recipes, name)())
                 float_layers = [list(group) for group in recipe.get("float_layers", ())]
-                if recipe.get("float_tail"):  # formats/tail.py: a detector's decode stays float
-                    float_layers.append(self._tail_ops(fp32))
+                if recipe.get("float_tail") or recipe.get("float_prefix"):  # formats/tail.py
+                    float_layers.append(self._float_ops(fp32, recipe))
                 for group in float_layers:  # mixed precision: these ops keep float weights and activations
                     for output in group:
                         manager.add_quantization_config(re.escape(output), qtyping.TFLOperationName.ALL_SUPPORTED,
@@ -268,9 +269,9 @@ class TfliteFormat:
             for name, op in zip(names, graph.operators))
 
     @staticmethod
-    def _tail_ops(fp32: Path) -> list[str]:
-        """The ops after the last weighted layers (formats/tail.py), by output tensor name
-        (how ai-edge-quantizer scopes per-op overrides)."""
+    def _float_ops(fp32: Path, recipe: dict) -> list[str]:
+        """The ops of the tail and the prefix `recipe` asks for (formats/tail.py), by output
+        tensor name (how ai-edge-quantizer scopes per-op overrides)."""
         from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
 
         _, graph, names = _graph(fp32)
@@ -278,7 +279,9 @@ class TfliteFormat:
         ops = [(op.outputs[0] if len(op.outputs) else -1, [name(i) for i in op.inputs if i >= 0],
                 [name(i) for i in op.outputs], op_name in WEIGHTED_OPS)
                for op_name, op in zip(names, graph.operators)]
-        return [name(i) for i in tail(ops) if i >= 0]
+        ids = (tail(ops) if recipe.get("float_tail") else []) + (
+            prefix(ops, recipe["float_prefix"]) if recipe.get("float_prefix") else [])
+        return [name(i) for i in dict.fromkeys(ids) if i >= 0]
 
     @staticmethod
     def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: "TargetProfile") -> dict[str, list[dict]]:
