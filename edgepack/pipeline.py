@@ -34,7 +34,7 @@ from .budget import (DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_M
                      cautious)
 from .request import BuildRequest, InputsRequest
 from .errors import BuildError, BuildFailed, TargetError
-from .formats import artifact_files, get_format, remove_artifact
+from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
 from .macs import count_macs
 from .raw_io import declare, image_steps
 from .task import infer_task
@@ -425,7 +425,7 @@ def _for_the_model(fmt, precisions: list[str], fp32_file: Path) -> list[str]:
     """The profile's precisions, plus dynamic int8 for attention (static int8 recipes made for
     CNNs destroy it; static int8 is still tried and ships only if it meets the budget)."""
     if ("int8" not in precisions or "dynamic-int8" in precisions or "dynamic-int8" not in fmt.precisions
-            or not getattr(fmt, "has_attention", lambda _: False)(fp32_file)):
+            or not supports(fmt, ATTENTION) or not fmt.has_attention(fp32_file)):
         return precisions
     log.info(f"{fmt.name}: the model has attention (matmuls of two activations, softmax): adding dynamic-int8")
     return [*precisions, "dynamic-int8"]

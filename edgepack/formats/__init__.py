@@ -9,94 +9,150 @@ targets` reads them.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.precision import BASE, PRECISIONS
+from edgepack_runtime.registry import Registry
 
-from ..errors import TargetError, did_you_mean
+from ..errors import TargetError, did_you_mean, mapped
 
 if TYPE_CHECKING:
     import torch
 
     from ..targets import TargetProfile
 
-__all__ = ["ExportFormat", "get_format", "formats", "register", "check_recipes", "artifact_files", "move_artifact",
+__all__ = ["ExportFormat", "get_format", "formats", "register", "supports", "check_format", "check_recipes",
+           "MIXED_PRECISION", "ATTENTION", "MULTI_FILE", "artifact_files", "move_artifact",
            "remove_artifact", "ENTRY_POINTS"]
 
 ENTRY_POINTS = "edgepack.formats"
 
 
-class ExportFormat(Protocol):
+# Capabilities a format may declare, each with the method that provides it.
+MIXED_PRECISION = "mixed_precision"  # sensitive_layers(): rank layers to keep in float
+ATTENTION = "attention"  # has_attention(): tell an attention model (it gets dynamic-int8 too)
+MULTI_FILE = "multi_file"  # companions(): the files that go with an artifact's main one
+CAPABILITIES = {MIXED_PRECISION: "sensitive_layers", ATTENTION: "has_attention", MULTI_FILE: "companions"}
+REQUIRED_ATTRIBUTES = ("name", "suffix", "precisions", "settings_class", "runtime_extra", "emulation_wheels")
+
+
+class ExportFormat(abc.ABC):
+    """The contract of an artifact format; subclass it, fill in the attributes and the
+    abstract methods, and declare in `capabilities` which optional methods it provides.
+    Checked when a format is registered (`check_format`)."""
+
     name: str  # as in the manifest and the target profile: "onnx"
     suffix: str  # file suffix: ".onnx"
-    precisions: tuple[str, ...]  # all it can build; a target profile's list is the default set
+    precisions: tuple[str, ...]  # all it can build (edgepack_runtime.precision); a profile's list is the default set
     # The profile's [name] table as a frozen dataclass (nested tables as dataclass fields,
     # lists as tuples) with a `check(where)` that raises TargetError on values it does not allow.
     settings_class: type
     runtime_extra: str  # the edgepack-runtime extra whose backend runs it: pip install edgepack-runtime[extra]
     emulation_wheels: tuple[str, ...]  # pinned aarch64 wheels of that backend, for --verify-emulated
+    capabilities: frozenset[str] = frozenset()  # of CAPABILITIES
 
+    @abc.abstractmethod
     def export(self, module: "torch.nn.Module", inputs: tuple[TensorSpec, ...],
                output_names: list[str], target: "TargetProfile", out: Path) -> None:
         """Write the fp32 artifact of `module` to `out` as one self-contained file."""
 
+    @abc.abstractmethod
     def layout(self, target: "TargetProfile") -> str | None:
         """"nhwc" when the artifact takes 4-D tensors channels-last, None when as PyTorch."""
 
+    @abc.abstractmethod
     def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
         """The quantization recipes to try for `precision`, the target's preset first."""
 
+    @abc.abstractmethod
     def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str,
                  calibration: dict[str, np.ndarray], recipe: dict) -> dict:
         """Write the `precision` artifact derived from `fp32` to `out` with `recipe` (one of
         `recipes()`, possibly with `float_layers` to keep in float); static int8 is calibrated
         on `calibration` ([N, *shape] per input, fed one sample at a time). Returns the
-        settings used, for the manifest.
+        settings used, for the manifest."""
 
-        A format that can rank layers for mixed precision also has
-        `sensitive_layers(fp32, quantized, calibration, target) -> list[list[str]]` (most sensitive
-        first; each entry the layer names to keep in float together)."""
-
+    @abc.abstractmethod
     def toolchain(self) -> dict[str, str]:
-        """Versions of the libraries this format's export and quantization used.
+        """Versions of the libraries this format's export and quantization used."""
 
-        A format whose artifacts are several files also has `companions(path) -> list[Path]`:
-        the files that go with the one at `path` (next to it, named after it)."""
+    def sensitive_layers(self, fp32: Path, quantized: Path, calibration: dict[str, np.ndarray],
+                         target: "TargetProfile") -> list[list[str]]:
+        """MIXED_PRECISION: layers to keep in float, most sensitive first (each entry the
+        layer names kept together)."""
+        raise NotImplementedError(f"format {self.name} does not declare {MIXED_PRECISION}")
+
+    def has_attention(self, fp32: Path) -> bool:
+        """ATTENTION: whether the exported model has attention (matmuls of two activations)."""
+        return False
+
+    def companions(self, path: Path) -> list[Path]:
+        """MULTI_FILE: the files that go with the one at `path` (next to it, named after it)."""
+        return []
+
+
+def check_format(name: str, fmt) -> None:
+    """A format's contract, checked when it registers: one line naming what is missing."""
+    where = f"format plugin {name!r} ({type(fmt).__module__}.{type(fmt).__qualname__})"
+    if not isinstance(fmt, ExportFormat):
+        raise TargetError(f"{where} is not an edgepack.formats.ExportFormat; subclass it (docs/extending.md)")
+    missing = [a for a in REQUIRED_ATTRIBUTES if not hasattr(fmt, a)]
+    if missing:
+        raise TargetError(f"{where} lacks {', '.join(missing)}; set them on the class (docs/extending.md)")
+    if fmt.name != name:
+        raise TargetError(f"{where} is registered as {name!r} but names itself {fmt.name!r}; use one name")
+    unknown = sorted(set(fmt.capabilities) - set(CAPABILITIES))
+    if unknown:
+        raise TargetError(f"{where} declares unknown capabilities {unknown}; known: {', '.join(CAPABILITIES)}")
+    for capability, method in CAPABILITIES.items():
+        provided = getattr(type(fmt), method) is not getattr(ExportFormat, method)
+        if provided != (capability in fmt.capabilities):
+            raise TargetError(f"{where} {'defines' if provided else 'lacks'} {method}() but "
+                              f"{'does not declare' if provided else 'declares'} {capability!r} in `capabilities`")
+    unregistered = [p for p in fmt.precisions if p not in PRECISIONS]
+    if BASE not in fmt.precisions or unregistered:
+        raise TargetError(f"{where} builds precisions {list(fmt.precisions)}: they must include {BASE!r} and be "
+                          f"registered (edgepack_runtime.precision; unknown: {', '.join(unregistered) or 'none'})")
+
+
+def _instance(point: EntryPoint) -> ExportFormat:
+    # A plugin that fails to import, or leaves an abstract method out, fails with one line.
+    with mapped(TargetError, f"format plugin {point.name!r} ({point.value}) cannot be loaded",
+                "fix it, or uninstall it (docs/extending.md)"):
+        loaded = point.load()
+        return loaded() if isinstance(loaded, type) else loaded
 
 
 BUILTIN = {"onnx": "edgepack.formats.onnx:OnnxFormat", "tflite": "edgepack.formats.tflite:TfliteFormat",
            "ncnn": "edgepack.formats.ncnn:NcnnFormat"}
-_registry: dict[str, ExportFormat] = {}
-_loaded = False
+_registry: Registry[ExportFormat] = Registry("format", ENTRY_POINTS, BUILTIN, load=_instance, check=check_format)
 
 
 def register(fmt: ExportFormat) -> ExportFormat:
     """Add a format (an instance) to the registry; a later one of the same name replaces it."""
-    _registry[fmt.name] = fmt
-    return fmt
+    return _registry.register(fmt.name, fmt)
 
 
 def formats() -> dict[str, ExportFormat]:
-    """Every registered format by name: the entry points, loaded once, and `register()`ed ones."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        builtin = [EntryPoint(name, ref, ENTRY_POINTS) for name, ref in BUILTIN.items()]
-        plugins = sorted(entry_points(group=ENTRY_POINTS), key=lambda p: p.name)
-        for point in builtin + [p for p in plugins if p.name not in BUILTIN]:
-            if point.name not in _registry:  # in-process registrations win
-                loaded = point.load()
-                register(loaded() if isinstance(loaded, type) else loaded)
-    return _registry
+    """Every registered format by name: the built-ins, the entry points (loaded once) and
+    `register()`ed ones."""
+    return _registry.all()
 
 
 def get_format(name: str) -> ExportFormat:
     return formats()[name]
+
+
+def supports(fmt: ExportFormat, capability: str) -> bool:
+    """Whether `fmt` declares `capability` (MIXED_PRECISION, ATTENTION, MULTI_FILE)."""
+    return capability in fmt.capabilities
 
 
 def check_recipes(int8, choices: dict, where: str) -> None:
@@ -118,7 +174,7 @@ def check_recipes(int8, choices: dict, where: str) -> None:
 
 def artifact_files(fmt: ExportFormat, path: Path) -> list[Path]:
     """The file at `path` and, for a multi-file format, its companions."""
-    return [path, *getattr(fmt, "companions", lambda _: [])(path)]
+    return [path, *fmt.companions(path)]
 
 
 def move_artifact(fmt: ExportFormat, source: Path, dest: Path) -> None:

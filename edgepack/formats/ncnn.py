@@ -35,6 +35,7 @@ from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.subprocesses import run_checked
 
 from ..errors import BuildError
+from . import MULTI_FILE, ExportFormat
 from .errors import root_cause
 from .output import converter_output
 
@@ -108,7 +109,7 @@ def _unknown_layers(param: Path) -> list[str]:
     return sorted(k for k in kinds if ncnn.layer_to_index(k) < 0)
 
 
-class NcnnFormat:
+class NcnnFormat(ExportFormat):
     """The ncnn format: pnnx export, fp32 and fp16, three files per artifact."""
 
     name = NAME
@@ -118,6 +119,7 @@ class NcnnFormat:
     runtime_extra = "ncnn"
     # ncnn's aarch64 wheel (4.9 MB) for --verify-emulated, its version as the build host's.
     emulation_wheels = ("ncnn==1.0.20261020",)
+    capabilities = frozenset({MULTI_FILE})
 
     def __init__(self):
         # fp32 .param -> the TorchScript it was converted from and pnnx's shape arguments:

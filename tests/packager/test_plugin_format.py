@@ -87,8 +87,7 @@ def test_an_installed_plugin_is_found_through_its_entry_points(tmp_path, monkeyp
         "[edgepack_runtime.backends]\nnumpy = tests.plugins.numpy_format\n")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     for registry in (format_registry, backend_registry):  # fresh registries, the real ones restored after
-        monkeypatch.setattr(registry, "_registry", {k: v for k, v in registry._registry.items() if k != "numpy"})
-        monkeypatch.setattr(registry, "_loaded", False)
+        monkeypatch.setattr(registry, "_registry", registry._registry.fresh())
 
     fmt = format_registry.get_format("numpy")
     assert type(fmt).__name__ == "NumpyFormat" and fmt.suffix == ".npz"
@@ -114,16 +113,22 @@ class _HalfOrDamaged(numpy_format.NumpyFormat):
         return {"weights": "fp16"}
 
 
-def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_target, tmp_path, monkeypatch):
+def _build_linear(fmt, target: str, tmp_path, offered: list[str], monkeypatch, **kwargs):
+    """Build a one-Linear model with `fmt` registered as "numpy" and the profile offering `offered`."""
     from edgepack import formats as format_registry
 
-    monkeypatch.setitem(format_registry._registry, "numpy", _HalfOrDamaged())
+    monkeypatch.setitem(format_registry.formats(), "numpy", fmt)
     profile = tmp_path / "profiles" / "test" / "numpy-box.toml"
-    profile.write_text(PROFILE.replace('[numpy]\nprecisions = ["fp32"]', '[numpy]\nprecisions = ["fp32", "fp16"]'))
+    profile.write_text(PROFILE.replace('[numpy]\nprecisions = ["fp32"]', f"[numpy]\nprecisions = {offered}"))
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
     calibration = {"x": np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)}
-    result = edgepack.build(module, tmp_path / "bundle", numpy_target, inputs={"x": torch.zeros(1, 4, 4)},
-                            calibration=calibration, formats=["numpy"], precisions=["fp32", "fp16"])
+    return edgepack.build(module, tmp_path / "bundle", target, inputs={"x": torch.zeros(1, 4, 4)},
+                          calibration=calibration, formats=["numpy"], **kwargs)
+
+
+def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_target, tmp_path, monkeypatch):
+    result = _build_linear(_HalfOrDamaged(), numpy_target, tmp_path, ["fp32", "fp16"], monkeypatch,
+                           precisions=["fp32", "fp16"])
     half = next(a for a in result.manifest.artifacts if a.name == "numpy-fp16")
     assert half.status == "ok", half.error
     trail = half.quantization["search"]
@@ -131,3 +136,59 @@ def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_tar
     (error,) = [c["error"] for c in trail if "error" in c]
     assert error.startswith("the runtime cannot load or run this numpy-fp16 candidate (")
     assert "is not a numpy-format artifact" in error
+
+
+def test_the_format_contract_is_checked_when_a_format_registers():
+    from edgepack.formats import check_format, formats, register
+
+    for name, fmt in formats().items():  # the built-ins keep it
+        check_format(name, fmt)
+
+    class Undeclared(numpy_format.NumpyFormat):
+        def sensitive_layers(self, fp32, quantized, calibration, target):
+            return []
+
+    with pytest.raises(TargetError, match=r"defines sensitive_layers\(\) but does not declare 'mixed_precision'"):
+        register(Undeclared())
+
+    class Overclaimed(numpy_format.NumpyFormat):
+        capabilities = frozenset({"multi_file", "attention"})
+
+    with pytest.raises(TargetError, match=r"lacks has_attention\(\) but declares 'attention'"):
+        register(Overclaimed())
+
+    class Int4(numpy_format.NumpyFormat):
+        precisions = ("fp32", "int4")
+
+    with pytest.raises(TargetError, match="registered .*unknown: int4"):
+        register(Int4())
+
+    class DuckTyped:  # the attributes, but not the class: the contract is not checked, so it is refused
+        name, suffix, precisions = "duck", ".duck", ("fp32",)
+
+    with pytest.raises(TargetError, match="'duck' .* is not an edgepack.formats.ExportFormat; subclass it"):
+        register(DuckTyped())
+    assert "duck" not in formats()
+
+
+def test_a_precision_added_by_a_plugin_needs_no_edit_elsewhere(numpy_target, tmp_path, monkeypatch):
+    """docs/extending.md: register the precision, list it in the format and the profile."""
+    from edgepack import formats as format_registry
+    from edgepack_runtime import precision as precision_registry
+    from edgepack_runtime.precision import Precision, Tolerance
+
+    weights16 = Precision("w16", integer=False, calibrated=False, tolerance=Tolerance(1e-6, 1e-2, 0.9991))
+    monkeypatch.setitem(precision_registry.PRECISIONS, "w16", weights16)  # register_precision, undone after
+
+    class Weights16(_HalfOrDamaged):
+        precisions = ("fp32", "w16")
+
+        def recipes(self, target, precision):
+            return [{"damaged": False}]
+
+    format_registry.check_format("numpy", Weights16())  # what register() checks: w16 is a known precision now
+    result = _build_linear(Weights16(), numpy_target, tmp_path, ["fp32", "w16"], monkeypatch)
+    art = next(a for a in result.manifest.artifacts if a.precision == "w16")
+    assert art.status == "ok" and art.validation.passed, art.error
+    assert art.validation.min_cosine == weights16.tolerance.min_cosine  # the registered tolerance judged it
+    assert edgepack_runtime.load(result.path, artifact="numpy-w16").run({"x": np.ones((1, 4, 4), np.float32)})

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack.formats import MULTI_FILE, ExportFormat
+
 NAME = "numpy"
 
 
@@ -30,8 +32,9 @@ class NumpySettings:
         pass  # nothing beyond its types and precisions
 
 
-class NumpyFormat:
+class NumpyFormat(ExportFormat):
     name = NAME
+    capabilities = frozenset({MULTI_FILE})  # companions(): the .layers.json
     suffix = ".npz"
     precisions = ("fp32",)
     settings_class = NumpySettings

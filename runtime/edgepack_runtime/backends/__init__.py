@@ -9,7 +9,6 @@ points, so a runtime run from its source tree (the emulated device) still has th
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
@@ -17,30 +16,26 @@ import numpy as np
 from ..dims import crop, dim_sizes, pad
 from ..errors import BundleError, InputError
 from ..manifest import TensorSpec
+from ..registry import Registry
 
 __all__ = ["Session", "open_session", "backend_available", "backends", "register_backend", "to_nhwc", "NHWC",
            "ENTRY_POINTS"]
 
 ENTRY_POINTS = "edgepack_runtime.backends"
 NHWC = "nhwc"
-# format name -> importable module name
-_registry: dict[str, str] = {"onnx": f"{__name__}.onnx", "tflite": f"{__name__}.tflite", "ncnn": f"{__name__}.ncnn"}
-_loaded = False
+# format name -> importable module name (imported when an artifact of that format is opened)
+_registry: Registry[str] = Registry("backend", ENTRY_POINTS, {
+    "onnx": f"{__name__}.onnx", "tflite": f"{__name__}.tflite", "ncnn": f"{__name__}.ncnn"})
 
 
 def register_backend(fmt: str, module: str) -> None:
     """Run artifacts of format `fmt` with the module named `module` (imported when needed)."""
-    _registry[fmt] = module
+    _registry.register(fmt, module)
 
 
 def backends() -> dict[str, str]:
     """Every registered backend: format name -> module name."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for point in entry_points(group=ENTRY_POINTS):
-            _registry.setdefault(point.name, point.value)  # built-in and in-process registrations win
-    return _registry
+    return _registry.all()
 
 
 class Session(Protocol):
