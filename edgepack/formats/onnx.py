@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import hashlib
+import inspect
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +83,27 @@ def _float_nodes(model_path: Path, recipe: dict) -> list[str]:
     names += tail(ops) if recipe.get("float_tail") else []
     names += prefix(ops, recipe["float_prefix"]) if recipe.get("float_prefix") else []
     return list(dict.fromkeys(names))
+
+
+@functools.cache
+def _ranges_dir() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="edgepack-ranges-")  # removed when the process ends
+
+
+def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: dict) -> dict:
+    """quantize_static's calibration cache for this graph, these samples and this method:
+    the candidates of a search differ in what they keep float, not in the ranges, and
+    calibrating a 640x640 detector takes longer than quantizing it. {} with an onnxruntime
+    whose quantize_static takes no calibration_cache_path (older releases)."""
+    from onnxruntime.quantization import quantize_static
+
+    if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
+        return {}
+    key = hashlib.sha256(prepared.read_bytes())
+    for name in sorted(calibration):
+        key.update(name.encode() + np.ascontiguousarray(calibration[name]).tobytes())
+    key.update(f"{recipe['calibrate_method']} {recipe['percentile']}".encode())
+    return {"calibration_cache_path": str(Path(_ranges_dir().name) / f"{key.hexdigest()}.json")}
 
 
 def _bias_corrected(fp32: Path, calibration) -> Path:
@@ -277,7 +301,8 @@ class OnnxFormat(ExportFormat):
                     kwargs["extra_options"] = {**kwargs["extra_options"], "CalibStridedMinMax": stride}
                 with converter_output():  # the histogram calibrators print progress
                     quantize_static(str(prepared), str(out), _Reader(calibration), nodes_to_exclude=excluded,
-                                    use_external_data_format=False, **kwargs)
+                                    use_external_data_format=False, **kwargs,
+                                    **_ranges_cache(prepared, calibration, recipe))
             except BuildError:
                 raise
             except Exception as exc:

@@ -1,6 +1,8 @@
 """formats/tail.py: which ops a quantized graph keeps float, on op lists shaped like the
 graphs it meets (a YOLO head whose split feeds a weighted DFL layer, a classifier)."""
 
+from pathlib import Path
+
 from edgepack.formats.tail import prefix, tail
 
 
@@ -41,3 +43,51 @@ def test_prefix_is_a_share_of_the_weighted_layers_and_the_ops_up_to_the_next():
     assert prefix(ops, 0.2) == ["stem", "act"]
     assert prefix(ops, 0.4) == ["stem", "act", "body"]
     assert prefix(ops, 1.0) == [op[0] for op in ops]
+
+
+def test_onnx_candidates_share_their_calibration_ranges(tmp_path):
+    """The search quantizes one graph many times, keeping different parts float: the
+    ranges come from one calibration, and a cached run gives the same file as a fresh one."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgepack.formats import onnx as onnx_format
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.normal(size=(4, 3 if i == 0 else 4, 3, 3)).astype(np.float32), f"w{i}")
+               for i in range(3)]
+    nodes = []
+    for i in range(3):
+        nodes.append(helper.make_node("Conv", ["x" if i == 0 else f"r{i - 1}", f"w{i}"], [f"c{i}"], name=f"conv{i}",
+                                      pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("r2", TensorProto.FLOAT, [1, 4, 8, 8])], weights)
+    fp32 = tmp_path / "model.fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    calibration = {"x": rng.random((8, 1, 3, 8, 8), dtype=np.float32)}
+    recipe = {"quant_format": "qdq", "activation_type": "uint8", "weight_type": "int8", "per_channel": True,
+              "reduce_range": False, "calibrate_method": "minmax", "percentile": 99.999, "bias_correction": False}
+    from edgepack.targets import load_target
+
+    target = load_target("x86-64/avx2")
+    cache = onnx_format._ranges_cache(onnx_format._prepared(fp32, tmp_path / "p.onnx"), calibration, recipe)
+    if not cache:  # onnxruntime older than its calibration cache: every candidate calibrates
+        return
+    cached = Path(cache["calibration_cache_path"])
+    cached.unlink(missing_ok=True)
+    fmt = onnx_format.OnnxFormat()
+    fmt.quantize(fp32, tmp_path / "a.onnx", target, "int8", calibration, recipe)
+    assert cached.is_file()  # the first candidate calibrated and kept its ranges
+    stamp = cached.stat().st_mtime_ns
+    fmt.quantize(fp32, tmp_path / "b.onnx", target, "int8", calibration, recipe)
+    fmt.quantize(fp32, tmp_path / "c.onnx", target, "int8", calibration, {**recipe, "float_prefix": 0.34})
+    assert cached.stat().st_mtime_ns == stamp  # read, not calibrated again
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    quantized = {n.name for n in onnx.load(str(tmp_path / "c.onnx")).graph.node if n.op_type == "QuantizeLinear"}
+    assert len(quantized) < len({n.name for n in onnx.load(str(tmp_path / "a.onnx")).graph.node
+                                 if n.op_type == "QuantizeLinear"})  # the first conv stayed float
+    other = onnx_format._ranges_cache(onnx_format._prepared(fp32, tmp_path / "q.onnx"),
+                                      calibration, {**recipe, "calibrate_method": "percentile"})
+    assert other["calibration_cache_path"] != cache["calibration_cache_path"]
