@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from .fixture_cache import bundle_intact, cached, describe
+
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_MODEL = f"{ROOT / 'examples' / 'digits' / 'model.py'}:create"
 
@@ -70,25 +72,35 @@ def import_file(path: Path):
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory) -> Path:
     """weights.safetensors, calib.npz and eval.npz of the digits CNN trained on real data."""
-    out = tmp_path_factory.mktemp("digits")
-    import_file(ROOT / "examples" / "digits" / "train.py").train(out)
-    return out
+    def train(folder: Path) -> Path:
+        import_file(ROOT / "examples" / "digits" / "train.py").train(folder / "digits")
+        return folder / "digits"
+
+    # Made from the example alone: it survives changes to edgepack.
+    return cached("digits-data", train, tmp_path_factory.mktemp, sources=("examples/digits",))
 
 
 @pytest.fixture(scope="session")
 def build_digits(digits_data, tmp_path_factory):
-    """Build the trained digits model for a target, with its calibration and eval data."""
+    """Build the trained digits model for a target, with its calibration and eval data (once
+    per version of the code: tests/fixture_cache.py). Tests that modify a bundle copy it."""
     import edgepack
+    from edgepack.pipeline import BuildResult
+    from edgepack_runtime.bundle import open_bundle
 
     def _build(target: str, name: str | None = None, **kwargs):
-        out = tmp_path_factory.mktemp("bundles") / (name or target.replace("/", "-"))
-        return edgepack.build(
-            DIGITS_MODEL, out, target,
-            weights=digits_data / "weights.safetensors",
-            calibration=digits_data / "calib.npz",
-            eval_data=digits_data / "eval.npz",
-            **kwargs,
-        )
+        def make(folder: Path) -> Path:
+            return edgepack.build(
+                DIGITS_MODEL, folder / (name or target.replace("/", "-")), target,
+                weights=digits_data / "weights.safetensors",
+                calibration=digits_data / "calib.npz",
+                eval_data=digits_data / "eval.npz",
+                **kwargs,
+            ).path
+
+        path = cached(f"digits-bundle {target} {name} {describe(kwargs)}", make, tmp_path_factory.mktemp,
+                      bundle_intact)
+        return BuildResult(manifest=open_bundle(path).manifest, path=path)
 
     return _build
 
@@ -218,18 +230,21 @@ def detector_bundle(tmp_path_factory) -> Path:
     64x64, / 255) and answering with detections labelled red / blue. Its golden inputs are
     letterboxed scenes with rectangles in several places (calibration samples: they are
     what the build runs PyTorch on), so they hold real detections."""
-    import edgepack
-    from edgepack_runtime.letterbox import letterbox
+    def make(folder: Path) -> Path:
+        import edgepack
+        from edgepack_runtime.letterbox import letterbox
 
-    folder = tmp_path_factory.mktemp("detector")
-    (folder / "detector.py").write_text(TINY_DETECTOR)
-    (folder / "labels.txt").write_text("\n".join(DETECTOR_LABELS) + "\n")
-    scenes = [detector_scene(), detector_scene(96, 96, (8, 8, 40, 40), (48, 56, 88, 88)),
-              detector_scene(160, 64, (0, 0, 48, 32), (100, 20, 150, 60)), detector_scene(64, 64, (0, 0, 8, 8), (8, 8, 64, 64))]
-    scenes += [s[:, ::-1] for s in scenes]  # 8: enough to hold some back for the accuracy check
-    images = np.stack([letterbox(np.ascontiguousarray(s), 64, 64)[0].transpose(2, 0, 1)
-                       for s in scenes]).astype(np.float32) / 255
-    np.savez(folder / "calib.npz", image=images)
-    return edgepack.build(f"{folder / 'detector.py'}:create", tmp_path_factory.mktemp("bundles") / "detector", "host",
-                          calibration=folder / "calib.npz", formats=["onnx"], precisions=["fp32"],
-                          preprocess="yolo", labels=folder / "labels.txt", postprocess="detections").path
+        (folder / "detector.py").write_text(TINY_DETECTOR)
+        (folder / "labels.txt").write_text("\n".join(DETECTOR_LABELS) + "\n")
+        scenes = [detector_scene(), detector_scene(96, 96, (8, 8, 40, 40), (48, 56, 88, 88)),
+                  detector_scene(160, 64, (0, 0, 48, 32), (100, 20, 150, 60)),
+                  detector_scene(64, 64, (0, 0, 8, 8), (8, 8, 64, 64))]
+        scenes += [s[:, ::-1] for s in scenes]  # 8: enough to hold some back for the accuracy check
+        images = np.stack([letterbox(np.ascontiguousarray(s), 64, 64)[0].transpose(2, 0, 1)
+                           for s in scenes]).astype(np.float32) / 255
+        np.savez(folder / "calib.npz", image=images)
+        return edgepack.build(f"{folder / 'detector.py'}:create", folder / "detector", "host",
+                              calibration=folder / "calib.npz", formats=["onnx"], precisions=["fp32"],
+                              preprocess="yolo", labels=folder / "labels.txt", postprocess="detections").path
+
+    return cached("detector-bundle", make, tmp_path_factory.mktemp, bundle_intact)

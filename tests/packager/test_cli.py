@@ -147,6 +147,7 @@ def test_weights_for_another_architecture(tiny_model, digits_data, tmp_path):
     one_line_error(result, "does not fit the model")
 
 
+@pytest.mark.slow  # a whole build of every format in a child process
 def test_build_prints_the_artifact_table_through_the_real_console_script(digits_data, tmp_path):
     cli = Path(sys.executable).parent / "edgepack"
     proc = subprocess.run(

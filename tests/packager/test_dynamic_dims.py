@@ -80,6 +80,7 @@ def dynamic_bundle(work):
                           task="embed", allow_partial=True).path  # a pooled vector, not class scores
 
 
+@pytest.mark.slow  # TFLite conversions of an attention model at several sizes
 def test_the_manifest_records_the_ranges_and_the_sizes_checked(dynamic_bundle):
     manifest = edgepack_runtime.open_bundle(dynamic_bundle).manifest
     ids, mask = manifest.inputs
@@ -99,6 +100,7 @@ def test_the_manifest_records_the_ranges_and_the_sizes_checked(dynamic_bundle):
         assert set(art.validation.sizes) == {"batch=3", "batch=4", "seq=1", "seq=9", "seq=16"}, art.name
 
 
+@pytest.mark.slow  # TFLite conversions of an attention model at several sizes
 @pytest.mark.parametrize("artifact", ["onnx-fp32", "tflite-fp32", "onnx-dynamic-int8", "tflite-dynamic-int8"])
 def test_every_size_in_range_runs_and_matches_pytorch(dynamic_bundle, work, artifact):
     module = _load_user_model(work / "attention.py", "create")
@@ -117,6 +119,7 @@ def test_every_size_in_range_runs_and_matches_pytorch(dynamic_bundle, work, arti
             assert cosine.min() > 0.95, (batch, seq, cosine)
 
 
+@pytest.mark.slow  # TFLite conversions of an attention model at several sizes
 def test_sizes_out_of_range_or_disagreeing_are_refused_with_one_line(dynamic_bundle):
     model = edgepack_runtime.load(dynamic_bundle, artifact="tflite-fp32")
     for feeds, expected in [
@@ -129,6 +132,7 @@ def test_sizes_out_of_range_or_disagreeing_are_refused_with_one_line(dynamic_bun
         assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # TFLite conversions of an attention model at several sizes
 def test_tflite_padding_that_changes_the_outputs_is_caught_at_build(work):
     """Zero-padding is only right for models that mask it out: the build checks a size no
     TFLite signature has (padded), against PyTorch, and leaves the artifact out."""

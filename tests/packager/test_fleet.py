@@ -117,6 +117,7 @@ def test_host_specs_and_inventory_errors(tmp_path):
     one_line_error(both, "one of them")
 
 
+@pytest.mark.slow  # ansible over ssh to a local lab: minutes
 def test_one_command_deploys_a_group_in_parallel_and_an_unreachable_host_fails_alone(lab, onnx_bundle):
     result = run_cli("deploy", onnx_bundle, "--inventory", lab["inventory"], "--limit", "lab:gone")
     one_line_error(result, "deployment failed on 1 of 3 host(s) (gone: unreachable)")
@@ -141,6 +142,7 @@ def trust_policies(lab):
         (lab["dir"] / f"trust-{name}.toml").unlink(missing_ok=True)
 
 
+@pytest.mark.slow  # ansible over ssh to a local lab: minutes
 def test_signed_bundles_tampering_and_rollback_across_the_group(lab, onnx_bundle, tmp_path, trust_policies):
     private, public = _keys(tmp_path, "release")
     v1 = new_version(onnx_bundle, tmp_path / "v1", "2026-03-01T00:00:00+00:00")
@@ -173,6 +175,7 @@ def test_signed_bundles_tampering_and_rollback_across_the_group(lab, onnx_bundle
     assert 'require_signature = true' in (lab["dir"] / "trust-a.toml").read_text()
 
 
+@pytest.mark.slow  # ansible over ssh to a local lab: minutes
 def test_bench_and_fleet_telemetry(lab, onnx_bundle, tmp_path):
     out = tmp_path / "results"
     result = run_cli("bench", onnx_bundle, "--inventory", lab["inventory"], "--limit", "lab", "--threads", "1",
@@ -203,6 +206,7 @@ def test_bench_and_fleet_telemetry(lab, onnx_bundle, tmp_path):
     assert "edgepack_inferences_total" in (textfiles / "edgepack.prom").read_text()
 
 
+@pytest.mark.slow  # ansible over ssh to a local lab: minutes
 def test_host_and_devices_toml_take_the_same_path_offline(lab, onnx_bundle, tmp_path):
     """--host with --offline: every wheel shipped, installed with --no-index."""
     root = tmp_path / "device"

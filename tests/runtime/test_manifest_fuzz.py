@@ -74,6 +74,7 @@ def original(digits_bundle):
     return json.loads((digits_bundle / "manifest.json").read_text())
 
 
+@pytest.mark.slow  # hypothesis: hundreds of mutated manifests
 @settings(max_examples=CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 @given(data=st.data())
 def test_mutated_manifests_are_read_or_refused_with_one_typed_error(digits_bundle, tmp_path_factory, original, data):

@@ -60,6 +60,7 @@ def test_an_npz_zip_bomb_is_refused_before_it_inflates(guarded):
     assert _rss_mb(guarded.proc.pid) - before < 50  # the bomb never inflated
 
 
+@pytest.mark.slow  # waits out the server's timeouts
 def test_slow_clients_do_not_hold_the_inference_slots(guarded, digits_bundle):
     """More slow senders than slots: a normal client is still served, the slow ones get 408."""
     replies = []
@@ -101,6 +102,7 @@ def _dribble_until_closed(s: socket.socket, chunks) -> bool:
     return False
 
 
+@pytest.mark.slow  # waits out the server's timeouts
 def test_a_client_trickling_its_headers_is_cut_off(guarded, digits_bundle):
     """nginx's client_header_timeout: headers that never finish do not hold a socket forever."""
     with socket.create_connection(("127.0.0.1", guarded.port), timeout=60) as s:
@@ -113,6 +115,7 @@ def test_a_client_trickling_its_headers_is_cut_off(guarded, digits_bundle):
     assert guarded.predict(golden(digits_bundle)[0])[0] == 200
 
 
+@pytest.mark.slow  # waits out the server's timeouts
 def test_the_rest_of_a_refused_body_cannot_hold_the_connection(guarded):
     """A 415 goes out before the body is read; dribbling that body afterwards must not keep
     the socket open past the header deadline."""

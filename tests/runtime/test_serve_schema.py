@@ -15,6 +15,7 @@ from .test_serve import Server
 CASES_PER_MODE = 1250  # per artifact: 2 artifacts x 2 modes x 1250 on /v1/predict = 5,000
 
 
+@pytest.mark.slow  # fuzzes a live server with every request its schema allows
 @pytest.mark.parametrize("artifact", ["onnx-fp32", "tflite-int8"])
 def test_no_request_the_schema_allows_or_breaks_gets_a_5xx(digits_bundle, tmp_path, artifact):
     server = Server(digits_bundle, tmp_path, "--artifact", artifact)
