@@ -202,56 +202,72 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
     command, site = _guest_command(arch, cpu, log)
     bundle = open_bundle(bundle_path)
     bundle.verify_integrity()
-    inputs, _ = bundle.golden()
     qemu_version = _run([QEMU[arch], "--version"], "qemu", "reinstall qemu-user-static").stdout.splitlines()[0]
     where = f"{arch} (qemu {cpu})"
     results = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgepack-emulate-") as tmp:
-        guest = _guest_runtime(Path(tmp))
-        environment = {**os.environ, "PYTHONPATH": ":".join([str(guest), *site]), "EDGEPACK_TELEMETRY": "0",
-                       "PYTHONDONTWRITEBYTECODE": "1"}
-        eval_in = Path(tmp) / "eval-inputs.npz"
+        environment = {**os.environ, "PYTHONPATH": ":".join([str(_guest_runtime(Path(tmp))), *site]),
+                       "EDGEPACK_TELEMETRY": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+        guest = _Guest(command, environment, Path(tmp), where)
         if evaluation is not None:
-            np.savez(eval_in, **evaluation.inputs)
+            np.savez(guest.eval_inputs, **evaluation.inputs)
         for art in bundle.manifest.artifacts:
-            if art.status != "ok" or (only is not None and art.name not in only):
-                continue
-            with_eval = evaluation is not None and is_integer(art.precision)
-            log(f"running {art.name} on emulated {where}" + (" with eval samples" if with_eval else ""))
-            out_file, eval_out = Path(tmp) / f"{art.name}.npz", Path(tmp) / f"{art.name}.eval.npz"
-            argv = [*command, "-c", _GUEST, str(bundle.root), art.name, str(out_file)]
-            argv += [str(eval_in), str(eval_out)] if with_eval else []
-            try:
-                proc = run_checked(argv, f"{art.name} on emulated {where}", "run `edgepack build -v` to see the guest",
-                                   error=EmulationError, skip=("INFO", "qemu-"), env=environment,
-                                   timeout=ARTIFACT_TIMEOUT_S)
-            except EmulationError as exc:  # one artifact's failure: recorded, the others still run
-                results.append(EmulatedResult(art.name, False, None, None, None, None, str(exc)))
-                continue
-            if not out_file.exists():
-                results.append(EmulatedResult(art.name, False, None, None, None, None,
-                                              last_line(proc.stderr, "no output written", skip=("INFO", "qemu-"))))
-                continue
-            guest_result = json.loads(proc.stdout.strip().splitlines()[-1])
-            with np.load(out_file) as data:
-                emulated = {k: data[k] for k in data.files}
-            accuracy = None
-            if with_eval:
-                with np.load(eval_out) as data:
-                    # as manifest.json holds it (lists, not tuples): the report is compared with it
-                    accuracy = _as_json(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
-                                       labels=evaluation.labels, reference_top1=evaluation.reference_top1,
-                                       data=evaluation.source, measured_on=where, indicative=False,
-                                       precision=art.precision))
-            host_model = edgepack_runtime.load(bundle.root, artifact=art.name, threads=1)
-            host = run_samples(host_model.run, inputs)
-            results.append(EmulatedResult(
-                art.name, guest_result["passed"], guest_result["max_abs_diff"], guest_result["tolerance"],
-                max_abs_diff(emulated, host), guest_result["backend"], accuracy=accuracy,
-                own_cosine=guest_result.get("own_cosine"), own_min_cosine=guest_result.get("own_min_cosine")))
+            if art.status == "ok" and (only is None or art.name in only):
+                with_eval = evaluation is not None and is_integer(art.precision)
+                log(f"running {art.name} on emulated {where}" + (" with eval samples" if with_eval else ""))
+                results.append(_run_artifact(guest, bundle, art.name, art.precision,
+                                             evaluation if with_eval else None, budget))
     return {
         "arch": arch, "cpu": cpu, "qemu": qemu_version, "environment": ENV_VERSION if arch == "aarch64" else "host python",
         "seconds": round(time.perf_counter() - start, 1),
         "results": [r.__dict__ for r in results],
     }
+
+
+@dataclass(frozen=True)
+class _Guest:
+    """How to run Python in the emulated guest, and its scratch folder."""
+
+    command: list[str]
+    environment: dict
+    tmp: Path
+    where: str  # "aarch64 (qemu cortex-a76)", for messages and reports
+
+    @property
+    def eval_inputs(self) -> Path:
+        return self.tmp / "eval-inputs.npz"
+
+
+def _run_artifact(guest: _Guest, bundle, name: str, precision: str, evaluation, budget) -> EmulatedResult:
+    """One artifact's self-test in the guest (and its accuracy on `evaluation`, if given),
+    compared with this host's outputs. A failure is recorded, the others still run."""
+    out_file, eval_out = guest.tmp / f"{name}.npz", guest.tmp / f"{name}.eval.npz"
+    argv = [*guest.command, "-c", _GUEST, str(bundle.root), name, str(out_file)]
+    argv += [str(guest.eval_inputs), str(eval_out)] if evaluation is not None else []
+    try:
+        proc = run_checked(argv, f"{name} on emulated {guest.where}", "run `edgepack build -v` to see the guest",
+                           error=EmulationError, skip=("INFO", "qemu-"), env=guest.environment,
+                           timeout=ARTIFACT_TIMEOUT_S)
+    except EmulationError as exc:
+        return EmulatedResult(name, False, None, None, None, None, str(exc))
+    if not out_file.exists():
+        return EmulatedResult(name, False, None, None, None, None,
+                              last_line(proc.stderr, "no output written", skip=("INFO", "qemu-")))
+    guest_result = json.loads(proc.stdout.strip().splitlines()[-1])
+    with np.load(out_file) as data:
+        emulated = {k: data[k] for k in data.files}
+    accuracy = None
+    if evaluation is not None:
+        with np.load(eval_out) as data:
+            # as manifest.json holds it (lists, not tuples): the report is compared with it
+            accuracy = _as_json(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
+                                        labels=evaluation.labels, reference_top1=evaluation.reference_top1,
+                                        data=evaluation.source, measured_on=guest.where, indicative=False,
+                                        precision=precision))
+    inputs, _ = bundle.golden()
+    host = run_samples(edgepack_runtime.load(bundle.root, artifact=name, threads=1).run, inputs)
+    return EmulatedResult(
+        name, guest_result["passed"], guest_result["max_abs_diff"], guest_result["tolerance"],
+        max_abs_diff(emulated, host), guest_result["backend"], accuracy=accuracy,
+        own_cosine=guest_result.get("own_cosine"), own_min_cosine=guest_result.get("own_min_cosine"))

@@ -167,15 +167,27 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
     elif as_json:
         answer = prediction.to_dict() if prediction else {"outputs": {k: v.tolist() for k, v in outputs.items()}}
         click.echo(json.dumps({"artifact": model.artifact.name, **answer}, indent=2))
-    elif prediction is not None and prediction.top is not None:
-        table = Table(title=plain(f"{model.bundle.manifest.name} ({model.artifact.name})"))
+    else:
+        _print_answer(model, prediction, outputs)
+    if prediction is not None and not as_json and not output:
+        console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms, "
+                      f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
+    if annotate is not None and not as_json:
+        console.print(f"drew {len(prediction.detections)} detection(s) onto {plain(annotate)}", highlight=False)
+
+
+def _print_answer(model, prediction, outputs) -> None:
+    """The answer on the console: top labels, detections, an embedding, or the raw outputs."""
+    title = f"{model.bundle.manifest.name} ({model.artifact.name})"
+    if prediction is not None and prediction.top is not None:
+        table = Table(title=plain(title))
         table.add_column("label")
         table.add_column("score", justify="right")
         for label, score in prediction.top:
             table.add_row(plain(label), f"{score:.4f}")
         console.print(table)
     elif prediction is not None and prediction.detections is not None:
-        console.print(_detections_table(prediction.detections, f"{model.bundle.manifest.name} ({model.artifact.name})"))
+        console.print(_detections_table(prediction.detections, title))
     elif prediction is not None and prediction.embedding is not None:
         vector = prediction.embedding
         console.print(f"[bold]embedding[/] {vector.size} values, L2 norm {np.linalg.norm(vector):.4f} "
@@ -185,11 +197,6 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
         for name, value in outputs.items():
             console.print(f"[bold]{plain(name)}[/] {list(value.shape)} {value.dtype} ({plain(model.artifact.name)})")
             console.print(plain(np.array2string(value, precision=4, threshold=64)), highlight=False)
-    if prediction is not None and not as_json and not output:
-        console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms, "
-                      f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
-    if annotate is not None and not as_json:
-        console.print(f"drew {len(prediction.detections)} detection(s) onto {plain(annotate)}", highlight=False)
 
 
 def _detections_table(detections, title: str) -> Table:
