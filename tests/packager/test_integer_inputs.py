@@ -10,6 +10,8 @@ import edgepack
 import edgepack_runtime
 from edgepack_runtime import InputError
 
+pytestmark = pytest.mark.slow  # TFLite conversions of every precision, int8 searches included
+
 TEXT_MODEL = '''
 import torch
 

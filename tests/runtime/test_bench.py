@@ -84,6 +84,7 @@ def test_bench_cli_writes_json_and_stays_quiet_without_a_terminal(digits_bundle,
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow  # times every artifact at every thread count
 def test_auto_selection_measures_once_and_reuses_the_cache(bundle_copy, tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEPACK_CACHE_DIR", str(tmp_path / "cache"))
     bundle = edgepack_runtime.open_bundle(bundle_copy)
