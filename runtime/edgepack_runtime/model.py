@@ -351,9 +351,11 @@ class Model:
         return f"Model({self.bundle.manifest.name!r}, artifact={self.artifact.name!r}, threads={self.threads})"
 
 
-def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int] = None,
-         telemetry: Optional[bool] = None) -> Model:
-    """Open the bundle at `path`, check the chosen artifact's integrity and load it.
+def load(path: str | Path | Bundle, artifact: Optional[str] = None, threads: Optional[int] = None,
+         telemetry: Optional[bool] = None, *, verified: bool = False) -> Model:
+    """Open the bundle at `path` (or take an open Bundle), check the chosen artifact's
+    integrity and load it. `verified=True`: the caller has just checked the bundle's files
+    and signature (verify_bundle), which are then not hashed again.
 
     `artifact` names one from the manifest; by default `choose_artifact` picks it;
     "auto" picks the fastest on this device (measured once, then cached, see autoselect).
@@ -364,17 +366,18 @@ def load(path: str | Path, artifact: Optional[str] = None, threads: Optional[int
     `telemetry=True` records every inference locally (docs/telemetry.md); off by default
     here, on by default in the CLI and server; EDGEPACK_TELEMETRY=0 turns it off everywhere.
     """
-    bundle = open_bundle(path)
+    bundle = path if isinstance(path, Bundle) else open_bundle(path)
     from .signature import check_signature
 
-    check_signature(bundle)  # the device's trust policy: a signed bundle verifies under a trusted key
+    if not verified:
+        check_signature(bundle)  # the device's trust policy: a signed bundle verifies under a trusted key
     if artifact == AUTO:
         from .autoselect import auto_choice
 
         choice = auto_choice(bundle)
         artifact, threads = choice.artifact, threads or choice.threads
     chosen = bundle.manifest.artifact(artifact) if artifact else choose_artifact(bundle)
-    file = bundle.verify_artifact(chosen)
+    file = bundle.verify_artifact(chosen, hashed=not verified)
     if threads is not None and threads < 1:
         raise InputError(f"threads must be at least 1, got {threads}")
     manifest = bundle.manifest

@@ -170,3 +170,21 @@ def test_a_stored_version_that_arrives_signed_takes_its_signature(versions, tmp_
     assert signed.verified and signed.version == unsigned.version and signed.verification["signature"]["verified"]
     with edgepack_runtime.load(store / NAME / "current", artifact="onnx-fp32"):
         pass
+
+
+def test_install_hashes_each_file_of_the_bundle_once(digits_bundle, tmp_path, monkeypatch):
+    """The store verifies a version once: integrity, then each artifact's self-test on the
+    bundle already checked, not re-hashed per artifact (the golden file, read by every
+    self-test, is checked where it is read)."""
+    from collections import Counter
+
+    from edgepack_runtime import bundle as bundle_module
+
+    hashed = Counter()
+    real = bundle_module.sha256_file
+    monkeypatch.setattr(bundle_module, "sha256_file", lambda path: hashed.update([Path(path).name]) or real(path))
+    result = install(digits_bundle, tmp_path / "store")
+    assert result.verified, result.reason
+    manifest = edgepack_runtime.open_bundle(digits_bundle).manifest
+    artifact_files = [f.path for a in manifest.artifacts if a.status == "ok" for f in a.all_files()]
+    assert artifact_files and all(hashed[name] == 1 for name in artifact_files), hashed
