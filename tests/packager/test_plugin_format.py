@@ -192,3 +192,45 @@ def test_a_precision_added_by_a_plugin_needs_no_edit_elsewhere(numpy_target, tmp
     assert art.status == "ok" and art.validation.passed, art.error
     assert art.validation.min_cosine == weights16.tolerance.min_cosine  # the registered tolerance judged it
     assert edgepack_runtime.load(result.path, artifact="numpy-w16").run({"x": np.ones((1, 4, 4), np.float32)})
+
+
+OLD_BACKEND = '''
+SESSION_API = {api}
+
+def available():
+    return True
+
+class Session:  # written against an older protocol: no fixed_shapes()
+    backend, backend_version, threads = "old", "0.1", 1
+
+    def native_dtypes(self):
+        return {{}}
+
+    def quantization(self):
+        return {{}}
+
+    def run(self, feeds, raw=False):
+        return {{}}
+
+def open_session(path, threads, input_names, output_names):
+    return Session()
+'''
+
+
+@pytest.mark.parametrize("api, message", [
+    (1, "the old backend's session lacks fixed_shapes: it implements an older Session protocol than 1; upgrade"),
+    (0, "the old backend old_backend_0 implements Session protocol 0; this edgepack-runtime runs protocol 1"),
+])
+def test_a_backend_of_another_session_protocol_fails_with_one_line(tmp_path, monkeypatch, api, message):
+    from edgepack_runtime import backends as backend_registry
+    from edgepack_runtime.errors import BackendUnavailableError
+    from edgepack_runtime.manifest import TensorSpec
+
+    (tmp_path / f"old_backend_{api}.py").write_text(OLD_BACKEND.format(api=api))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(backend_registry, "_registry", backend_registry._registry.fresh())
+    backend_registry.register_backend("old", f"old_backend_{api}")
+    spec = TensorSpec("x", (1, 4), "float32")
+    with pytest.raises(BackendUnavailableError) as error:
+        backend_registry.open_session("old", tmp_path / "model.old", 1, [spec], [spec])
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)

@@ -82,6 +82,8 @@ class NumpyFormat(ExportFormat):
 
 # --- the runtime half ---------------------------------------------------------------------
 
+SESSION_API = 1  # the version of edgepack_runtime.backends.Session this backend implements
+
 def available() -> bool:
     return True
 

@@ -14,11 +14,11 @@ from typing import Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from ..dims import crop, dim_sizes, pad
-from ..errors import BundleError, InputError
+from ..errors import BackendUnavailableError, BundleError, InputError, mapped
 from ..manifest import TensorSpec
 from ..registry import Registry
 
-__all__ = ["Session", "open_session", "backend_available", "backends", "register_backend", "to_nhwc", "NHWC",
+__all__ = ["Session", "SESSION_API", "open_session", "backend_available", "backends", "register_backend", "to_nhwc", "NHWC",
            "ENTRY_POINTS"]
 
 ENTRY_POINTS = "edgepack_runtime.backends"
@@ -36,6 +36,13 @@ def register_backend(fmt: str, module: str) -> None:
 def backends() -> dict[str, str]:
     """Every registered backend: format name -> module name."""
     return _registry.all()
+
+
+# The Session protocol's version: a backend module says which it implements (SESSION_API,
+# default this one); one this runtime cannot run is refused with one line, not a traceback.
+SESSION_API = 1
+SUPPORTED_SESSION_APIS = (1,)
+SESSION_MEMBERS = ("backend", "backend_version", "threads", "native_dtypes", "quantization", "run", "fixed_shapes")
 
 
 class Session(Protocol):
@@ -64,7 +71,25 @@ def _module(fmt: str):
             f"artifact format {fmt!r} is not supported by this edgepack-runtime "
             f"(supported: {', '.join(sorted(known))}); upgrade edgepack-runtime or install the plugin for it"
         )
-    return importlib.import_module(known[fmt])
+    with mapped(BackendUnavailableError, f"the {fmt} backend {known[fmt]} cannot be imported",
+                "reinstall or upgrade it"):
+        module = importlib.import_module(known[fmt])
+    api = getattr(module, "SESSION_API", SESSION_API)
+    missing = [f for f in ("available", "open_session") if not callable(getattr(module, f, None))]
+    if api not in SUPPORTED_SESSION_APIS or missing:
+        why = f"lacks {', '.join(missing)}()" if missing else f"implements Session protocol {api}"
+        raise BackendUnavailableError(f"the {fmt} backend {known[fmt]} {why}; this edgepack-runtime runs protocol "
+                                      f"{SESSION_API}: upgrade the plugin (docs/extending.md)")
+    return module
+
+
+def _checked(fmt: str, session) -> "Session":
+    """A backend's session, with the protocol's members present (one line if not)."""
+    missing = [m for m in SESSION_MEMBERS if not hasattr(session, m)]
+    if missing:
+        raise BackendUnavailableError(f"the {fmt} backend's session lacks {', '.join(missing)}: it implements an "
+                                      f"older Session protocol than {SESSION_API}; upgrade the plugin (docs/extending.md)")
+    return session
 
 
 def to_nhwc(value: np.ndarray) -> np.ndarray:
@@ -137,7 +162,8 @@ def open_session(fmt: str, path, threads: int, inputs: Sequence[TensorSpec], out
     """Load the artifact at `path` with the backend for `fmt`, using exactly `threads` threads.
     Feeds and results are keyed by the manifest's names, in the manifest's layout, at any
     size the specs allow."""
-    session = _module(fmt).open_session(path, threads, [s.name for s in inputs], [s.name for s in outputs])
+    session = _checked(fmt, _module(fmt).open_session(path, threads, [s.name for s in inputs],
+                                                      [s.name for s in outputs]))
     if layout == NHWC:
         session = _ChannelsLast(session)
     if session.fixed_shapes() is not None:
