@@ -3,6 +3,8 @@ graphs it meets (a YOLO head whose split feeds a weighted DFL layer, a classifie
 
 from pathlib import Path
 
+import pytest
+
 from edgepack.formats.tail import prefix, tail
 
 
@@ -91,3 +93,49 @@ def test_onnx_candidates_share_their_calibration_ranges(tmp_path):
     other = onnx_format._ranges_cache(onnx_format._prepared(fp32, tmp_path / "q.onnx"),
                                       calibration, {**recipe, "calibrate_method": "percentile"})
     assert other["calibration_cache_path"] != cache["calibration_cache_path"]
+
+
+THREE_CONVS = """
+import torch
+
+def create():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(8, 4, 3, padding=1)).eval()
+
+def example_inputs():
+    return {"x": torch.zeros(1, 3, 16, 16)}
+"""
+
+
+@pytest.mark.slow
+def test_tflite_prefix_keeps_the_first_layers_float(tmp_path):
+    """ai-edge-quantizer scopes NO_QUANTIZE by output tensor: the first conv of three
+    (float_prefix 0.34) keeps float weights and output, the others are int8."""
+    import numpy as np
+
+    import edgepack
+    from edgepack.formats import get_format
+    from edgepack.targets import load_target
+
+    model = tmp_path / "convs.py"
+    model.write_text(THREE_CONVS)
+    built = edgepack.build(f"{model}:create", tmp_path / "b", "host", formats=["tflite"], precisions=["fp32"])
+    fp32 = built.path / built.manifest.artifact("tflite-fp32").path
+    fmt, target = get_format("tflite"), load_target("host")
+    calibration = {"x": np.random.default_rng(0).random((8, 1, 3, 16, 16), dtype=np.float32)}
+    recipe = fmt.recipes(target, "int8")[0]
+    from ai_edge_litert.interpreter import Interpreter
+
+    def conv_outputs(path: Path) -> list[str]:
+        """The dtype of each CONV_2D's output, in graph order."""
+        interpreter = Interpreter(model_path=str(path))
+        details = {d["index"]: d for d in interpreter.get_tensor_details()}
+        ops = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+        return [np.dtype(details[op["outputs"][0]]["dtype"]).name for op in ops]
+
+    fmt.quantize(fp32, tmp_path / "all.tflite", target, "int8", calibration, recipe)
+    fmt.quantize(fp32, tmp_path / "prefix.tflite", target, "int8", calibration, {**recipe, "float_prefix": 0.34})
+    assert conv_outputs(tmp_path / "all.tflite") == ["int8", "int8", "int8"]
+    assert conv_outputs(tmp_path / "prefix.tflite") == ["float32", "int8", "int8"]
