@@ -20,7 +20,7 @@ from ..errors import BuildError
 from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
 from .errors import root_cause
 from .output import converter_output
-from .tail import prefix, tail
+from .tail import float_ops
 
 if TYPE_CHECKING:  # torch and onnx are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -80,9 +80,7 @@ def _float_nodes(model_path: Path, recipe: dict) -> list[str]:
     nodes = onnx.load(str(model_path), load_external_data=False).graph.node
     ops = [(n.name, n.input, n.output, n.op_type in WEIGHTED_OPS) for n in nodes]
     names = [name for group in recipe.get("float_layers", ()) for name in group]
-    names += tail(ops) if recipe.get("float_tail") else []
-    names += prefix(ops, recipe["float_prefix"]) if recipe.get("float_prefix") else []
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(names + float_ops(ops, recipe)))
 
 
 @functools.cache

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Hashable, Iterable, Sequence
 
-__all__ = ["prefix", "tail"]
+__all__ = ["float_ops", "prefix", "tail"]
 
 Op = tuple[Hashable, Iterable[str], Iterable[str], bool]  # id, input names, output names, is weighted
 
@@ -66,3 +66,11 @@ def prefix(ops: Sequence[Op], share: float) -> list[Hashable]:
         return []
     end = weighted[count] if count < len(weighted) else len(ops)
     return [op[0] for op in ops[:end]]
+
+
+def float_ops(ops: Sequence[Op], recipe: dict) -> list[Hashable]:
+    """The ids of the ops `recipe` keeps float through `float_tail` and `float_prefix`, in
+    graph order, each once."""
+    kept = set((tail(ops) if recipe.get("float_tail") else [])
+               + (prefix(ops, recipe["float_prefix"]) if recipe.get("float_prefix") else []))
+    return [op[0] for op in ops if op[0] in kept]

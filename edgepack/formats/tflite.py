@@ -20,7 +20,7 @@ from ..errors import BuildError, TargetError, did_you_mean
 from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
 from .errors import root_cause
 from .output import converter_output
-from .tail import prefix, tail
+from .tail import float_ops
 
 if TYPE_CHECKING:  # torch and the converters are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -279,9 +279,7 @@ class TfliteFormat(ExportFormat):
         ops = [(op.outputs[0] if len(op.outputs) else -1, [name(i) for i in op.inputs if i >= 0],
                 [name(i) for i in op.outputs], op_name in WEIGHTED_OPS)
                for op_name, op in zip(names, graph.operators)]
-        ids = (tail(ops) if recipe.get("float_tail") else []) + (
-            prefix(ops, recipe["float_prefix"]) if recipe.get("float_prefix") else [])
-        return [name(i) for i in dict.fromkeys(ids) if i >= 0]
+        return [name(i) for i in float_ops(ops, recipe) if i >= 0]
 
     @staticmethod
     def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: "TargetProfile") -> dict[str, list[dict]]:
