@@ -12,10 +12,9 @@ import numpy as np
 
 from edgepack_runtime.manifest import Accuracy, DetectionSettings
 from edgepack_runtime.parity import fidelity, top1_accuracy
-from edgepack_runtime.precision import is_quantized
 from edgepack_runtime.task_fidelity import Floors, floor_of, task_metrics
 
-__all__ = ["Budget", "judge", "cautious", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_COSINE", "DEFAULT_MIN_AGREEMENT",
+__all__ = ["Budget", "judge", "measure", "DEFAULT_MAX_ACCURACY_DROP", "DEFAULT_MIN_COSINE", "DEFAULT_MIN_AGREEMENT",
            "DEFAULT_MIN_F1"]
 
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # top-1 points an artifact may lose vs PyTorch (eval labels)
@@ -48,42 +47,32 @@ class Budget:
     def floors(self) -> Floors:
         return Floors(min_cosine=self.min_cosine, min_agreement=self.min_agreement, min_f1=self.min_f1)
 
-    def met(self, accuracy: Accuracy, cautious: bool = False) -> bool:
-        """Whether `accuracy` is within the budget; `cautious`: each figure's whole 95 %
-        interval must clear its floor, not only its value."""
+    def met(self, accuracy: Accuracy) -> bool:
+        """Whether `accuracy` is within the budget: each floored figure's value clears its
+        floor (the figures come from samples that did not choose the artifact: holdout.py)."""
         drop = accuracy.drop
         if drop is not None and drop > self.max_top1_drop:
             return False
         if accuracy.metrics:
-            return all((m.low if cautious else m.value) >= m.floor
-                       for m in self._floored(accuracy.metrics) if m.floor is not None)
+            return all(m.value >= m.floor for m in self._floored(accuracy.metrics) if m.floor is not None)
         return accuracy.cosine is not None and accuracy.cosine >= self.min_cosine
 
     def _floored(self, metrics):
         return tuple(dataclasses.replace(m, floor=floor_of(self.task, m.name, self.floors)) for m in metrics)
 
 
-def cautious(precision: str, accuracy: Accuracy) -> bool:
-    """Whether a quantized artifact's figures come from calibration samples held back (no
-    --eval): views of the very photos it was calibrated on, optimistic and few, so the whole
-    95 % interval must clear each floor (8 of 8 agreeing is [68, 100] %: not enough to ship
-    at 85). Float artifacts differ from PyTorch by rounding only: their value decides."""
-    return is_quantized(precision) and accuracy.data != "eval"
-
-
-def judge(accuracy: Accuracy, budget: Budget, precision: str = "fp32") -> Accuracy:
-    """`accuracy` of an artifact of `precision` with its verdict against `budget` (and each
-    figure with this budget's floor)."""
-    return dataclasses.replace(accuracy, metrics=budget._floored(accuracy.metrics),
-                               within_budget=budget.met(accuracy, cautious(precision, accuracy)))
+def judge(accuracy: Accuracy, budget: Budget) -> Accuracy:
+    """`accuracy` with its verdict against `budget` (and each figure with this budget's floor)."""
+    return dataclasses.replace(accuracy, metrics=budget._floored(accuracy.metrics), within_budget=budget.met(accuracy))
 
 
 def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], budget: Budget, *,
             labels: Optional[np.ndarray], reference_top1: Optional[float], data: str, measured_on: str,
-            indicative: bool, precision: str = "fp32") -> Accuracy:
+            indicative: bool, groups: Optional[np.ndarray] = None, split: Optional[str] = None) -> Accuracy:
     """An artifact's stacked outputs on the evaluation samples vs PyTorch's, in the task's
     figures and the whole-output ones, judged against `budget` (the build host and the
-    emulated target share this)."""
+    emulated target share this). `groups`: the samples' group ids (intervals rest on them);
+    `split`: which part of the judged samples these are (holdout.py)."""
     overall = fidelity(outputs, reference)
     first = outputs[budget.answer_output or next(iter(reference))]
     accuracy = Accuracy(
@@ -92,6 +81,8 @@ def measure(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarra
         cosine=overall.cosine, cosine_min=overall.cosine_min, sqnr_db=overall.sqnr_db,
         top1_agreement=overall.top1_agreement if budget.task == "classify" else None,
         data=data, measured_on=measured_on,
-        metrics=task_metrics(budget.task, outputs, reference, budget.floors, budget.answer_output, budget.detection),
+        metrics=task_metrics(budget.task, outputs, reference, budget.floors, budget.answer_output, budget.detection,
+                             groups),
+        split=split, groups=len(np.unique(groups)) if groups is not None else overall.samples,
     )
-    return judge(accuracy, budget, precision)
+    return judge(accuracy, budget)

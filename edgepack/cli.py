@@ -17,7 +17,7 @@ from edgepack_runtime.manifest import TaskMetric
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
 from .errors import BuildFailed, UsageError
-from .request import BuildRequest
+from .request import PREFERENCES, BuildRequest
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -162,6 +162,10 @@ def targets_show(target_id: str, as_json: bool):
               metavar="PCT", help="Top-1 agreement with PyTorch every artifact of a classifier must keep.")
 @click.option("--min-f1", type=click.FloatRange(0, 1), default=DEFAULT_MIN_F1, show_default=True,
               help="Detection F1 vs PyTorch's detections (IoU 0.5, same class) every artifact of a detector must keep.")
+@click.option("--prefer", type=click.Choice(PREFERENCES), default="balanced", show_default=True,
+              help="Which int8 candidate within the budget ships: the fastest as faithful as the best within its "
+                   "noise (balanced), the most faithful (accuracy) or the fastest (speed); the manifest's "
+                   "quantization.search holds them all.")
 @click.option("--task", type=click.Choice(["classify", "detect", "embed", "generic"]),
               help="What the outputs are for, which decides how artifacts are judged (default: from --postprocess/"
                    "--labels, else a single [N, C] output is a classifier, or an embedder when its rows are unit "
@@ -178,7 +182,7 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
 def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
               trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
-              min_agreement, min_f1, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
+              min_agreement, min_f1, prefer, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     from .pipeline import build_from  # torch and the converters: only for commands that build
 
@@ -188,7 +192,7 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
         allow_mismatch=allow_mismatch, allow_partial=allow_partial, strict=strict, verify_emulated=verify_emulated,
         max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
         task=task, preprocess=preprocess, tokenizer=tokenizer, labels=labels, postprocess=postprocess,
-        sign=sign_key)
+        sign=sign_key, prefer=prefer)
     with (err_console if as_json else console).status(f"building {plain(model)} for {plain(target)}…") as status:
         _log_lines.status = status
         try:

@@ -43,6 +43,7 @@ from edgepack_runtime.parity import max_abs_diff, run_samples
 
 from .budget import measure
 from .errors import EmulationError
+from .holdout import CONFIRMATION
 from .runtime_wheels import manylinux_platforms
 
 __all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION", "ARCHES",
@@ -264,7 +265,7 @@ def _run_artifact(guest: _Guest, bundle, name: str, precision: str, evaluation, 
             accuracy = _as_json(measure({k: data[k] for k in data.files}, evaluation.outputs, budget,
                                         labels=evaluation.labels, reference_top1=evaluation.reference_top1,
                                         data=evaluation.source, measured_on=guest.where, indicative=False,
-                                        precision=precision))
+                                        groups=evaluation.groups, split=CONFIRMATION))
     inputs, _ = bundle.golden()
     host = run_samples(edgepack_runtime.load(bundle.root, artifact=name, threads=1).run, inputs)
     return EmulatedResult(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import platform
 import time
 from contextlib import contextmanager
@@ -22,24 +23,24 @@ from edgepack_runtime.bundle import GOLDEN_ARTIFACT_PREFIX, GOLDEN_INPUT_PREFIX,
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency,
                                       Manifest)
-from edgepack_runtime.parity import run_samples, top1_accuracy
+from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import BASE, is_calibrated
 from edgepack_runtime.signature import sign_bundle
-from edgepack_runtime.task_fidelity import wilson_interval
+from edgepack_runtime.task_fidelity import headline
 from edgepack_runtime.typed import from_data
 
 from . import __version__
 from .bundle_writer import BundleStaging
-from .budget import (DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget,
-                     cautious)
+from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
 from .request import BuildRequest, InputsRequest
-from .errors import BuildError, BuildFailed, TargetError
+from .errors import BuildError, BuildFailed, ModelSourceError, TargetError
+from .holdout import CONFIRMATION
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
 from .macs import count_macs
 from .raw_io import declare, image_steps
 from .task import infer_task
 from .model_source import load_model
-from .samples import golden_inputs, hold_back, load_samples, random_samples, settle_shapes
+from .samples import golden_inputs, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
 from .targets import TargetProfile, load_target
 from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
@@ -56,10 +57,11 @@ log = logging.getLogger(__name__)
 
 GOLDEN_FILE = "golden.npz"
 RANDOM_CALIBRATION_SAMPLES = 32
-# Fewer evaluation samples than this leave agreement figures too uncertain to decide on
-# (100 % of 20 is [84, 100] % at 95 %): the build says so and what to add.
-FEW_EVAL_SAMPLES = 50
 RANDOM_CALIBRATION_SEED = 7
+CROSSFITTED = "cross-fitted calibration"  # Accuracy.data without --eval (holdout.py)
+# Choosing on some judged samples and confirming on others needs a few of each.
+MIN_JUDGED_SAMPLES = 8
+MIN_JUDGED_GROUPS = 2
 
 
 @dataclass
@@ -120,6 +122,7 @@ def build(
     labels: Optional[Path] = None,
     postprocess: Optional[str] = None,
     sign: Optional[Path] = None,
+    prefer: str = "balanced",
 ) -> BuildResult:
     """Build a bundle for `target` from `model` into the directory `output`.
 
@@ -145,6 +148,10 @@ def build(
     one per line; `postprocess` "classes" (the default with labels), "embedding" or
     "normalized-embedding". The runtime's `Model.predict()` then takes images or texts.
 
+    `prefer` picks the int8 candidate among those within budget (search.py): "balanced"
+    (the fastest as faithful as the best within its noise), "accuracy" or "speed". Every
+    int8 figure comes from judged samples the search did not choose on (holdout.py).
+
     `sign`: an elliptic-curve private key (PEM) that signs the finished bundle
     (bundle.sig, the OpenSSF model-signing format; docs/fleet.md).
 
@@ -163,7 +170,7 @@ def build(
         allow_mismatch=allow_mismatch, allow_partial=allow_partial, verify_emulated=verify_emulated,
         max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
         task=task, strict=strict, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
-        postprocess=postprocess, sign=sign))
+        postprocess=postprocess, sign=sign, prefer=prefer))
 
 
 @dataclass
@@ -256,7 +263,8 @@ def _load(ctx: BuildContext) -> None:
 def _reference(ctx: BuildContext) -> None:
     """PyTorch's outputs: what every artifact is checked against."""
     specs, golden, evaluation = ctx.samples
-    ctx.refs = torch_references(ctx.loaded.module, specs, *golden, evaluation)
+    ctx.refs = torch_references(ctx.loaded.module, specs, *golden, evaluation[:3], groups=evaluation.groups,
+                                crossfit=evaluation.crossfit)
     ctx.macs = count_macs(ctx.loaded.module, specs, {k: v[0] for k, v in ctx.refs.golden_inputs.items()})
 
 
@@ -321,6 +329,9 @@ def _check_and_commit(ctx: BuildContext, manifest: Manifest) -> BuildResult:
         # Artifacts the user asked for by name must all ship (unless --allow-partial);
         # the profile's others are left out when they miss, with the reason in the table.
         manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required)
+    for art in manifest.artifacts:
+        if art.status == "ok" and (note := _too_little_data(art)):
+            log.warning(note)
     ctx.seconds["total"] = round(time.perf_counter() - ctx.start, 3)  # the manifest's build dict holds `seconds`
     (staging.dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, out.allow_mismatch, required))
@@ -337,15 +348,28 @@ class _Calibration(NamedTuple):
     source: str  # "data" (--calibration) or "random"
 
 
+class _Judged(NamedTuple):
+    """The samples artifacts are judged on, before PyTorch has run them (validate.Evaluation after)."""
+
+    inputs: dict[str, np.ndarray]
+    labels: Optional[np.ndarray]
+    source: str  # "eval", CROSSFITTED or "random"
+    groups: Optional[np.ndarray]
+    crossfit: bool
+
+
 def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
     """The input specs (dynamic dims at the calibration data's size), the golden inputs (and
-    how many are real), the calibration samples and the samples accuracy is measured on:
-    --eval, else calibration samples held back from calibration."""
-    calib, _ = load_samples(calibration, specs, image_steps=steps) if calibration is not None else (None, None)
+    how many are real), the calibration samples and the samples accuracy is judged on:
+    --eval, else the calibration samples themselves, cross-fitted (holdout.py)."""
+    calib, _, calib_groups = (load_samples(calibration, specs, image_steps=steps) if calibration is not None
+                              else (None, None, None))
     if calib is not None:
         specs = settle_shapes(specs, calib)
-    evaluation = ((*load_samples(eval_data, specs, evaluation=True, image_steps=steps), "eval")
-                  if eval_data is not None else None)
+    evaluation = None
+    if eval_data is not None:
+        inputs, labels, groups = load_samples(eval_data, specs, evaluation=True, image_steps=steps)
+        evaluation = _Judged(inputs, labels, "eval", groups, crossfit=False)
     golden = golden_inputs(specs, calib)
     if calib is None:
         if quantized:
@@ -353,16 +377,18 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
                  "is meaningless; pass --calibration calib.npz with real samples")
         random = _Calibration(random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED), "random")
         held_out = random_samples(specs, RANDOM_CALIBRATION_SAMPLES, RANDOM_CALIBRATION_SEED + 1)
-        return specs, golden, random, evaluation or (held_out, None, "random")
+        return specs, golden, random, evaluation or _Judged(held_out, None, "random", None, crossfit=False)
     if evaluation is None:
-        calib, held_back = hold_back(calib, "--calibration", "pass --eval eval.npz")
-        evaluation = (held_back, None, "held-back calibration")
-    measured = len(next(iter(evaluation[0].values())))
-    if quantized and measured < FEW_EVAL_SAMPLES:
-        low, high = wilson_interval(measured, measured)
-        log.warning(f"quantized artifacts are judged on {measured} {evaluation[2]} samples: even a perfect score "
-                    f"there is [{low:.0f}–{high:.0f}%] at 95 %; pass --eval with {FEW_EVAL_SAMPLES}+ samples "
-                    "calibration never sees")
+        evaluation = _Judged(calib, None, CROSSFITTED, calib_groups, crossfit=True)
+    if quantized:
+        count = len(next(iter(evaluation.inputs.values())))
+        groups = len(np.unique(evaluation.groups)) if evaluation.groups is not None else count
+        role = "--eval" if eval_data is not None else "--calibration"
+        if count < MIN_JUDGED_SAMPLES or groups < MIN_JUDGED_GROUPS:
+            raise ModelSourceError(
+                f"{role} has {count} samples in {groups} groups: too few to choose int8 on some and confirm it on "
+                f"others (needs {MIN_JUDGED_SAMPLES} samples in {MIN_JUDGED_GROUPS}+ groups); give more samples"
+                + ("" if eval_data is not None else ", or pass --eval eval.npz"))
     return specs, golden, _Calibration(calib, "data"), evaluation
 
 
@@ -402,10 +428,11 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
                 validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, ctx.profile,
                                                             ctx.host, ctx.refs, ctx.budget)
         else:
-            search_in = SearchContext(ctx.profile, ctx.host, ctx.refs, ctx.calibration.samples, ctx.budget)
+            search_in = SearchContext(ctx.profile, ctx.host, ctx.refs, ctx.calibration.samples, ctx.budget,
+                                      ctx.request.budget.prefer)
             with ctx.timed(f"{fmt.name}.quantize+search"):
                 chosen, trail = search(fmt, precision, fp32_file, file, search_in)
-            validation, accuracy = chosen.validation, chosen.accuracy
+            validation, accuracy = chosen.validation, chosen.confirmation
             quantization = {**chosen.settings, "search": trail}
             if is_calibrated(precision):
                 quantization["calibration"] = ctx.calibration.source
@@ -489,7 +516,11 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
         return manifest
     from .emulate import EVAL_SAMPLES, verify_emulated
 
-    evaluation = _subset(refs.evaluation, EVAL_SAMPLES) if refs.evaluation is not None else None
+    # The figures it replaces are the confirmation samples'; cross-fitted, the shipped artifact
+    # was calibrated on every judged sample, so it has no unseen ones to run there.
+    ev = refs.evaluation
+    evaluation = (_subset(ev.subset(ev.split.indices(CONFIRMATION)), EVAL_SAMPLES)
+                  if ev is not None and not ev.split.crossfit else None)
     with _timed(seconds, "emulated.verify"):
         report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation,
                                  only=foreign, budget=budget)
@@ -504,16 +535,22 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
 
 def _subset(evaluation: Evaluation, count: int) -> Evaluation:
     """`count` samples spread evenly over the evaluation set (it is often ordered by source)."""
-    total = len(next(iter(evaluation.inputs.values())))
-    pick = np.unique(np.linspace(0, total - 1, min(count, total)).astype(int))
-    labels = evaluation.labels[pick] if evaluation.labels is not None else None
-    first = next(iter(evaluation.outputs.values()))[pick]
-    return Evaluation(
-        inputs={k: v[pick] for k, v in evaluation.inputs.items()},
-        outputs={k: v[pick] for k, v in evaluation.outputs.items()},
-        labels=labels, source=evaluation.source,
-        reference_top1=top1_accuracy(first, labels) if labels is not None else None,
-    )
+    return evaluation.subset(np.unique(np.linspace(0, evaluation.count - 1, min(count, evaluation.count)).astype(int)))
+
+
+def _too_little_data(art: Artifact) -> Optional[str]:
+    """What to say when an artifact clears its floor on the confirmation samples but its
+    interval reaches below it: the data cannot promise the floor; how much more could."""
+    acc = art.accuracy
+    figure = headline(acc.metrics) if acc is not None and acc.split == CONFIRMATION else None
+    if figure is None or figure.floor is None or figure.low >= figure.floor or figure.value <= figure.floor:
+        return None
+    units = figure.groups or figure.samples
+    # an interval's half-width shrinks with the square root of the independent units
+    needed = math.ceil(units * ((figure.value - figure.low) / (figure.value - figure.floor)) ** 2)
+    return (f"{art.name}: {figure.describe()} on {acc.data} samples no search looked at clears the floor, but "
+            f"{units} independent groups cannot promise it (the interval reaches {figure.low:.3g}); about "
+            f"{needed} groups (separate photos or sources) would")
 
 
 def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
@@ -533,14 +570,12 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
     if acc is not None and acc.within_budget is False:
         figures = (", ".join(m.describe() for m in acc.metrics) if acc.metrics
                    else f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})")
-        if acc.metrics and cautious(art.precision, acc):
-            figures += ("; without --eval the low end of each interval must clear its floor: pass --eval with "
-                        f"{FEW_EVAL_SAMPLES}+ samples calibration never saw, or more --calibration samples")
         if acc.drop is not None:
             figures += f", loses {acc.drop:.2f} top-1 points (allowed {manifest.accuracy_tolerance})"
         tried = len((art.quantization or {}).get("search", [])) or 1
         where = f"measured on {acc.measured_on}" + (", indicative" if acc.indicative else "")
-        return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data} samples: {figures} "
+        part = f" {acc.split}" if acc.split else ""
+        return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data}{part} samples: {figures} "
                 f"({where}; closest of {tried} candidate(s)); try more --calibration samples, another "
                 "precision, or a looser --min-cosine/--min-agreement/--min-f1/--accuracy-budget")
     return None

@@ -14,7 +14,11 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["ModelRequest", "InputsRequest", "DataRequest", "BudgetRequest", "OutputRequest", "SigningRequest",
-           "BuildRequest"]
+           "BuildRequest", "PREFERENCES"]
+
+# Which int8 candidate within the budget a build ships (edgepack/search.py): the fastest that
+# is as faithful as the most faithful within its noise, the most faithful, or the fastest.
+PREFERENCES = ("balanced", "accuracy", "speed")
 
 Samples = Union[Path, Mapping[str, Any], None]  # an .npz or folder path, or {input name: [N, ...] array}
 
@@ -58,6 +62,7 @@ class BudgetRequest:
     min_agreement: float = DEFAULT_MIN_AGREEMENT
     min_f1: float = DEFAULT_MIN_F1
     task: Optional[str] = None
+    prefer: str = "balanced"  # which int8 candidate within budget: balanced, accuracy or speed (search.py)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,7 @@ class BuildRequest:
            allow_partial=False, verify_emulated=False, max_accuracy_drop=DEFAULT_MAX_ACCURACY_DROP,
            min_cosine=DEFAULT_MIN_COSINE, min_agreement=DEFAULT_MIN_AGREEMENT, min_f1=DEFAULT_MIN_F1, task=None,
            strict=False, preprocess=None, tokenizer=None, labels=None, postprocess=None,
-           sign=None) -> "BuildRequest":
+           sign=None, prefer="balanced") -> "BuildRequest":
         """The request from the flat arguments of `edgepack.build` (and `edgepack build`'s options)."""
         return cls(
             model=ModelRequest(model, weights=weights, trust_checkpoint=trust_checkpoint),
@@ -109,7 +114,7 @@ class BuildRequest:
             inputs=InputsRequest(inputs, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
                                  postprocess=postprocess),
             data=DataRequest(calibration, eval_data),
-            budget=BudgetRequest(max_accuracy_drop, min_cosine, min_agreement, min_f1, task),
+            budget=BudgetRequest(max_accuracy_drop, min_cosine, min_agreement, min_f1, task, prefer),
             signing=SigningRequest(Path(sign)) if sign is not None else None,
             verify_emulated=verify_emulated,
         )

@@ -6,7 +6,11 @@ the first axis counting samples; or, for a model with one image input, a folder 
 runtime's own ImagePipeline for the declared image steps (what the device will do). For an input of shape [1, 1, 8, 8] the array is
 [N, 1, 8, 8] (the batch axis of 1 becomes the sample axis) or [N, 1, 1, 8, 8].
 An eval file may add an integer `labels` array of length N (top-1 accuracy); without it,
-artifacts are judged by how closely they follow PyTorch on those samples.
+artifacts are judged by how closely they follow PyTorch on those samples. Either file may
+add an integer `groups` array of length N, one id per sample: samples that share an id
+come from one source (crops or flips of one photo) and count as one independent unit in
+every interval, and in every split of the samples (edgepack/holdout.py). A folder's
+images are each their own group.
 Inside edgepack every sample array is normalised to [N, *input_shape].
 """
 
@@ -25,18 +29,15 @@ from edgepack_runtime.manifest import ImageSteps, TensorSpec
 
 from .errors import ModelSourceError
 
-__all__ = ["load_samples", "settle_shapes", "random_samples", "golden_inputs", "hold_back", "LABELS",
+__all__ = ["load_samples", "settle_shapes", "random_samples", "golden_inputs", "LABELS", "GROUPS",
            "IMAGE_SUFFIXES"]
 
 LABELS = "labels"
+GROUPS = "groups"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")  # what a folder of samples may hold
 GOLDEN_FROM_CALIBRATION = 8
 GOLDEN_RANDOM = 4
 GOLDEN_SEED = 20240501
-# Without --eval, a share of the calibration samples is held back to measure accuracy on
-# data calibration never saw; below MIN_TO_HOLD_BACK samples both halves would be too thin.
-HOLD_BACK_FRACTION = 0.25
-MIN_TO_HOLD_BACK = 8
 
 
 def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np.ndarray:
@@ -65,10 +66,11 @@ def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np
 def load_samples(
     source: Union[Path, str, Mapping[str, Any]], specs: Sequence[TensorSpec], evaluation: bool = False,
     image_steps: Optional[ImageSteps] = None,
-) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+) -> tuple[dict[str, np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
     """Calibration (or, with `evaluation`, eval) samples from an .npz path, a folder of
     images (made into tensors by `image_steps`, the declared preprocessing) or a dict of
-    arrays/tensors in hand; returns (inputs, labels), labels None unless eval data has them."""
+    arrays/tensors in hand; returns (inputs, labels, groups), labels None unless eval data
+    has them, groups None unless the data has them (each sample its own group)."""
     role = "--eval" if evaluation else "--calibration"
     if isinstance(source, Mapping):
         return _samples_from(source, specs, evaluation, f"{role.lstrip('-')} arrays")
@@ -87,7 +89,7 @@ def load_samples(
 
 
 def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluation: bool, where: str
-                  ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray]]:
+                  ) -> tuple[dict[str, np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
     files = set(data.files if hasattr(data, "files") else data)
     missing = [s.name for s in specs if s.name not in files]
     if missing:
@@ -96,11 +98,8 @@ def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluati
             "give one array per model input, named like the input"
         )
     inputs = {s.name: _normalise(s.name, _array(data[s.name]), s, where) for s in specs}
-    labels = None
-    if evaluation and LABELS in files:
-        labels = _array(data[LABELS])
-        if labels.dtype.kind not in "iu" or labels.ndim != 1:
-            raise ModelSourceError(f"{where}: {LABELS!r} must be a 1-D integer array, got {labels.dtype} {list(labels.shape)}")
+    labels = _ids(data, LABELS, where) if evaluation else None
+    groups = _ids(data, GROUPS, where)
     for name, value in inputs.items():
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ModelSourceError(f"{where}: array {name!r} holds NaN or infinite values; "
@@ -109,10 +108,21 @@ def _samples_from(data: Mapping[str, Any], specs: Sequence[TensorSpec], evaluati
         dim_sizes(specs, {name: value.shape[1:] for name, value in inputs.items()})
     except ValueError as exc:
         raise ModelSourceError(f"{where}: array {exc}") from exc
-    counts = {len(v) for v in inputs.values()} | ({len(labels)} if labels is not None else set())
+    counts = {len(v) for v in inputs.values()} | {len(ids) for ids in (labels, groups) if ids is not None}
     if len(counts) != 1 or 0 in counts:
         raise ModelSourceError(f"{where}: every array needs the same, non-zero number of samples; got {sorted(counts)}")
-    return inputs, labels
+    return inputs, labels, groups
+
+
+def _ids(data: Mapping[str, Any], name: str, where: str) -> Optional[np.ndarray]:
+    """The optional 1-D integer array `name` (labels, groups), checked."""
+    if name not in (data.files if hasattr(data, "files") else data):
+        return None
+    ids = _array(data[name])
+    if ids.dtype.kind not in "iu" or ids.ndim != 1:
+        raise ModelSourceError(f"{where}: {name!r} must be a 1-D integer array (one id per sample), "
+                               f"got {ids.dtype} {list(ids.shape)}")
+    return ids
 
 
 def _images(folder: Path, specs: Sequence[TensorSpec], steps: Optional[ImageSteps], where: str
@@ -186,14 +196,3 @@ def golden_inputs(specs: Sequence[TensorSpec],
         return random, 0
     real = min(GOLDEN_FROM_CALIBRATION, len(next(iter(calibration.values()))))
     return {s.name: np.concatenate([calibration[s.name][:real], random[s.name]]) for s in specs}, real
-
-
-def hold_back(samples: dict[str, np.ndarray], role: str, fix: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Split stacked samples into (kept, held back): the last HOLD_BACK_FRACTION, at least one."""
-    count = len(next(iter(samples.values())))
-    if count < MIN_TO_HOLD_BACK:
-        raise ModelSourceError(
-            f"{role} has {count} samples: too few to hold some back for measuring accuracy "
-            f"(needs {MIN_TO_HOLD_BACK}); give at least {MIN_TO_HOLD_BACK} samples or {fix}")
-    held = max(1, round(count * HOLD_BACK_FRACTION))
-    return {k: v[:-held] for k, v in samples.items()}, {k: v[-held:] for k, v in samples.items()}

@@ -30,10 +30,11 @@ from edgepack_runtime.task_fidelity import comparable
 
 from .budget import Budget, measure
 from .errors import BuildError, ModelSourceError
+from .holdout import Split, deal_folds
 from .targets import TargetProfile
 
-__all__ = ["Evaluation", "References", "torch_references", "tolerance_for", "validate_artifact",
-           "compare_latency", "clearly_faster", "open_artifact"]
+__all__ = ["Evaluation", "References", "torch_references", "tolerance_for", "validate_artifact", "check_parity",
+           "measure_on", "build_host", "compare_latency", "clearly_faster", "open_artifact"]
 
 
 LATENCY_TRIAL_S = 0.6  # per artifact at build time: enough to rank, not to publish (bench does that)
@@ -135,8 +136,23 @@ class Evaluation:
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     labels: Optional[np.ndarray]
-    source: str  # "eval" or "held-back calibration"
+    source: str  # "eval", "cross-fitted calibration" or "random"
     reference_top1: Optional[float]
+    groups: Optional[np.ndarray] = None  # one id per sample: the independent units of every interval
+    split: Optional[Split] = None  # how the search chooses on some samples and confirms on the others
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def subset(self, indices: np.ndarray) -> "Evaluation":
+        """The samples at `indices` (no split of their own)."""
+        labels = self.labels[indices] if self.labels is not None else None
+        outputs = {k: v[indices] for k, v in self.outputs.items()}
+        return Evaluation(
+            inputs={k: v[indices] for k, v in self.inputs.items()}, outputs=outputs, labels=labels,
+            source=self.source, groups=self.groups[indices] if self.groups is not None else None,
+            reference_top1=top1_accuracy(next(iter(outputs.values())), labels) if labels is not None else None)
 
 
 @dataclass(frozen=True)
@@ -154,9 +170,11 @@ class References:
 
 
 def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], golden: dict[str, np.ndarray],
-                     real_samples: int, evaluation: Optional[tuple[dict, Optional[np.ndarray], str]] = None
-                     ) -> References:
-    """`evaluation`: (inputs, labels or None, source) of the samples accuracy is measured on."""
+                     real_samples: int, evaluation: Optional[tuple[dict, Optional[np.ndarray], str]] = None,
+                     groups: Optional[np.ndarray] = None, crossfit: bool = False) -> References:
+    """`evaluation`: (inputs, labels or None, source) of the samples accuracy is measured on,
+    `groups` their group ids (None: each its own), `crossfit` when they are the calibration
+    samples (holdout.py)."""
     output_specs, golden_outputs = torch_outputs(module, specs, golden)
     first = {k: v[:SWEEP_SAMPLES] for k, v in golden.items()}
     sweeps = []
@@ -169,7 +187,9 @@ def torch_references(module: torch.nn.Module, specs: tuple[TensorSpec, ...], gol
         inputs, labels, source = evaluation
         _, eval_outputs = torch_outputs(module, specs, inputs)
         top1 = top1_accuracy(next(iter(eval_outputs.values())), labels) if labels is not None else None
-        measured = Evaluation(inputs, eval_outputs, labels, source, top1)
+        count = len(next(iter(inputs.values())))
+        measured = Evaluation(inputs, eval_outputs, labels, source, top1, groups,
+                              deal_folds(groups, count, crossfit))
     return References(specs, output_specs, golden, golden_outputs, real_samples, measured, tuple(sweeps))
 
 
@@ -185,15 +205,22 @@ def open_artifact(fmt: str, path, layout: Optional[str], target: TargetProfile, 
     return open_session(fmt, path, threads, refs.inputs, refs.outputs, layout)
 
 
+def measure_on(outputs: dict[str, np.ndarray], ev: Evaluation, budget: Budget, measured_on: str,
+               indicative: bool, split: Optional[str] = None) -> Accuracy:
+    """Fidelity to PyTorch of `outputs` on the samples of `ev` (`split`: which part of the
+    judged samples they are, holdout.py)."""
+    return measure(outputs, ev.outputs, budget, labels=ev.labels, reference_top1=ev.reference_top1, data=ev.source,
+                   measured_on=measured_on, indicative=indicative, groups=ev.groups, split=split)
+
+
 def measure_accuracy(session: Session, refs: References, budget: Budget, measured_on: str,
-                     indicative: bool, precision: str = "fp32") -> Optional[Accuracy]:
-    """Fidelity to PyTorch on the evaluation samples (None when there are none)."""
+                     indicative: bool) -> Optional[Accuracy]:
+    """Fidelity to PyTorch on all the evaluation samples (None when there are none): an
+    artifact that was not chosen on them (the float ones)."""
     ev = refs.evaluation
     if ev is None:
         return None
-    return measure(run_samples(session.run, ev.inputs), ev.outputs, budget, labels=ev.labels,
-                   reference_top1=ev.reference_top1, data=ev.source, measured_on=measured_on, indicative=indicative,
-                   precision=precision)
+    return measure_on(run_samples(session.run, ev.inputs), ev, budget, measured_on, indicative)
 
 
 def compare_latency(sessions: Sequence[Session], refs: References, host: HostInfo) -> list[dict]:
@@ -222,8 +249,22 @@ def clearly_faster(a: dict, b: dict) -> bool:
 def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile,
                       host: HostInfo, refs: References, budget: Budget
                       ) -> tuple[Validation, Optional[Accuracy], Session]:
-    """Run one artifact on the golden inputs (and the evaluation samples) with the runtime
+    """Run one artifact on the golden inputs and all the evaluation samples with the runtime
     backend. Returns the parity verdict, the accuracy and the open session."""
+    validation, session = check_parity(fmt, precision, path, layout, target, host, refs, budget)
+    accuracy = measure_accuracy(session, refs, budget, build_host(host), indicative=not validation.host_matches_target)
+    return validation, accuracy, session
+
+
+def build_host(host: HostInfo) -> str:
+    """Where a figure measured here was measured (Accuracy.measured_on)."""
+    return f"{host.arch} (build host)"
+
+
+def check_parity(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile, host: HostInfo,
+                 refs: References, budget: Budget) -> tuple[Validation, Session]:
+    """Run one artifact on the golden inputs (and the sweeps of its dynamic dims) with the
+    runtime backend. Returns the parity verdict and the open session."""
     session = open_artifact(fmt, path, layout, target, refs)
     golden_inputs, reference = parity_samples(precision, refs.golden_inputs, refs.golden_outputs, refs.real_samples)
     outputs = comparable(run_samples(session.run, golden_inputs), reference, budget.task, budget.answer_output,
@@ -255,6 +296,4 @@ def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], tar
         sqnr_db=measured.sqnr_db,
         sizes=tuple(sweep.describe() for sweep in refs.sweeps),
     )
-    accuracy = measure_accuracy(session, refs, budget, f"{host.arch} (build host)", indicative=not matches,
-                                precision=precision)
-    return validation, accuracy, session
+    return validation, session

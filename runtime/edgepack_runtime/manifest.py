@@ -52,7 +52,10 @@ __all__ = [
 #   2.3  the task (classify, detect, embed, generic) and the figures its user sees
 #        (Accuracy.metrics, with intervals); detectors: letterbox image steps and
 #        detection postprocessing (decode + NMS)
-SCHEMA_VERSION = "2.3"
+#   2.4  figures out of sample: the quantization search chooses on one part of the judged
+#        samples and reports the other (Accuracy.split), intervals rest on independent
+#        groups of samples (TaskMetric.groups, Accuracy.groups)
+SCHEMA_VERSION = "2.4"
 MANIFEST_NAME = "manifest.json"
 
 
@@ -141,8 +144,11 @@ class TaskMetric:
     value: float
     low: float
     high: float
-    samples: int  # the count the interval rests on (samples; for F1 and mAP50: images)
+    samples: int  # samples (for F1 and mAP50: images)
     floor: Optional[float] = None
+    # Schema 2.4: the independent groups the interval rests on (several views of one photo
+    # are one group: edgepack_runtime.intervals); None in older bundles: the samples.
+    groups: Optional[int] = None
 
     @property
     def passes(self) -> bool:
@@ -156,7 +162,8 @@ class TaskMetric:
                                                            else f"{v:.5f}")
         text = f"{label} {number(self.value)}"
         if interval:
-            text += f" [{number(self.low).rstrip('%')}–{number(self.high)}, n={self.samples}]"
+            units = f" in {self.groups} groups" if self.groups is not None and self.groups != self.samples else ""
+            text += f" [{number(self.low).rstrip('%')}–{number(self.high)}, n={self.samples}{units}]"
         if self.floor is not None and not self.passes:
             text += f" (needs ≥ {self.floor:g}{'%' if percent else ''})"
         return text
@@ -186,6 +193,11 @@ class Accuracy:
     cosine_min: Optional[float] = None  # schema 2.1: the worst sample's cosine vs PyTorch
     # Schema 2.3: the task's figures (TaskMetric), the first the one artifacts are ranked by.
     metrics: tuple[TaskMetric, ...] = ()
+    # Schema 2.4: which part of the judged samples these figures come from: "confirmation"
+    # (never seen by the search that chose the artifact), "selection" (the part it chose
+    # on; only in the search's trail) or None (all of them: nothing was chosen on them).
+    split: Optional[str] = None
+    groups: Optional[int] = None  # independent groups among the samples
 
     def metric(self, name: str) -> Optional[TaskMetric]:
         return next((m for m in self.metrics if m.name == name), None)

@@ -3,7 +3,8 @@
 One cosine over a whole output tensor hides destroyed answers: a detector's head mixes box
 coordinates up to ~640 with 0..1 class scores, so zeroed scores leave the cosine at 0.9998;
 close top logits of a classifier swap under int8 while the cosine stays at 0.99. So each
-task has its own figures, each with a 95 % interval and the count it rests on:
+task has its own figures, each with a 95 % interval and the count it rests on (the
+independent groups of samples: intervals.py):
 
 - classify: top-1 agreement with PyTorch (the floor), top-5 containment (PyTorch's top-1
   among the artifact's top 5), the logits' cosine (reported);
@@ -16,20 +17,17 @@ task has its own figures, each with a 95 % interval and the count it rests on:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
 import numpy as np
 
-from .detection import MAP_SCORE_THRESHOLD, detect, f1_score, map50
+from .detection import MAP_SCORE_THRESHOLD, detect, f1_score, map50, match
+from .intervals import group_bootstrap, group_index, mean_interval, ratio_interval, wilson_interval
 from .manifest import DetectionSettings, TaskMetric
 
 __all__ = ["Floors", "task_metrics", "floor_of", "without_background_boxes", "comparable", "wilson_interval", "mean_interval", "headline"]
 
-Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
-BOOTSTRAP_RESAMPLES = 400  # F1 and mAP50 intervals: resampled images
-BOOTSTRAP_SEED = 0  # the same data gives the same interval
 TOP_K = 5
 BOX_ROWS = 4  # a "yolo" detector output's first rows: cx, cy, w, h
 
@@ -54,24 +52,13 @@ def floor_of(task: str, metric: str, floors: Floors) -> Optional[float]:
     return None
 
 
-def wilson_interval(successes: int, total: int) -> tuple[float, float]:
-    """95 % Wilson score interval of a proportion, in percent: honest at 8 samples and at 100 %."""
-    if total == 0:
-        return 0.0, 100.0
-    p = successes / total
-    centre = (p + Z95 ** 2 / (2 * total)) / (1 + Z95 ** 2 / total)
-    half = Z95 * math.sqrt(p * (1 - p) / total + Z95 ** 2 / (4 * total ** 2)) / (1 + Z95 ** 2 / total)
-    return max(0.0, centre - half) * 100, min(1.0, centre + half) * 100
+def _units(groups: Optional[np.ndarray], count: int) -> int:
+    return int(group_index(groups, count).max()) + 1 if count else 0
 
 
-def mean_interval(values: np.ndarray, low: float = -1.0, high: float = 1.0) -> tuple[float, float]:
-    """95 % normal interval of a mean (clipped to [low, high]); one value: the value itself."""
-    values = np.asarray(values, np.float64)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, mean
-    half = Z95 * float(values.std(ddof=1)) / math.sqrt(len(values))
-    return max(low, mean - half), min(high, mean + half)
+def _per_group(hits: np.ndarray, groups: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    index = group_index(groups, len(hits))
+    return np.bincount(index, weights=hits.astype(np.float64)), np.bincount(index).astype(np.float64)
 
 
 def _cosines(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -84,69 +71,69 @@ def _cosines(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.clip(cos, -1.0, 1.0)
 
 
-def _cosine_metric(name: str, out: np.ndarray, ref: np.ndarray, floor: Optional[float]) -> TaskMetric:
+def _cosine_metric(name: str, out: np.ndarray, ref: np.ndarray, floor: Optional[float],
+                   groups: Optional[np.ndarray]) -> TaskMetric:
     cos = _cosines(out, ref)
-    low, high = mean_interval(cos)
-    return TaskMetric(name=name, value=float(cos.mean()), low=low, high=high, samples=len(cos), floor=floor)
+    low, high = mean_interval(cos, groups)
+    return TaskMetric(name=name, value=float(cos.mean()), low=low, high=high, samples=len(cos), floor=floor,
+                      groups=_units(groups, len(cos)))
 
 
-def _classify(out: np.ndarray, ref: np.ndarray, floors: Floors) -> tuple[TaskMetric, ...]:
+def _agreement(name: str, hits: np.ndarray, groups: Optional[np.ndarray], floor: Optional[float]) -> TaskMetric:
+    low, high = ratio_interval(*_per_group(hits, groups))
+    return TaskMetric(name, float(hits.mean()) * 100, low * 100, high * 100, samples=len(hits), floor=floor,
+                      groups=_units(groups, len(hits)))
+
+
+def _classify(out: np.ndarray, ref: np.ndarray, floors: Floors, groups: Optional[np.ndarray]
+              ) -> tuple[TaskMetric, ...]:
     n = len(ref)
     scores, truth = out.reshape(n, -1), ref.reshape(n, -1).argmax(axis=1)
-    agree = int(np.sum(scores.argmax(axis=1) == truth))
     k = min(TOP_K, scores.shape[1])
     top_k = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    contained = int(np.sum(np.any(top_k == truth[:, None], axis=1)))
     return (
-        TaskMetric("top1_agreement", agree / n * 100, *wilson_interval(agree, n), samples=n,
-                   floor=floor_of("classify", "top1_agreement", floors)),
-        TaskMetric(f"top{k}_agreement", contained / n * 100, *wilson_interval(contained, n), samples=n),
-        _cosine_metric("cosine", out, ref, floor_of("classify", "cosine", floors)),
+        _agreement("top1_agreement", scores.argmax(axis=1) == truth, groups,
+                   floor_of("classify", "top1_agreement", floors)),
+        _agreement(f"top{k}_agreement", np.any(top_k == truth[:, None], axis=1), groups, None),
+        _cosine_metric("cosine", out, ref, floor_of("classify", "cosine", floors), groups),
     )
 
 
-def _bootstrap(statistic, found: list, reference: list) -> tuple[float, float]:
-    """95 % percentile interval of `statistic(found, reference)` over images resampled with replacement."""
-    n = len(reference)
-    if n < 2:
-        value = statistic(found, reference)
-        return value, value
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    values = []
-    for _ in range(BOOTSTRAP_RESAMPLES):
-        pick = rng.integers(0, n, n)
-        values.append(statistic([found[i] for i in pick], [reference[i] for i in pick]))
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
-def _detect(out: np.ndarray, ref: np.ndarray, floors: Floors, settings: DetectionSettings) -> tuple[TaskMetric, ...]:
+def _detect(out: np.ndarray, ref: np.ndarray, floors: Floors, settings: DetectionSettings,
+            groups: Optional[np.ndarray]) -> tuple[TaskMetric, ...]:
     reference = [detect(r, settings) for r in ref]
     found = [detect(o, settings) for o in out]
     ranked = [detect(o, settings, score_threshold=MAP_SCORE_THRESHOLD) for o in out]
-    f1 = lambda f, r: f1_score(f, r)[0]  # noqa: E731
     n = len(ref)
+    # F1 = 2TP / (2TP + FP + FN) pooled over images: a ratio whose unit is the group of images
+    tp = np.array([match(f, r).sum() for f, r in zip(found, reference)], np.float64)
+    trials = np.array([len(f) + len(r) for f, r in zip(found, reference)], np.float64)  # 2TP + FP + FN
+    index = group_index(groups, n)
+    low, high = ratio_interval(np.bincount(index, weights=2 * tp), np.bincount(index, weights=trials))
+    mean_ap = lambda pick: map50([ranked[i] for i in pick], [reference[i] for i in pick])  # noqa: E731
+    units = _units(groups, n)
     return (
-        TaskMetric("f1", f1(found, reference), *_bootstrap(f1, found, reference), samples=n,
-                   floor=floor_of("detect", "f1", floors)),
-        TaskMetric("map50", map50(ranked, reference), *_bootstrap(map50, ranked, reference), samples=n),
+        TaskMetric("f1", f1_score(found, reference)[0], low, high, samples=n, floor=floor_of("detect", "f1", floors),
+                   groups=units),
+        TaskMetric("map50", mean_ap(np.arange(n)), *group_bootstrap(mean_ap, groups, n), samples=n, groups=units),
     )
 
 
 def task_metrics(task: str, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray], floors: Floors,
-                 answer_output: Optional[str] = None, detection: Optional[DetectionSettings] = None
-                 ) -> tuple[TaskMetric, ...]:
+                 answer_output: Optional[str] = None, detection: Optional[DetectionSettings] = None,
+                 groups: Optional[np.ndarray] = None) -> tuple[TaskMetric, ...]:
     """The task's figures for stacked outputs ([N, ...] per name) vs PyTorch's, the floor
-    first. `answer_output`: the output the answer is read from (default: the first)."""
+    first. `answer_output`: the output the answer is read from (default: the first).
+    `groups`: one id per sample, the independent units the intervals rest on (intervals.py)."""
     names = list(reference)
     main = answer_output or names[0]
     if task == "classify":
-        return _classify(outputs[main], reference[main], floors)
+        return _classify(outputs[main], reference[main], floors, groups)
     if task == "detect":
-        return _detect(outputs[main], reference[main], floors, detection or DetectionSettings())
+        return _detect(outputs[main], reference[main], floors, detection or DetectionSettings(), groups)
     if task == "embed" or len(names) == 1:
-        return (_cosine_metric("cosine", outputs[main], reference[main], floor_of(task, "cosine", floors)),)
-    return tuple(_cosine_metric(f"cosine:{n}", outputs[n], reference[n], floor_of(task, f"cosine:{n}", floors))
+        return (_cosine_metric("cosine", outputs[main], reference[main], floor_of(task, "cosine", floors), groups),)
+    return tuple(_cosine_metric(f"cosine:{n}", outputs[n], reference[n], floor_of(task, f"cosine:{n}", floors), groups)
                  for n in names)
 
 

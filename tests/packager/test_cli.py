@@ -77,10 +77,10 @@ def test_calibration_with_the_wrong_shape(tiny_model, tmp_path):
     one_line_error(result, "has shape [4, 5]", "needs [N, 4]")
 
 
-def test_too_few_calibration_samples_to_hold_back(tiny_model, tmp_path):
+def test_too_few_calibration_samples_to_judge_int8(tiny_model, tmp_path):
     np.savez(tmp_path / "calib.npz", x=np.zeros((4, 4), np.float32))
     result = run_cli("build", f"{tiny_model}:create", "--calibration", tmp_path / "calib.npz", "-o", tmp_path / "b")
-    one_line_error(result, "has 4 samples: too few to hold some back", "pass --eval eval.npz")
+    one_line_error(result, "has 4 samples in 4 groups: too few to choose int8 on some", "pass --eval eval.npz")
 
 
 @pytest.mark.parametrize("array, message", [

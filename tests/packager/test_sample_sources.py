@@ -34,8 +34,8 @@ def _write_images(folder, count=3):
 
 def test_folder_of_images_goes_through_the_declared_steps(tmp_path):
     arrays = _write_images(tmp_path)
-    samples, labels = load_samples(tmp_path, [SPEC], evaluation=True, image_steps=STEPS)
-    assert labels is None
+    samples, labels, groups = load_samples(tmp_path, [SPEC], evaluation=True, image_steps=STEPS)
+    assert labels is None and groups is None  # each image its own group
     got = samples["image"]
     assert got.shape == (3, 1, 3, 8, 8)
     expected = np.stack([a.transpose(2, 0, 1)[None] for a in arrays]).astype(np.float32) / np.float32(255)
