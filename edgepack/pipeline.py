@@ -26,6 +26,7 @@ from edgepack_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Accuracy, 
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import BASE, is_calibrated
 from edgepack_runtime.signature import sign_bundle
+from edgepack_runtime.intervals import groups_to_promise
 from edgepack_runtime.task_fidelity import headline
 from edgepack_runtime.typed import from_data
 
@@ -546,11 +547,14 @@ def _too_little_data(art: Artifact) -> Optional[str]:
     if figure is None or figure.floor is None or figure.low >= figure.floor or figure.value <= figure.floor:
         return None
     units = figure.groups or figure.samples
-    # an interval's half-width shrinks with the square root of the independent units
-    needed = math.ceil(units * ((figure.value - figure.low) / (figure.value - figure.floor)) ** 2)
-    return (f"{art.name}: {figure.describe()} on {acc.data} samples no search looked at clears the floor, but "
-            f"{units} independent groups cannot promise it (the interval reaches {figure.low:.3g}); about "
-            f"{needed} groups (separate photos or sources) would")
+    if figure.name.startswith("cosine"):  # a mean's interval narrows with the root of the groups
+        needed = math.ceil(units * ((figure.value - figure.low) / (figure.value - figure.floor)) ** 2)
+    else:  # a proportion (agreement in percent, F1): each group one trial, to be safe
+        scale = 100 if figure.name.endswith("_agreement") else 1
+        needed = groups_to_promise(figure.value / scale, figure.floor / scale)
+    more = f"about {needed} groups (separate photos or sources) would" if needed else "more groups would"
+    return (f"{art.name}: {figure.describe()} on {acc.data} samples no search chose on clears the floor, but "
+            f"{units} independent groups cannot promise it (the interval reaches {figure.low:.3g}); {more}")
 
 
 def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 __all__ = ["Z95", "wilson_interval", "ratio_interval", "mean_interval", "group_bootstrap", "group_index",
-           "t_quantile"]
+           "t_quantile", "groups_to_promise"]
 
 Z95 = 1.959964  # the normal quantile of a two-sided 95 % interval
 # Student's t, two-sided 95 %, by degrees of freedom 1..30 (beyond: the normal quantile).
@@ -87,6 +87,19 @@ def ratio_interval(successes: Sequence[float], trials: Sequence[float]) -> tuple
     else:  # no spread between groups (all perfect, or all alike): the groups are the count
         effective = float(groups) if p in (0.0, 1.0) else total
     return _wilson(p, effective, z)
+
+
+def groups_to_promise(value: float, floor: float, limit: int = 10_000) -> Optional[int]:
+    """How many independent groups a proportion of `value` (0..1) needs before the low end
+    of its interval clears `floor`, each group counted as one trial (None: not below `limit`)."""
+    if value <= floor:
+        return None
+    groups = 2
+    while _wilson(value, groups, t_quantile(groups - 1))[0] < floor:
+        groups += 1
+        if groups > limit:
+            return None
+    return groups
 
 
 def mean_interval(values: np.ndarray, groups: Optional[np.ndarray] = None, low: float = -1.0,
