@@ -1,12 +1,15 @@
-"""Which judged samples choose a quantized artifact, and which only confirm it.
+"""Which judged samples choose a quantized artifact, and which confirm the choice.
 
 A figure measured on the samples that chose the artifact is optimistic: among candidates
 that differ by a few detections, the one the selection samples happened to favour wins
 (12 photos claimed F1 0.986 for a detector; the next 21 photos gave 0.883). So the judged
-samples are split by group into folds. The search ranks and chooses on the even folds
-(`selection`); the chosen artifact's figures are then measured on the odd folds
-(`confirmation`), which nothing else looked at, and those are the figures the build
-prints, writes and ships on.
+samples are dealt by group into folds, and the two halves (even folds, odd folds) cross
+over: the search's choice rule is run on each half, and each half's choice is confirmed
+on the other half, which it never looked at. The pooled confirmation (every judged sample,
+each judged by a choice made without it) is the figure the build prints, writes and ships
+on; the artifact that ships is the rule's choice on all the judged samples (nested
+cross-validation: the figure estimates what the rule yields on samples it did not see,
+and when both halves choose the artifact that ships, it is that artifact's own figure).
 
 The judged samples are --eval's, in EVAL_FOLDS folds; or, without --eval, the calibration
 samples themselves, cross-fitted over CROSSFIT_FOLDS folds: a candidate's outputs on fold k
@@ -27,14 +30,15 @@ import numpy as np
 
 from edgepack_runtime.intervals import group_index
 
-__all__ = ["Split", "deal_folds", "EVAL_FOLDS", "CROSSFIT_FOLDS", "SELECTION", "CONFIRMATION"]
+__all__ = ["Split", "deal_folds", "EVAL_FOLDS", "CROSSFIT_FOLDS", "HALVES", "ALL", "CONFIRMATION"]
 
 EVAL_FOLDS = 2
 # Four folds: each cross-fitted artifact is calibrated on 3/4 of the samples, close to the
-# shipped one's ranges, at the cost of two extra quantizations per candidate (selection
-# reads folds 0 and 2) and two for the chosen one (confirmation reads 1 and 3).
+# shipped one's ranges, at the cost of four extra quantizations per candidate.
 CROSSFIT_FOLDS = 4
-SELECTION, CONFIRMATION = "selection", "confirmation"
+HALVES = ("even", "odd")  # the folds each half holds: the two choices that confirm each other
+ALL = "all"  # the choice that ships
+CONFIRMATION = "confirmation"  # Accuracy.split of the pooled, crossed-over figures
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,13 @@ class Split:
     groups: np.ndarray  # dense group number of each sample
 
     def indices(self, part: str) -> np.ndarray:
-        """Sample indices of `part` (SELECTION: even folds, CONFIRMATION: odd folds)."""
-        return np.flatnonzero(self.folds % 2 == (0 if part == SELECTION else 1))
+        """Sample indices of `part`: ALL, or one of HALVES (the even or the odd folds)."""
+        if part == ALL:
+            return np.arange(len(self.folds))
+        return np.flatnonzero(self.folds % 2 == HALVES.index(part))
 
-    def group_count(self, part: str) -> int:
-        return len(np.unique(self.groups[self.indices(part)]))
+    def other(self, half: str) -> str:
+        return HALVES[1 - HALVES.index(half)]
 
     def calibration_without(self, fold: int, samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Cross-fitting: the calibration samples outside `fold`."""

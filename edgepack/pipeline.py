@@ -35,7 +35,7 @@ from .bundle_writer import BundleStaging
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
 from .request import BuildRequest, InputsRequest
 from .errors import BuildError, BuildFailed, ModelSourceError, TargetError
-from .holdout import CONFIRMATION
+from .holdout import CONFIRMATION, HALVES
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
 from .macs import count_macs
 from .raw_io import declare, image_steps
@@ -504,7 +504,8 @@ def _own_outputs(artifacts: list[Artifact], profile, refs: References, bundle_di
 def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs: References,
              budget: Budget) -> Manifest:
     """Run the staged bundle on the target's emulated ISA: golden self-test of every artifact,
-    and accuracy of the integer ones on eval samples, which then replaces the build host's."""
+    and accuracy of the integer ones on eval samples, which then replaces the build host's
+    where it is still a confirmation (below)."""
     if not profile.emulation_cpu:
         log.warning(f"--verify-emulated: target {profile.id} names no emulation_cpu (qemu cannot emulate its "
              "kernels); its integer artifacts stay measured on this host only, marked indicative")
@@ -517,21 +518,29 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
         return manifest
     from .emulate import EVAL_SAMPLES, verify_emulated
 
-    # The figures it replaces are the confirmation samples'; cross-fitted, the shipped artifact
-    # was calibrated on every judged sample, so it has no unseen ones to run there.
+    # Cross-fitted, the shipped artifact was calibrated on every judged sample: it has no
+    # unseen ones to run there.
     ev = refs.evaluation
-    evaluation = (_subset(ev.subset(ev.split.indices(CONFIRMATION)), EVAL_SAMPLES)
-                  if ev is not None and not ev.split.crossfit else None)
+    evaluation = _subset(ev, EVAL_SAMPLES) if ev is not None and not ev.split.crossfit else None
     with _timed(seconds, "emulated.verify"):
         report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation,
                                  only=foreign, budget=budget)
-    measured = {r["artifact"]: r["accuracy"] for r in report["results"] if r.get("accuracy")}
+    # The emulated figure replaces the host's only where both halves of the eval samples chose
+    # the shipped candidate (holdout.py): then those samples confirm that very artifact;
+    # otherwise the pooled confirmation is of other candidates, and the host's stays.
+    measured = {r["artifact"]: r["accuracy"] for r in report["results"]
+                if r.get("accuracy") and _confirmed_by_both_halves(manifest.artifact(r["artifact"]))}
     artifacts = tuple(
         dataclasses.replace(a, accuracy=from_data(Accuracy, measured[a.name], "emulated accuracy"))
         if a.name in measured else a
         for a in manifest.artifacts
     )
     return dataclasses.replace(manifest, emulated=report, artifacts=artifacts)
+
+
+def _confirmed_by_both_halves(art: Artifact) -> bool:
+    chosen = next((t for t in (art.quantization or {}).get("search", []) if t.get("chosen")), None)
+    return chosen is not None and set(chosen.get("chosen_by", ())) == set(HALVES)
 
 
 def _subset(evaluation: Evaluation, count: int) -> Evaluation:

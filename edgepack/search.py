@@ -1,22 +1,26 @@
 """Accuracy-driven quantization: try the target's recipes, then float islands where they are
-needed, choose on one part of the judged samples and report the other (holdout.py).
+needed, and report figures from samples the choice did not see (holdout.py).
 
 No recipe wins on every model (docs/quantization.md), so every recipe the target profile
-lists is quantized and measured on the *selection* samples. Candidates are ranked by a
-continuous error of what the user sees (closeness.py), not only by a count near the floor.
-When no candidate clears its floor with margin (the low end of its selection interval),
-the search explores float islands: the most sensitive layers of the best recipe, a few more
-at each step, then a growing share of the first layers (formats/tail.py); each walk stops
-when a step holds with margin or stops lowering the error. Then:
+lists is quantized and run on the judged samples. Candidates are ranked by a continuous
+error of what the user sees (closeness.py), not only by a count near the floor. When no
+candidate clears its floors with margin (the low end of its interval), the search explores
+float islands: the most sensitive layers of the most faithful recipe, a few more at each
+step, then a growing share of the first layers (formats/tail.py); each walk stops at a
+step that holds with margin, or when a step lowers the error no further. Then the choice
+rule (`_choose`), by `--prefer`:
 
 - `balanced` (default): the fastest candidate whose error is within one standard error
-  (paired over the selection groups) of the most faithful candidate's;
+  (paired over the groups) of the most faithful candidate's; with fewer than
+  MIN_GROUPS_TO_TRADE groups that error says too little to trade fidelity for speed, and
+  the most faithful is kept;
 - `accuracy`: the most faithful; `speed`: the fastest that clears the floors.
 
-The chosen candidate alone is then run on the *confirmation* samples, which nothing above
-looked at: those figures are the artifact's accuracy, and they decide whether it ships.
-Every candidate is recorded in the artifact's `quantization.search` trail with its
-selection figures (labelled so), its error, its speed if timed and its seconds.
+The rule runs three times: on all the judged samples (the artifact that ships) and on each
+half of them; each half's choice is confirmed on the other half, and the pooled
+confirmation is the artifact's accuracy, which decides whether it ships. Every candidate is
+recorded in the artifact's `quantization.search` trail with its figures on all the judged
+samples (`selection`: they chose it), its error, its speed if timed and its seconds.
 """
 
 from __future__ import annotations
@@ -24,14 +28,13 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from edgepack_runtime.backends import Session
-from edgepack_runtime.intervals import t_quantile
 from edgepack_runtime.manifest import Accuracy, Validation
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import is_calibrated
@@ -42,7 +45,7 @@ from .closeness import group_errors, sample_errors
 from .errors import BuildError, mapped
 from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
-from .holdout import CONFIRMATION, SELECTION
+from .holdout import ALL, CONFIRMATION, HALVES
 from .validate import (References, build_host, check_parity, clearly_faster, compare_latency, measure_on,
                        open_artifact)
 
@@ -57,6 +60,22 @@ MAX_FLOAT_SHARE = 0.25
 # where the ranking misses because every early tensor costs a little (a detector on
 # thin-line drawings), the prefix holds.
 PREFIX_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25)
+# Below this many groups a paired standard error is itself too uncertain to call two
+# candidates equally faithful: `balanced` keeps the most faithful one.
+MIN_GROUPS_TO_TRADE = 8
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A candidate on one part of the judged samples: the task's figures and the error of
+    each group (closeness.py)."""
+
+    accuracy: Optional[Accuracy]
+    errors: np.ndarray
+
+    @property
+    def error(self) -> float:
+        return float(self.errors.mean())
 
 
 @dataclass
@@ -65,29 +84,28 @@ class Candidate:
     settings: dict  # what quantize() returned, for the manifest
     file: Path
     validation: Validation
-    selection: Optional[Accuracy]  # on the selection samples: what the search chose by
-    errors: np.ndarray  # closeness.py, per selection group: what candidates are ranked by
+    judged: dict[str, Judged]  # by part: ALL and each of HALVES
     session: Optional[Session]  # kept open while the candidate is a contender, to time it
     seconds: float
 
     latency: Optional[dict] = None
     slower_than_float: bool = False  # mixed precision that gave the speed away
-    confirmation: Optional[Accuracy] = None  # the chosen one's, on the confirmation samples
+    confirmation: Optional[Accuracy] = None  # the chosen one's: the halves' choices, crossed over
+    chosen_by: list[str] = field(default_factory=list)  # which parts' choice it was
 
-    @property
-    def within_budget(self) -> bool:
+    def within(self, part: str = ALL) -> bool:
+        acc = self.judged[part].accuracy
         return (self.validation.passed and not self.slower_than_float
-                and (self.selection is None or bool(self.selection.within_budget)))
+                and (acc is None or bool(acc.within_budget)))
 
     @property
     def holds_with_margin(self) -> bool:
-        """Within budget with the low end of every floored selection interval clear of its floor."""
-        return self.within_budget and all(m.low >= m.floor for m in (self.selection.metrics if self.selection else ())
-                                          if m.floor is not None)
+        """Within budget with the low end of every floored interval clear of its floor."""
+        acc = self.judged[ALL].accuracy
+        return self.within() and all(m.low >= m.floor for m in (acc.metrics if acc else ()) if m.floor is not None)
 
-    @property
-    def error(self) -> float:
-        return float(self.errors.mean())
+    def error(self, part: str = ALL) -> float:
+        return self.judged[part].error
 
     @property
     def falls_back_to_float(self) -> bool:
@@ -95,23 +113,22 @@ class Candidate:
         return bool(self.recipe.get("float_layers") or self.recipe.get("float_tail") or self.recipe.get("float_prefix"))
 
     def trail(self) -> dict:
-        sel = self.selection
-        figure = headline(sel.metrics) if sel is not None else None
-        selection = ({"split": SELECTION, "metric": figure.name, "value": round(figure.value, 4),
-                      "low": round(figure.low, 4), "samples": figure.samples, "groups": figure.groups}
-                     if figure is not None else None)
+        acc = self.judged[ALL].accuracy
+        figure = headline(acc.metrics) if acc is not None else None
         conf = headline(self.confirmation.metrics) if self.confirmation is not None else None
+        describe = lambda m: {"metric": m.name, "value": round(m.value, 4), "low": round(m.low, 4),  # noqa: E731
+                              "samples": m.samples, "groups": m.groups}
         return {
             "recipe": self.recipe,
-            "selection": selection,
-            "answer_error": round(self.error, 5),  # closeness.py: what candidates are ranked by
-            "cosine": round(sel.cosine if sel is not None else self.validation.cosine, 5),
+            "selection": describe(figure) if figure is not None else None,  # the samples that chose: optimistic
+            "answer_error": round(self.error(), 5),  # closeness.py: what candidates are ranked by
+            "cosine": round(acc.cosine if acc is not None else self.validation.cosine, 5),
             "parity": self.validation.passed,
-            "within_budget": self.within_budget,
+            "within_budget": self.within(),
             "holds_with_margin": self.holds_with_margin,
             **({"slower_than_float": True} if self.slower_than_float else {}),
-            **({"confirmation": {"metric": conf.name, "value": round(conf.value, 4), "low": round(conf.low, 4),
-                                 "samples": conf.samples, "groups": conf.groups}} if conf is not None else {}),
+            **({"chosen_by": self.chosen_by} if self.chosen_by else {}),
+            **({"confirmation": describe(conf)} if conf is not None else {}),
             "p50_ms": self.latency["p50_ms"] if self.latency else None,
             "size_bytes": self.file.stat().st_size,
             "seconds": round(self.seconds, 2),
@@ -128,36 +145,31 @@ class SearchContext:
     prefer: str = "balanced"  # request.PREFERENCES
 
 
-def _judged_outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, part: str,
-                    ctx: SearchContext) -> tuple[np.ndarray, dict]:
-    """A candidate's outputs on one part of the judged samples: the artifact's own on
+def _outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, indices: np.ndarray,
+             ctx: SearchContext) -> dict:
+    """A candidate's outputs on the judged samples at `indices`: the artifact's own on
     separate eval samples; cross-fitted, each fold's from the recipe calibrated without it."""
     ev = ctx.refs.evaluation
-    indices = ev.split.indices(part)
 
     def run_fold(fold, inputs):
         if fold is None:
             return run_samples(session.run, inputs)
         with tempfile.TemporaryDirectory(prefix="edgepack-fold-") as tmp:
             out = Path(tmp) / f"fold{fold}{fmt.suffix}"
-            fmt.quantize(fp32, out, ctx.profile, precision, ev.split.calibration_without(fold, ctx.calibration),
-                         recipe)
-            fold_session = open_artifact(fmt.name, out, fmt.layout(ctx.profile), ctx.profile, ctx.refs)
-            return run_samples(fold_session.run, inputs)
+            fmt.quantize(fp32, out, ctx.profile, precision, ev.split.calibration_without(fold, ctx.calibration), recipe)
+            return run_samples(open_artifact(fmt.name, out, fmt.layout(ctx.profile), ctx.profile, ctx.refs).run, inputs)
 
-    return indices, ev.split.outputs(indices, ev.inputs, run_fold)
+    return ev.split.outputs(indices, ev.inputs, run_fold)
 
 
-def _measure(fmt, precision: str, recipe: dict, fp32: Path, session: Session, part: str, ctx: SearchContext
-             ) -> tuple[Accuracy, np.ndarray]:
-    """Accuracy and per-group errors of a candidate on `part` of the judged samples."""
-    indices, outputs = _judged_outputs(fmt, precision, recipe, fp32, session, part, ctx)
-    ev = ctx.refs.evaluation.subset(indices)
-    budget = ctx.budget
+def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: str, precision: str,
+           ctx: SearchContext) -> Judged:
+    """The task's figures and per-group errors of outputs on the judged samples at `indices`."""
+    ev, budget = ctx.refs.evaluation.subset(indices), ctx.budget
     accuracy = measure_on(outputs, ev, budget, build_host(ctx.host),
-                          indicative=not ctx.profile.matches_host(ctx.host, fmt.name, precision), split=part)
+                          indicative=not ctx.profile.matches_host(ctx.host, fmt_name, precision), split=part)
     errors = sample_errors(budget.task, outputs, ev.outputs, budget.answer_output, budget.detection)
-    return accuracy, group_errors(errors, ev.groups)
+    return Judged(accuracy, group_errors(errors, ev.groups))
 
 
 def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx: SearchContext) -> Candidate:
@@ -168,39 +180,42 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx: SearchCo
     with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision} candidate"):
         validation, session = check_parity(fmt.name, precision, out, layout, ctx.profile, ctx.host, ctx.refs,
                                            ctx.budget)
-        if ctx.refs.evaluation is not None:
-            selection, errors = _measure(fmt, precision, recipe, fp32, session, SELECTION, ctx)
-        else:
-            selection, errors = None, np.array([1 - validation.cosine])
-    candidate = Candidate(recipe, settings, out, validation, selection, errors, session, 0.0)
-    if not candidate.within_budget:
+        split = ctx.refs.evaluation.split
+        everything = split.indices(ALL)
+        outputs = _outputs(fmt, precision, recipe, fp32, session, everything, ctx)
+        judged = {ALL: _judge(outputs, everything, None, fmt.name, precision, ctx)}
+        for half in HALVES:
+            rows = split.indices(half)
+            judged[half] = _judge({k: v[rows] for k, v in outputs.items()}, rows, None, fmt.name, precision, ctx)
+    candidate = Candidate(recipe, settings, out, validation, judged, session, 0.0)
+    if not any(candidate.within(part) for part in judged):
         candidate.session = None  # only contenders are timed
     candidate.seconds = time.perf_counter() - start
     return candidate
 
 
-def _tied(candidate: Candidate, best: Candidate) -> bool:
+def _tied(candidate: Candidate, best: Candidate, part: str) -> bool:
     """Whether `candidate`'s error is within one standard error of `best`'s, paired over the
-    selection groups (both ran on the same ones)."""
-    diff = candidate.errors - best.errors
-    if len(diff) < 2:
-        return float(diff.mean()) <= 0
+    groups of `part` (both ran on the same ones)."""
+    diff = candidate.judged[part].errors - best.judged[part].errors
+    if len(diff) < MIN_GROUPS_TO_TRADE:
+        return bool(np.all(diff <= 0))
     return float(diff.mean()) <= float(diff.std(ddof=1)) / math.sqrt(len(diff))
 
 
-def _closest_miss(candidates: list[Candidate]) -> Candidate:
+def _closest_miss(candidates: list[Candidate], part: str) -> Candidate:
     """When none is within budget: the one closest to it, whose figures tell the user how far off it is."""
     def key(c):
-        figure = headline(c.selection.metrics) if c.selection is not None and c.selection.metrics else None
-        return c.validation.passed, (figure.value - (figure.floor or 0.0)) if figure is not None else 0.0, -c.error
+        acc = c.judged[part].accuracy
+        figure = headline(acc.metrics) if acc is not None and acc.metrics else None
+        return c.validation.passed, (figure.value - (figure.floor or 0.0)) if figure is not None else 0.0, -c.error(part)
     return max((c for c in candidates if not c.slower_than_float), key=key)
 
 
-def _best(candidates: list[Candidate], fmt, fp32: Path, ctx: SearchContext) -> Candidate:
-    within = [c for c in candidates if c.within_budget]
-    # Speed decides only where this host runs the target's kernels: elsewhere (a Pi target
-    # built on x86) its timings say nothing about the target, and accuracy alone chooses.
-    timed = [c for c in within if c.validation.host_matches_target]
+def _time(candidates: list[Candidate], fmt, fp32: Path, ctx: SearchContext) -> None:
+    """Time the contenders (within budget on some part) where this host runs the target's
+    kernels, with the float model when a mixed candidate is among them."""
+    timed = [c for c in candidates if c.session is not None and c.validation.host_matches_target]
     sessions = [c.session for c in timed]
     mixed = [c for c in timed if c.falls_back_to_float]
     if mixed:  # mixed precision has to beat the float model it falls back to
@@ -212,33 +227,56 @@ def _best(candidates: list[Candidate], fmt, fp32: Path, ctx: SearchContext) -> C
         c.slower_than_float = not clearly_faster(c.latency, timings[-1])
     for c in candidates:
         c.session = None
-    within = [c for c in within if c.within_budget]
+
+
+def _choose(candidates: list[Candidate], part: str, prefer: str) -> Candidate:
+    """The rule's choice on `part` of the judged samples (see the module's docstring)."""
+    within = [c for c in candidates if c.within(part)]
     if not within:
-        return _closest_miss(candidates)
-    faithful = min(within, key=lambda c: c.error)
-    if ctx.prefer == "accuracy" or not all(c.validation.host_matches_target for c in within):
+        return _closest_miss(candidates, part)
+    faithful = min(within, key=lambda c: c.error(part))
+    # Speed decides only where this host runs the target's kernels: elsewhere (a Pi target
+    # built on x86) its timings say nothing about the target, and accuracy alone chooses.
+    if prefer == "accuracy" or not all(c.latency is not None for c in within):
         return faithful
-    pool = within if ctx.prefer == "speed" else [c for c in within if _tied(c, faithful)]
+    pool = within if prefer == "speed" else [c for c in within if _tied(c, faithful, part)]
     fastest = min(pool, key=lambda c: c.latency["p50_ms"])
-    return min((c for c in pool if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.error)
+    return min((c for c in pool if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.error(part))
 
 
-def _walk(steps, attempt, previous: Optional[Candidate]) -> None:
+def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str, fp32: Path,
+             ctx: SearchContext) -> Accuracy:
+    """Each half's choice run on the other half, pooled: figures of the rule on samples it
+    did not choose on (holdout.py)."""
+    split = ctx.refs.evaluation.split
+    pooled: dict[str, np.ndarray] = {}
+    for half in HALVES:
+        pick = _choose(candidates, half, ctx.prefer)
+        pick.chosen_by.append(half)
+        rows = split.indices(split.other(half))
+        session = open_artifact(fmt.name, pick.file, fmt.layout(ctx.profile), ctx.profile, ctx.refs)
+        for name, value in _outputs(fmt, precision, pick.recipe, fp32, session, rows, ctx).items():
+            pooled.setdefault(name, np.empty((len(split.folds),) + value.shape[1:], value.dtype))[rows] = value
+    everything = split.indices(ALL)
+    return _judge(pooled, everything, CONFIRMATION, fmt.name, precision, ctx).accuracy
+
+
+def _walk(steps, attempt, previous: Candidate) -> None:
     """Try each step's recipes (more float at each step: only slower) until one holds with
     margin, or a step lowers the error no further than the one before it."""
     for recipes in steps:
         found = [c for c in (attempt(r) for r in recipes) if c is not None]
         if not found or any(c.holds_with_margin for c in found):
             return
-        best = min(found, key=lambda c: c.error)
-        if previous is not None and best.error >= previous.error:
+        best = min(found, key=lambda c: c.error())
+        if best.error() >= previous.error():
             return
         previous = best
 
 
 def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tuple[Candidate, list[dict]]:
     """Quantize `fp32` to `precision` with each recipe (and float islands if needed); leave
-    the chosen candidate at `out`, with its confirmation figures as its accuracy. Returns
+    the chosen candidate at `out`, its crossed-over figures as its `confirmation`. Returns
     it and the trail of every candidate."""
     tried: list[Candidate] = []
     errors: list[str] = []
@@ -260,10 +298,10 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
     if not tried:
         raise BuildError(errors[0])
     plain = list(tried)
-    explore = (is_calibrated(precision) and supports(fmt, MIXED_PRECISION) and ctx.refs.evaluation is not None
+    explore = (is_calibrated(precision) and supports(fmt, MIXED_PRECISION)
                and not any(c.holds_with_margin for c in tried))
     if explore:
-        base = min(plain, key=lambda c: c.error)
+        base = min(plain, key=lambda c: c.error())
         try:
             ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
         except Exception as exc:  # the libraries' own debugging tools: no ranking, no mixed precision
@@ -275,13 +313,12 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
     if explore and not any(c.holds_with_margin for c in tried):
         # The preset, and the recipe that came closest with the whole graph quantized: the
         # best one for the early layers need not be the best once they are float.
-        bases = list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error))}.values())
+        bases = list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error()))}.values())
         _walk(([{**c.recipe, "float_prefix": share} for c in bases] for share in PREFIX_SHARES), attempt,
-              min(bases, key=lambda c: c.error))
-    chosen = _best(tried, fmt, fp32, ctx)
-    if ctx.refs.evaluation is not None:
-        session = open_artifact(fmt.name, chosen.file, fmt.layout(ctx.profile), ctx.profile, ctx.refs)
-        chosen.confirmation, _ = _measure(fmt, precision, chosen.recipe, fp32, session, CONFIRMATION, ctx)
+              min(bases, key=lambda c: c.error()))
+    _time(tried, fmt, fp32, ctx)
+    chosen = _choose(tried, ALL, ctx.prefer)
+    chosen.confirmation = _confirm(chosen, tried, fmt, precision, fp32, ctx)
     trail = [dict(c.trail(), chosen=c is chosen) for c in tried] + [{"error": e} for e in errors]
     move_artifact(fmt, chosen.file, out)
     chosen.file = out

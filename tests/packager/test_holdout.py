@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 from edgepack.closeness import group_errors, sample_errors
-from edgepack.holdout import CONFIRMATION, SELECTION, deal_folds
+from edgepack.holdout import deal_folds
 
 
 def test_groups_stay_whole_and_sources_spread_over_both_parts():
     groups = np.repeat(np.arange(10), 3)  # 10 photos, 3 views each, ordered by photo
     split = deal_folds(groups, len(groups), crossfit=False)
-    selection, confirmation = split.indices(SELECTION), split.indices(CONFIRMATION)
-    assert not set(groups[selection]) & set(groups[confirmation])
-    assert sorted(np.concatenate([selection, confirmation]).tolist()) == list(range(30))
-    assert split.group_count(SELECTION) == 5 and split.group_count(CONFIRMATION) == 5
-    assert set(groups[selection]) == {0, 2, 4, 6, 8}  # dealt in turn: both parts see every part of the data
+    even, odd = split.indices("even"), split.indices("odd")
+    assert not set(groups[even]) & set(groups[odd])
+    assert sorted(np.concatenate([even, odd]).tolist()) == list(range(30)) == split.indices("all").tolist()
+    assert set(groups[even]) == {0, 2, 4, 6, 8}  # dealt in turn: both halves see every part of the data
+    assert split.other("even") == "odd"
 
 
 def test_crossfit_runs_each_fold_on_the_artifact_that_never_saw_it():
@@ -29,7 +29,7 @@ def test_crossfit_runs_each_fold_on_the_artifact_that_never_saw_it():
         seen.append(fold)
         return {"y": inputs["x"] * 10}
 
-    indices = split.indices(CONFIRMATION)
+    indices = split.indices("odd")
     out = split.outputs(indices, samples, run_fold)
     np.testing.assert_array_equal(out["y"][:, 0], indices * 10)  # back in the callers' order
     assert sorted(seen) == [1, 3]
