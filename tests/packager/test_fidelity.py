@@ -188,3 +188,14 @@ def test_without_eval_int8_is_judged_cross_fitted_on_the_calibration_samples(tin
     chosen = next(t for t in int8.quantization["search"] if t.get("chosen"))
     assert chosen["selection"]["samples"] == 16 and chosen["confirmation"]["samples"] == 16
     assert result.manifest.artifact("onnx-fp32").accuracy.samples == 16  # nothing was chosen on them
+
+
+def test_prefer_accuracy_ships_the_most_faithful_candidate(build_digits):
+    """--prefer accuracy: of the candidates within budget, the lowest answer error ships,
+    whatever its speed; its figures are still the halves' crossed-over confirmation."""
+    result = build_digits("host", name="faithful", formats=["onnx"], precisions=["fp32", "int8"], prefer="accuracy")
+    int8 = result.manifest.artifact("onnx-int8")
+    trail = [t for t in int8.quantization["search"] if "recipe" in t]
+    chosen = next(t for t in trail if t["chosen"])
+    assert chosen["answer_error"] == min(t["answer_error"] for t in trail if t["within_budget"])
+    assert int8.accuracy.split == "confirmation" and int8.status == "ok"
