@@ -148,7 +148,7 @@ def test_default_is_the_fastest_accurate_artifact_measured_at_build(digits_bundl
 
 @pytest.mark.slow  # a whole int8 search that fails, mixed precision included
 def test_a_budget_that_cannot_be_met_names_the_closest_candidate(build_digits, tmp_path):
-    with pytest.raises(BuildFailed, match=r"onnx-int8 misses the accuracy budget on 360 eval samples: "
+    with pytest.raises(BuildFailed, match=r"onnx-int8 misses the accuracy budget on 360 eval confirmation samples: "
                                           r"cos 0\.9\d+ \[.*n=360\] \(needs ≥ 0\.999999\)") as failed:
         build_digits("host", name="impossible", formats=["onnx"], precisions=["fp32", "int8"], task="generic",
                      min_cosine=0.999999)
