@@ -1,7 +1,7 @@
 """int8 fidelity of the real ImageNet MobileNetV2 example, per target (a measurement, not a test).
 
 For each target: `edgepack build` of examples/mobilenet_v2 with the full photo set (32
-calibration views of 8 photos, 132 eval views of 11 others), the budget cosine ≥ 0.99 and
+calibration views of 8 photos, 60 eval views of 5 others), the budget cosine ≥ 0.99 and
 top-1 agreement ≥ `--min-agreement` (85 %), and `--allow-partial`, with
 `--verify-emulated` where this host does not run the target's integer kernels (aarch64
 targets; x86-64/avx2 on a VNNI host), then one markdown row per artifact: its status,

@@ -64,13 +64,10 @@ class Split:
         keep = self.folds != fold
         return {k: v[keep] for k, v in samples.items()}
 
-    def outputs(self, indices: np.ndarray, inputs: Mapping[str, np.ndarray],
-                run_fold: Callable[[Optional[int], dict], dict]) -> dict[str, np.ndarray]:
-        """Outputs for the samples at `indices`, in that order: `run_fold(fold, inputs)` runs
-        the artifact that never saw `fold` (cross-fitting), or `run_fold(None, inputs)` the
-        artifact itself on separate eval samples."""
-        if not self.crossfit:
-            return run_fold(None, {k: v[indices] for k, v in inputs.items()})
+    def crossfitted(self, indices: np.ndarray, inputs: Mapping[str, np.ndarray],
+                    run_fold: Callable[[int, dict], dict]) -> dict[str, np.ndarray]:
+        """Outputs for the samples at `indices`, in that order, each fold's from
+        `run_fold(fold, inputs)`: the artifact calibrated without that fold."""
         position = {int(i): p for p, i in enumerate(indices)}
         out: dict[str, np.ndarray] = {}
         for fold in np.unique(self.folds[indices]):

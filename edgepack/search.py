@@ -147,19 +147,20 @@ class SearchContext:
 
 def _outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, indices: np.ndarray,
              ctx: SearchContext) -> dict:
-    """A candidate's outputs on the judged samples at `indices`: the artifact's own on
-    separate eval samples; cross-fitted, each fold's from the recipe calibrated without it."""
+    """A candidate's outputs on the judged samples at `indices`: the artifact's own, unless
+    the judged samples are its calibration samples: then each fold's come from the recipe
+    calibrated without that fold (holdout.py)."""
     ev = ctx.refs.evaluation
+    if not (ev.split.crossfit and is_calibrated(precision)):  # nothing of the judged samples went into it
+        return run_samples(session.run, {k: v[indices] for k, v in ev.inputs.items()})
 
     def run_fold(fold, inputs):
-        if fold is None:
-            return run_samples(session.run, inputs)
         with tempfile.TemporaryDirectory(prefix="edgepack-fold-") as tmp:
             out = Path(tmp) / f"fold{fold}{fmt.suffix}"
             fmt.quantize(fp32, out, ctx.profile, precision, ev.split.calibration_without(fold, ctx.calibration), recipe)
             return run_samples(open_artifact(fmt.name, out, fmt.layout(ctx.profile), ctx.profile, ctx.refs).run, inputs)
 
-    return ev.split.outputs(indices, ev.inputs, run_fold)
+    return ev.split.crossfitted(indices, ev.inputs, run_fold)
 
 
 def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: str, precision: str,

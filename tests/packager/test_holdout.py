@@ -30,7 +30,7 @@ def test_crossfit_runs_each_fold_on_the_artifact_that_never_saw_it():
         return {"y": inputs["x"] * 10}
 
     indices = split.indices("odd")
-    out = split.outputs(indices, samples, run_fold)
+    out = split.crossfitted(indices, samples, run_fold)
     np.testing.assert_array_equal(out["y"][:, 0], indices * 10)  # back in the callers' order
     assert sorted(seen) == [1, 3]
 
