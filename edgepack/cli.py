@@ -184,8 +184,6 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
               trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
               min_agreement, min_f1, prefer, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
-    from .pipeline import build_from  # torch and the converters: only for commands that build
-
     request = BuildRequest.of(
         model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights, inputs=inputs,
         calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
@@ -193,9 +191,14 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
         max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
         task=task, preprocess=preprocess, tokenizer=tokenizer, labels=labels, postprocess=postprocess,
         sign=sign_key, prefer=prefer)
-    with (err_console if as_json else console).status(f"building {plain(model)} for {plain(target)}…") as status:
+    from .formats.output import native_output_hidden
+
+    with (err_console if as_json else console).status(f"building {plain(model)} for {plain(target)}…") as status, \
+            native_output_hidden(console, err_console):
         _log_lines.status = status
         try:
+            from .pipeline import build_from  # torch and the converters (and their import noise): only to build
+
             result = build_from(request)
         finally:
             _log_lines.status = None

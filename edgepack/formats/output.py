@@ -1,12 +1,17 @@
-"""What converters print: progress bars, reports, warnings about optional kernels. Hidden
-during a build (failures still arrive as exceptions); `edgepack -vv` lets all of it through."""
+"""What converters print: progress bars, reports, warnings about optional kernels, and the
+C++ libraries' log lines. Hidden during a build (failures still arrive as exceptions);
+`edgepack -vv` lets all of it through."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 import logging
+import os
+import sys
+import tempfile
 import warnings
+from typing import Optional
 
 # Loggers that report at import or per op, noise for a user: quieted while a converter runs,
 # restored after (importing edgepack changes no logger).
@@ -32,3 +37,47 @@ def converter_output():
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _fileno(stream) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # a test runner's in-memory stream
+        return None
+
+
+@contextlib.contextmanager
+def native_output_hidden(*consoles):
+    """While the block runs, point file descriptors 1 and 2 at a scratch file: C++ libraries
+    (absl, TensorFlow Lite's XNNPACK, onnxruntime) and import-time warnings write there, past
+    Python's sys.stderr, where `converter_output` cannot reach. The rich `consoles` that write
+    to those descriptors keep writing to the terminal (a duplicate of it). `edgepack -vv`
+    lets everything through."""
+    if LOG.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    terminals = {fd: os.fdopen(os.dup(copy), "w", buffering=1, encoding="utf-8", errors="replace")
+                 for fd, copy in saved.items()}
+    moved = {c: c.file for c in consoles if _fileno(c.file) in terminals}
+    try:
+        with tempfile.TemporaryFile() as sink:
+            for fd in saved:
+                os.dup2(sink.fileno(), fd)
+            for console, stream in moved.items():
+                console.file = terminals[_fileno(stream)]
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                for fd, copy in saved.items():
+                    os.dup2(copy, fd)
+    finally:
+        for console in moved:
+            console.file = None  # back to sys.stdout / sys.stderr, as make_console left it
+        for fd, copy in saved.items():
+            os.close(copy)
+            terminals[fd].close()

@@ -1,6 +1,7 @@
 """Bad input to `edgepack`: one readable line, non-zero exit, never a traceback."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,9 @@ def test_weights_for_another_architecture(tiny_model, digits_data, tmp_path):
     one_line_error(result, "does not fit the model")
 
 
+CONVERTER_NOISE = re.compile(r"^[IWEF]\d{4} |absl|XNNPACK|TensorFlow|\[[EW]:onnxruntime|_pytree|oneDNN")
+
+
 @pytest.mark.slow  # a whole build of every format in a child process
 def test_build_prints_the_artifact_table_through_the_real_console_script(digits_data, tmp_path):
     cli = Path(sys.executable).parent / "edgepack"
@@ -160,6 +164,10 @@ def test_build_prints_the_artifact_table_through_the_real_console_script(digits_
     for fragment in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "parity", "top-1", "wrote"):
         assert fragment in proc.stdout
     assert "Traceback" not in proc.stderr
+    # The converters' and C++ libraries' own log lines (absl, TensorFlow Lite, torch's
+    # logging, onnxruntime) go to file descriptors 1 and 2 directly: none reaches the user.
+    noise = [line for line in (proc.stdout + proc.stderr).splitlines() if CONVERTER_NOISE.search(line)]
+    assert not noise, noise
     as_json = subprocess.run(  # the same build for scripts: stdout is one JSON document
         [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits-json", "--json",
          "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",
