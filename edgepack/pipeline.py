@@ -556,13 +556,14 @@ def _too_little_data(art: Artifact) -> Optional[str]:
     if figure is None or figure.floor is None or figure.low >= figure.floor or figure.value <= figure.floor:
         return None
     units = figure.groups or figure.samples
-    if figure.name.startswith("cosine"):  # a mean's interval narrows with the root of the groups
-        needed = math.ceil(units * ((figure.value - figure.low) / (figure.value - figure.floor)) ** 2)
-    else:  # a proportion (agreement in percent, F1): each group one trial, to be safe
+    perfect = figure.value >= (100.0 if figure.name.endswith("_agreement") else 1.0)
+    if perfect:  # the interval counted each group as one trial (intervals.ratio_interval): so does this
         scale = 100 if figure.name.endswith("_agreement") else 1
         needed = groups_to_promise(figure.value / scale, figure.floor / scale)
+    else:  # an interval narrows with the root of the independent groups
+        needed = math.ceil(units * ((figure.value - figure.low) / (figure.value - figure.floor)) ** 2)
     more = f"about {needed} groups (separate photos or sources) would" if needed else "more groups would"
-    return (f"{art.name}: {figure.describe()} on {acc.data} samples no search chose on clears the floor, but "
+    return (f"{art.name}: {figure.describe()} clears the floor on {acc.data} samples the choice did not see, but "
             f"{units} independent groups cannot promise it (the interval reaches {figure.low:.3g}); {more}")
 
 

@@ -53,3 +53,21 @@ def test_answer_error_of_a_detector_sees_scores_near_the_threshold():
     dropped[:, 4, :4] = 0.2  # under the threshold: the boxes disappear
     err = [sample_errors("detect", {"o": o}, {"o": ref}).mean() for o in (ref, nudged, dropped)]
     assert err[0] == 0 and err[0] < err[1] < err[2]
+
+
+def _shipped(value: float, low: float, groups: int):
+    from edgepack_runtime.manifest import Accuracy, Artifact, TaskMetric
+
+    f1 = TaskMetric("f1", value, low, 1.0, samples=groups, floor=0.95, groups=groups)
+    accuracy = Accuracy(samples=groups, indicative=False, metrics=(f1,), split="confirmation", groups=groups)
+    return Artifact(name="onnx-int8", format="onnx", precision="int8", status="ok", accuracy=accuracy)
+
+
+def test_the_build_says_when_the_groups_cannot_promise_the_floor():
+    from edgepack.pipeline import _too_little_data
+
+    note = _too_little_data(_shipped(0.962, 0.947, 26))  # the YOLO example's onnx-int8
+    assert "26 independent groups cannot promise it" in note and "about 41 groups" in note
+    assert "about 73 groups" in _too_little_data(_shipped(1.0, 0.75, 12))  # perfect: each group one trial
+    assert _too_little_data(_shipped(0.99, 0.96, 26)) is None  # the interval clears the floor
+    assert _too_little_data(_shipped(0.94, 0.90, 26)) is None  # below the floor: left out, said elsewhere
