@@ -92,6 +92,7 @@ class Candidate:
     slower_than_float: bool = False  # mixed precision that gave the speed away
     confirmation: Optional[Accuracy] = None  # the chosen one's: the halves' choices, crossed over
     chosen_by: list[str] = field(default_factory=list)  # which parts' choice it was
+    outputs_file: Optional[Path] = None  # its outputs on the judged samples, kept if a half may choose it
 
     def within(self, part: str = ALL) -> bool:
         acc = self.judged[part].accuracy
@@ -166,7 +167,8 @@ def _outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, in
 def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: str, precision: str,
            ctx: SearchContext) -> Judged:
     """The task's figures and per-group errors of outputs on the judged samples at `indices`."""
-    ev, budget = ctx.refs.evaluation.subset(indices), ctx.budget
+    full = ctx.refs.evaluation
+    ev, budget = (full if len(indices) == full.count else full.subset(indices)), ctx.budget
     accuracy = measure_on(outputs, ev, budget, build_host(ctx.host),
                           indicative=not ctx.profile.matches_host(ctx.host, fmt_name, precision), split=part)
     errors = sample_errors(budget.task, outputs, ev.outputs, budget.answer_output, budget.detection)
@@ -191,6 +193,9 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx: SearchCo
     candidate = Candidate(recipe, settings, out, validation, judged, session, 0.0)
     if not any(candidate.within(part) for part in judged):
         candidate.session = None  # only contenders are timed
+    if any(candidate.within(half) for half in HALVES):  # the crossing over reads them: not computed twice
+        candidate.outputs_file = out.with_name(f"{out.name}.outputs.npz")
+        np.savez(candidate.outputs_file, **outputs)
     candidate.seconds = time.perf_counter() - start
     return candidate
 
@@ -255,8 +260,13 @@ def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str
         pick = _choose(candidates, half, ctx.prefer)
         pick.chosen_by.append(half)
         rows = split.indices(split.other(half))
-        session = open_artifact(fmt.name, pick.file, fmt.layout(ctx.profile), ctx.profile, ctx.refs)
-        for name, value in _outputs(fmt, precision, pick.recipe, fp32, session, rows, ctx).items():
+        if pick.outputs_file is not None:
+            with np.load(pick.outputs_file) as saved:
+                outputs = {name: saved[name][rows] for name in saved.files}
+        else:  # the closest miss: run it again
+            session = open_artifact(fmt.name, pick.file, fmt.layout(ctx.profile), ctx.profile, ctx.refs)
+            outputs = _outputs(fmt, precision, pick.recipe, fp32, session, rows, ctx)
+        for name, value in outputs.items():
             pooled.setdefault(name, np.empty((len(split.folds),) + value.shape[1:], value.dtype))[rows] = value
     everything = split.indices(ALL)
     return _judge(pooled, everything, CONFIRMATION, fmt.name, precision, ctx).accuracy
@@ -317,9 +327,14 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
         bases = list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error()))}.values())
         _walk(([{**c.recipe, "float_prefix": share} for c in bases] for share in PREFIX_SHARES), attempt,
               min(bases, key=lambda c: c.error()))
-    _time(tried, fmt, fp32, ctx)
-    chosen = _choose(tried, ALL, ctx.prefer)
-    chosen.confirmation = _confirm(chosen, tried, fmt, precision, fp32, ctx)
+    try:
+        _time(tried, fmt, fp32, ctx)
+        chosen = _choose(tried, ALL, ctx.prefer)
+        chosen.confirmation = _confirm(chosen, tried, fmt, precision, fp32, ctx)
+    finally:
+        for c in tried:
+            if c.outputs_file is not None:
+                c.outputs_file.unlink(missing_ok=True)
     trail = [dict(c.trail(), chosen=c is chosen) for c in tried] + [{"error": e} for e in errors]
     move_artifact(fmt, chosen.file, out)
     chosen.file = out
