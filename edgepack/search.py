@@ -25,6 +25,7 @@ samples (`selection`: they chose it), its error, its speed if timed and its seco
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -50,6 +51,9 @@ from .validate import (References, build_host, check_parity, clearly_faster, com
                        open_artifact)
 
 __all__ = ["Candidate", "SearchContext", "search"]
+
+# Each candidate as it is measured (INFO): the CLI's status line shows it, -v prints it.
+log = logging.getLogger(__name__)
 
 # Layers kept in float at each mixed-precision step (the most sensitive first), never more
 # than MAX_FLOAT_SHARE of the ranked layers: float islands cost the speed int8 is for, and a
@@ -112,6 +116,17 @@ class Candidate:
     def falls_back_to_float(self) -> bool:
         """Part of it stays float: it has to beat the float model to be worth shipping."""
         return bool(self.recipe.get("float_layers") or self.recipe.get("float_tail") or self.recipe.get("float_prefix"))
+
+    def summary(self) -> str:
+        """One line for the progress display: what it keeps float, its figure, its error, its seconds."""
+        islands = [f"{len(self.recipe['float_layers'])} ranked layers float"] if self.recipe.get("float_layers") else []
+        if self.recipe.get("float_prefix"):
+            islands.append(f"first {self.recipe['float_prefix']:.0%} float")
+        acc = self.judged[ALL].accuracy
+        figure = headline(acc.metrics) if acc is not None and acc.metrics else None
+        measured = figure.describe(interval=False) if figure is not None else f"cos {self.validation.cosine:.4f}"
+        return (f"{', '.join(islands) or 'whole graph'}: {measured} (selection), answer error {self.error():.3f}, "
+                f"{self.seconds:.1f} s")
 
     def trail(self) -> dict:
         acc = self.judged[ALL].accuracy
@@ -293,14 +308,17 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
     errors: list[str] = []
 
     def attempt(recipe: dict) -> Optional[Candidate]:
-        file = out.with_name(f".{out.stem}.candidate{len(tried) + len(errors)}{out.suffix}")
+        number = len(tried) + len(errors) + 1
+        file = out.with_name(f".{out.stem}.candidate{number - 1}{out.suffix}")
         try:
             tried.append(_try(fmt, precision, recipe, fp32, file, ctx))
-            return tried[-1]
         except BuildError as exc:
             errors.append(str(exc))
             remove_artifact(fmt, file)
+            log.info(f"{fmt.name}-{precision} candidate {number}: failed ({exc})")
             return None
+        log.info(f"{fmt.name}-{precision} candidate {number}: {tried[-1].summary()}")
+        return tried[-1]
 
     for recipe in fmt.recipes(ctx.profile, precision):
         if is_calibrated(precision) and ctx.budget.task == "detect":
