@@ -139,8 +139,9 @@ def build(
     detection F1 ≥ `min_f1` against PyTorch's detections after NMS, an embedding (and each
     output of any other model) a mean cosine ≥ `min_cosine`; with eval labels at most
     `max_accuracy_drop` top-1 points are lost. Measured on `eval_data` or, without it, on
-    calibration samples held back from calibration. Quantized precisions search the
-    target's recipes for the fastest within budget (search.py).
+    the calibration samples cross-fitted. Quantized precisions search the
+    target's recipes and report figures from samples the choice did not see (search.py,
+    holdout.py).
 
     Raw inputs and answers (docs/raw-inputs.md): `preprocess` declares how an image becomes
     the input tensor (a spec like "imagenet" or "resize=256 crop=224 mean=... std=...", a

@@ -3,7 +3,7 @@
 Parity (golden inputs, also repeated on the device by `verify`): the largest error must
 stay within a floor plus a fraction of the PyTorch outputs' range, and the outputs'
 cosine similarity to PyTorch's must reach a minimum per precision. Accuracy (eval data,
-or calibration samples held back from calibration): cosine, SQNR, top-1 agreement with
+or the calibration samples cross-fitted): cosine, SQNR, top-1 agreement with
 PyTorch and, with labels, top-1 accuracy, judged against the build's accuracy budget.
 """
 

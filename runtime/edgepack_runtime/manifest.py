@@ -176,7 +176,8 @@ _METRIC_LABELS = {"top1_agreement": "top-1 agree", "top5_agreement": "top-5 agre
 @dataclass(frozen=True)
 class Accuracy:
     """How closely an artifact follows PyTorch on data it was not calibrated on: the eval
-    data, or calibration samples held back from calibration. Top-1 only with labels."""
+    data, or the calibration samples cross-fitted (each judged by an artifact calibrated
+    without it). Top-1 only with labels."""
 
     samples: int
     # Integer kernels differ between ISAs: a figure measured on a host that does not run
@@ -187,7 +188,7 @@ class Accuracy:
     cosine: Optional[float] = None  # mean cosine similarity of the outputs vs PyTorch's
     sqnr_db: Optional[float] = None
     top1_agreement: Optional[float] = None  # % of samples with PyTorch's arg-max (class-score outputs)
-    data: str = "eval"  # "eval" (--eval) or "held-back calibration"
+    data: str = "eval"  # "eval" (--eval), "cross-fitted calibration" ("held-back calibration" before 2.4)
     measured_on: Optional[str] = None  # e.g. "x86_64 (build host)", "aarch64 (qemu cortex-a76)"
     within_budget: Optional[bool] = None  # the manifest's accuracy budget, judged on this figure
     cosine_min: Optional[float] = None  # schema 2.1: the worst sample's cosine vs PyTorch
