@@ -13,7 +13,7 @@ rule (`_choose`), by `--prefer`:
 - `balanced` (default): the fastest candidate whose error is within one standard error
   (paired over the groups) of the most faithful candidate's; with fewer than
   MIN_GROUPS_TO_TRADE groups that error says too little to trade fidelity for speed, and
-  the most faithful is kept;
+  only a candidate no worse in any group may stand in for the most faithful;
 - `accuracy`: the most faithful; `speed`: the fastest that clears the floors.
 
 The rule runs three times: on all the judged samples (the artifact that ships) and on each
