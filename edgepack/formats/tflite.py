@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import re
 from dataclasses import dataclass
 from importlib import metadata
@@ -61,9 +63,20 @@ class TfliteSettings:
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
 # TFLite's names of the ops with learned weights (formats/tail.py).
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL")
+# Recent calibrations (quantize), by _calibration_key: float variants of a recipe reuse them.
+# A search alternates two recipes, and cross-fitting four folds' samples: room for all.
+_CALIBRATIONS: dict[str, dict] = {}
+CALIBRATIONS_KEPT = 16
 SENSITIVITY_SAMPLES = 8  # calibration samples for per-op sensitivity: a ranking, not a measurement
 # How calibration merges per-sample activation ranges (ai_edge_quantizer.utils.qsv_utils).
 RANGE_UPDATES = {"min_max": "min_max_update", "moving_average": "moving_average_update"}
+
+
+def _calibration_key(fp32: Path, calibration: dict[str, np.ndarray], recipe: str, range_update: str) -> str:
+    key = hashlib.sha256(fp32.read_bytes())
+    for name in sorted(calibration):
+        key.update(name.encode() + np.ascontiguousarray(calibration[name]).tobytes())
+    return f"{key.hexdigest()} {recipe} {range_update}"
 
 
 def _require(module: str):
@@ -197,12 +210,22 @@ class TfliteFormat(ExportFormat):
                 if float_layers:
                     settings["float_layers"] = float_layers
                 # Quantizer.calibrate always uses the moving average; to choose the range
-                # update, drive the (public) Calibrator with the same recipe ourselves.
-                update = getattr(qsv_utils, RANGE_UPDATES[recipe["range_update"]])
-                with converter_output():
-                    calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
-                    calib.calibrate(self._feeds(fp32, calibration, target), manager)
-                calibration_result = calib.get_model_qsvs()
+                # update, drive the (public) Calibrator ourselves. Calibration runs the float
+                # model and skips the ops a recipe leaves float, so the whole-graph recipe's
+                # ranges serve every float variant of it: calibrated once per graph, samples,
+                # recipe and range update (a search tries a dozen variants of one recipe).
+                key = _calibration_key(fp32, calibration, name, recipe["range_update"])
+                if key not in _CALIBRATIONS:
+                    whole = recipe_manager.RecipeManager()
+                    whole.load_quantization_recipe(getattr(recipes, name)())
+                    update = getattr(qsv_utils, RANGE_UPDATES[recipe["range_update"]])
+                    with converter_output():
+                        calib = calibrator.Calibrator(str(fp32), qsv_update_func=update)
+                        calib.calibrate(self._feeds(fp32, calibration, target), whole)
+                    if len(_CALIBRATIONS) >= CALIBRATIONS_KEPT:  # ranges are small; the oldest go first
+                        del _CALIBRATIONS[next(iter(_CALIBRATIONS))]
+                    _CALIBRATIONS[key] = calib.get_model_qsvs()
+                calibration_result = copy.deepcopy(_CALIBRATIONS[key])  # the quantizer may annotate it
             elif precision == "dynamic-int8":
                 # int8 weights, activations quantized on the fly: no calibration needed.
                 qt.load_quantization_recipe(recipes.dynamic_wi8_afp32())
