@@ -23,10 +23,10 @@ from typing import Mapping, Optional
 import numpy as np
 
 from .detection import MAP_SCORE_THRESHOLD, detect, f1_score, map50, match
-from .intervals import group_bootstrap, group_index, mean_interval, ratio_interval, wilson_interval
+from .intervals import group_bootstrap, group_index, mean_interval, ratio_interval
 from .manifest import DetectionSettings, TaskMetric
 
-__all__ = ["Floors", "task_metrics", "floor_of", "without_background_boxes", "comparable", "wilson_interval", "mean_interval", "headline"]
+__all__ = ["Floors", "task_metrics", "floor_of", "without_background_boxes", "comparable", "headline"]
 
 TOP_K = 5
 BOX_ROWS = 4  # a "yolo" detector output's first rows: cx, cy, w, h
