@@ -22,6 +22,7 @@ import numpy as np
 
 from edgepack_runtime.intervals import group_index
 from edgepack_runtime.manifest import DetectionSettings
+from edgepack_runtime.task_fidelity import sample_cosines
 
 __all__ = ["sample_errors", "group_errors"]
 
@@ -71,13 +72,6 @@ def _detect(out: np.ndarray, ref: np.ndarray, settings: DetectionSettings) -> np
     return np.array(errors)
 
 
-def _cosine_errors(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    a, b = out.reshape(len(out), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.where(norms > 0, np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1), 1.0)
-    return 1 - np.clip(cos, -1, 1)
-
-
 def sample_errors(task: str, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
                   answer_output: Optional[str] = None, detection: Optional[DetectionSettings] = None) -> np.ndarray:
     """The error of each sample's answer vs PyTorch's (lower is closer; see the module)."""
@@ -87,7 +81,7 @@ def sample_errors(task: str, outputs: Mapping[str, np.ndarray], reference: Mappi
     if task == "detect":
         return _detect(outputs[main], reference[main], detection or DetectionSettings())
     names = [main] if task == "embed" else list(reference)
-    return np.max([_cosine_errors(outputs[n], reference[n]) for n in names], axis=0)
+    return np.max([1 - sample_cosines(outputs[n], reference[n]) for n in names], axis=0)
 
 
 def group_errors(errors: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:

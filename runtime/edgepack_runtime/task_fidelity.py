@@ -26,7 +26,7 @@ from .detection import MAP_SCORE_THRESHOLD, detect, f1_score, map50, match
 from .intervals import group_bootstrap, group_index, mean_interval, ratio_interval
 from .manifest import DetectionSettings, TaskMetric
 
-__all__ = ["Floors", "task_metrics", "floor_of", "without_background_boxes", "comparable", "headline"]
+__all__ = ["Floors", "task_metrics", "floor_of", "without_background_boxes", "comparable", "headline", "sample_cosines"]
 
 TOP_K = 5
 BOX_ROWS = 4  # a "yolo" detector output's first rows: cx, cy, w, h
@@ -61,7 +61,7 @@ def _per_group(hits: np.ndarray, groups: Optional[np.ndarray]) -> tuple[np.ndarr
     return np.bincount(index, weights=hits.astype(np.float64)), np.bincount(index).astype(np.float64)
 
 
-def _cosines(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
+def sample_cosines(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per-sample cosine similarity of two [N, ...] arrays (both zero: 1, one zero: 0)."""
     a = out.reshape(len(out), -1).astype(np.float64)
     b = ref.reshape(len(ref), -1).astype(np.float64)
@@ -73,7 +73,7 @@ def _cosines(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 def _cosine_metric(name: str, out: np.ndarray, ref: np.ndarray, floor: Optional[float],
                    groups: Optional[np.ndarray]) -> TaskMetric:
-    cos = _cosines(out, ref)
+    cos = sample_cosines(out, ref)
     low, high = mean_interval(cos, groups)
     return TaskMetric(name=name, value=float(cos.mean()), low=low, high=high, samples=len(cos), floor=floor,
                       groups=_units(groups, len(cos)))
