@@ -35,7 +35,8 @@ from .bundle_writer import BundleStaging
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
 from .request import BuildRequest, InputsRequest
 from .errors import BuildError, BuildFailed, ModelSourceError, TargetError
-from .holdout import CONFIRMATION, HALVES
+from .closeness import clearly_closer
+from .holdout import ALL, CONFIRMATION, HALVES
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
 from .macs import count_macs
 from .raw_io import declare, image_steps
@@ -201,6 +202,8 @@ class BuildContext:
     # per format
     artifacts: list[Artifact] = field(default_factory=list)
     toolchain: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, np.ndarray] = field(default_factory=dict)  # quantized artifact -> its group errors (closeness.py)
+    timings: dict[str, dict] = field(default_factory=dict)  # artifact -> its latency, rounds included
 
     def timed(self, stage: str):
         return _timed(self.seconds, stage)
@@ -221,7 +224,8 @@ def build_from(request: BuildRequest) -> BuildResult:
             ctx.toolchain.update(fmt.toolchain())
             ctx.artifacts += _build_format(ctx, fmt, precisions)
         with ctx.timed("latency"):
-            ctx.artifacts = _time_artifacts(ctx.artifacts, ctx.profile, ctx.host, ctx.refs, ctx.staging.dir)
+            ctx.artifacts, ctx.timings = _time_artifacts(ctx.artifacts, ctx.profile, ctx.host, ctx.refs,
+                                                         ctx.staging.dir)
         manifest = _write(ctx)
         return _check_and_commit(ctx, manifest)
 
@@ -330,7 +334,8 @@ def _check_and_commit(ctx: BuildContext, manifest: Manifest) -> BuildResult:
     if not out.allow_mismatch:
         # Artifacts the user asked for by name must all ship (unless --allow-partial);
         # the profile's others are left out when they miss, with the reason in the table.
-        manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required)
+        manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required,
+                              dominated=_dominated(manifest, ctx.timings, ctx.errors))
     for art in manifest.artifacts:
         if art.status == "ok" and (note := _too_little_data(art)):
             log.warning(note)
@@ -435,6 +440,7 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
             with ctx.timed(f"{fmt.name}.quantize+search"):
                 chosen, trail = search(fmt, precision, fp32_file, file, search_in)
             validation, accuracy = chosen.validation, chosen.confirmation
+            ctx.errors[name] = chosen.judged[ALL].errors
             quantization = {**chosen.settings, "search": trail}
             if is_calibrated(precision):
                 quantization["calibration"] = ctx.calibration.source
@@ -461,9 +467,10 @@ def _for_the_model(fmt, precisions: list[str], fp32_file: Path) -> list[str]:
 
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
-) -> list[Artifact]:
+                    ) -> tuple[list[Artifact], dict[str, dict]]:
     """Time every built artifact in one interleaved run (the runtime's default rests on
-    these ratios, so they come from the same run), and record the integer input dtypes a
+    these ratios, so they come from the same run; returned by name, rounds included), and
+    record the integer input dtypes a
     converter changed. A quantized artifact that its format's fp32 clearly outpaces on a
     host that runs the target's kernels is said so: it still ships (it is smaller, and the
     default never picks it), the user decides."""
@@ -487,7 +494,7 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
         fields = {k: v for k, v in latency.items() if k != "rounds_ms"}
         timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches),
                                          input_dtypes=narrowed[art.name]))
-    return timed
+    return timed, timings
 
 
 def _own_outputs(artifacts: list[Artifact], profile, refs: References, bundle_dir: Path) -> dict[str, np.ndarray]:
@@ -619,16 +626,39 @@ def _all(manifest: Manifest) -> set[str]:
     return {a.precision for a in manifest.artifacts}
 
 
-def _leave_out(manifest: Manifest, bundle_dir: Path, keep=lambda art: False) -> Manifest:
-    """Artifacts that failed to build or to meet their checks are left out of the bundle
-    (their files removed) and stay in the manifest as `rejected` with why, except those
-    `keep` names (the precisions the user asked for: they fail the build instead)."""
+def _dominated(manifest: Manifest, timings: dict[str, dict], errors: dict[str, np.ndarray]) -> dict[str, str]:
+    """Quantized artifacts that another quantized artifact of the bundle beats on both axes
+    the user weighs, by name, with why: clearly closer to PyTorch on the same judged samples
+    (paired over groups, closeness.py) and not slower where this host runs the target's
+    kernels. The noisier one loses more answers on the user's next images, which are often
+    less certain than the ones that chose it (docs/quantization.md), and it buys no speed."""
+    fine = [a for a in manifest.artifacts if a.status == "ok" and a.name in errors and a.name in timings
+            and a.validation.host_matches_target and _misses(a, manifest) is None]
+    beaten = {}
+    for art in fine:
+        for rival in fine:
+            if (rival is not art and clearly_closer(errors[rival.name], errors[art.name])
+                    and not clearly_faster(timings[art.name], timings[rival.name])):
+                beaten[art.name] = (
+                    f"{rival.name} is clearly closer to PyTorch on the same samples (answer error "
+                    f"{errors[rival.name].mean():.3f} vs {errors[art.name].mean():.3f}) and not slower on this host; "
+                    f"ask for {art.precision} with --precisions to ship it anyway")
+                break
+    return beaten
+
+
+def _leave_out(manifest: Manifest, bundle_dir: Path, keep=lambda art: False,
+               dominated: Optional[dict[str, str]] = None) -> Manifest:
+    """Artifacts that failed to build or to meet their checks, or that another artifact
+    `dominated`, are left out of the bundle (their files removed) and stay in the manifest
+    as `rejected` with why, except those `keep` names (the precisions the user asked for:
+    they fail the build instead)."""
     kept = []
     for art in manifest.artifacts:
         if keep(art):
             kept.append(art)
             continue
-        why = _misses(art, manifest) if art.status == "ok" else None
+        why = (_misses(art, manifest) or (dominated or {}).get(art.name)) if art.status == "ok" else None
         if why is None:  # fine, or failed to build (no file, already says why)
             kept.append(art)
             continue

@@ -42,7 +42,7 @@ from edgepack_runtime.precision import is_calibrated
 from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
-from .closeness import group_errors, sample_errors
+from .closeness import MIN_GROUPS_TO_TRADE, group_errors, sample_errors
 from .errors import BuildError, mapped
 from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
@@ -64,9 +64,6 @@ MAX_FLOAT_SHARE = 0.25
 # where the ranking misses because every early tensor costs a little (a detector on
 # thin-line drawings), the prefix holds.
 PREFIX_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25)
-# Below this many groups a paired standard error is itself too uncertain to call two
-# candidates equally faithful: `balanced` keeps the most faithful one.
-MIN_GROUPS_TO_TRADE = 8
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from edgepack.closeness import group_errors, sample_errors
+from edgepack.closeness import clearly_closer, group_errors, sample_errors
 from edgepack.holdout import deal_folds
 
 
@@ -44,6 +46,17 @@ def test_answer_error_ranks_a_closer_classifier_first():
     assert group_errors(np.array([1.0, 3.0, 5.0]), np.array([4, 4, 2])).tolist() == [2.0, 5.0]
 
 
+def test_answer_error_of_a_classifier_counts_noise_on_every_class_that_could_take_the_lead():
+    # Two artifacts keep PyTorch's top-1 margin exactly; one also moves the runner-up classes,
+    # which flips the user's next, less certain images. Only the logits' noise shows it.
+    ref = np.tile(np.array([[5.0, 3.0, 2.9, 0.0, 0.0, 0.0]]), (8, 1))
+    quiet, noisy = ref.copy(), ref.copy()
+    noisy[:, 2] -= 1.5
+    noisy[:, 3] += 1.5
+    err = [sample_errors("classify", {"o": o}, {"o": ref}).mean() for o in (quiet, noisy)]
+    assert err[0] == 0 < err[1]
+
+
 def test_answer_error_of_a_detector_sees_scores_near_the_threshold():
     ref = np.zeros((2, 6, 16), np.float32)  # [N, 4 + 2 classes, 16 anchors]
     ref[:, :4] = np.array([100.0, 100.0, 20.0, 20.0], np.float32)[None, :, None]  # cx, cy, w, h
@@ -71,3 +84,37 @@ def test_the_build_says_when_the_groups_cannot_promise_the_floor():
     assert "about 73 groups" in _too_little_data(_shipped(1.0, 0.75, 12))  # perfect: each group one trial
     assert _too_little_data(_shipped(0.99, 0.96, 26)) is None  # the interval clears the floor
     assert _too_little_data(_shipped(0.94, 0.90, 26)) is None  # below the floor: left out, said elsewhere
+
+
+def test_clearly_closer_needs_the_groups_to_agree():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.1, 0.3, 12)
+    assert clearly_closer(base, base + 0.05)  # closer in every one of 12 groups
+    assert not clearly_closer(base, base) and not clearly_closer(base + 0.05, base)
+    noisy = base + rng.normal(0, 0.2, 12)  # same on average, scattered: not clearly either way
+    assert not clearly_closer(base, noisy + (base - noisy).mean())
+    assert clearly_closer(base[:4], base[:4] + 0.01) and not clearly_closer(base[:4], base[:4] + [0.01, 0.01, 0.01, -0.01])
+
+
+def test_a_noisier_artifact_that_buys_no_speed_is_left_out_for_a_closer_one():
+    import dataclasses
+
+    from edgepack.pipeline import _dominated, _leave_out
+    from edgepack_runtime.manifest import Golden, Manifest, Validation
+
+    ok = Validation(passed=True, max_abs_diff=0.0, tolerance=1.0, samples=4, backend="test", host={},
+                    host_matches_target=True)
+    onnx = dataclasses.replace(_shipped(0.97, 0.9, 12), validation=ok)
+    tflite = dataclasses.replace(onnx, name="tflite-int8", format="tflite")
+    manifest = Manifest(schema_version="2.4", name="m", created="", target={}, inputs=(), outputs=(),
+                        artifacts=(onnx, tflite), golden=Golden(path="g", sha256="", samples=4), toolchain={},
+                        accuracy_tolerance=1.0)
+    errors = {"onnx-int8": np.full(12, 0.12), "tflite-int8": np.full(12, 0.17)}
+    rounds = lambda ms: {"p50_ms": ms, "rounds_ms": [ms] * 8}  # noqa: E731
+    beaten = _dominated(manifest, {"onnx-int8": rounds(10.0), "tflite-int8": rounds(9.5)}, errors)
+    assert list(beaten) == ["tflite-int8"] and "onnx-int8 is clearly closer" in beaten["tflite-int8"]
+    # Clearly faster: it stays on the accuracy-speed front and ships.
+    assert _dominated(manifest, {"onnx-int8": rounds(10.0), "tflite-int8": rounds(5.0)}, errors) == {}
+    # Asked for by name (--precisions int8): it ships anyway.
+    kept = _leave_out(manifest, Path("."), keep=lambda a: True, dominated=beaten)
+    assert [a.status for a in kept.artifacts] == ["ok", "ok"]
