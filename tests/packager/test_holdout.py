@@ -89,11 +89,12 @@ def test_the_build_says_when_the_groups_cannot_promise_the_floor():
 def test_clearly_closer_needs_the_groups_to_agree():
     rng = np.random.default_rng(3)
     base = rng.uniform(0.1, 0.3, 12)
-    assert clearly_closer(base, base + 0.05)  # closer in every one of 12 groups
-    assert not clearly_closer(base, base) and not clearly_closer(base + 0.05, base)
+    assert clearly_closer(base, base + 0.1)  # closer in every one of 12 groups
+    assert not clearly_closer(base, base * 1.1)  # clear, but too little to matter
+    assert not clearly_closer(base, base) and not clearly_closer(base + 0.1, base)
     noisy = base + rng.normal(0, 0.2, 12)  # same on average, scattered: not clearly either way
     assert not clearly_closer(base, noisy + (base - noisy).mean())
-    assert clearly_closer(base[:4], base[:4] + 0.01) and not clearly_closer(base[:4], base[:4] + [0.01, 0.01, 0.01, -0.01])
+    assert clearly_closer(base[:4], base[:4] + 0.1) and not clearly_closer(base[:4], base[:4] + [0.1, 0.1, 0.1, -0.01])
 
 
 def test_a_noisier_artifact_that_buys_no_speed_is_left_out_for_a_closer_one():
