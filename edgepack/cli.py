@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ class _Group(ErrorLineGroup):
 
     def report(self, exc) -> None:
         if isinstance(exc, BuildFailed):  # show what was built before saying why it failed
-            console.print(artifacts_table(exc.result.manifest))
+            for result in exc.results:
+                console.print(artifacts_table(result.manifest))
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -55,7 +57,7 @@ class _LogLines(logging.Handler):
 
     def __init__(self, verbose: bool):
         super().__init__()
-        self.verbose, self.status = verbose, None
+        self.verbose, self.status, self.started = verbose, None, 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
         message = plain(record.getMessage())
@@ -64,7 +66,8 @@ class _LogLines(logging.Handler):
         elif self.verbose:
             err_console.print(f"[dim]{message}[/]", highlight=False)
         if self.status is not None and record.levelno == logging.INFO:
-            self.status.update(f"building: {message}…")
+            minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
+            self.status.update(f"building ({minutes}:{seconds:02d}): {message}…")
 
 
 _log_lines = _LogLines(verbose=False)
@@ -129,7 +132,8 @@ def targets_show(target_id: str, as_json: bool):
 @main.command("build")
 @click.argument("model", metavar="FILE.py:FACTORY|best.pt")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
-@click.option("--target", default=HOST_ID, show_default=True, help="Target id (see `edgepack targets`).")
+@click.option("--target", "targets", multiple=True, default=(HOST_ID,), show_default=True,
+              help="Target id (see `edgepack targets`); repeat it for one bundle per target in -o's folder.")
 @click.option("--weights", type=click.Path(path_type=Path), help=".safetensors or a state_dict .pt")
 @click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224:float32",
               help="Model input (repeat per input); optional if the file defines example_inputs(). "
@@ -180,12 +184,12 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--sign", "sign_key", type=click.Path(path_type=Path), metavar="KEY.pem",
               help="Sign the bundle with this EC private key (OpenSSF model-signing format).")
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
-def build_cmd(model, output, target, weights, inputs, formats, precisions, calibration, eval_data, name,
+def build_cmd(model, output, targets, weights, inputs, formats, precisions, calibration, eval_data, name,
               trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
               min_agreement, min_f1, prefer, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     request = BuildRequest.of(
-        model, output, target, formats=_csv(formats), precisions=_csv(precisions), weights=weights, inputs=inputs,
+        model, output, targets[0], formats=_csv(formats), precisions=_csv(precisions), weights=weights, inputs=inputs,
         calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
         allow_mismatch=allow_mismatch, allow_partial=allow_partial, strict=strict, verify_emulated=verify_emulated,
         max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
@@ -193,24 +197,48 @@ def build_cmd(model, output, target, weights, inputs, formats, precisions, calib
         sign=sign_key, prefer=prefer)
     from .formats.output import native_output_hidden
 
-    with (err_console if as_json else console).status(f"building {plain(model)} for {plain(target)}…") as status, \
-            native_output_hidden(console, err_console):
-        _log_lines.status = status
+    with (err_console if as_json else console).status(f"building {plain(model)} for {plain(', '.join(targets))}…") \
+            as status, native_output_hidden(console, err_console):
+        _log_lines.status, _log_lines.started = status, time.monotonic()
         try:
-            from .pipeline import build_from  # torch and the converters (and their import noise): only to build
+            from .pipeline import build_from, build_targets  # torch and the converters: only to build
 
-            result = build_from(request)
+            results = build_targets(request, targets) if len(targets) > 1 else [build_from(request)]
         finally:
             _log_lines.status = None
     if as_json:
-        click.echo(json.dumps({"path": str(result.path), "manifest": json.loads(result.manifest.to_json())}, indent=2))
+        shown = [{"path": str(r.path), "manifest": json.loads(r.manifest.to_json())} for r in results]
+        click.echo(json.dumps(shown[0] if len(targets) == 1 else shown, indent=2))
         return
-    console.print(artifacts_table(result.manifest))
-    if result.manifest.emulated:
-        console.print(_emulated_table(result.manifest.emulated))
-    seconds = result.manifest.build["seconds"]
-    console.print(f"wrote {plain(result.path)} in {seconds['total']:.1f} s "
-                  f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
+    for result in results:
+        console.print(artifacts_table(result.manifest))
+        if result.manifest.emulated:
+            console.print(_emulated_table(result.manifest.emulated))
+        seconds = result.manifest.build["seconds"]
+        console.print(f"wrote {plain(result.path)} in {seconds['total']:.1f} s "
+                      f"({', '.join(f'{k} {v:.1f}s' for k, v in seconds.items() if k != 'total')})")
+    if len(results) > 1:
+        console.print(_targets_table(results))
+
+
+def _targets_table(results) -> Table:
+    """The targets side by side: each artifact's headline figure, or why it was left out."""
+    from edgepack_runtime.task_fidelity import headline
+
+    names = list(dict.fromkeys(a.name for r in results for a in r.manifest.artifacts))
+    table = Table(title="targets side by side")
+    table.add_column("artifact", no_wrap=True)
+    for r in results:
+        table.add_column(plain(r.manifest.target.get("id")), no_wrap=True)
+    for name in names:
+        cells = []
+        for r in results:
+            art = next((a for a in r.manifest.artifacts if a.name == name), None)
+            figure = headline(art.accuracy.metrics) if art and art.accuracy and art.accuracy.metrics else None
+            cells.append("-" if art is None else f"[red]{art.status}[/]" if art.status != "ok"
+                         else plain(figure.describe(interval=False)) if figure else "ok")
+        table.add_row(plain(name), *cells)
+    return table
 
 
 @main.command("sign")

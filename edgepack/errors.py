@@ -23,11 +23,14 @@ class BuildError(EdgepackError):
 
 
 class BuildFailed(BuildError):
-    """The build produced results but they fail its checks; `.result` (a BuildResult) holds them."""
+    """The build produced results but they fail its checks; `.result` (a BuildResult) holds
+    them, and `.results` every target's in a multi-target build (the bundles that passed
+    are written)."""
 
-    def __init__(self, message: str, result):
+    def __init__(self, message: str, result, results=None):
         super().__init__(message)
         self.result = result
+        self.results = results if results is not None else [result]
 
 
 class CompareError(EdgepackError):

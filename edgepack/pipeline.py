@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import logging
 import math
 import platform
@@ -22,7 +23,7 @@ from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_ARTIFACT_PREFIX, GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency,
-                                      Manifest)
+                                      Manifest, Validation)
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import BASE, is_calibrated
 from edgepack_runtime.signature import sign_bundle
@@ -44,6 +45,7 @@ from .task import infer_task
 from .model_source import load_model
 from .samples import golden_inputs, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
+from .shared_work import SharedWork, bundle_folder
 from .targets import TargetProfile, load_target
 from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
                        torch_references, validate_artifact)
@@ -100,7 +102,7 @@ def _choose(requested: Optional[Sequence[str]], allowed: Sequence[str], what: st
 def build(
     model: Union[str, "torch.nn.Module"],
     output: Path,
-    target: str = "host",
+    target: Union[str, Sequence[str]] = "host",
     *,
     formats: Optional[Sequence[str]] = None,
     precisions: Optional[Sequence[str]] = None,
@@ -125,7 +127,7 @@ def build(
     postprocess: Optional[str] = None,
     sign: Optional[Path] = None,
     prefer: str = "balanced",
-) -> BuildResult:
+) -> Union[BuildResult, list[BuildResult]]:
     """Build a bundle for `target` from `model` into the directory `output`.
 
     `model` is a torch.nn.Module, or "FILE.py:FACTORY" as on the command line. `inputs`
@@ -165,15 +167,22 @@ def build(
 
     Returns the BuildResult; raises BuildFailed (with the result) when a required artifact
     fails, or no artifact is left to ship. Nothing is written at `output` when it raises.
+    `target` may list several targets: one bundle per target is written into `output`
+    (`raspberry-pi/5` → `output/raspberry-pi-5/`), sharing the model's load, PyTorch's
+    references and the work the targets agree on, and a list of BuildResults (one per
+    target, in order) is returned.
+
     The same as `build_from` with the arguments as a BuildRequest (edgepack/request.py).
     """
-    return build_from(BuildRequest.of(
-        model, output, target, formats=formats, precisions=precisions, weights=weights, inputs=inputs,
+    targets = [target] if isinstance(target, str) else list(target)
+    request = BuildRequest.of(
+        model, output, targets[0], formats=formats, precisions=precisions, weights=weights, inputs=inputs,
         calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
         allow_mismatch=allow_mismatch, allow_partial=allow_partial, verify_emulated=verify_emulated,
         max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
         task=task, strict=strict, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
-        postprocess=postprocess, sign=sign, prefer=prefer))
+        postprocess=postprocess, sign=sign, prefer=prefer)
+    return build_from(request) if isinstance(target, str) else build_targets(request, targets)
 
 
 @dataclass
@@ -203,6 +212,7 @@ class BuildContext:
     artifacts: list[Artifact] = field(default_factory=list)
     toolchain: dict[str, str] = field(default_factory=dict)
     errors: dict[str, np.ndarray] = field(default_factory=dict)  # quantized artifact -> its group errors (closeness.py)
+    shared: Optional[SharedWork] = None  # a multi-target build's common work
     timings: dict[str, dict] = field(default_factory=dict)  # artifact -> its latency, rounds included
 
     def timed(self, stage: str):
@@ -212,12 +222,46 @@ class BuildContext:
 def build_from(request: BuildRequest) -> BuildResult:
     """Build the bundle `request` asks for: load → reference → per format (export →
     quantize/search → validate) → time → write → check. See `build` for what it does."""
-    ctx = _plan(request)
-    with ctx.timed("load"):
-        _load(ctx)
-    with ctx.timed("reference"):
-        _reference(ctx)
-    _declare(ctx)
+    return _build(_plan(request))
+
+
+def build_targets(request: BuildRequest, targets: Sequence[str]) -> list[BuildResult]:
+    """One bundle per target in `request`'s output folder (`raspberry-pi/5` → `raspberry-pi-5/`),
+    sharing the model, its references, and the exports and searches the targets agree on
+    (shared_work.py). Every target and destination is checked before any work. A target
+    whose build fails does not stop the others; BuildFailed then says which failed."""
+    root = Path(request.output.path)
+    if (root / MANIFEST_NAME).exists():
+        raise BuildError(f"{root} is a bundle; a build for several targets writes one bundle per target into a "
+                         "folder: choose another -o")
+    name = request.output.name or root.name
+    contexts = [_plan(dataclasses.replace(request, target=target, output=dataclasses.replace(
+        request.output, path=root / bundle_folder(target), name=name))) for target in dict.fromkeys(targets)]
+    shared, results, failed = SharedWork(), [], []
+    for ctx in contexts:
+        ctx.shared = shared
+        try:
+            results.append(_build(ctx))
+        except BuildFailed as exc:
+            failed.append(f"{ctx.request.target}: {exc}")
+            results.append(exc.result)
+    if failed:
+        raise BuildFailed("; ".join(failed), results[-1], results)
+    return results
+
+
+def _build(ctx: BuildContext) -> BuildResult:
+    shared = ctx.shared
+    if shared is not None and shared.first is not None:
+        _adopt(ctx, shared.first)
+    else:
+        with ctx.timed("load"):
+            _load(ctx)
+        with ctx.timed("reference"):
+            _reference(ctx)
+        _declare(ctx)
+        if shared is not None:
+            shared.first = ctx
     with ctx.staging:
         for fmt_name, precisions in ctx.plan.items():
             fmt = get_format(fmt_name)
@@ -243,6 +287,13 @@ def _plan(request: BuildRequest) -> BuildContext:
     toolchain = {"edgepack": __version__, "edgepack-runtime": edgepack_runtime.__version__,
                  "python": platform.python_version()}
     return BuildContext(request, profile, plan, host_info(), staging, toolchain=toolchain)
+
+
+def _adopt(ctx: BuildContext, first: BuildContext) -> None:
+    """Another target of a multi-target build: the model, samples, references and task the
+    first one loaded and computed (none of them depends on the target)."""
+    for name in ("loaded", "inputs", "steps", "calibration", "samples", "refs", "macs", "raw_io", "task", "budget"):
+        setattr(ctx, name, getattr(first, name))
 
 
 def _load(ctx: BuildContext) -> None:
@@ -405,9 +456,15 @@ def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifac
     out_dir = ctx.staging.dir
     fp32_file = out_dir / f"model.{BASE}{fmt.suffix}"
     export_error = None
+    def export() -> None:
+        fmt.export(ctx.loaded.module, ctx.refs.inputs, [s.name for s in ctx.refs.outputs], ctx.profile, fp32_file)
+
     try:
         with ctx.timed(f"{fmt.name}.export"):
-            fmt.export(ctx.loaded.module, ctx.refs.inputs, [s.name for s in ctx.refs.outputs], ctx.profile, fp32_file)
+            if ctx.shared is None:
+                export()
+            else:
+                ctx.shared.reuse((fmt.name, fmt.export_key(ctx.profile)), fmt, fp32_file, export)
     except BuildError as exc:
         export_error = str(exc)
     attention = not ctx.request.precisions and not export_error and _has_attention(fmt, precisions, fp32_file)
@@ -449,13 +506,11 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
                 validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, ctx.profile,
                                                             ctx.host, ctx.refs, ctx.budget)
         else:
-            search_in = SearchContext(ctx.profile, ctx.host, ctx.refs, ctx.calibration.samples, ctx.budget,
-                                      ctx.request.budget.prefer)
             with ctx.timed(f"{fmt.name}.quantize+search"):
-                chosen, trail = search(fmt, precision, fp32_file, file, search_in)
-            validation, accuracy = chosen.validation, chosen.confirmation
-            ctx.errors[name] = chosen.judged[ALL].errors
-            quantization = {**chosen.settings, "search": trail}
+                found = _search(ctx, fmt, precision, fp32_file, file)
+            validation, accuracy = found.validation, found.confirmation
+            ctx.errors[name] = found.errors
+            quantization = {**found.settings, "search": found.trail}
             if is_calibrated(precision):
                 quantization["calibration"] = ctx.calibration.source
                 quantization["calibration_samples"] = len(next(iter(ctx.calibration.samples.values())))
@@ -468,6 +523,35 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
         path=file.name, sha256=files[0].sha256, size_bytes=sum(f.size_bytes for f in files), files=files,
         quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
     )
+
+
+class _Found(NamedTuple):
+    """A search's chosen artifact (left at its file), as the manifest and the bundle's rules need it."""
+
+    settings: dict
+    trail: list[dict]
+    validation: Validation
+    confirmation: Optional[Accuracy]
+    errors: np.ndarray  # per group (closeness.py)
+
+
+def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path) -> _Found:
+    """search.py's choice for `precision`, or in a multi-target build the one an earlier
+    target made from the same inputs (shared_work.py), with this target's ISA notes."""
+    def run() -> _Found:
+        chosen, trail = search(fmt, precision, fp32_file, file, SearchContext(
+            ctx.profile, ctx.host, ctx.refs, ctx.calibration.samples, ctx.budget, ctx.request.budget.prefer))
+        return _Found(chosen.settings, trail, chosen.validation, chosen.confirmation, chosen.judged[ALL].errors)
+
+    if ctx.shared is None:
+        return run()
+    key = (fmt.name, precision, fmt.export_key(ctx.profile), json.dumps(fmt.recipes(ctx.profile, precision),
+                                                                          sort_keys=True, default=str),
+           ctx.profile.matches_host(ctx.host, fmt.name, precision), fmt.layout(ctx.profile))
+    found = ctx.shared.reuse(key, fmt, file, run)
+    if "relies_on" in found.settings:
+        found = found._replace(settings={**found.settings, "relies_on": list(ctx.profile.relies_on(fmt.name, precision))})
+    return found
 
 
 def _has_attention(fmt, precisions: list[str], fp32_file: Path) -> bool:

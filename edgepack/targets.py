@@ -69,8 +69,13 @@ class TargetProfile:
         if kind is None or not kind.integer:
             return True
         same_kernels = int8_kernel_family(self.arch, self.isa) == int8_kernel_family(host.arch, host.isa)
-        preset = getattr(self.settings(fmt), kind.relies_on) if kind.relies_on else None
-        return same_kernels and set(preset.relies_on if preset else ()) <= set(host.isa)
+        return same_kernels and set(self.relies_on(fmt, precision)) <= set(host.isa)
+
+    def relies_on(self, fmt: str, precision: str) -> tuple[str, ...]:
+        """The ISA features the format's preset for `precision` says its kernels rely on."""
+        kind = PRECISIONS.get(precision)
+        preset = getattr(self.settings(fmt), kind.relies_on) if kind is not None and kind.relies_on else None
+        return tuple(preset.relies_on) if preset is not None else ()
 
 
 # Directories of more profiles (os.pathsep-separated), searched before the built-in ones:

@@ -63,6 +63,11 @@ class ExportFormat(abc.ABC):
                output_names: list[str], target: "TargetProfile", out: Path) -> None:
         """Write the fp32 artifact of `module` to `out` as one self-contained file."""
 
+    def export_key(self, target: "TargetProfile") -> object:
+        """What of `target` the fp32 export depends on: the targets of one build whose keys
+        are equal share one export (and the searches over it). Default: the target itself."""
+        return target.id
+
     @abc.abstractmethod
     def layout(self, target: "TargetProfile") -> str | None:
         """"nhwc" when the artifact takes 4-D tensors channels-last, None when as PyTorch."""

@@ -242,6 +242,9 @@ class OnnxFormat(ExportFormat):
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
 
+    def export_key(self, target: "TargetProfile") -> object:
+        return target.settings("onnx").opset  # the rest of the profile is for quantization
+
     def layout(self, target: "TargetProfile") -> str | None:
         return None  # the export keeps PyTorch's layout
 

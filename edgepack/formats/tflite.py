@@ -139,6 +139,9 @@ class TfliteFormat(ExportFormat):
     runtime_extra = "tflite"
     emulation_wheels = ("ai-edge-litert==2.1.6",)
 
+    def export_key(self, target: "TargetProfile") -> object:
+        return target.settings("tflite").layout  # the rest of the profile is for quantization
+
     def layout(self, target: "TargetProfile") -> str | None:
         return "nhwc" if target.settings("tflite").layout == "nhwc" else None
 

@@ -1,0 +1,60 @@
+"""What the targets of one multi-target build share (`edgepack build --target A --target B`).
+
+The model is loaded and PyTorch's references are computed once. A format's fp32 export is
+made once per export key (`ExportFormat.export_key`: ONNX's opset, TFLite's layout), and a
+quantization search once per set of inputs that decide it: the export, the precision, the
+target's recipes, whether this host runs the target's kernels (which decides whether speed
+counts) and the layout. Two profiles that differ only in what they say about the device
+(a Raspberry Pi 5 and a 4B: the same presets, other ISA notes) share every artifact.
+Everything else (timing, the manifest, the bundle) is each target's own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Hashable, TypeVar
+
+from .errors import BuildError
+from .formats import artifact_files
+
+__all__ = ["SharedWork", "bundle_folder"]
+
+T = TypeVar("T")
+
+
+def bundle_folder(target: str) -> str:
+    """The folder of a target's bundle inside a multi-target build's -o: `raspberry-pi/5`
+    writes `raspberry-pi-5/`."""
+    return target.replace("/", "-")
+
+
+class SharedWork:
+    """Results of work the targets have in common, with the files they wrote."""
+
+    def __init__(self) -> None:
+        self.first = None  # the first target's BuildContext once it has loaded and referenced the model
+        self._scratch = tempfile.TemporaryDirectory(prefix="edgepack-shared-")  # removed with the build
+        self._done: dict[Hashable, tuple[object, list[Path]]] = {}
+
+    def reuse(self, key: Hashable, fmt, file: Path, make: Callable[[], T]) -> T:
+        """`make()`'s result, which writes the artifact `file` of format `fmt` (with its
+        companions): made the first time `key` is asked for, copied to `file`'s folder
+        after that. A BuildError is remembered too: the next target fails the same way."""
+        if key in self._done:
+            value, stored = self._done[key]
+            if isinstance(value, BuildError):
+                raise BuildError(str(value))
+            for path in stored:
+                shutil.copy2(path, file.parent / path.name)
+            return value  # type: ignore[return-value]
+        try:
+            value = make()
+        except BuildError as exc:
+            self._done[key] = (exc, [])
+            raise
+        folder = Path(self._scratch.name) / str(len(self._done))
+        folder.mkdir()
+        self._done[key] = (value, [Path(shutil.copy2(path, folder / path.name)) for path in artifact_files(fmt, file)])
+        return value

@@ -1,0 +1,49 @@
+"""One build for several targets: one bundle each, with the work they agree on done once."""
+
+import json
+
+import pytest
+
+import edgepack
+from edgepack.errors import BuildError
+from edgepack_runtime.bundle import open_bundle
+
+from ..conftest import DIGITS_MODEL
+
+
+@pytest.fixture(scope="module")
+def two_pis(digits_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fleet") / "digits"
+    results = edgepack.build(DIGITS_MODEL, out, ["raspberry-pi/5", "raspberry-pi/4b"], formats=["onnx"],
+                             weights=digits_data / "weights.safetensors", calibration=digits_data / "calib.npz",
+                             eval_data=digits_data / "eval.npz")
+    return out, results
+
+
+def test_each_target_gets_its_own_bundle_in_the_folder(two_pis):
+    out, results = two_pis
+    assert [r.path for r in results] == [out / "raspberry-pi-5", out / "raspberry-pi-4b"]
+    for result, target in zip(results, ("raspberry-pi/5", "raspberry-pi/4b")):
+        bundle = open_bundle(result.path)
+        bundle.verify_integrity()
+        assert bundle.manifest.target["id"] == target and bundle.manifest.name == "digits"
+
+
+def test_targets_whose_presets_agree_share_the_search_but_keep_their_own_isa_notes(two_pis):
+    out, results = two_pis
+    pi5, pi4 = (r.manifest.artifact("onnx-int8") for r in results)
+    assert pi5.sha256 == pi4.sha256 and pi5.quantization["search"] == pi4.quantization["search"]
+    assert pi5.quantization["relies_on"] == ["asimd", "asimddp"] and pi4.quantization["relies_on"] == ["asimd"]
+    # The second target neither loaded the model nor searched again.
+    assert "load" not in results[1].manifest.build["seconds"]
+    assert results[1].manifest.build["seconds"]["onnx.quantize+search"] < results[0].manifest.build["seconds"][
+        "onnx.quantize+search"]
+
+
+def test_a_bundle_is_no_folder_for_several_targets(two_pis, digits_data):
+    out, results = two_pis
+    before = json.loads((results[0].path / "manifest.json").read_text())
+    with pytest.raises(BuildError, match="is a bundle; a build for several targets"):
+        edgepack.build(DIGITS_MODEL, results[0].path, ["raspberry-pi/5", "raspberry-pi/4b"], formats=["onnx"],
+                       weights=digits_data / "weights.safetensors", calibration=digits_data / "calib.npz")
+    assert json.loads((results[0].path / "manifest.json").read_text()) == before
