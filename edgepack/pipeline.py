@@ -35,7 +35,7 @@ from . import __version__
 from .bundle_writer import BundleStaging
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
 from .request import BuildRequest, InputsRequest
-from .errors import BuildError, BuildFailed, ModelSourceError, TargetError
+from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapped
 from .closeness import clearly_closer
 from .holdout import ALL, CONFIRMATION, HALVES
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
@@ -502,7 +502,8 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
         if export_error:
             raise BuildError(export_error)
         if precision == BASE:
-            with ctx.timed(f"{fmt.name}.validate"):
+            # An export its own backend cannot load is a failed artifact, not a failed build.
+            with ctx.timed(f"{fmt.name}.validate"), mapped(BuildError, f"the runtime cannot load or run {name}"):
                 validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, ctx.profile,
                                                             ctx.host, ctx.refs, ctx.budget)
         else:

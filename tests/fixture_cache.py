@@ -19,10 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "tests"
 CACHE_ENV = "EDGEPACK_TEST_CACHE"
 # What a fixture is made from: the packages, the digits example and these fixtures.
-SOURCES = ("edgepack", "runtime/edgepack_runtime", "examples/digits", "tests/conftest.py", "tests/fixture_cache.py")
+SOURCES = ("edgepack", "runtime/edgepack_runtime", "targets", "examples/digits", "tests/conftest.py",
+           "tests/fixture_cache.py")
 SOURCE_SUFFIXES = (".py", ".toml", ".json", ".txt")
 LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch", "ai-edge-litert", "ai-edge-quantizer",
-             "numpy", "ncnn", "pnnx", "scikit-learn")
+             "numpy", "ncnn", "pnnx", "scikit-learn", "nncf")
 COMPLETE = ".complete"
 STALE_S = 24 * 3600  # entries of other code versions are removed once this old
 

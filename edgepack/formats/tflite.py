@@ -175,7 +175,7 @@ class TfliteFormat(ExportFormat):
             raise BuildError(
                 f"litert-torch could not convert the model: {root_cause(exc)} (replace that op or construct, "
                 "or leave tflite out with --formats onnx)"
-            ) from None
+            ) from exc
 
     def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
         # Static int8 searches the profile's recipes; the other precisions have no knobs.
@@ -248,7 +248,7 @@ class TfliteFormat(ExportFormat):
         except BuildError:
             raise
         except Exception as exc:
-            raise BuildError(f"ai-edge-quantizer failed ({precision}): {root_cause(exc)}") from None
+            raise BuildError(f"ai-edge-quantizer failed ({precision}): {root_cause(exc)}") from exc
         return settings
 
     def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: "TargetProfile") -> list[list[str]]:

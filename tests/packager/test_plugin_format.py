@@ -10,7 +10,7 @@ import torch
 
 import edgepack
 import edgepack_runtime
-from edgepack.errors import TargetError
+from edgepack.errors import BuildFailed, TargetError
 from edgepack.targets import TARGETS_ENV, load_target
 from edgepack_runtime.errors import IntegrityError
 from edgepack_runtime.parity import self_test
@@ -136,6 +136,22 @@ def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_tar
     (error,) = [c["error"] for c in trail if "error" in c]
     assert error.startswith("the runtime cannot load or run this numpy-fp16 candidate (")
     assert "is not a numpy-format artifact" in error
+
+
+class _DamagedExport(numpy_format.NumpyFormat):
+    """numpy whose export writes a file its own backend refuses to load."""
+
+    def export(self, module, inputs, output_names, target, out) -> None:
+        super().export(module, inputs, output_names, target, out)
+        out.write_bytes(b"not an npz")
+
+
+def test_an_export_its_backend_cannot_load_fails_that_artifact_with_one_line(numpy_target, tmp_path, monkeypatch):
+    with pytest.raises(BuildFailed) as failed:
+        _build_linear(_DamagedExport(), numpy_target, tmp_path, ["fp32"], monkeypatch)
+    (art,) = failed.value.result.manifest.artifacts
+    assert art.status == "failed" and art.error.startswith("the runtime cannot load or run numpy-fp32 (")
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_the_format_contract_is_checked_when_a_format_registers():

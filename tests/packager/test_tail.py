@@ -75,8 +75,8 @@ def test_onnx_candidates_share_their_calibration_ranges(tmp_path):
 
     target = load_target("x86-64/avx2")
     cache = onnx_format._ranges_cache(onnx_format._prepared(fp32, tmp_path / "p.onnx"), calibration, recipe)
-    if not cache:  # onnxruntime older than its calibration cache: every candidate calibrates
-        return
+    if not cache:
+        pytest.skip("this onnxruntime's quantize_static has no calibration cache: every candidate calibrates")
     cached = Path(cache["calibration_cache_path"])
     cached.unlink(missing_ok=True)
     fmt = onnx_format.OnnxFormat()
