@@ -17,23 +17,30 @@ from typing import Optional
 # restored after (importing edgepack changes no logger).
 NOISY_LOGGERS = ("torchao", "torch.onnx")
 LOG = logging.getLogger("edgepack.converters")
+FAILURE_LINES = 20  # of a failed converter's own output, kept for `-v`
 
 
 @contextlib.contextmanager
 def converter_output():
     """Swallow the converters' stdout, stderr, Python warnings and noisy loggers, unless
-    the edgepack.converters logger is at DEBUG (`-vv`)."""
+    the edgepack.converters logger is at DEBUG (`-vv`). When the block fails, the last
+    FAILURE_LINES of what it printed are logged (INFO: `edgepack -v` shows them)."""
     if LOG.isEnabledFor(logging.DEBUG):
         yield
         return
     levels = {name: logging.getLogger(name).level for name in NOISY_LOGGERS}
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    captured = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings():
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
+    except BaseException:
+        said = [line for line in captured.getvalue().splitlines() if line.strip()][-FAILURE_LINES:]
+        if said:
+            LOG.info("the converter's last words before it failed:\n  " + "\n  ".join(said))
+        raise
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)

@@ -232,3 +232,31 @@ def test_verbose_shows_what_caused_an_error(tmp_path, monkeypatch):
     verbose = run_cli("-v", "targets", "show", "test/broken")
     one_line_error(verbose, "target profile test/broken is not valid TOML")
     assert "  caused by: TOMLDecodeError: " in verbose.output
+
+
+def test_a_failed_converter_s_own_output_is_kept_for_verbose():
+    import logging
+
+    from edgepack.formats.output import LOG, converter_output
+
+    class Kept(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.INFO)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    kept, level = Kept(), LOG.level
+    LOG.addHandler(kept)
+    LOG.setLevel(logging.INFO)  # -v: not -vv, which would let the converter print
+    try:
+        with pytest.raises(ValueError), converter_output():
+            print("step 1 ok")
+            print("unsupported op: aten::weird", file=sys.stderr)
+            raise ValueError("conversion failed")
+    finally:
+        LOG.removeHandler(kept)
+        LOG.setLevel(level)
+    (said,) = kept.lines
+    assert "unsupported op: aten::weird" in said and "step 1 ok" in said
