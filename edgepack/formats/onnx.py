@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
 import inspect
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,21 +90,27 @@ def _ranges_dir() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="edgepack-ranges-")  # removed when the process ends
 
 
-def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: dict) -> dict:
-    """quantize_static's calibration cache for this graph, these samples and this method:
-    the candidates of a search differ in what they keep float, not in the ranges, and
-    calibrating a 640x640 detector takes longer than quantizing it. {} with an onnxruntime
-    whose quantize_static takes no calibration_cache_path (older releases)."""
+def _calibration_key(prepared: Path, calibration: dict[str, np.ndarray], method: str) -> str:
+    """What a calibration's collected statistics depend on: the graph, the samples, the method."""
+    key = hashlib.sha256(prepared.read_bytes())
+    for name in sorted(calibration):
+        key.update(name.encode() + np.ascontiguousarray(calibration[name]).tobytes())
+    key.update(method.encode())
+    return key.hexdigest()
+
+
+def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: dict, key: str | None = None) -> dict:
+    """quantize_static's calibration cache for this graph, these samples and this method
+    at the recipe's percentile: the candidates of a search differ in what they keep
+    float, not in the ranges, and calibrating a 640x640 detector takes longer than
+    quantizing it. {} with an onnxruntime whose quantize_static takes no
+    calibration_cache_path (older releases)."""
     from onnxruntime.quantization import quantize_static
 
     if "calibration_cache_path" not in inspect.signature(quantize_static).parameters:
         return {}
-    key = hashlib.sha256(prepared.read_bytes())
-    for name in sorted(calibration):
-        key.update(name.encode() + np.ascontiguousarray(calibration[name]).tobytes())
-    key.update(f"{recipe['calibrate_method']} {recipe['percentile']}".encode())
-    return {"calibration_cache_path": str(Path(_ranges_dir().name) / f"{key.hexdigest()}.json")}
-
+    key = key or _calibration_key(prepared, calibration, recipe["calibrate_method"])
+    return {"calibration_cache_path": str(Path(_ranges_dir().name) / f"{key}-{recipe['percentile']}.json")}
 
 def _bias_corrected(fp32: Path, calibration) -> Path:
     """`fp32` with NNCF's bias correction folded into its float biases (written next to it).
@@ -169,6 +177,86 @@ class _Reader:
     def __iter__(self):  # qdq_loss_debug and nncf.Dataset iterate
         self.rewind()
         return iter(self.get_next, None)
+
+
+def _streamed_sqnr(fp32: Path, quantized: Path, reader: "_Reader", wanted: set[str]) -> dict[str, dict[str, float]]:
+    """qdq_loss_debug's float-vs-quantized SQNR ("xmodel_err") of the `wanted` activations,
+    summed sample by sample. qdq_loss_debug.collect_activations keeps every intermediate
+    tensor of every sample of both models until it compares them: 16 samples of a 640x640
+    detector took 13 GB. The squared norms add up over samples, so one sample at a time
+    gives the same figure (in float64) holding only one sample's wanted tensors."""
+    import onnxruntime
+    from onnxruntime.quantization import qdq_loss_debug
+    from onnxruntime.quantization.qdq_loss_debug import _TENSOR_SAVE_POSTFIX as SAVED
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL  # as collect_activations
+    with tempfile.TemporaryDirectory(prefix="edgepack-sensitivity-") as tmp:
+        sessions = []
+        for model, augmented in ((fp32, Path(tmp) / "float.onnx"), (quantized, Path(tmp) / "quant.onnx")):
+            qdq_loss_debug.modify_model_output_intermediate_tensors(str(model), str(augmented))
+            sessions.append(onnxruntime.InferenceSession(str(augmented), sess_options=options,
+                                                         providers=["CPUExecutionProvider"]))
+    saved = [{o.name[:-len(SAVED)] for o in s.get_outputs() if o.name.endswith(SAVED)} for s in sessions]
+    # qdq_loss_debug's own pairing (which quantized tensor holds an activation after its QDQ), on names.
+    matching = qdq_loss_debug.create_activation_matching({n: [n] for n in saved[1]}, {n: [n] for n in saved[0]})
+    pairs = {name: m["post_qdq"][0] for name, m in matching.items() if name in wanted and m.get("float")}
+    names = list(pairs)
+    signal, noise = np.zeros(len(names)), np.zeros(len(names))
+    for feed in reader:
+        floats = sessions[0].run([n + SAVED for n in names], feed)
+        quants = sessions[1].run([pairs[n] + SAVED for n in names], feed)
+        for i, (f, q) in enumerate(zip(floats, quants)):
+            f = f.astype(np.float64)
+            signal[i] += f @ f
+            f -= q
+            noise[i] += f @ f
+    eps = np.finfo("float").eps
+    return {n: {"xmodel_err": 20 * math.log10(max(math.sqrt(s), eps) / max(math.sqrt(d), eps))}
+            for n, s, d in zip(names, signal, noise)}
+
+
+# Histograms a percentile calibration collected, by graph, samples and method: the
+# percentile only reads them, so the search's percentile recipes share one collection.
+_HISTOGRAMS: dict[tuple, object] = {}
+
+
+@contextlib.contextmanager
+def _shared_histograms(key: str | None):
+    """While quantize_static runs: a histogram calibrator whose histograms for `key` were
+    collected before computes its ranges from those, collecting nothing (on a 640x640
+    detector 50 of a percentile recipe's 59 s are collection, 43 of them np.histogram);
+    one that collects keeps them for the next. None: as onnxruntime does."""
+    import importlib
+
+    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
+
+    create = ort_quantize.create_calibrator
+    made = []
+
+    def shared(*args, **kwargs):
+        calibrator = create(*args, **kwargs)
+        if key is None or not hasattr(calibrator, "collector") or not hasattr(calibrator, "percentile"):
+            return calibrator
+        kept = (key, calibrator.symmetric, calibrator.num_bins)
+        stored = _HISTOGRAMS.get(kept)
+        if stored is not None:
+            collector = copy.copy(stored)  # compute_percentile only reads histogram_dict
+            collector.percentile = calibrator.percentile
+            calibrator.collector = collector
+            calibrator.collect_data = lambda data_reader: None
+        else:
+            made.append((kept, calibrator))
+        return calibrator
+
+    ort_quantize.create_calibrator = shared
+    try:
+        yield
+    finally:
+        ort_quantize.create_calibrator = create
+    for kept, calibrator in made:  # only a finished collection (an exception skips this)
+        if calibrator.collector is not None:
+            _HISTOGRAMS[kept] = calibrator.collector
 
 
 def _calibration_stride(prepared: Path, samples: int) -> int | None:
@@ -238,7 +326,7 @@ class OnnxFormat(ExportFormat):
             raise BuildError(
                 f"torch.onnx.export failed: {root_cause(exc)} (rewrite that part of the model with "
                 "ops ONNX supports, or leave the format out with --formats)"
-            ) from None
+            ) from exc
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
 
@@ -273,7 +361,7 @@ class OnnxFormat(ExportFormat):
                                          reduce_range=recipe["reduce_range"], weight_type=types[recipe["weight_type"]],
                                          use_external_data_format=False)
                 except Exception as exc:
-                    raise BuildError(f"onnxruntime dynamic quantization failed: {root_cause(exc)}") from None
+                    raise BuildError(f"onnxruntime dynamic quantization failed: {root_cause(exc)}") from exc
             return {"tool": "onnxruntime.quantization.quantize_dynamic", **recipe,
                     "relies_on": list(target.settings("onnx").int8.relies_on)}
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -300,14 +388,16 @@ class OnnxFormat(ExportFormat):
                 stride = _calibration_stride(prepared, len(next(iter(calibration.values()))))
                 if stride:
                     kwargs["extra_options"] = {**kwargs["extra_options"], "CalibStridedMinMax": stride}
-                with converter_output():  # the histogram calibrators print progress
+                key = _calibration_key(prepared, calibration, recipe["calibrate_method"])
+                cache = _ranges_cache(prepared, calibration, recipe, key)
+                histograms = key if recipe["calibrate_method"] == "percentile" else None
+                with converter_output(), _shared_histograms(histograms):  # the histogram calibrators print progress
                     quantize_static(str(prepared), str(out), _Reader(calibration), nodes_to_exclude=excluded,
-                                    use_external_data_format=False, **kwargs,
-                                    **_ranges_cache(prepared, calibration, recipe))
+                                    use_external_data_format=False, **kwargs, **cache)
             except BuildError:
                 raise
             except Exception as exc:
-                raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from None
+                raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from exc
         return {"tool": "onnxruntime.quantization.quantize_static", **recipe,
                 "relies_on": list(target.settings("onnx").int8.relies_on)}
 
@@ -325,20 +415,14 @@ class OnnxFormat(ExportFormat):
         """Layers ranked by how much accuracy they lose on their own, most first: the drop in
         SQNR vs the float model between a layer's input and its output, measured with
         onnxruntime's qdq_loss_debug on calibration samples."""
-        from onnxruntime.quantization import qdq_loss_debug
-
-        with tempfile.TemporaryDirectory(prefix="edgepack-sensitivity-") as tmp:
-            float_aug, quant_aug = Path(tmp) / "float.onnx", Path(tmp) / "quant.onnx"
-            with converter_output():
-                qdq_loss_debug.modify_model_output_intermediate_tensors(str(fp32), str(float_aug))
-                qdq_loss_debug.modify_model_output_intermediate_tensors(str(quantized), str(quant_aug))
-                sample = {k: v[:SENSITIVITY_SAMPLES] for k, v in calibration.items()}
-                errors = qdq_loss_debug.compute_activation_error(qdq_loss_debug.create_activation_matching(
-                    qdq_loss_debug.collect_activations(str(quant_aug), _Reader(sample)),
-                    qdq_loss_debug.collect_activations(str(float_aug), _Reader(sample))))
         import onnx
 
-        graph = onnx.load(str(fp32)).graph
+        graph = onnx.load(str(fp32), load_external_data=False).graph
+        wanted = {name for node in graph.node if node.op_type in WEIGHTED_OPS or node.op_type in ACTIVATIONS
+                  for name in (*node.input, *node.output)}
+        sample = {k: v[:SENSITIVITY_SAMPLES] for k, v in calibration.items()}
+        with converter_output():
+            errors = _streamed_sqnr(fp32, quantized, _Reader(sample), wanted)
         consumers: dict[str, list] = {}
         for node in graph.node:
             for name in node.input:

@@ -10,6 +10,7 @@ whole-tensor figure mixes pixel-sized boxes with 0..1 scores and hides destroyed
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -145,22 +146,25 @@ def f1_score(found: Sequence[Detections], reference: Sequence[Detections]) -> tu
     return (1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)), tp, fp, fn
 
 
-def map50(found: Sequence[Detections], reference: Sequence[Detections]) -> float:
+def map50(found: Sequence[Detections], reference: Sequence[Detections],
+          hits: Optional[Sequence[np.ndarray]] = None) -> float:
     """Mean over the reference's classes of the average precision at IoU 0.5 (all-point
     interpolation, as COCO's and Ultralytics' AP), `reference` taken as ground truth.
-    No reference box anywhere: 1.0 when nothing was found either, else 0.0."""
+    No reference box anywhere: 1.0 when nothing was found either, else 0.0. `hits`: each
+    image's `match(found, reference)`, when the caller has them (a bootstrap resamples the
+    same images hundreds of times: matching them once is most of its cost)."""
     classes = sorted({int(c) for r in reference for c in r.classes})
     if not classes:
         return 1.0 if all(len(f) == 0 for f in found) else 0.0
-    scores, hits, labels = [], [], []
-    for f, r in zip(found, reference):
-        scores.append(f.scores)
-        hits.append(match(f, r))
-        labels.append(f.classes)
-    scores, hits, labels = np.concatenate(scores), np.concatenate(hits), np.concatenate(labels)
+    if hits is None:
+        hits = [match(f, r) for f, r in zip(found, reference)]
+    scores = np.concatenate([f.scores for f in found])
+    hits = np.concatenate(hits)
+    labels = np.concatenate([f.classes for f in found])
+    truths = collections.Counter(int(c) for r in reference for c in r.classes)
     aps = []
     for c in classes:
-        truth = sum(int(np.sum(r.classes == c)) for r in reference)
+        truth = truths[c]
         mine = labels == c
         order = np.argsort(-scores[mine], kind="stable")
         tp = np.cumsum(hits[mine][order])

@@ -110,7 +110,9 @@ def _detect(out: np.ndarray, ref: np.ndarray, floors: Floors, settings: Detectio
     trials = np.array([len(f) + len(r) for f, r in zip(found, reference)], np.float64)  # 2TP + FP + FN
     index = group_index(groups, n)
     low, high = ratio_interval(np.bincount(index, weights=2 * tp), np.bincount(index, weights=trials))
-    mean_ap = lambda pick: map50([ranked[i] for i in pick], [reference[i] for i in pick])  # noqa: E731
+    hits = [match(f, r) for f, r in zip(ranked, reference)]  # once: the bootstrap below resamples these images
+    mean_ap = lambda pick: map50([ranked[i] for i in pick], [reference[i] for i in pick],  # noqa: E731
+                                 [hits[i] for i in pick])
     units = _units(groups, n)
     return (
         TaskMetric("f1", f1_score(found, reference)[0], low, high, samples=n, floor=floor_of("detect", "f1", floors),
