@@ -332,9 +332,10 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
     pre = result.get("preprocess")
     if pre:
         steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())
+        by = f"; resize by {plain(pre['resize'])}" if "resize" in pre else ""  # bench schema 1.4
         shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
         console.print(f"preprocess {plain(pre['input'])} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
-                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms), single-threaded, per call; "
+                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call; "
                       "add it to the p50 above for the whole call", highlight=False)
     post = result.get("postprocess")
     if post:
