@@ -33,8 +33,9 @@ from .subprocesses import run_checked
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
 # "MAJOR.MINOR" (versions.py). 1.1: results[].sizes (bench --size). 1.2: preprocess.
-# 1.3: postprocess (a detector's decode + NMS).
-BENCH_SCHEMA_VERSION = "1.3"
+# 1.3: postprocess (a detector's decode + NMS). 1.4: preprocess.resize (a letterbox's
+# implementation: OpenCV or numpy, same pixels, different speed).
+BENCH_SCHEMA_VERSION = "1.4"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
 # Runs in the fresh process: the clock starts before edgepack_runtime is imported.
@@ -87,9 +88,11 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
                              f"{kind + 's' if kind else 'tensors only'}")
     if pre is None:
         return None
+    from .letterbox import resize_backend
     from .preprocess import pipeline
 
     steps = pipeline(bundle)
+    implementation: dict = {}  # what ran where two implementations make the same tensors
     if pre.image is not None:
         if image is not None:
             try:
@@ -99,6 +102,8 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
         else:
             sample, what = _sample_jpeg(), f"synthetic {SAMPLE_IMAGE_SIZE[0]}x{SAMPLE_IMAGE_SIZE[1]} JPEG"
         stages = {"decode": steps.decode, "resize_crop": steps.geometry, "to_tensor": steps.to_tensor}
+        if pre.image.letterbox:
+            implementation["resize"] = resize_backend()
     else:
         stages, sample = {"tokenize": steps}, text if text is not None else SAMPLE_TEXT
         what = f"{len(sample)}-character text"
@@ -117,7 +122,7 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
         shapes = ({k: list(v.shape) for k, v in value.items()} if isinstance(value, dict)
                   else {pre.image.input: list(value.shape)})
         return {"input": what, "tensors": shapes, "runs": len(totals), "latency_ms": latency_summary(totals),
-                "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}}
+                "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}, **implementation}
 
     value = sample  # one pass now: a sample the pipeline cannot take fails here, before the workers
     for stage in stages.values():

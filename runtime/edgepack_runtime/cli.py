@@ -9,7 +9,6 @@ from typing import NoReturn, Sequence
 
 import click
 import numpy as np
-from rich.table import Table
 
 from .bundle import open_bundle
 from .dims import size_label
@@ -19,6 +18,7 @@ from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
 from .model import choose_artifact, default_reason, load
 from .report import artifacts_table, make_console, one_line, plain
+from .textui import HAVE_RICH, Table
 
 console = make_console()
 
@@ -306,12 +306,12 @@ def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
 def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, image, text,
           output):
     """Measure latency per artifact x threads (x size), each in a fresh process (docs/bench-format.md)."""
-    from rich.progress import Progress
-
     settings = BenchSettings(warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
                              min_seconds=min_seconds, inputs=inputs)
     sizes = _sizes(size_texts)
-    if console.is_terminal:
+    if console.is_terminal and HAVE_RICH:  # without rich: no progress bar, the same result
+        from rich.progress import Progress
+
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("benchmarking", total=None)
             result = run_bench(bundle, artifact, threads, settings,
@@ -332,9 +332,10 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
     pre = result.get("preprocess")
     if pre:
         steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())
+        by = f"; resize by {plain(pre['resize'])}" if "resize" in pre else ""  # bench schema 1.4
         shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
         console.print(f"preprocess {plain(pre['input'])} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
-                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms), single-threaded, per call; "
+                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call; "
                       "add it to the p50 above for the whole call", highlight=False)
     post = result.get("postprocess")
     if post:

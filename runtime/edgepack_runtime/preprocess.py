@@ -191,7 +191,9 @@ class ImagePipeline:
         tensor = np.empty((1, channels, height, width) if nchw else (1, height, width, channels), self._table.dtype)
         for c in range(channels):
             source = channels - 1 - c if self.steps.channels == "bgr" else c
-            np.take(self._table[c], pixels[..., source], out=tensor[0, c] if nchw else tensor[0, ..., c])
+            # mode="clip" never clips (a uint8 indexes 256 levels) but lets np.take write
+            # straight into `out`: the default mode buffers it, 1.5x slower.
+            np.take(self._table[c], pixels[..., source], out=tensor[0, c] if nchw else tensor[0, ..., c], mode="clip")
         if not self.spec.fits(tensor.shape):
             raise InputError(f"the declared preprocessing makes {list(tensor.shape)}, but input {self.spec.name!r} is "
                              f"{self.spec.describe().split(':')[1]}; rebuild the bundle with matching resize/crop")

@@ -5,11 +5,8 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from .manifest import Artifact, Manifest
+from .textui import Console, Table, escape
 
 __all__ = ["artifacts_table", "format_size", "make_console", "one_line", "plain"]
 

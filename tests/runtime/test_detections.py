@@ -180,3 +180,15 @@ def test_bench_measures_decode_and_nms_on_the_golden_outputs(detector_bundle, di
     assert figures["runs"] >= 10 and figures["detections_mean"] > 0  # real detections in the golden outputs
     assert set(figures["steps_p50_ms"]) == {"decode", "nms"} and figures["latency_ms"]["p50"] > 0
     assert postprocess_cost(edgepack_runtime.bundle.open_bundle(digits_raw_bundle)) is None
+
+
+def test_bench_names_the_letterbox_resize_that_ran(detector_bundle, digits_raw_bundle, monkeypatch):
+    """Two implementations make the same letterbox at different speeds: the record says which."""
+    from edgepack_runtime import letterbox as letterbox_module
+    from edgepack_runtime.bench import preprocess_cost
+
+    bundle = edgepack_runtime.bundle.open_bundle(detector_bundle)
+    assert preprocess_cost(bundle, seconds=0.01)()["resize"].startswith("opencv ")  # the dev extra installs it
+    monkeypatch.setattr(letterbox_module, "_opencv", lambda: None)
+    assert preprocess_cost(bundle, seconds=0.01)()["resize"] == "numpy"
+    assert "resize" not in preprocess_cost(edgepack_runtime.bundle.open_bundle(digits_raw_bundle), seconds=0.01)()

@@ -1,6 +1,7 @@
 """Ultralytics-exact letterbox (schema 2.3): `resize_linear` against OpenCV itself, the
-ImagePipeline's letterbox tensor against Ultralytics' own LetterBox on the same PNG files,
-and the Geometry that maps detections back to the original image."""
+ImagePipeline's letterbox tensor against Ultralytics' own LetterBox on the same PNG files
+(through OpenCV when it is importable and through numpy when it is not), and the
+Geometry that maps detections back to the original image."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import cv2  # the dev extra's opencv-python-headless: the reference, never a run
 import numpy as np
 import pytest
 
-from edgepack_runtime.letterbox import Geometry, letterbox, resize_linear
+from edgepack_runtime import letterbox as letterbox_module
+from edgepack_runtime.errors import InputError
+from edgepack_runtime.letterbox import Geometry, letterbox, resize, resize_backend, resize_linear
 from edgepack_runtime.manifest import ImageSteps, TensorSpec
 from edgepack_runtime.preprocess import ImagePipeline
 
@@ -89,10 +92,18 @@ def _photos(tmp_path: Path) -> list[Path]:
     shrunk = Image.fromarray(skimage.data.astronaut()).resize((997, 661), Image.Resampling.BICUBIC)  # x 0.642
     shrunk.save(tmp_path / "shrunk.png")
     Image.fromarray(skimage.data.astronaut()).resize((640, 480)).save(tmp_path / "kept.png")  # fits: no resize
+    odd = {"one_pixel": Image.fromarray(skimage.data.chelsea()[100:101, 200:201]),
+           "huge": Image.fromarray(skimage.data.coffee()).resize((4000, 3000), Image.Resampling.BICUBIC),
+           "camera": Image.fromarray(skimage.data.coffee()).resize((960, 720), Image.Resampling.BICUBIC),
+           "odd_width": Image.fromarray(skimage.data.rocket()[:479, :641]),
+           "grey": Image.fromarray(skimage.data.camera()[:333, :497]),
+           "palette": Image.fromarray(skimage.data.astronaut()[:301, :451]).convert("P", palette=Image.Palette.ADAPTIVE)}
+    for name, image in odd.items():
+        image.save(tmp_path / f"{name}.png", compress_level=1)  # the 12 MP one: fast to write
     rgba = Image.fromarray(skimage.data.chelsea()[:299, :450]).convert("RGBA")  # both readers drop the alpha
     rgba.putalpha(Image.fromarray((np.arange(299 * 450) % 251).reshape(299, 450).astype(np.uint8)))
     rgba.save(tmp_path / "rgba.png")
-    return [*paths, *(tmp_path / f"{name}.png" for name in ("big", "exact", "shrunk", "kept", "rgba"))]
+    return [*paths, *(tmp_path / f"{name}.png" for name in ("big", "exact", "shrunk", "kept", "rgba", *odd))]
 
 
 ULTRALYTICS_SCRIPT = textwrap.dedent("""
@@ -130,18 +141,78 @@ def _letterbox_pipeline() -> ImagePipeline:
     return ImagePipeline(steps, TensorSpec("images", (1, 3, INPUT_H, INPUT_W), "float32"))
 
 
-def test_letterbox_tensor_equals_ultralytics(tmp_path):
+@pytest.fixture(params=["opencv", "numpy"])
+def resize_with(request, monkeypatch):
+    """Each letterbox test runs through OpenCV (installed here) and through the numpy
+    re-implementation a device without OpenCV runs."""
+    if request.param == "numpy":
+        monkeypatch.setattr(letterbox_module, "_opencv", lambda: None)
+    assert resize_backend().split()[0] == request.param
+    return request.param
+
+
+def test_letterbox_tensor_equals_ultralytics(tmp_path, resize_with):
     paths = _photos(tmp_path)
     expected = _ultralytics_tensors(paths, tmp_path)
     pipeline = _letterbox_pipeline()
     for path, reference in zip(paths, expected):
         tensor, geometry = pipeline.prepare(path)
         assert tensor.shape == reference.shape == (1, 3, INPUT_H, INPUT_W)
-        assert np.abs(tensor - reference).max() <= 1e-6, path.name
+        assert np.array_equal(tensor, reference), path.name  # max |diff| 0
         assert np.array_equal(pipeline(path), tensor)  # __call__ is prepare's tensor
     # A camera frame in OpenCV's order letterboxes the same as its file.
     frame = cv2.imread(str(paths[1]))
     assert np.array_equal(pipeline(frame, channels="bgr"), pipeline(paths[1]))
+
+
+ODD_SIZES = [(1, 1), (1, 5000), (5000, 1), (3000, 4000), (720, 960), (479, 641), (7, 3), (2, 1281)]
+
+
+@pytest.mark.parametrize("channels", [0, 1, 2, 3, 4])
+def test_resize_through_opencv_equals_numpy_on_odd_sizes(channels, monkeypatch):
+    """`resize` (OpenCV here) and `resize_linear` (numpy) agree pixel for pixel, keep the
+    input's rank, and `resize` takes the numpy path when OpenCV cannot be imported."""
+    rng = np.random.default_rng(channels)
+    for height, width in ODD_SIZES:
+        image = _random_image(rng, height, width, channels)
+        for out_w, out_h in [(640, 480), (1, 1), (width + 1, 3), (max(1, width // 7), max(1, height // 5))]:
+            numpy_pixels = resize_linear(image, out_w, out_h)
+            assert numpy_pixels.shape == (out_h, out_w) + image.shape[2:]
+            assert np.array_equal(resize(image, out_w, out_h), numpy_pixels), (image.shape, out_w, out_h)
+    monkeypatch.setattr(letterbox_module, "_opencv", lambda: None)
+    assert resize_backend() == "numpy"
+    assert np.array_equal(resize(image, 33, 17), resize_linear(image, 33, 17))
+
+
+def test_resize_plans_are_computed_once_per_size():
+    letterbox_module._plan.cache_clear()
+    image = np.random.default_rng(1).integers(0, 256, (301, 451, 3), dtype=np.uint8)
+    first = resize_linear(image, 640, 427)
+    assert np.array_equal(resize_linear(image.copy(), 640, 427), first)
+    info = letterbox_module._plan.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+    plan = letterbox_module._plan(451, 301, 640, 427, 3)
+    assert not plan.left.flags.writeable and not plan.strips[0].top.flags.writeable  # shared across threads
+
+
+@pytest.mark.parametrize("height, width", ODD_SIZES)
+def test_letterbox_on_odd_sizes(height, width, resize_with):
+    """Grey and colour images at odd sizes letterbox as Ultralytics does (cv2.resize, then
+    cv2.copyMakeBorder with 114); one that would keep no pixel on a side is refused."""
+    rng = np.random.default_rng(height * width)
+    for channels in (0, 3):
+        image = _random_image(rng, height, width, channels)
+        if min(height, width) * INPUT_W / max(height, width) < 0.5:  # round() to 0 pixels: cv2.resize fails
+            with pytest.raises(InputError, match="keeps no pixel"):
+                letterbox(image, INPUT_H, INPUT_W)
+            continue
+        out, geometry = letterbox(image, INPUT_H, INPUT_W)
+        new_w, new_h = round(width * geometry.scale_x), round(height * geometry.scale_y)
+        expected = image if (new_w, new_h) == (width, height) else cv2.resize(image, (new_w, new_h))
+        bottom, right = INPUT_H - new_h - geometry.pad_top, INPUT_W - new_w - geometry.pad_left
+        expected = cv2.copyMakeBorder(expected, geometry.pad_top, bottom, geometry.pad_left, right,
+                                      cv2.BORDER_CONSTANT, value=(114, 114, 114))
+        assert np.array_equal(out, expected), (height, width, channels)
 
 
 def test_letterbox_arithmetic_and_borders():
