@@ -6,8 +6,9 @@ lists is quantized and run on the judged samples. Candidates are ranked by a con
 error of what the user sees (closeness.py), not only by a count near the floor. When no
 candidate clears its floors with margin (the low end of its interval), the search explores
 float islands: the most sensitive layers of the most faithful recipe, a few more at each
-step, then a growing share of the first layers (formats/tail.py); each walk stops at a
-step that holds with margin, or when a step lowers the error no further. Then the choice
+step (the walk stops at a step that holds with margin, or when a step lowers the error no
+further), then the first layers (formats/tail.py): the largest share first, then the
+smallest share within budget by bisection. Then the choice
 rule (`_choose`), by `--prefer`:
 
 - `balanced` (default): the fastest candidate whose error is within one standard error
@@ -297,6 +298,29 @@ def _walk(steps, attempt, previous: Candidate) -> None:
         previous = best
 
 
+def _bisect_prefix(bases: list[Candidate], attempt) -> None:
+    """The first layers in float: each base with the largest share first. Where that is not
+    within budget, a smaller share will not be either (float only takes error away), so the
+    walk ends there. Else, from the base that came closest, bisect PREFIX_SHARES for the
+    smallest share within budget (more float is only slower): 2 + 2 candidates for 5
+    shares, where walking them one by one from both bases tried up to 10 (issue 28)."""
+    largest = [(base, attempt({**base.recipe, "float_prefix": PREFIX_SHARES[-1]})) for base in bases]
+    largest = [(base, c) for base, c in largest if c is not None]
+    if not largest:
+        return
+    base, closest = min(largest, key=lambda pair: pair[1].error())
+    if not closest.within():
+        return
+    low, high = 0, len(PREFIX_SHARES) - 1  # PREFIX_SHARES[high] is within budget
+    while low < high:
+        middle = (low + high) // 2
+        candidate = attempt({**base.recipe, "float_prefix": PREFIX_SHARES[middle]})
+        if candidate is not None and candidate.within():
+            high = middle
+        else:
+            low = middle + 1
+
+
 def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tuple[Candidate, list[dict]]:
     """Quantize `fp32` to `precision` with each recipe (and float islands if needed); leave
     the chosen candidate at `out`, its crossed-over figures as its `confirmation`. Returns
@@ -339,9 +363,7 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
     if explore and not any(c.holds_with_margin for c in tried):
         # The preset, and the recipe that came closest with the whole graph quantized: the
         # best one for the early layers need not be the best once they are float.
-        bases = list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error()))}.values())
-        _walk(([{**c.recipe, "float_prefix": share} for c in bases] for share in PREFIX_SHARES), attempt,
-              min(bases, key=lambda c: c.error()))
+        _bisect_prefix(list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error()))}.values()), attempt)
     try:
         _time(tried, fmt, fp32, ctx)
         chosen = _choose(tried, ALL, ctx.prefer)
