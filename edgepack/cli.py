@@ -13,8 +13,8 @@ import click
 from rich.table import Table
 
 from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
-from edgepack_runtime.report import artifacts_table, make_console, plain
 from edgepack_runtime.manifest import TaskMetric
+from edgepack_runtime.report import artifacts_table, make_console, plain
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
 from .errors import BuildFailed, UsageError

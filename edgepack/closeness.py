@@ -70,7 +70,7 @@ def _detect(out: np.ndarray, ref: np.ndarray, settings: DetectionSettings) -> np
     threshold = settings.score_threshold
     errors = []
     for o, r in zip(out.reshape(len(out), out.shape[-2], out.shape[-1]).astype(np.float64),
-                    ref.reshape(len(ref), ref.shape[-2], ref.shape[-1]).astype(np.float64)):
+                    ref.reshape(len(ref), ref.shape[-2], ref.shape[-1]).astype(np.float64), strict=True):
         ref_best, out_best = r[BOX_ROWS:].max(axis=0), o[BOX_ROWS:].max(axis=0)
         near = (ref_best >= threshold * NEAR_THRESHOLD) | (out_best >= threshold * NEAR_THRESHOLD)
         score = (np.abs(o[BOX_ROWS:, near] - r[BOX_ROWS:, near]).max(axis=0) / threshold).mean() if near.any() else 0.0

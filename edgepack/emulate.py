@@ -37,9 +37,9 @@ import edgepack_runtime
 from edgepack_runtime.bundle import open_bundle
 from edgepack_runtime.errors import last_line
 from edgepack_runtime.files import user_dir
+from edgepack_runtime.parity import max_abs_diff, run_samples
 from edgepack_runtime.precision import is_integer
 from edgepack_runtime.subprocesses import run_checked
-from edgepack_runtime.parity import max_abs_diff, run_samples
 
 from .budget import measure
 from .errors import EmulationError

@@ -19,36 +19,52 @@ from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence, 
 import numpy as np
 
 import edgepack_runtime
-from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.bundle import GOLDEN_ARTIFACT_PREFIX, GOLDEN_INPUT_PREFIX, GOLDEN_OUTPUT_PREFIX, sha256_file
+from edgepack_runtime.drift import reference_stats
 from edgepack_runtime.hostinfo import HostInfo, host_info
-from edgepack_runtime.manifest import (MANIFEST_NAME, SCHEMA_VERSION, Accuracy, Artifact, FileRef, Golden, Latency,
-                                      Manifest, Validation)
+from edgepack_runtime.intervals import groups_to_promise
+from edgepack_runtime.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    Accuracy,
+    Artifact,
+    FileRef,
+    Golden,
+    Latency,
+    Manifest,
+    Validation,
+)
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import BASE, is_calibrated
 from edgepack_runtime.signature import sign_bundle
-from edgepack_runtime.intervals import groups_to_promise
 from edgepack_runtime.task_fidelity import headline
 from edgepack_runtime.typed import from_data
 
 from . import __version__
-from .bundle_writer import BundleStaging
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
-from .request import BuildRequest, InputsRequest
-from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapped
+from .bundle_writer import BundleStaging
 from .closeness import clearly_closer
-from .holdout import ALL, CONFIRMATION, HALVES
+from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapped
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
+from .holdout import ALL, CONFIRMATION, HALVES
 from .macs import count_macs
-from .raw_io import declare, image_steps
-from .task import infer_task
 from .model_source import load_model
+from .raw_io import declare, image_steps
+from .request import BuildRequest, InputsRequest
 from .samples import golden_inputs, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
 from .shared_work import SharedWork, bundle_folder
 from .targets import TargetProfile, load_target
-from .validate import (Evaluation, References, clearly_faster, compare_latency, open_artifact,
-                       torch_references, validate_artifact)
+from .task import infer_task
+from .validate import (
+    Evaluation,
+    References,
+    clearly_faster,
+    compare_latency,
+    open_artifact,
+    torch_references,
+    validate_artifact,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -572,10 +588,10 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
     default never picks it), the user decides."""
     built = [a for a in artifacts if a.status == "ok"]
     sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
-    timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host)))
+    timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host), strict=True))
     declared = {s.name: np.dtype(s.dtype) for s in refs.inputs}
     narrowed = {a.name: {n: str(d) for n, d in s.native_dtypes().items() if d.kind in "iu"
-                         and declared[n].kind in "iu" and d != declared[n]} or None for a, s in zip(built, sessions)}
+                         and declared[n].kind in "iu" and d != declared[n]} or None for a, s in zip(built, sessions, strict=True)}
     del sessions
     timed = []
     for art in artifacts:

@@ -12,8 +12,16 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from edgepack_runtime.manifest import (DetectionSettings, FileRef, ImageSteps, Postprocessing, Preprocessing,
-                                       TensorSpec, TextSteps, image_steps_problem)
+from edgepack_runtime.manifest import (
+    DetectionSettings,
+    FileRef,
+    ImageSteps,
+    Postprocessing,
+    Preprocessing,
+    TensorSpec,
+    TextSteps,
+    image_steps_problem,
+)
 from edgepack_runtime.typed import Problem, did_you_mean, from_data
 
 from .errors import ModelSourceError

@@ -48,8 +48,7 @@ from .errors import BuildError, mapped
 from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
 from .holdout import ALL, CONFIRMATION, HALVES
-from .validate import (References, build_host, check_parity, clearly_faster, compare_latency, measure_on,
-                       open_artifact)
+from .validate import References, build_host, check_parity, clearly_faster, compare_latency, measure_on, open_artifact
 
 __all__ = ["Candidate", "SearchContext", "search"]
 
@@ -240,7 +239,7 @@ def _time(candidates: list[Candidate], fmt, fp32: Path, ctx: SearchContext) -> N
     if mixed:  # mixed precision has to beat the float model it falls back to
         sessions.append(open_artifact(fmt.name, fp32, fmt.layout(ctx.profile), ctx.profile, ctx.refs))
     timings = compare_latency(sessions, ctx.refs, ctx.host) if sessions else []
-    for c, latency in zip(timed, timings):
+    for c, latency in zip(timed, timings, strict=False):
         c.latency = latency
     for c in mixed:
         c.slower_than_float = not clearly_faster(c.latency, timings[-1])

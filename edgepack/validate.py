@@ -22,9 +22,16 @@ from edgepack_runtime.dims import resize, size_label
 from edgepack_runtime.errors import first_line
 from edgepack_runtime.hostinfo import HostInfo
 from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec, Validation
+from edgepack_runtime.parity import (
+    fidelity,
+    max_abs_diff,
+    parity_passes,
+    parity_samples,
+    run_samples,
+    split_samples,
+    top1_accuracy,
+)
 from edgepack_runtime.precision import precision as precision_of
-from edgepack_runtime.parity import (fidelity, max_abs_diff, parity_passes, parity_samples, run_samples,
-                                     split_samples, top1_accuracy)
 from edgepack_runtime.stats import latency_summary, time_calls
 from edgepack_runtime.task_fidelity import comparable
 
@@ -121,7 +128,7 @@ def _output_dims(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], sw
         dims: dict[int, str] = {}
         for sweep in sweeps:
             (name, value), = sweep.sizes.items()
-            for axis, (before, after) in enumerate(zip(spec.shape, sweep.outputs[spec.name].shape[1:])):
+            for axis, (before, after) in enumerate(zip(spec.shape, sweep.outputs[spec.name].shape[1:], strict=True)):
                 if after == value and before != after:
                     dims.setdefault(axis, name)
         found.append(dataclasses.replace(spec, dynamic=tuple(
@@ -230,19 +237,19 @@ def compare_latency(sessions: Sequence[Session], refs: References, host: HostInf
     feeds = split_samples(refs.golden_inputs)
     rounds: list[list[float]] = [[] for _ in sessions]
     for round_number in range(LATENCY_ROUNDS):
-        for timings, session in zip(rounds, sessions):
+        for timings, session in zip(rounds, sessions, strict=True):
             warmup = 3 if round_number == 0 else 1  # caches are warm after the first round
             timings.append(latency_summary(time_calls(session.run, feeds, LATENCY_TRIAL_S / LATENCY_ROUNDS,
                                                       warmup=warmup))["p50"])
     return [{"p50_ms": round(float(np.median(r)), 4), "threads": s.threads, "host": f"{host.arch}, {host.cpu}",
-             "rounds_ms": [round(t, 4) for t in r]} for s, r in zip(sessions, rounds)]
+             "rounds_ms": [round(t, 4) for t in r]} for s, r in zip(sessions, rounds, strict=True)]
 
 
 def clearly_faster(a: dict, b: dict) -> bool:
     """Whether latency `a` beats `b` (both from one compare_latency) beyond its noise: a
     median lower by more than SPEED_TIE, won in all but at most one round. Recipes that
     differ only in their ranges build the same graph; a lucky trial must not rank them."""
-    wins = sum(x < y for x, y in zip(a["rounds_ms"], b["rounds_ms"]))
+    wins = sum(x < y for x, y in zip(a["rounds_ms"], b["rounds_ms"], strict=True))
     return a["p50_ms"] * (1 + SPEED_TIE) < b["p50_ms"] and wins >= len(a["rounds_ms"]) - 1
 
 

@@ -184,7 +184,7 @@ def artifact_files(fmt: ExportFormat, path: Path) -> list[Path]:
 
 def move_artifact(fmt: ExportFormat, source: Path, dest: Path) -> None:
     """Rename an artifact, companions included (each keeps its name relative to the main file)."""
-    for src, dst in zip(artifact_files(fmt, source), artifact_files(fmt, dest)):
+    for src, dst in zip(artifact_files(fmt, source), artifact_files(fmt, dest), strict=True):
         src.replace(dst)
 
 

@@ -206,14 +206,14 @@ def _streamed_sqnr(fp32: Path, quantized: Path, reader: "_Reader", wanted: set[s
     for feed in reader:
         floats = sessions[0].run([n + SAVED for n in names], feed)
         quants = sessions[1].run([pairs[n] + SAVED for n in names], feed)
-        for i, (f, q) in enumerate(zip(floats, quants)):
+        for i, (f, q) in enumerate(zip(floats, quants, strict=True)):
             f = f.astype(np.float64)
             signal[i] += f @ f
             f -= q
             noise[i] += f @ f
     eps = np.finfo("float").eps
     return {n: {"xmodel_err": 20 * math.log10(max(math.sqrt(s), eps) / max(math.sqrt(d), eps))}
-            for n, s, d in zip(names, signal, noise)}
+            for n, s, d in zip(names, signal, noise, strict=True)}
 
 
 # Histograms a percentile calibration collected, by graph, samples and method: the
@@ -346,8 +346,13 @@ class OnnxFormat(ExportFormat):
 
     def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str, calibration,
                  recipe: dict) -> dict:
-        from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType, quantize_dynamic,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_dynamic,
+            quantize_static,
+        )
 
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
         if precision == "dynamic-int8":

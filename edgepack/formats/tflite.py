@@ -292,7 +292,7 @@ class TfliteFormat(ExportFormat):
 
         return "SOFTMAX" in names and any(
             name == "BATCH_MATMUL" and not any(constant(i) for i in op.inputs if i >= 0)
-            for name, op in zip(names, graph.operators))
+            for name, op in zip(names, graph.operators, strict=True))
 
     @staticmethod
     def _float_ops(fp32: Path, recipe: dict) -> list[str]:
@@ -304,7 +304,7 @@ class TfliteFormat(ExportFormat):
         name = lambda i: tfl.get_tensor_name(graph.tensors[i])  # noqa: E731
         ops = [(op.outputs[0] if len(op.outputs) else -1, [name(i) for i in op.inputs if i >= 0],
                 [name(i) for i in op.outputs], op_name in WEIGHTED_OPS)
-               for op_name, op in zip(names, graph.operators)]
+               for op_name, op in zip(names, graph.operators, strict=True)]
         return [name(i) for i in float_ops(ops, recipe) if i >= 0]
 
     @staticmethod

@@ -105,7 +105,7 @@ def main() -> None:
         print(line(f"ultralytics predict rect={rect}", theirs, reference, theirs) + "  (mAP over its conf≥0.25 boxes)")
         if fp32 is not None:
             f1, tp, fp, fn = f1_score(fp32[1], theirs)
-            pairs = [_max_box_shift(a, b) for a, b in zip(fp32[1], theirs)]
+            pairs = [_max_box_shift(a, b) for a, b in zip(fp32[1], theirs, strict=False)]
             print(f"  {fp32[0]} vs ultralytics rect={rect}: F1 {f1:.4f} (tp {tp}, fp {fp}, fn {fn}); "
                   f"largest box-corner shift among matched boxes {max(pairs, default=0.0):.3f} px")
 

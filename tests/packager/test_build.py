@@ -98,8 +98,9 @@ def test_arm_bundle_validated_on_x86_is_marked_indicative(build_digits):
         assert art.validation.host_matches_target is False
         assert art.validation.host["arch"] == "x86_64"
         assert art.accuracy.indicative is True
-    from edgepack_runtime.report import artifacts_table
     from rich.console import Console
+
+    from edgepack_runtime.report import artifacts_table
 
     console = Console(width=200, record=True)
     console.print(artifacts_table(result.manifest))

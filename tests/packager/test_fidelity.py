@@ -10,9 +10,9 @@ import torch
 
 import edgepack
 import edgepack_runtime
+from edgepack.budget import Budget, measure
 from edgepack.pipeline import BuildFailed
 from edgepack.targets import load_target
-from edgepack.budget import Budget, measure
 from edgepack.validate import SPEED_TIE, clearly_faster, torch_references, validate_artifact
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import TensorSpec

@@ -23,7 +23,7 @@ def two_pis(digits_data, tmp_path_factory):
 def test_each_target_gets_its_own_bundle_in_the_folder(two_pis):
     out, results = two_pis
     assert [r.path for r in results] == [out / "raspberry-pi-5", out / "raspberry-pi-4b"]
-    for result, target in zip(results, ("raspberry-pi/5", "raspberry-pi/4b")):
+    for result, target in zip(results, ("raspberry-pi/5", "raspberry-pi/4b"), strict=True):
         bundle = open_bundle(result.path)
         bundle.verify_integrity()
         assert bundle.manifest.target["id"] == target and bundle.manifest.name == "digits"
