@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-
 from .bundle import Bundle
 from .device import device_key
 from .files import atomic_write, user_dir

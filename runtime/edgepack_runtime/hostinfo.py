@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import Optional
 from pathlib import Path
+from typing import Optional
 
 __all__ = ["HostInfo", "host_info", "normalize_arch", "int8_kernel_family", "INT8_KERNEL_FAMILIES"]
 

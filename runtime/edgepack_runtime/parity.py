@@ -14,11 +14,10 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from .errors import OutputShapeError
 from .hostinfo import host_info, int8_kernel_family
 from .precision import is_calibrated, is_integer
 from .task_fidelity import comparable
-
-from .errors import OutputShapeError
 
 __all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
            "self_test", "parity_samples", "parity_passes", "SAME_KERNELS", "OTHER_KERNELS"]

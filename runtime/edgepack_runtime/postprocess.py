@@ -4,9 +4,9 @@ to the original image)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import numpy as np

@@ -77,7 +77,7 @@ def summary(path: Path, since: Optional[str] = None) -> dict:
     since_s = parse_since(since)
     with _database(path) as conn:
         groups: dict[tuple, dict] = {}
-        for minute, bundle, artifact, outcome, count, _total, histogram in _rows(conn, since_s):
+        for _minute, bundle, artifact, outcome, count, _total, histogram in _rows(conn, since_s):
             g = groups.setdefault((bundle, artifact), {"count": 0, "errors": {}, "histogram": None})
             g["count"] += count
             if outcome == "ok":

@@ -155,7 +155,7 @@ def test_letterbox_tensor_equals_ultralytics(tmp_path, resize_with):
     paths = _photos(tmp_path)
     expected = _ultralytics_tensors(paths, tmp_path)
     pipeline = _letterbox_pipeline()
-    for path, reference in zip(paths, expected):
+    for path, reference in zip(paths, expected, strict=True):
         tensor, geometry = pipeline.prepare(path)
         assert tensor.shape == reference.shape == (1, 3, INPUT_H, INPUT_W)
         assert np.array_equal(tensor, reference), path.name  # max |diff| 0

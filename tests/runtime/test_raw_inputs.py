@@ -29,11 +29,11 @@ def test_predict_reads_digit_photos_as_the_model_was_trained(digits_raw_bundle, 
     with edgepack_runtime.load(digits_raw_bundle) as model:
         assert model.raw_input_kind() == "image"
         # The declared preprocessing turns each PNG back into the exact training tensor.
-        for png, tensor in zip(files, tensors):
+        for png, tensor in zip(files, tensors, strict=True):
             assert np.abs(model.preprocess(png)["image"] - tensor[None]).max() <= 1e-6
         predictions = [model.predict(png, top_k=3) for png in files]
     top1 = [p.top[0][0] for p in predictions]
-    accuracy = np.mean([label == DIGIT_LABELS[y] for label, y in zip(top1, labels)])
+    accuracy = np.mean([label == DIGIT_LABELS[y] for label, y in zip(top1, labels, strict=True)])
     assert accuracy >= 0.9, accuracy
     for p in predictions:
         scores = [score for _, score in p.top]
@@ -145,7 +145,7 @@ def test_the_server_answers_image_uploads_and_refuses_bombs(digits_raw_bundle, d
     files, _, labels = digit_pngs(digits_data, 20)
     server = Server(digits_raw_bundle, tmp_path)
     try:
-        for png, label in zip(files, labels):
+        for png, _label in zip(files, labels, strict=True):
             status, body, _ = server.request("POST", "/v1/predict", png, {"content-type": "image/png"})
             assert status == 200, body
             answer = json.loads(body)
