@@ -518,7 +518,8 @@ def _check_ranges(obj: Any, where: str) -> None:
         if problem is not None:
             raise _damaged(where, f"is wrong: {problem}")
     elif isinstance(obj, Postprocessing):
-        if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1 or (obj.kind == "detections") != (obj.detection is not None):
+        if (obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1
+                or (obj.kind == "detections") != (obj.detection is not None)):
             raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS}, top_k ≥ 1, and detection settings "
                                   "exactly when kind is detections")
     elif isinstance(obj, DetectionSettings):

@@ -43,7 +43,8 @@ def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
             raise OutputShapeError(
                 f"output {name!r} changes shape with the input data ({list(values[0].shape)} for sample 1, "
                 f"{list(values[odd].shape)} for sample {odd + 1}): a data-dependent shape (nonzero, a boolean mask, "
-                "NMS) has no fixed size to export; return a fixed-size tensor from forward() (pad it, or keep the top k)")
+                "NMS) has no fixed size to export; "
+                "return a fixed-size tensor from forward() (pad it, or keep the top k)")
     return {name: np.stack(values) for name, values in collected.items()}
 
 

@@ -21,8 +21,8 @@ from .errors import BackendUnavailableError, InputError, InputTooLarge, first_li
 from .letterbox import Geometry, letterbox
 from .manifest import ImageSteps, TensorSpec, TextSteps
 
-__all__ = ["pipeline", "ImagePipeline", "TextPipeline", "MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "IMAGE_FORMATS", "resized_size",
-           "crop_box"]
+__all__ = ["pipeline", "ImagePipeline", "TextPipeline", "MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "IMAGE_FORMATS",
+           "resized_size", "crop_box"]
 
 # A 40 MP photo decodes to 120 MB of RGB, more than any model input needs; a decompression
 # bomb (a few KB of PNG declaring a 100k x 100k canvas) is refused from its header alone.
@@ -148,7 +148,8 @@ class ImagePipeline:
             raise InputTooLarge(f"{what} declares an image of more than the {self.max_pixels:,} pixels the runtime "
                                 "decodes; downscale it first") from None
         except Image.UnidentifiedImageError:
-            raise InputError(f"{what} is not an image in a format the runtime reads ({', '.join(IMAGE_FORMATS)})") from None
+            raise InputError(f"{what} is not an image in a format the runtime reads "
+                             f"({', '.join(IMAGE_FORMATS)})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
             raise InputError(f"{what} cannot be decoded ({first_line(exc, 120)}); send an intact image") from exc
 
@@ -219,7 +220,8 @@ class TextPipeline:
         try:
             self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
         except Exception as exc:  # tokenizers raises plain Exceptions on a bad file
-            raise InputError(f"the bundle's tokenizer cannot be read ({first_line(exc, 120)}); rebuild the bundle") from exc
+            raise InputError(f"the bundle's tokenizer cannot be read ({first_line(exc, 120)}); "
+                             "rebuild the bundle") from exc
         padding = self.tokenizer.padding or {}
         self.pad_id = padding.get("pad_id", 0)
         self.tokenizer.no_padding()

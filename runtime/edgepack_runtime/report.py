@@ -90,7 +90,8 @@ def _accuracy(art: Artifact, manifest: Manifest) -> str:
 def _where(art: Artifact) -> str:
     acc = art.accuracy
     if acc is not None and acc.measured_on:
-        return plain(acc.measured_on.replace(" (build host)", "")) + (" [yellow](≠ target)[/]" if acc.indicative else "")
+        return (plain(acc.measured_on.replace(" (build host)", ""))
+                + (" [yellow](≠ target)[/]" if acc.indicative else ""))
     host = art.validation.host if art.validation else {}
     where = plain(host.get("arch", "-"))
     if art.validation is not None and not art.validation.host_matches_target:

@@ -154,7 +154,8 @@ class _Guard:
                 return await self._reply(send_and_count, 413, f"body larger than this model's inputs need "
                                          f"({max_body} bytes at most)")
             except asyncio.TimeoutError:
-                return await self._reply(send_and_count, 408, f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
+                return await self._reply(send_and_count, 408,
+                                         f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
             replayed = False
 
             async def replay():  # the app reads the body we already have, then waits for disconnect
@@ -178,7 +179,8 @@ class _Guard:
         if self.token is not None and path != "/healthz":
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return 401, "missing or wrong token: send 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")]
+                return (401, "missing or wrong token: send 'Authorization: Bearer <token>'",
+                        [(b"www-authenticate", b"Bearer")])
         if method == "POST":
             if kind not in self.limits:
                 return 415, f"content type {kind[:60]!r} is not accepted; send {', '.join(self.limits)}", ()
@@ -386,8 +388,8 @@ class Live:
                     new.warm_up()
                 except Exception as exc:  # never let the watcher die: the server would stop following
                     refused = target
-                    log(f"not switching to {target.name}: {first_line(exc) if not isinstance(exc, EdgepackError) else exc}; "
-                        f"still serving {self.model.bundle.root.name}")
+                    why = first_line(exc) if not isinstance(exc, EdgepackError) else exc
+                    log(f"not switching to {target.name}: {why}; still serving {self.model.bundle.root.name}")
                     continue
                 self.model = new
                 for callback in self.on_swap:

@@ -28,8 +28,8 @@ from typing import Optional, Sequence
 
 from .errors import BackendUnavailableError, SignatureError, UsageError, first_line
 
-__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "check_files", "trust_policy", "check_signature", "TrustPolicy",
-           "SignatureError", "key_fingerprint"]
+__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "check_files", "trust_policy", "check_signature",
+           "TrustPolicy", "SignatureError", "key_fingerprint"]
 
 SIGNATURE_FILE = "bundle.sig"
 TRUSTED_KEYS_ENV = "EDGEPACK_TRUSTED_KEYS"
@@ -49,7 +49,8 @@ def _crypto():
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
     except ImportError:
-        raise BackendUnavailableError("signed bundles need cryptography: pip install 'edgepack-runtime[signing]'") from None
+        raise BackendUnavailableError("signed bundles need cryptography: "
+                                      "pip install 'edgepack-runtime[signing]'") from None
     return exceptions, hashes, serialization, ec
 
 
@@ -131,7 +132,8 @@ def _load_public_key(path: Path):
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); fix {TRUSTED_KEYS_ENV} or trust.toml") from exc
+        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); "
+                         f"fix {TRUSTED_KEYS_ENV} or trust.toml") from exc
     except ValueError:
         raise UsageError(f"trusted key {path} is not a PEM public key (`openssl ec -in key.pem -pubout`)") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -152,7 +154,8 @@ def _read_signature(root: Path) -> tuple[bytes, bytes, Optional[str]]:
     except FileNotFoundError:
         raise SignatureError(f"bundle {root} is not signed (no {SIGNATURE_FILE})") from None
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
-        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); sign the bundle again") from exc
+        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); "
+                             "sign the bundle again") from exc
     return payload, signature, hint
 
 
@@ -163,7 +166,8 @@ def _check_files(root: Path, payload: bytes) -> None:
         statement = json.loads(payload)
         predicate = statement["predicate"]
         if statement["predicateType"] != PREDICATE_TYPE or predicate["serialization"]["method"] != "files":
-            raise ValueError(f"predicate {str(statement['predicateType'])[:60]!r} is not a model-signing v1.0 file list")
+            raise ValueError(f"predicate {str(statement['predicateType'])[:60]!r} "
+                             "is not a model-signing v1.0 file list")
         signed = {r["name"]: r["digest"] for r in predicate["resources"] if r["algorithm"] == "sha256"}
         ignored = [str(p) for p in predicate["serialization"].get("ignore_paths", [])]
         root_digest = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in predicate["resources"])).hexdigest()

@@ -31,7 +31,8 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[object], object], feeds: Sequence[object], seconds: float, warmup: int = 3) -> list[float]:
+def time_calls(call: Callable[[object], object], feeds: Sequence[object], seconds: float,
+               warmup: int = 3) -> list[float]:
     """Wall-clock seconds of `call(feed)` over at least `seconds` (and `warmup` timed calls)
     after `warmup` untimed ones, cycling through `feeds`. For short trials; `bench` does more."""
     for i in range(warmup):

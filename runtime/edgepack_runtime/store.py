@@ -228,7 +228,9 @@ def rollback(store: Path, name: str) -> str:
 
 def _stored(home: Path) -> list[str]:
     versions = home / VERSIONS
-    return [p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")] if versions.is_dir() else []
+    if not versions.is_dir():
+        return []
+    return [p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
 def status(store: Path) -> list[dict]:

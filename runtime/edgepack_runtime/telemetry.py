@@ -28,8 +28,8 @@ from typing import Callable, Iterable, Optional
 from .errors import EdgepackError
 from .files import user_dir
 
-__all__ = ["TelemetryWriter", "shared_writer", "default_path", "enabled_by_env", "HISTOGRAM_EDGES_MS", "histogram_index",
-           "ENV_DISABLE", "ENV_PATH"]
+__all__ = ["TelemetryWriter", "shared_writer", "default_path", "enabled_by_env", "HISTOGRAM_EDGES_MS",
+           "histogram_index", "ENV_DISABLE", "ENV_PATH"]
 
 ENV_DISABLE = "EDGEPACK_TELEMETRY"  # "0", "off" or "false" turns telemetry off everywhere
 ENV_PATH = "EDGEPACK_TELEMETRY_DB"
@@ -104,7 +104,8 @@ def _prepare(conn: sqlite3.Connection, max_bytes: Optional[int], durability: str
 
 def _is_full(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
-    return "full" in text or "no space" in text or getattr(exc, "sqlite_errorname", "") in ("SQLITE_FULL", "SQLITE_IOERR")
+    return ("full" in text or "no space" in text
+            or getattr(exc, "sqlite_errorname", "") in ("SQLITE_FULL", "SQLITE_IOERR"))
 
 
 class TelemetryWriter:

@@ -136,7 +136,8 @@ def export(path: Path, fmt: str, since: Optional[str] = None) -> str:
     with _database(path) as conn:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["minute_utc", "bundle", "artifact", "outcome", "count", "mean_ms", "p50_ms", "p90_ms", "p99_ms"])
+        writer.writerow(["minute_utc", "bundle", "artifact", "outcome", "count", "mean_ms",
+                         "p50_ms", "p90_ms", "p99_ms"])
         for minute, bundle, artifact, outcome, count, total, histogram in _rows(conn, parse_since(since)):
             h = json.loads(histogram)
             stamp = dt.datetime.fromtimestamp(minute * 60, dt.timezone.utc).isoformat(timespec="minutes")

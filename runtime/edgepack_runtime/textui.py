@@ -61,7 +61,8 @@ class PlainTable:
         justify = [how for _, how in self.columns]
 
         def line(cells: list[str]) -> str:
-            padded = (cell.rjust(w) if how == "right" else cell.ljust(w) for cell, w, how in zip(cells, widths, justify))
+            padded = (cell.rjust(w) if how == "right" else cell.ljust(w)
+                      for cell, w, how in zip(cells, widths, justify))
             return COLUMN_GAP.join(padded).rstrip()
 
         out = [strip_markup(self.title)] if self.title else []

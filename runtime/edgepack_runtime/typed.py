@@ -39,7 +39,8 @@ def from_data(cls: type, data: Any, where: str, *, tolerate_unknown: bool = Fals
         data = {k: v for k, v in data.items() if k in fields}
     for key in data:
         if key not in fields:
-            raise Problem(where, f"has unknown key {str(key)[:40]!r}; {did_you_mean(key, [*fields, *suggest])}".rstrip())
+            raise Problem(where, f"has unknown key {str(key)[:40]!r}; "
+                                 f"{did_you_mean(key, [*fields, *suggest])}".rstrip())
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:

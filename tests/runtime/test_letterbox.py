@@ -97,7 +97,8 @@ def _photos(tmp_path: Path) -> list[Path]:
            "camera": Image.fromarray(skimage.data.coffee()).resize((960, 720), Image.Resampling.BICUBIC),
            "odd_width": Image.fromarray(skimage.data.rocket()[:479, :641]),
            "grey": Image.fromarray(skimage.data.camera()[:333, :497]),
-           "palette": Image.fromarray(skimage.data.astronaut()[:301, :451]).convert("P", palette=Image.Palette.ADAPTIVE)}
+           "palette": Image.fromarray(skimage.data.astronaut()[:301, :451]).convert("P",
+                                                                                    palette=Image.Palette.ADAPTIVE)}
     for name, image in odd.items():
         image.save(tmp_path / f"{name}.png", compress_level=1)  # the 12 MP one: fast to write
     rgba = Image.fromarray(skimage.data.chelsea()[:299, :450]).convert("RGBA")  # both readers drop the alpha

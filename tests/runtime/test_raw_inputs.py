@@ -77,7 +77,8 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(digits_raw_bundle, tm
     script = ("import resource, sys, edgepack_runtime\n"
               "m = edgepack_runtime.load(sys.argv[1]); import PIL.Image, PIL.PngImagePlugin\n"
               "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "try:\n    m.predict(sys.argv[2])\nexcept edgepack_runtime.InputError as e:\n    print(type(e).__name__)\n"
+              "try:\n    m.predict(sys.argv[2])\n"
+              "except edgepack_runtime.InputError as e:\n    print(type(e).__name__)\n"
               "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     out = subprocess.run([sys.executable, "-c", script, str(digits_raw_bundle), str(tmp_path / "bomb.png")],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -103,8 +104,8 @@ def test_run_image_prints_the_labels(digits_raw_bundle, digits_data, tmp_path):
     shown = subprocess.run([CLI, "run", digits_raw_bundle, "--image", tmp_path / "digit.png"], capture_output=True,
                            text=True, env=env)
     assert shown.returncode == 0 and DIGIT_LABELS[labels[0]] in shown.stdout and "preprocess" in shown.stdout
-    as_json = subprocess.run([CLI, "run", digits_raw_bundle, "--image", tmp_path / "digit.png", "--json", "--top-k", "2"],
-                             capture_output=True, text=True, env=env)
+    as_json = subprocess.run([CLI, "run", digits_raw_bundle, "--image", tmp_path / "digit.png", "--json",
+                              "--top-k", "2"], capture_output=True, text=True, env=env)
     answer = json.loads(as_json.stdout)
     assert [t["label"] for t in answer["top"]][0] == DIGIT_LABELS[labels[0]] and len(answer["top"]) == 2
     for args, code, words in ((["--text", "seven"], 2, "takes --image"),

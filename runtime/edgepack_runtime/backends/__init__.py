@@ -18,8 +18,8 @@ from ..errors import BackendUnavailableError, BundleError, InputError, mapped
 from ..manifest import TensorSpec
 from ..registry import Registry
 
-__all__ = ["Session", "SESSION_API", "open_session", "backend_available", "backends", "register_backend", "to_nhwc", "NHWC",
-           "ENTRY_POINTS"]
+__all__ = ["Session", "SESSION_API", "open_session", "backend_available", "backends", "register_backend", "to_nhwc",
+           "NHWC", "ENTRY_POINTS"]
 
 ENTRY_POINTS = "edgepack_runtime.backends"
 NHWC = "nhwc"
@@ -88,7 +88,8 @@ def _checked(fmt: str, session) -> "Session":
     missing = [m for m in SESSION_MEMBERS if not hasattr(session, m)]
     if missing:
         raise BackendUnavailableError(f"the {fmt} backend's session lacks {', '.join(missing)}: it implements an "
-                                      f"older Session protocol than {SESSION_API}; upgrade the plugin (docs/extending.md)")
+                                      f"older Session protocol than {SESSION_API}; "
+                                      "upgrade the plugin (docs/extending.md)")
     return session
 
 

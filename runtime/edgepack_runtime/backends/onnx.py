@@ -37,7 +37,8 @@ class OnnxSession:
             raise BundleError(f"{path} is damaged ({exc}); rebuild the bundle") from exc
         if external:
             raise BundleError(f"{path} keeps tensor {external!r} in another file (ONNX external data): edgepack "
-                              "writes every ONNX artifact as one file, so nothing outside it is read; rebuild the bundle")
+                              "writes every ONNX artifact as one file, so nothing outside it is read; "
+                              "rebuild the bundle")
         options = ort.SessionOptions()
         # Parse it as ONNX whatever its name: onnxruntime would read a ".ort" path as its
         # flatbuffer format, which the walk above does not understand.
