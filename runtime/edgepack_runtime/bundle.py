@@ -142,7 +142,7 @@ class Bundle:
         return found
 
 
-def _golden_problem(manifest: Manifest, inputs: dict, outputs: dict) -> Optional[str]:
+def _golden_problem(manifest: Manifest, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> Optional[str]:
     """What makes golden samples unusable (None if nothing): every input and output the
     manifest declares, as stacked samples, the same number (at least one) of each."""
     for kind, arrays, specs in (("input", inputs, manifest.inputs), ("output", outputs, manifest.outputs)):

@@ -79,7 +79,7 @@ def crop_box(width: int, height: int, crop: tuple[int, ...]) -> tuple[int, int, 
 class ImagePipeline:
     """An image (path, bytes, PIL image or uint8 HWC array) → the input tensor."""
 
-    def __init__(self, steps: ImageSteps, spec: TensorSpec, max_pixels: int = MAX_IMAGE_PIXELS):
+    def __init__(self, steps: ImageSteps, spec: TensorSpec, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.steps, self.spec, self.max_pixels = steps, spec, max_pixels
         self._image, self._ops = _pillow()
         channels = 1 if steps.channels == "gray" else 3
@@ -206,7 +206,7 @@ class TextPipeline:
     tokenizer: truncated to the ids input's maximum length, padded to its minimum (a
     static length pads to that length)."""
 
-    def __init__(self, steps: TextSteps, specs: Mapping[str, TensorSpec], tokenizer_json: bytes):
+    def __init__(self, steps: TextSteps, specs: Mapping[str, TensorSpec], tokenizer_json: bytes) -> None:
         try:
             from tokenizers import Tokenizer
         except ImportError:

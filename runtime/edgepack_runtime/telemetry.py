@@ -113,7 +113,7 @@ class TelemetryWriter:
 
     def __init__(self, path: Optional[Path] = None, *, batch_records: int = DEFAULT_BATCH_RECORDS,
                  flush_seconds: float = DEFAULT_FLUSH_SECONDS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 durability: str = "full", on_commit: Optional[Callable[[int, int], None]] = None):
+                 durability: str = "full", on_commit: Optional[Callable[[int, int], None]] = None) -> None:
         self.path = Path(path) if path else default_path()
         self.batch_records, self.flush_seconds = batch_records, flush_seconds
         self.on_commit = on_commit

@@ -106,7 +106,7 @@ class _ChannelsLast:
     """An artifact exported channels-last: callers keep feeding the manifest's NCHW
     tensors; 4-D inputs are transposed to NHWC and 4-D outputs back to NCHW."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session) -> None:
         self._session = session
         self.backend, self.backend_version, self.threads = session.backend, session.backend_version, session.threads
 
@@ -130,7 +130,7 @@ class _Padded:
     """An artifact built for a few fixed sizes of the model's dynamic dims (TFLite): a call
     goes to the smallest size that holds it, zero-padded, and its outputs are cut back."""
 
-    def __init__(self, session: Session, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
+    def __init__(self, session: Session, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self._session, self._inputs, self._outputs = session, tuple(inputs), tuple(outputs)
         self.backend, self.backend_version, self.threads = session.backend, session.backend_version, session.threads
         self._shapes = session.fixed_shapes()

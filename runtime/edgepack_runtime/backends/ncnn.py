@@ -120,7 +120,7 @@ class NcnnSession:
 
     backend = "ncnn"
 
-    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
+    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> None:
         try:
             ncnn = import_ncnn()
         except ImportError as exc:

@@ -107,7 +107,7 @@ def narrow(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
 class _Signature:
     """One signature of the file: its runner and how its tensors map to the manifest's."""
 
-    def __init__(self, runner, input_names: Sequence[str], output_names: Sequence[str], path):
+    def __init__(self, runner, input_names: Sequence[str], output_names: Sequence[str], path) -> None:
         self.runner = runner
         self.inputs = runner.get_input_details()
         self.outputs = runner.get_output_details()
@@ -147,7 +147,7 @@ class LiteRTSession:
 
     delegate = "xnnpack"  # LiteRT's default CPU delegate
 
-    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
+    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> None:
         interpreter_class, self.backend, self.backend_version = _interpreter()
         # LiteRT raises its own untyped errors on damaged files.
         with mapped(BundleError, f"LiteRT could not load {path}", "the file may be damaged"):
