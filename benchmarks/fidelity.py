@@ -48,7 +48,8 @@ def needs_emulation(target: str) -> bool:
     from edgepack_runtime.hostinfo import host_info
 
     profile = load_target(target)
-    return bool(profile.emulation_cpu) and not all(profile.matches_host(host_info(), f, "int8") for f in profile.formats)
+    return bool(profile.emulation_cpu) and not all(profile.matches_host(host_info(), f, "int8")
+                                                   for f in profile.formats)
 
 
 def bench(bundle: Path, out: Path) -> dict[tuple[str, int], float]:
@@ -75,7 +76,8 @@ def rows(target: str, manifest: dict, p50: dict) -> list[str]:
         recipe = "-" if not chosen else ", ".join(
             f"{k}={len(v) if k == 'float_layers' else v}" for k, v in chosen["recipe"].items()
             if k in ("calibrate_method", "percentile", "bias_correction", "range_update", "float_layers"))
-        out.append(f"| {target} | {a['name']} | {a['status']} | {cos} | {agree} | {where} | {size} | {speed} | {recipe} |")
+        out.append(f"| {target} | {a['name']} | {a['status']} | {cos} | {agree} | {where} | {size} | {speed} "
+                   f"| {recipe} |")
     return out
 
 
@@ -87,7 +89,8 @@ def main() -> None:
     parser.add_argument("--min-agreement", type=float, default=85.0, help="top-1 agreement budget, percent")
     parser.add_argument("-o", "--out", type=Path, default=ROOT / "results" / "fidelity")
     args = parser.parse_args()
-    table = ["| target | artifact | status | cosine | top-1 agreement | measured on | size | int8 speed-up vs fp32 (p50) | recipe |",
+    table = ["| target | artifact | status | cosine | top-1 agreement | measured on | size "
+             "| int8 speed-up vs fp32 (p50) | recipe |",
              "|---|---|---|---|---|---|---|---|---|"]
     timings = []
     for target in args.targets.split(","):

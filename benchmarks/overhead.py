@@ -72,9 +72,10 @@ def main() -> None:
             x = {spec.name: np.zeros(spec.shape, spec.dtype) for spec in model.inputs}
             raw = native_feeds(model)
             recorded = edgepack_runtime.load(path, artifact=art.name, threads=args.threads, telemetry=True)
-            calls = {"bare": bare_call(model), "run": lambda: model.run(x), "telemetry": lambda: recorded.run(x)}
+            calls = {"bare": bare_call(model), "run": lambda model=model, x=x: model.run(x),
+                     "telemetry": lambda recorded=recorded, x=x: recorded.run(x)}
             if integer_io:
-                calls["raw"] = lambda: model.run(raw, raw=True)
+                calls["raw"] = lambda model=model, raw=raw: model.run(raw, raw=True)
             for fn in calls.values():  # warm-up
                 for _ in range(50):
                     fn()

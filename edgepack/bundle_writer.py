@@ -85,7 +85,8 @@ def _check_destination(dest: Path) -> None:
         listed = ({MANIFEST_NAME, SIGNATURE_FILE, manifest.golden.path} | {f.path for f in manifest.data_files()}
                   | {f.path for a in manifest.artifacts for f in a.all_files()})
     except (OSError, UnicodeDecodeError, BundleError, TypeError, ValueError, AttributeError) as exc:
-        why = "no manifest.json" if not (dest / MANIFEST_NAME).exists() else f"its manifest.json is not edgepack's: {exc}"
+        why = ("no manifest.json" if not (dest / MANIFEST_NAME).exists()
+               else f"its manifest.json is not edgepack's: {exc}")
         raise BuildError(f"{dest} is not an edgepack bundle ({why}); refusing to replace it. "
                          "Choose another -o or empty it yourself") from exc
     unknown = [name for name in entries if name not in listed]
@@ -142,7 +143,8 @@ class BundleStaging:
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             _sweep(self.dest)
-            self.dir = Path(tempfile.mkdtemp(prefix=f".{_stem(self.dest)}.partial-{os.getpid()}-", dir=self.dest.parent))
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{_stem(self.dest)}.partial-{os.getpid()}-",
+                                             dir=self.dest.parent))
         except OSError as exc:
             raise BuildError(f"cannot write beside {self.dest} ({exc.strerror or exc}); choose a writable -o") from exc
         # mkdtemp makes the directory private (0700); a bundle is meant to be copied and shared.

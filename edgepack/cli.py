@@ -177,7 +177,8 @@ def targets_show(target_id: str, as_json: bool):
 @click.option("--preprocess", metavar="SPEC|FILE.toml",
               help='How an image becomes the input: a preset ("imagenet"), KEY=VALUE items '
                    '("resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225") or a .toml [image] table.')
-@click.option("--tokenizer", type=click.Path(path_type=Path), help="tokenizer.json turning texts into the token inputs.")
+@click.option("--tokenizer", type=click.Path(path_type=Path),
+              help="tokenizer.json turning texts into the token inputs.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names, one per line in class order.")
 @click.option("--postprocess", type=click.Choice(["classes", "embedding", "normalized-embedding", "detections"]),
               help="What predict() answers with (default: classes with --labels).")
@@ -299,7 +300,8 @@ def compare_cmd(results, baseline, fail_if_slower, plot, html_out, csv_out, json
     if fail_if_slower is not None:
         slower = compare.regressions(rows, fail_if_slower)
         if slower:
-            fail(f"{len(slower)} result(s) more than {fail_if_slower:g}% slower than the baseline: " + "; ".join(slower))
+            fail(f"{len(slower)} result(s) more than {fail_if_slower:g}% slower than the baseline: "
+                 + "; ".join(slower))
 
 
 def _progress(message: str) -> None:
@@ -454,7 +456,8 @@ def deploy_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, r
         verified = "passed" if done.get("verified") else "-" if o.status == "skipped" else "FAILED"
         rows.append((host.name, host.target or "-", done.get("version") or variables["edgepack_bundle_version"],
                      verified if o.status != "unreachable" else "unreachable",
-                     f"{o.seconds:.1f}" if o.seconds is not None else "-", o.error or ("current" if done.get("active") else "")))
+                     f"{o.seconds:.1f}" if o.seconds is not None else "-",
+                     o.error or ("current" if done.get("active") else "")))
     console.print(_outcome_table(f"deploy {variables['edgepack_bundle_name']}", rows,
                                  ("host", "target", "version", "verification", "seconds", "detail")))
     _fail_hosts("deployment", outcomes, len(fleet.hosts))
@@ -479,7 +482,8 @@ def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, re
 
     passthrough = []
     threads = ",".join(map(str, threads)) if threads else None
-    for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs), ("--min-seconds", min_seconds)):
+    for flag, value in (("--artifact", artifact), ("--threads", threads), ("--runs", runs),
+                        ("--min-seconds", min_seconds)):
         if value is not None:
             passthrough += [flag, str(value)]
     out_dir = Path(out_dir).resolve()
@@ -499,7 +503,8 @@ def bench_cmd(bundle, inventory, limit, forks, hosts, identity, devices_file, re
         else:
             err_console.print(f"[red]{plain(name)}: {plain(o.status)}: {plain(o.error or '')}[/]", highlight=False)
     if results:
-        console.print(_compare_table(compare.compare_rows(results), f"edgepack bench {bundle} on {len(results)} device(s)"))
+        console.print(_compare_table(compare.compare_rows(results),
+                                     f"edgepack bench {bundle} on {len(results)} device(s)"))
     _fail_hosts("benchmarking", outcomes, len(fleet.hosts))
 
 
@@ -561,7 +566,8 @@ def telemetry_cmd(inventory, limit, forks, hosts, identity, devices_file, remote
             lat = a["latency_ms"]
             drift = [d for d in summary.get("drift", []) if d["bundle"] == a["bundle"]]
             rows.append({"host": name, "bundle": a["bundle"], "artifact": a["artifact"], "count": a["count"],
-                         "error_rate": a["error_rate"], "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"],
+                         "error_rate": a["error_rate"],
+                         "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"],
                          "drift_psi": max((d["psi"] for d in drift), default=None),
                          "drifted": any(d["drifted"] for d in drift)})
     if fmt == "json":

@@ -128,7 +128,8 @@ def compare_rows(paths: Sequence[Path], baseline: Optional[Path] = None) -> list
 def regressions(rows: Sequence[Row], max_slower_pct: float) -> list[str]:
     """One line per row whose p50 is more than `max_slower_pct` % above its baseline."""
     return [
-        f"{r.device} {r.artifact}×{r.threads}: p50 {r.p50_ms:.3f} ms vs {r.baseline_p50_ms:.3f} ms (+{r.change_pct:.1f}%)"
+        f"{r.device} {r.artifact}×{r.threads}: p50 {r.p50_ms:.3f} ms vs {r.baseline_p50_ms:.3f} ms "
+        f"(+{r.change_pct:.1f}%)"
         for r in rows if r.change_pct is not None and r.change_pct > max_slower_pct
     ]
 

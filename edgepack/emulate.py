@@ -121,7 +121,8 @@ def prepare(log=lambda _: None) -> Environment:
     if ready.is_file() and json.loads(ready.read_text()).get("wheels") == list(wanted):
         return env  # built for these formats; a format registered since rebuilds it
     if shutil.which(QEMU["aarch64"]) is None:
-        raise EmulationError(f"{QEMU['aarch64']} is not installed; apt-get install qemu-user-static (make setup does, as root)")
+        raise EmulationError(f"{QEMU['aarch64']} is not installed; "
+                             "apt-get install qemu-user-static (make setup does, as root)")
     foreign = _run(["dpkg", "--print-foreign-architectures"], "dpkg", "install dpkg (Debian or Ubuntu hosts)",
                    timeout=60).stdout.split()
     if "arm64" not in foreign:
@@ -179,7 +180,8 @@ def _guest_runtime(tmp: Path) -> Path:
 def _guest_command(arch: str, cpu: str, log) -> tuple[list[str], list[str]]:
     """(argv prefix that starts the guest's Python, extra PYTHONPATH entries)."""
     if shutil.which(QEMU[arch]) is None:
-        raise EmulationError(f"{QEMU[arch]} is not installed; apt-get install qemu-user-static (make setup does, as root)")
+        raise EmulationError(f"{QEMU[arch]} is not installed; "
+                             "apt-get install qemu-user-static (make setup does, as root)")
     if arch == "aarch64":
         env = prepare(log)
         return [QEMU[arch], "-cpu", cpu, "-L", str(env.root), str(env.python)], [str(env.site)]
@@ -220,7 +222,8 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
                 results.append(_run_artifact(guest, bundle, art.name, art.precision,
                                              evaluation if with_eval else None, budget))
     return {
-        "arch": arch, "cpu": cpu, "qemu": qemu_version, "environment": ENV_VERSION if arch == "aarch64" else "host python",
+        "arch": arch, "cpu": cpu, "qemu": qemu_version,
+        "environment": ENV_VERSION if arch == "aarch64" else "host python",
         "seconds": round(time.perf_counter() - start, 1),
         "results": [r.__dict__ for r in results],
     }

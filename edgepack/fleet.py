@@ -159,5 +159,6 @@ def run_step(step: str, inventory: Path, hosts: Sequence[str], extra_vars: dict,
         if got is None:  # Ansible never reached it (e.g. an earlier play failed): say so
             outcomes[name] = HostOutcome(name, "failed", "ansible did not run the step on this host")
         else:
-            outcomes[name] = HostOutcome(name, got["status"], got.get("error"), got.get("steps", {}), got.get("seconds"))
+            outcomes[name] = HostOutcome(name, got["status"], got.get("error"), got.get("steps", {}),
+                                         got.get("seconds"))
     return outcomes

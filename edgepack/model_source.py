@@ -61,7 +61,8 @@ def parse_input_specs(texts: Sequence[str]) -> tuple[TensorSpec, ...]:
                 "or with a dynamic length input_ids:1xseq=1..128:int64"
             )
         if match["dtype"] not in INPUT_DTYPES:
-            raise ModelSourceError(f"--input {text!r}: dtype {match['dtype']!r} is not one of {', '.join(INPUT_DTYPES)}")
+            raise ModelSourceError(f"--input {text!r}: dtype {match['dtype']!r} is not one of "
+                                   f"{', '.join(INPUT_DTYPES)}")
         tokens = match["shape"].split("x")
         for axis, token in enumerate(tokens):
             bound = _RANGE.match(token)
@@ -140,7 +141,8 @@ def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool
         try:
             state = load_file(str(weights))
         except Exception as exc:
-            raise ModelSourceError(f"cannot read {weights} as safetensors ({exc}); re-save it with safetensors.torch.save_file") from exc
+            raise ModelSourceError(f"cannot read {weights} as safetensors ({exc}); "
+                                   "re-save it with safetensors.torch.save_file") from exc
     else:
         try:
             state = torch.load(weights, map_location="cpu", weights_only=not trust_checkpoint)
@@ -150,7 +152,8 @@ def _load_weights(module: torch.nn.Module, weights: Path, trust_checkpoint: bool
                 "Save model.state_dict() instead, or pass --trust-checkpoint if you trust its source"
             ) from None
         except Exception as exc:
-            raise ModelSourceError(f"cannot read {weights} ({type(exc).__name__}: {exc}); pass a .safetensors or a state_dict .pt") from exc
+            raise ModelSourceError(f"cannot read {weights} ({type(exc).__name__}: {exc}); "
+                                   "pass a .safetensors or a state_dict .pt") from exc
         if isinstance(state, torch.nn.Module):
             state = state.state_dict()
     if not isinstance(state, dict):
@@ -202,7 +205,8 @@ def load_model(
         if len(set(names)) != len(names):
             raise ModelSourceError(f"--input names must be unique, got {names}")
     elif user_module is not None and callable(getattr(user_module, EXAMPLE_INPUTS, None)):
-        specs = _specs_from_examples(getattr(user_module, EXAMPLE_INPUTS)(), f"{label.rpartition(':')[0]}:{EXAMPLE_INPUTS}()")
+        specs = _specs_from_examples(getattr(user_module, EXAMPLE_INPUTS)(),
+                                     f"{label.rpartition(':')[0]}:{EXAMPLE_INPUTS}()")
     elif callable(getattr(module, EXAMPLE_INPUTS, None)):
         specs = _specs_from_examples(getattr(module, EXAMPLE_INPUTS)(), f"{type(module).__name__}.{EXAMPLE_INPUTS}()")
     else:

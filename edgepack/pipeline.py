@@ -567,7 +567,8 @@ def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path)
            ctx.profile.matches_host(ctx.host, fmt.name, precision), fmt.layout(ctx.profile))
     found = ctx.shared.reuse(key, fmt, file, run)
     if "relies_on" in found.settings:
-        found = found._replace(settings={**found.settings, "relies_on": list(ctx.profile.relies_on(fmt.name, precision))})
+        found = found._replace(settings={**found.settings,
+                                         "relies_on": list(ctx.profile.relies_on(fmt.name, precision))})
     return found
 
 
@@ -591,7 +592,8 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
     timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host), strict=True))
     declared = {s.name: np.dtype(s.dtype) for s in refs.inputs}
     narrowed = {a.name: {n: str(d) for n, d in s.native_dtypes().items() if d.kind in "iu"
-                         and declared[n].kind in "iu" and d != declared[n]} or None for a, s in zip(built, sessions, strict=True)}
+                         and declared[n].kind in "iu" and d != declared[n]} or None
+                for a, s in zip(built, sessions, strict=True)}
     del sessions
     timed = []
     for art in artifacts:
@@ -730,7 +732,8 @@ def _problems(manifest: Manifest, allow_mismatch: bool, required: set[str]) -> l
     misses = [m for a in manifest.artifacts if a.status == "ok" and a.precision in required
               and (m := _misses(a, manifest))]
     if misses:
-        problems += misses + ["pass --allow-mismatch to write such artifacts anyway, or --allow-partial to leave them out"]
+        problems += misses + ["pass --allow-mismatch to write such artifacts anyway, "
+                              "or --allow-partial to leave them out"]
     return problems
 
 

@@ -80,8 +80,8 @@ def parse_image_spec(text: str) -> dict:
     for item in text.split():
         if "=" not in item:
             if item not in PRESETS:
-                raise ModelSourceError(f"--preprocess {item!r} is neither a preset ({', '.join(PRESETS)}) nor KEY=VALUE; "
-                                       f"{did_you_mean(item, PRESETS)}see docs/raw-inputs.md")
+                raise ModelSourceError(f"--preprocess {item!r} is neither a preset ({', '.join(PRESETS)}) "
+                                       f"nor KEY=VALUE; {did_you_mean(item, PRESETS)}see docs/raw-inputs.md")
             keys["preset"] = item
             continue
         key, value = item.split("=", 1)
@@ -197,7 +197,8 @@ def _text_steps(tokenizer: Path, inputs: Sequence[TensorSpec]) -> tuple[TextStep
         Tokenizer.from_str(data.decode("utf-8"))
     except Exception as exc:  # tokenizers raises plain Exceptions
         raise ModelSourceError(f"--tokenizer {tokenizer} is not a Hugging Face tokenizer.json "
-                               f"({' '.join(str(exc).split())[:160]}); pass the tokenizer.json saved with the model") from exc
+                               f"({' '.join(str(exc).split())[:160]}); "
+                               "pass the tokenizer.json saved with the model") from exc
     names = {s.name: s for s in inputs}
     integers = [s.name for s in inputs if np.dtype(s.dtype).kind in "iu"]
     ids = "input_ids" if "input_ids" in names else (integers[0] if len(integers) == 1 else None)
@@ -267,7 +268,8 @@ def declare(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], referen
     files: dict[str, bytes] = {}
     pre = None
     if preprocess is not None:
-        pre = Preprocessing(image=preprocess if isinstance(preprocess, ImageSteps) else _image_steps(preprocess, inputs))
+        pre = Preprocessing(image=preprocess if isinstance(preprocess, ImageSteps)
+                            else _image_steps(preprocess, inputs))
     elif tokenizer is not None:
         steps, files[TOKENIZER_FILE] = _text_steps(tokenizer, inputs)
         pre = Preprocessing(text=steps)

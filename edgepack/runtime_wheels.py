@@ -49,7 +49,8 @@ def runtime_extras(bundle: Bundle, signing: bool = False) -> str:
     from .formats import formats
 
     known = formats()
-    extras = {known[a.format].runtime_extra for a in bundle.manifest.artifacts if a.status == "ok" and a.format in known}
+    extras = {known[a.format].runtime_extra for a in bundle.manifest.artifacts
+              if a.status == "ok" and a.format in known}
     if bundle.manifest.preprocessing is not None:
         extras.add(bundle.manifest.preprocessing.kind)  # the extras are named "image" and "text"
     if signing or (bundle.root / SIGNATURE_FILE).is_file():

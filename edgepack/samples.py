@@ -3,8 +3,9 @@
 File convention (`--calibration`, `--eval`): an `.npz` with one array per model input,
 the first axis counting samples; or, for a model with one image input, a folder of images
 (png, jpg, jpeg, bmp, webp; sorted by name), each made into the input tensor by the
-runtime's own ImagePipeline for the declared image steps (what the device will do). For an input of shape [1, 1, 8, 8] the array is
-[N, 1, 8, 8] (the batch axis of 1 becomes the sample axis) or [N, 1, 1, 8, 8].
+runtime's own ImagePipeline for the declared image steps (what the device will do). For an
+input of shape [1, 1, 8, 8] the array is [N, 1, 8, 8] (the batch axis of 1 becomes the sample
+axis) or [N, 1, 1, 8, 8].
 An eval file may add an integer `labels` array of length N (top-1 accuracy); without it,
 artifacts are judged by how closely they follow PyTorch on those samples. Either file may
 add an integer `groups` array of length N, one id per sample: samples that share an id

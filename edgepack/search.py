@@ -226,7 +226,8 @@ def _closest_miss(candidates: list[Candidate], part: str) -> Candidate:
     def key(c):
         acc = c.judged[part].accuracy
         figure = headline(acc.metrics) if acc is not None and acc.metrics else None
-        return c.validation.passed, (figure.value - (figure.floor or 0.0)) if figure is not None else 0.0, -c.error(part)
+        margin = (figure.value - (figure.floor or 0.0)) if figure is not None else 0.0
+        return c.validation.passed, margin, -c.error(part)
     return max((c for c in candidates if not c.slower_than_float), key=key)
 
 

@@ -117,19 +117,22 @@ def _read(target_id: str) -> dict:
     try:
         return tomllib.loads(node.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"target profile {target_id} is not valid TOML ({exc}); fix targets/{target_id}.toml") from exc
+        raise TargetError(f"target profile {target_id} is not valid TOML ({exc}); "
+                          f"fix targets/{target_id}.toml") from exc
 
 
 def _merge(base: dict, override: dict) -> dict:
     merged = dict(base)
     for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        both_tables = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_tables else value
     return merged
 
 
 def _resolve_raw(target_id: str, seen: tuple[str, ...] = ()) -> dict:
     if target_id in seen:
-        raise TargetError(f"target profiles extend each other in a cycle: {' → '.join(seen + (target_id,))}; fix `extends`")
+        raise TargetError(f"target profiles extend each other in a cycle: {' → '.join(seen + (target_id,))}; "
+                          "fix `extends`")
     raw = _read(target_id)
     parent = raw.pop("extends", None)
     return _merge(_resolve_raw(parent, seen + (target_id,)), raw) if parent else raw
@@ -148,7 +151,8 @@ def _check(profile: TargetProfile) -> TargetProfile:
         allowed = known[name].precisions
         for precision in settings.precisions:
             if precision not in allowed:
-                raise _unknown(f"precision in {where}.{name}", precision, allowed, f"{name} builds {', '.join(allowed)}")
+                raise _unknown(f"precision in {where}.{name}", precision, allowed,
+                               f"{name} builds {', '.join(allowed)}")
         settings.check(f"{where}.{name}")
     every = sorted({p for f in known.values() for p in f.precisions})
     for precision in profile.prefer:

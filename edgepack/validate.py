@@ -68,7 +68,8 @@ def torch_outputs(module: torch.nn.Module, specs: Sequence[TensorSpec],
         if isinstance(result, (tuple, list)) and all(isinstance(r, torch.Tensor) for r in result):
             return {f"output_{i}": r.numpy() for i, r in enumerate(result)}
         raise ModelSourceError(
-            f"the model returned {type(result).__name__}; edgepack exports models that return a tensor or a tuple of tensors"
+            f"the model returned {type(result).__name__}; "
+            "edgepack exports models that return a tensor or a tuple of tensors"
         )
 
     outputs = run_samples(run, samples)
@@ -132,7 +133,8 @@ def _output_dims(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec], sw
                 if after == value and before != after:
                     dims.setdefault(axis, name)
         found.append(dataclasses.replace(spec, dynamic=tuple(
-            Dim(name=name, axis=axis, min=ranges[name].min, max=ranges[name].max) for axis, name in sorted(dims.items()))))
+            Dim(name=name, axis=axis, min=ranges[name].min, max=ranges[name].max)
+            for axis, name in sorted(dims.items()))))
     return tuple(found)
 
 

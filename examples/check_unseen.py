@@ -81,8 +81,8 @@ def main() -> None:
             claimed = (f"{r['claimed']:.3f} [{r['claimed_low']:.3f}–{r['claimed_high']:.3f}] "
                        f"n={r['claimed_samples']}/{r['claimed_groups']}g" if r["claimed"] is not None else "-")
             unseen = f"{r['unseen']:.3f} n={r['unseen_samples']}/{r['unseen_groups']}g"
-            print(f"{r['artifact']:14s} {r['metric']:15s} {claimed:34s} {unseen:22s} {'yes' if r['holds'] else 'NO':6s} "
-                  f"{'yes' if r['clears_floor'] else 'NO'}")
+            print(f"{r['artifact']:14s} {r['metric']:15s} {claimed:34s} {unseen:22s} "
+                  f"{'yes' if r['holds'] else 'NO':6s} {'yes' if r['clears_floor'] else 'NO'}")
     sys.exit(0 if all(r["holds"] and r["clears_floor"] for r in rows) else 1)
 
 

@@ -412,7 +412,8 @@ class OnnxFormat(ExportFormat):
         import onnx
 
         graph = onnx.load(str(fp32), load_external_data=False).graph
-        constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        constants = ({i.name for i in graph.initializer}
+                     | {o for n in graph.node if n.op_type == "Constant" for o in n.output})
         ops = {n.op_type for n in graph.node}
         return "Softmax" in ops and any(n.op_type == "MatMul" and not constants & set(n.input) for n in graph.node)
 

@@ -101,8 +101,9 @@ def _graph(fp32: Path):
     model = tfl.read_model(str(fp32))
     graph = model.subgraphs[0]
     codes = model.operatorCodes
-    return model, graph, [builtin.get(max(codes[op.opcodeIndex].builtinCode, codes[op.opcodeIndex].deprecatedBuiltinCode),
-                                      "") for op in graph.operators]
+    return model, graph, [builtin.get(max(codes[op.opcodeIndex].builtinCode,
+                                          codes[op.opcodeIndex].deprecatedBuiltinCode), "")
+                          for op in graph.operators]
 
 
 def fixed_sizes(specs: tuple[TensorSpec, ...]) -> list[dict[str, int]]:

@@ -41,7 +41,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(HERE / "artifacts" / "model")
     module = create()
     module.load_state_dict(load_file(HERE / "artifacts" / "model" / "model.safetensors"))
-    texts = list(EVAL_SENTENCES) + [a + " " + b for a, b in zip(EVAL_SENTENCES[::2], EVAL_SENTENCES[1::2], strict=False)]
+    texts = list(EVAL_SENTENCES) + [a + " " + b
+                                    for a, b in zip(EVAL_SENTENCES[::2], EVAL_SENTENCES[1::2], strict=False)]
     feeds = [{k: v.numpy() for k, v in tokenizer(text, truncation=True, max_length=128, return_tensors="pt").items()
               if k in ("input_ids", "attention_mask")} for text in texts]
     with torch.no_grad():
@@ -58,7 +59,8 @@ def main() -> None:
             tensors = [cosine(model.run(f)["output"], r) for f, r in zip(feeds, reference, strict=False)]
             line = f"{art.name:22s} tokens in: cosine vs PyTorch mean {np.mean(tensors):.4f} min {np.min(tensors):.4f}"
             if takes_text:
-                same = sum(np.array_equal(model.preprocess(t)["input_ids"], f["input_ids"]) for t, f in zip(texts, feeds, strict=False))
+                same = sum(np.array_equal(model.preprocess(t)["input_ids"], f["input_ids"])
+                           for t, f in zip(texts, feeds, strict=False))
                 text = [cosine(model.predict(t).embedding, r) for t, r in zip(texts, reference, strict=False)]
                 line += (f" | text in: same token ids {same}/{len(texts)}, cosine mean {np.mean(text):.4f} "
                          f"min {np.min(text):.4f}")

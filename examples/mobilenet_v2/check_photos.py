@@ -37,7 +37,8 @@ def main() -> None:
     photos = sorted((ARTIFACTS / "photos").iterdir())
     expected, reference = {}, {}
     with torchvision_transforms(ARTIFACTS) as T:
-        transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(MEAN.tolist(), STD.tolist())])
+        transform = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                               T.Normalize(MEAN.tolist(), STD.tolist())])
         for photo in photos:
             with Image.open(photo) as image:
                 expected[photo] = transform(image.convert("RGB"))[None]

@@ -128,8 +128,8 @@ def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent / "artifacts")
-    parser.add_argument("--calibration-views", type=int, default=DEFAULT_CALIBRATION_VIEWS, choices=range(1, len(VIEWS) + 1),
-                        metavar=f"1..{len(VIEWS)}")
+    parser.add_argument("--calibration-views", type=int, default=DEFAULT_CALIBRATION_VIEWS,
+                        choices=range(1, len(VIEWS) + 1), metavar=f"1..{len(VIEWS)}")
     parser.add_argument("--eval-views", type=int, default=DEFAULT_EVAL_VIEWS, choices=range(1, len(VIEWS) + 1),
                         metavar=f"1..{len(VIEWS)}")
     args = parser.parse_args()

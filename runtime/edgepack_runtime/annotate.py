@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from .errors import BackendUnavailableError, UsageError, first_line
 from .files import atomic_write
@@ -24,7 +24,7 @@ TEXT_PAD_PX = 2
 JPEG_QUALITY = 92
 
 
-def _font(size: int):
+def _font(size: int) -> Any:
     from PIL import ImageFont
 
     try:
@@ -33,7 +33,7 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def annotate(image, detections: Sequence[Detection]):
+def annotate(image: Any, detections: Sequence[Detection]) -> Any:
     """A copy of `image` (a PIL image) in RGB with each detection's box outlined and its
     label and score written above it (inside the image when the box touches the top)."""
     from PIL import ImageDraw

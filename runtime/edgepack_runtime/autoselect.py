@@ -12,8 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
+from typing import Any, Optional
 
 from .bundle import Bundle
 from .device import device_key
@@ -66,7 +65,7 @@ class AutoChoice:
     device: str
     created: str
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 

@@ -43,7 +43,8 @@ class Bundle:
     def resolve(self, relative: str) -> Path:
         """The absolute path of a bundle file; refuses paths that leave the bundle."""
         candidate = Path(relative)
-        resolved = checked_path(self.root / candidate, "bundle file", "the bundle was tampered with; copy or rebuild it")
+        resolved = checked_path(self.root / candidate, "bundle file",
+                                "the bundle was tampered with; copy or rebuild it")
         if candidate.is_absolute() or not resolved.is_relative_to(self.root):
             raise IntegrityError(
                 f"manifest path {relative!r} points outside the bundle {self.root}; "
@@ -92,7 +93,8 @@ class Bundle:
         in that same read: what is used is what was checked."""
         path = self.resolve(ref.path)
         if not path.is_file():
-            raise IntegrityError(f"bundle file {ref.path} is missing from {self.root}; copy the whole bundle directory again")
+            raise IntegrityError(f"bundle file {ref.path} is missing from {self.root}; "
+                                 "copy the whole bundle directory again")
         _refuse_links(self.root / ref.path, ref.path)
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != ref.sha256:
@@ -140,7 +142,7 @@ class Bundle:
         return found
 
 
-def _golden_problem(manifest: Manifest, inputs: dict, outputs: dict) -> Optional[str]:
+def _golden_problem(manifest: Manifest, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> Optional[str]:
     """What makes golden samples unusable (None if nothing): every input and output the
     manifest declares, as stacked samples, the same number (at least one) of each."""
     for kind, arrays, specs in (("input", inputs, manifest.inputs), ("output", outputs, manifest.outputs)):
@@ -174,7 +176,8 @@ def open_bundle(path: str | Path) -> Bundle:
         raise BundleError(f"{root} is not a directory; pass the bundle directory `edgepack build -o` wrote")
     if not manifest_path.is_file():
         raise BundleError(
-            f"{root} has no {MANIFEST_NAME}, so it is not an edgepack bundle; pass the directory `edgepack build -o` wrote"
+            f"{root} has no {MANIFEST_NAME}, so it is not an edgepack bundle; "
+            "pass the directory `edgepack build -o` wrote"
         )
     _refuse_links(manifest_path, MANIFEST_NAME)
     try:

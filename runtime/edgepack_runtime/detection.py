@@ -159,7 +159,7 @@ def map50(found: Sequence[Detections], reference: Sequence[Detections],
     if hits is None:
         hits = [match(f, r) for f, r in zip(found, reference)]
     scores = np.concatenate([f.scores for f in found])
-    hits = np.concatenate(hits)
+    hit = np.concatenate(hits)
     labels = np.concatenate([f.classes for f in found])
     truths = collections.Counter(int(c) for r in reference for c in r.classes)
     aps = []
@@ -167,7 +167,7 @@ def map50(found: Sequence[Detections], reference: Sequence[Detections],
         truth = truths[c]
         mine = labels == c
         order = np.argsort(-scores[mine], kind="stable")
-        tp = np.cumsum(hits[mine][order])
+        tp = np.cumsum(hit[mine][order])
         precision = tp / np.arange(1, len(tp) + 1)
         recall = tp / truth
         # The precision envelope, integrated over recall from 0 to 1.

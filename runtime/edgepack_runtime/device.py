@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from .hostinfo import host_info
 
@@ -56,7 +56,7 @@ def device_name() -> str:
     return os.environ.get(NAME_ENV) or _read(_DT_MODEL) or socket.gethostname()
 
 
-def device_info() -> dict:
+def device_info() -> dict[str, Any]:
     host = host_info()
     freq = _read(_CPUFREQ / "scaling_cur_freq")
     return {

@@ -11,7 +11,7 @@ PSI < 0.1 stable, 0.1–0.25 moderate shift, ≥ 0.25 drift.
 from __future__ import annotations
 
 from collections import deque
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -47,7 +47,7 @@ def psi(reference: np.ndarray, recent: np.ndarray) -> float:
     return float(np.sum((p - q) * np.log(p / q)))
 
 
-def reference_stats(samples: np.ndarray) -> dict:
+def reference_stats(samples: np.ndarray) -> dict[str, Any]:
     """Reference statistics of one input from calibration samples [N, *shape] (shape [1, C, …])."""
     values = samples.astype(np.float64).ravel()
     edges = _edges(float(values.min()), float(values.max()))
@@ -63,7 +63,7 @@ def reference_stats(samples: np.ndarray) -> dict:
 MAX_EDGES = 1025  # a reference with more bins than this is not one drift.py wrote
 
 
-def check_reference(reference, shapes: Mapping[str, tuple]) -> Optional[str]:
+def check_reference(reference: object, shapes: Mapping[str, tuple[int, ...]]) -> Optional[str]:
     """Why a manifest's drift reference cannot be used (None when it can): checked once,
     when the bundle is loaded, so that a damaged one disables drift instead of failing an
     inference. Each input it names must exist, with increasing finite `edges` and one more
@@ -97,7 +97,8 @@ def check_reference(reference, shapes: Mapping[str, tuple]) -> Optional[str]:
 class DriftMonitor:
     """PSI of recent inputs (a sliding window of inferences) against the manifest's reference."""
 
-    def __init__(self, reference: Mapping[str, dict], shapes: Mapping[str, tuple], window: int = DEFAULT_WINDOW):
+    def __init__(self, reference: Mapping[str, dict[str, Any]], shapes: Mapping[str, tuple[int, ...]],
+                 window: int = DEFAULT_WINDOW) -> None:
         rng = np.random.default_rng(SAMPLE_SEED)
         self._edges = {name: np.asarray(ref["edges"]) for name, ref in reference.items()}
         self._reference = {name: np.asarray(ref["fractions"]) for name, ref in reference.items()}
@@ -106,7 +107,7 @@ class DriftMonitor:
             size = int(np.prod(shapes[name]))
             self._positions[name] = (np.sort(rng.choice(size, SAMPLED_ELEMENTS, replace=False))
                                      if size > SAMPLED_ELEMENTS else None)
-        self._window = {name: deque(maxlen=window) for name in reference}
+        self._window: dict[str, deque[np.ndarray]] = {name: deque(maxlen=window) for name in reference}
         self._totals = {name: np.zeros(len(self._edges[name]) + 1, dtype=np.int64) for name in reference}
 
     def observe(self, inputs: Mapping[str, np.ndarray]) -> None:

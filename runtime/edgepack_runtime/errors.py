@@ -146,7 +146,8 @@ def causes(exc: BaseException) -> list[str]:
 
 
 @contextmanager
-def mapped(error: type, what: str, fix: str = "", catch: tuple = (Exception,)) -> Iterator[None]:
+def mapped(error: type[Exception], what: str, fix: str = "",
+           catch: tuple[type[Exception], ...] = (Exception,)) -> Iterator[None]:
     """Inside the block, an exception of `catch` becomes `error` saying "WHAT (WHY); FIX",
     with the original as its cause. Errors already of type `error` pass unchanged; another
     EdgepackError lends its message as the why (it already says what to do)."""

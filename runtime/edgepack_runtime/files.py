@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Union
 
 from .errors import PathError
 
@@ -42,13 +43,13 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def shown_path(path, limit: int = SHOWN_PATH_CHARS) -> str:
+def shown_path(path: object, limit: int = SHOWN_PATH_CHARS) -> str:
     """A path as one short line of plain text for a message (the CLI escapes markup)."""
     text = " ".join(str(path).split()) if "\n" in str(path) or "\r" in str(path) else str(path)
     return text if len(text) <= limit else text[: limit // 2] + "…" + text[-(limit // 2):]
 
 
-def checked_path(path, what: str, fix: str = "use another path") -> Path:
+def checked_path(path: Union[str, os.PathLike[str]], what: str, fix: str = "use another path") -> Path:
     """The one path rule: `path` (user-expanded) with every symbolic link followed. Raises
     PathError, one line naming `what`, for a component longer than NAME_MAX, a path longer
     than PATH_MAX, or a symbolic link loop; a path that does not exist (yet) is fine."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
-from typing import Optional
 from pathlib import Path
+from typing import Any, Collection, Optional
 
 __all__ = ["HostInfo", "host_info", "normalize_arch", "int8_kernel_family", "INT8_KERNEL_FAMILIES"]
 
@@ -36,7 +36,7 @@ class HostInfo:
     cores: int
     isa: tuple[str, ...] = field(default_factory=tuple)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, "cpu": self.cpu, "cores": self.cores, "isa": list(self.isa)}
 
 
@@ -53,7 +53,7 @@ def _parse_cpuinfo(text: str) -> tuple[str, set[str]]:
 
 def host_info() -> HostInfo:
     """Describe the machine this process runs on."""
-    model, flags = "", set()
+    model, flags = "", set[str]()
     try:
         model, flags = _parse_cpuinfo(_CPUINFO.read_text(errors="replace"))
     except OSError:
@@ -76,6 +76,6 @@ INT8_KERNEL_FAMILIES = {
 }
 
 
-def int8_kernel_family(arch: str, isa) -> Optional[str]:
+def int8_kernel_family(arch: str, isa: Collection[str]) -> Optional[str]:
     """The int8 kernel family a machine with these ISA features runs (None: none known)."""
     return next((f for f in INT8_KERNEL_FAMILIES.get(arch, ()) if f in isa), None)

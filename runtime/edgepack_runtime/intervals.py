@@ -21,9 +21,10 @@ small sets are drawn from a larger pool of real photos.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["Z95", "wilson_interval", "ratio_interval", "mean_interval", "group_bootstrap", "group_index",
            "t_quantile", "groups_to_promise"]
@@ -67,7 +68,7 @@ def wilson_interval(successes: int, total: int) -> tuple[float, float]:
     return low * 100, high * 100
 
 
-def ratio_interval(successes: Sequence[float], trials: Sequence[float]) -> tuple[float, float]:
+def ratio_interval(successes: ArrayLike, trials: ArrayLike) -> tuple[float, float]:
     """95 % interval (0..1) of Σ successes / Σ trials when each entry is one independent
     group: Wilson at the design-effect sample size, Student's t for the group count."""
     s, t = np.asarray(successes, np.float64), np.asarray(trials, np.float64)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -207,7 +208,7 @@ def _check_resize(pixels: np.ndarray, width: int, height: int) -> None:
 
 
 @lru_cache(maxsize=None)
-def _opencv():
+def _opencv() -> Any:  # the cv2 module
     """OpenCV's module when it imports, else None. Imported on the first resize, not with
     the runtime: it costs a tenth of a second and tens of MB that a classifier never needs."""
     try:
@@ -230,7 +231,7 @@ def resize(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     if cv2 is None:
         return resize_linear(pixels, width, height)
     _check_resize(pixels, width, height)
-    out = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
+    out: np.ndarray = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_LINEAR)
     return out.reshape((height, width) + pixels.shape[2:])  # cv2 drops the axis of a HxWx1 image
 
 
@@ -253,7 +254,7 @@ class Geometry:
         """Boxes [K, 4] (x1, y1, x2, y2) in input pixels → original pixels, clipped to the
         image (Ultralytics' scale_boxes)."""
         boxes = np.asarray(boxes)
-        out = (boxes - self._offset(boxes)) / self._scales(boxes)
+        out: np.ndarray = (boxes - self._offset(boxes)) / self._scales(boxes)
         out[..., 0::2] = out[..., 0::2].clip(0, self.width)
         out[..., 1::2] = out[..., 1::2].clip(0, self.height)
         return out
@@ -262,7 +263,8 @@ class Geometry:
         """Boxes [K, 4] (x1, y1, x2, y2) in original pixels → input pixels (the inverse
         of `to_original` inside the image): to draw labels on the model's view."""
         boxes = np.asarray(boxes)
-        return boxes * self._scales(boxes) + self._offset(boxes)
+        out: np.ndarray = boxes * self._scales(boxes) + self._offset(boxes)
+        return out
 
     def _scales(self, boxes: np.ndarray) -> np.ndarray:
         return np.asarray([self.scale_x, self.scale_y] * 2, dtype=np.result_type(boxes.dtype, np.float32))

@@ -116,7 +116,7 @@ class Validation:
     tolerance: float
     samples: int
     backend: str
-    host: dict  # where it ran: arch, cpu, isa
+    host: dict[str, Any]  # where it ran: arch, cpu, isa
     host_matches_target: bool
     # Output-relative checks (schema 2): cosine similarity to PyTorch must reach min_cosine;
     # `tolerance` is a small floor plus a fraction of the reference outputs' range.
@@ -158,8 +158,11 @@ class TaskMetric:
         """E.g. "top-1 agree 88.6% [82.1–93.0%, n=132] (needs ≥ 90%)"."""
         label = _METRIC_LABELS.get(self.name) or self.name.replace(":", " of ", 1)
         percent = self.name.endswith("_agreement")
-        number = (lambda v: f"{v:.1f}%") if percent else (lambda v: f"{v:.3f}" if self.name in ("f1", "map50")
-                                                           else f"{v:.5f}")
+
+        def number(v: float) -> str:
+            if percent:
+                return f"{v:.1f}%"
+            return f"{v:.3f}" if self.name in ("f1", "map50") else f"{v:.5f}"
         text = f"{label} {number(self.value)}"
         if interval:
             units = f" in {self.groups} groups" if self.groups is not None and self.groups != self.samples else ""
@@ -242,7 +245,7 @@ class Artifact:
     sha256: Optional[str] = None
     size_bytes: Optional[int] = None  # of all its files
     error: Optional[str] = None
-    quantization: Optional[dict] = None
+    quantization: Optional[dict[str, Any]] = None
     layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
     validation: Optional[Validation] = None
     accuracy: Optional[Accuracy] = None
@@ -251,7 +254,7 @@ class Artifact:
     # The artifact's own dtype of each integer input its converter changed (litert-torch
     # makes int64 ids int32): run() still takes the manifest's dtype and converts when every
     # value fits.
-    input_dtypes: Optional[dict] = None
+    input_dtypes: Optional[dict[str, Any]] = None
     # Schema 2.1: every file of the artifact, the one the backend opens first (OpenVINO's
     # .xml then .bin); empty in earlier bundles, where `path` is the only file.
     files: tuple[FileRef, ...] = ()
@@ -396,20 +399,20 @@ class Manifest:
     schema_version: str  # "MAJOR.MINOR" (an integer N in bundles before 2.1)
     name: str
     created: str
-    target: dict
+    target: dict[str, Any]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     artifacts: tuple[Artifact, ...]
     golden: Golden
-    toolchain: dict
+    toolchain: dict[str, Any]
     accuracy_tolerance: float  # the accuracy budget: largest allowed top-1 drop vs PyTorch, in points (labels)
-    build: dict = field(default_factory=dict)  # how the bundle was made: host, stage timings
+    build: dict[str, Any] = field(default_factory=dict)  # how the bundle was made: host, stage timings
     macs: Optional[int] = None  # multiply-accumulates per inference at the built size (PyTorch's flop counter)
     # Per input: histogram and per-channel stats of the calibration data (drift.py); None
     # when int8 was calibrated on random data, which is no reference for anything.
-    drift_reference: Optional[dict] = None
+    drift_reference: Optional[dict[str, Any]] = None
     # `edgepack build --verify-emulated`: per-artifact results on emulated aarch64 (edgepack/emulate.py)
-    emulated: Optional[dict] = None
+    emulated: Optional[dict[str, Any]] = None
     # The rest of the accuracy budget (schema 2): smallest mean cosine vs PyTorch, smallest
     # top-1 agreement with PyTorch in percent (0: not required).
     min_cosine: Optional[float] = None
@@ -469,7 +472,7 @@ class Manifest:
             )
         # Keys from a newer minor are ignored; within what this reader knows, unknown keys are damage.
         try:
-            manifest = from_data(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
+            manifest: Manifest = from_data(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
                                  tolerate_unknown=newer_minor(version, SCHEMA_VERSION), check=_check_ranges)
         except Problem as problem:
             raise _damaged(problem.where, problem.problem) from problem
@@ -518,7 +521,8 @@ def _check_ranges(obj: Any, where: str) -> None:
         if problem is not None:
             raise _damaged(where, f"is wrong: {problem}")
     elif isinstance(obj, Postprocessing):
-        if obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1 or (obj.kind == "detections") != (obj.detection is not None):
+        if (obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1
+                or (obj.kind == "detections") != (obj.detection is not None)):
             raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS}, top_k ≥ 1, and detection settings "
                                   "exactly when kind is detections")
     elif isinstance(obj, DetectionSettings):
@@ -547,7 +551,7 @@ def _check_names(manifest: Manifest) -> None:
             raise _damaged(where, f"names {name[:40]!r}, which is not one of the model's tensors")
 
 
-def _check_target(target: dict) -> None:
+def _check_target(target: dict[str, Any]) -> None:
     """The profile keys the runtime reads (threads, prefer, formats)."""
     threads = target.get("threads", 1)
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:

@@ -9,23 +9,26 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from typing import Any
 
 from .manifest import SCHEMA_VERSION, Manifest
 
 __all__ = ["manifest_schema"]
 
-_SCALARS = {bool: {"type": "boolean"}, int: {"type": "integer", "minimum": 0}, float: {"type": "number"},
-            str: {"type": "string"}, dict: {"type": "object"}}
+_SCALARS: dict[type, dict[str, Any]] = {bool: {"type": "boolean"}, int: {"type": "integer", "minimum": 0},
+                                        float: {"type": "number"}, str: {"type": "string"}, dict: {"type": "object"}}
 
 
-def _schema(hint, definitions: dict) -> dict:
+def _schema(hint: Any, definitions: dict[str, Any]) -> dict[str, Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union:  # Optional[X]
         (inner,) = [a for a in args if a is not type(None)]
         return {"anyOf": [_schema(inner, definitions), {"type": "null"}]}
     if origin is tuple:
         return {"type": "array", "items": _schema(args[0], definitions)}
-    if dataclasses.is_dataclass(hint):
+    if origin is dict:  # dict[str, Any]: a free-form table
+        return {"type": "object"}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):  # a hint is a class, never an instance
         name = hint.__name__
         if name not in definitions:
             definitions[name] = {}  # placeholder: a dataclass refers to itself only through this
@@ -44,9 +47,9 @@ def _schema(hint, definitions: dict) -> dict:
     return dict(_SCALARS[hint])
 
 
-def manifest_schema() -> dict:
+def manifest_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of manifest.json at this runtime's SCHEMA_VERSION."""
-    definitions: dict = {}
+    definitions: dict[str, Any] = {}
     root = _schema(Manifest, definitions)
     definitions["Manifest"]["properties"]["schema_version"] = {
         "anyOf": [{"type": "string", "pattern": r"^\d+\.\d+$"}, {"type": "integer", "minimum": 1}],

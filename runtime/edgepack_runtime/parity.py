@@ -10,15 +10,17 @@ on a model whose outputs are near zero.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 
+from .errors import OutputShapeError
 from .hostinfo import host_info, int8_kernel_family
 from .precision import is_calibrated, is_integer
 from .task_fidelity import comparable
 
-from .errors import OutputShapeError
+if TYPE_CHECKING:
+    from .model import Model
 
 __all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
            "self_test", "parity_samples", "parity_passes", "SAME_KERNELS", "OTHER_KERNELS"]
@@ -44,7 +46,8 @@ def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
             raise OutputShapeError(
                 f"output {name!r} changes shape with the input data ({list(values[0].shape)} for sample 1, "
                 f"{list(values[odd].shape)} for sample {odd + 1}): a data-dependent shape (nonzero, a boolean mask, "
-                "NMS) has no fixed size to export; return a fixed-size tensor from forward() (pad it, or keep the top k)")
+                "NMS) has no fixed size to export; "
+                "return a fixed-size tensor from forward() (pad it, or keep the top k)")
     return {name: np.stack(values) for name, values in collected.items()}
 
 
@@ -56,7 +59,7 @@ def max_abs_diff(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.n
     )
 
 
-def _per_sample(outputs: Mapping[str, np.ndarray], names) -> np.ndarray:
+def _per_sample(outputs: Mapping[str, np.ndarray], names: Iterable[str]) -> np.ndarray:
     """All outputs of each sample flattened into one float64 row: [N, total elements]."""
     return np.concatenate([outputs[n].reshape(len(outputs[n]), -1).astype(np.float64) for n in names], axis=1)
 
@@ -156,7 +159,7 @@ class SelfTest:
     same_kernels: Optional[bool] = None
 
 
-def _same_kernels(model) -> bool:
+def _same_kernels(model: Model) -> bool:
     """Whether this device runs the artifact's kernels as the build host did."""
     built = (model.artifact.validation.host if model.artifact.validation else None) or {}
     here = host_info()
@@ -167,7 +170,7 @@ def _same_kernels(model) -> bool:
     return int8_kernel_family(here.arch, here.isa) == int8_kernel_family(here.arch, tuple(built.get("isa", ())))
 
 
-def self_test(model, same_kernels: Optional[bool] = None) -> SelfTest:
+def self_test(model: Model, same_kernels: Optional[bool] = None) -> SelfTest:
     """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
     using the limits recorded for this artifact at build time, and with the artifact's own
     outputs on the build host (SAME_KERNELS or OTHER_KERNELS). `same_kernels`: whether this
@@ -187,7 +190,7 @@ def self_test(model, same_kernels: Optional[bool] = None) -> SelfTest:
     min_cosine = validation.min_cosine if validation else None
     passed = parity_passes(diff, tolerance, measured.cosine, min_cosine)
     own = model.bundle.own_outputs(model.artifact.name)
-    own_figures = {}
+    own_figures: dict[str, Any] = {}
     if own is not None:
         count = len(next(iter(reference.values())))
         own = {k: v[:count] for k, v in own.items()}  # the samples `inputs` holds (parity_samples keeps the first)

@@ -4,10 +4,10 @@ to the original image)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
 import numbers
-from typing import Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -39,11 +39,12 @@ class Prediction:
     inference_ms: float = 0.0
     postprocess_ms: float = 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready: the answer (top, embedding or detections; every output when there is
         none) and timings."""
-        data: dict = {"preprocess_ms": round(self.preprocess_ms, 3), "inference_ms": round(self.inference_ms, 3),
-                      "postprocess_ms": round(self.postprocess_ms, 3)}
+        data: dict[str, Any] = {"preprocess_ms": round(self.preprocess_ms, 3),
+                                "inference_ms": round(self.inference_ms, 3),
+                                "postprocess_ms": round(self.postprocess_ms, 3)}
         if self.top is not None:
             data["top"] = [{"label": label, "score": score} for label, score in self.top]
         elif self.detections is not None:
@@ -93,7 +94,8 @@ def check_thresholds(post: Optional[Postprocessing], **thresholds: Optional[floa
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits.astype(np.float64) - logits.max()
     exp = np.exp(shifted)
-    return exp / exp.sum()
+    out: np.ndarray = exp / exp.sum()
+    return out
 
 
 def answer(post: Optional[Postprocessing], outputs: dict[str, np.ndarray], labels: Optional[Sequence[str]],
@@ -121,9 +123,14 @@ def answer(post: Optional[Postprocessing], outputs: dict[str, np.ndarray], label
 
 
 def _detections(post: Postprocessing, outputs: dict[str, np.ndarray], labels: Optional[Sequence[str]],
-                to_original, score_threshold: Optional[float], iou_threshold: Optional[float]) -> Prediction:
+                to_original: Optional[Callable[[np.ndarray], np.ndarray]], score_threshold: Optional[float],
+                iou_threshold: Optional[float]) -> Prediction:
+    if post.detection is None:  # the manifest's reader refuses detections without their settings
+        raise BundleError("the bundle's postprocessing answers detections without detection settings; rebuild it")
     found = detect(outputs[post.output], post.detection, score_threshold, iou_threshold)
     boxes = found.boxes if to_original is None or len(found) == 0 else to_original(found.boxes)
-    detections = [(labels[c] if labels is not None else str(c), float(score), *map(float, box))
-                  for c, score, box in zip(found.classes.tolist(), found.scores, boxes)]
+    detections: list[Detection] = []
+    for c, score, box in zip(found.classes.tolist(), found.scores, boxes):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        detections.append((labels[c] if labels is not None else str(c), float(score), x1, y1, x2, y2))
     return Prediction(outputs=outputs, detections=detections)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 import numpy as np
 
@@ -21,8 +21,11 @@ from .errors import BackendUnavailableError, InputError, InputTooLarge, first_li
 from .letterbox import Geometry, letterbox
 from .manifest import ImageSteps, TensorSpec, TextSteps
 
-__all__ = ["pipeline", "ImagePipeline", "TextPipeline", "MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "IMAGE_FORMATS", "resized_size",
-           "crop_box"]
+if TYPE_CHECKING:
+    from .bundle import Bundle
+
+__all__ = ["pipeline", "ImagePipeline", "TextPipeline", "MAX_IMAGE_PIXELS", "MAX_TEXT_CHARS", "IMAGE_FORMATS",
+           "resized_size", "crop_box"]
 
 # A 40 MP photo decodes to 120 MB of RGB, more than any model input needs; a decompression
 # bomb (a few KB of PNG declaring a 100k x 100k canvas) is refused from its header alone.
@@ -32,19 +35,22 @@ MAX_TEXT_CHARS = 100_000
 # The decoders Pillow may use: the common photo formats, none of the exotic ones.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
-ImageSource = Union[str, os.PathLike, bytes, Any]  # a path, encoded bytes, a PIL image or a uint8 array
+ImageSource = Union[str, "os.PathLike[str]", bytes, Any]  # a path, encoded bytes, a PIL image or a uint8 array
 
 
-def pipeline(bundle) -> Union["ImagePipeline", "TextPipeline"]:
+def pipeline(bundle: Bundle) -> Union[ImagePipeline, TextPipeline]:
     """The pipeline a bundle declares (BundleError-free: the manifest was checked on reading)."""
     pre = bundle.manifest.preprocessing
     specs = {s.name: s for s in bundle.manifest.inputs}
-    if pre.image is not None:
+    if pre is not None and pre.image is not None:
         return ImagePipeline(pre.image, specs[pre.image.input])
-    return TextPipeline(pre.text, specs, bundle.read_data_file(pre.text.tokenizer))
+    if pre is not None and pre.text is not None:
+        return TextPipeline(pre.text, specs, bundle.read_data_file(pre.text.tokenizer))
+    raise InputError("this bundle declares no preprocessing of raw inputs: pass tensors, or rebuild it with "
+                     "--preprocess or --tokenizer")
 
 
-def _pillow():
+def _pillow() -> tuple[Any, Any]:  # PIL's Image and ImageOps modules
     try:
         from PIL import Image, ImageOps
     except ImportError:
@@ -79,7 +85,7 @@ def crop_box(width: int, height: int, crop: tuple[int, ...]) -> tuple[int, int, 
 class ImagePipeline:
     """An image (path, bytes, PIL image or uint8 HWC array) → the input tensor."""
 
-    def __init__(self, steps: ImageSteps, spec: TensorSpec, max_pixels: int = MAX_IMAGE_PIXELS):
+    def __init__(self, steps: ImageSteps, spec: TensorSpec, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.steps, self.spec, self.max_pixels = steps, spec, max_pixels
         self._image, self._ops = _pillow()
         channels = 1 if steps.channels == "gray" else 3
@@ -102,7 +108,7 @@ class ImagePipeline:
         image, where = self._place(self.decode(source, channels))
         return self.to_tensor(image), where
 
-    def decode(self, source: ImageSource, channels: str = "rgb"):
+    def decode(self, source: ImageSource, channels: str = "rgb") -> Any:
         """A decoded PIL image in the model's colour mode. `channels` is the order of a numpy
         array's last axis ("bgr" for OpenCV frames); files and PIL images say their own."""
         Image = self._image
@@ -115,7 +121,7 @@ class ImagePipeline:
             image = self._open(source)
         return image.convert("L" if self.steps.channels == "gray" else "RGB")
 
-    def _from_array(self, array: np.ndarray, channels: str):
+    def _from_array(self, array: np.ndarray, channels: str) -> Any:
         if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
             raise InputError(f"an image array must be uint8 HxW or HxWxC with 1, 3 or 4 channels, not {array.dtype} "
                              f"{list(array.shape)}; pass the camera frame as it comes, or a file")
@@ -128,7 +134,7 @@ class ImagePipeline:
             array = array[..., [2, 1, 0, 3][:array.shape[2]]]
         return self._image.fromarray(np.ascontiguousarray(array))
 
-    def _open(self, source):
+    def _open(self, source: Any) -> Any:
         Image = self._image
         what = "the image"  # encoded bytes or a file object
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -148,7 +154,8 @@ class ImagePipeline:
             raise InputTooLarge(f"{what} declares an image of more than the {self.max_pixels:,} pixels the runtime "
                                 "decodes; downscale it first") from None
         except Image.UnidentifiedImageError:
-            raise InputError(f"{what} is not an image in a format the runtime reads ({', '.join(IMAGE_FORMATS)})") from None
+            raise InputError(f"{what} is not an image in a format the runtime reads "
+                             f"({', '.join(IMAGE_FORMATS)})") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt data
             raise InputError(f"{what} cannot be decoded ({first_line(exc, 120)}); send an intact image") from exc
 
@@ -157,12 +164,12 @@ class ImagePipeline:
             raise InputTooLarge(f"image of {width}x{height} pixels is larger than the {self.max_pixels:,} "
                                 "the runtime decodes; downscale it first")
 
-    def geometry(self, image):
+    def geometry(self, image: Any) -> Any:
         """Resize, then centre crop (a PIL image in, a PIL image out), or the letterbox (a
         PIL image in, a uint8 array out)."""
         return self._place(image)[0]
 
-    def _place(self, image):
+    def _place(self, image: Any) -> tuple[Any, Geometry]:
         """`geometry`, and where the original's pixels went."""
         steps = self.steps
         width, height = image.size
@@ -173,7 +180,7 @@ class ImagePipeline:
             image = image.resize(size, self._filter)
         left = top = 0
         if steps.crop and (image.size[0], image.size[1]) != (steps.crop[1], steps.crop[0]):
-            box = crop_box(*image.size, steps.crop)
+            box = crop_box(image.size[0], image.size[1], steps.crop)
             left, top = box[:2]
             image = image.crop(box)
         # Pillow and torchvision map pixel edges: input x = original x * new/old - crop left.
@@ -181,7 +188,7 @@ class ImagePipeline:
                          width=width, height=height)
         return image, where
 
-    def to_tensor(self, image) -> np.ndarray:
+    def to_tensor(self, image: Any) -> np.ndarray:
         """Scale, normalise, lay out, add the batch axis, in the input's dtype."""
         pixels = np.asarray(image)  # uint8, HxW (gray) or HxWx3 (RGB)
         if pixels.ndim == 2:
@@ -205,7 +212,7 @@ class TextPipeline:
     tokenizer: truncated to the ids input's maximum length, padded to its minimum (a
     static length pads to that length)."""
 
-    def __init__(self, steps: TextSteps, specs: Mapping[str, TensorSpec], tokenizer_json: bytes):
+    def __init__(self, steps: TextSteps, specs: Mapping[str, TensorSpec], tokenizer_json: bytes) -> None:
         try:
             from tokenizers import Tokenizer
         except ImportError:
@@ -219,7 +226,8 @@ class TextPipeline:
         try:
             self.tokenizer = Tokenizer.from_str(tokenizer_json.decode("utf-8"))
         except Exception as exc:  # tokenizers raises plain Exceptions on a bad file
-            raise InputError(f"the bundle's tokenizer cannot be read ({first_line(exc, 120)}); rebuild the bundle") from exc
+            raise InputError(f"the bundle's tokenizer cannot be read ({first_line(exc, 120)}); "
+                             "rebuild the bundle") from exc
         padding = self.tokenizer.padding or {}
         self.pad_id = padding.get("pad_id", 0)
         self.tokenizer.no_padding()

@@ -23,8 +23,9 @@ class Registry(Generic[T]):
     every object registered, and raises if it breaks the kind's contract."""
 
     def __init__(self, kind: str, group: str, builtin: Mapping[str, str],
-                 load: Callable[[EntryPoint], T] = lambda point: point.value,
-                 check: Optional[Callable[[str, T], None]] = None):
+                 # Without `load`, T is str: mypy cannot tie a default to the type variable.
+                 load: Callable[[EntryPoint], T] = lambda point: point.value,  # type: ignore[assignment,return-value]
+                 check: Optional[Callable[[str, T], None]] = None) -> None:
         self.kind, self.group = kind, group
         self._builtin, self._load, self._check = dict(builtin), load, check
         self._entries: dict[str, T] = {}

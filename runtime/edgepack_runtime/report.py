@@ -19,7 +19,7 @@ PIPE_WIDTH = 160
 TABLE_METRICS = 2  # of an artifact's task figures in the table; the manifest has them all
 
 
-def plain(value) -> str:
+def plain(value: object) -> str:
     """The one rule for untrusted text on the terminal: anything from a bundle, a device, a
     file name or a model goes through here before rich prints it, so "[red]" or "x[/]y" in
     a manifest name prints as written instead of being read (or failing) as markup."""
@@ -41,10 +41,11 @@ def make_console(stderr: bool = False) -> Console:
 def format_size(size: Optional[int]) -> str:
     if size is None:
         return "-"
+    scaled = float(size)
     for unit in ("B", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
+        if scaled < 1024 or unit == "MiB":
+            return f"{scaled:.0f} {unit}" if unit == "B" else f"{scaled:.1f} {unit}"
+        scaled /= 1024
     return "-"
 
 
@@ -64,7 +65,9 @@ def _accuracy(art: Artifact, manifest: Manifest) -> str:
     acc = art.accuracy
     if acc is None:
         return "-"
-    if acc.cosine is None:  # schema-1 bundle
+    if acc.cosine is None:  # schema-1 bundle: top-1 against the labels, when there were labels
+        if acc.drop is None:
+            return "-"
         text = f"top-1 {acc.top1:.2f}% ({-acc.drop:+.2f})"
         missed = acc.drop > manifest.accuracy_tolerance
     elif acc.metrics:  # schema 2.3: the task's two main figures, the first with its 95 % interval (all: --json)
@@ -90,7 +93,8 @@ def _accuracy(art: Artifact, manifest: Manifest) -> str:
 def _where(art: Artifact) -> str:
     acc = art.accuracy
     if acc is not None and acc.measured_on:
-        return plain(acc.measured_on.replace(" (build host)", "")) + (" [yellow](≠ target)[/]" if acc.indicative else "")
+        return (plain(acc.measured_on.replace(" (build host)", ""))
+                + (" [yellow](≠ target)[/]" if acc.indicative else ""))
     host = art.validation.host if art.validation else {}
     where = plain(host.get("arch", "-"))
     if art.validation is not None and not art.validation.host_matches_target:

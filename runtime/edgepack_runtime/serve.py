@@ -76,7 +76,7 @@ def body_limits(model: Model) -> dict[str, int]:
 
 
 class _Metrics:
-    def __init__(self):
+    def __init__(self) -> None:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, int], int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
@@ -120,7 +120,7 @@ class _Metrics:
 class _Guard:
     """Pure ASGI middleware: token and body size are checked before the body is read."""
 
-    def __init__(self, app, token: Optional[str], limits: dict[str, int], metrics: _Metrics):
+    def __init__(self, app, token: Optional[str], limits: dict[str, int], metrics: _Metrics) -> None:
         self.app, self.token, self.limits, self.metrics = app, token, limits, metrics
 
     async def _reply(self, send, status: int, detail: str, headers=()) -> None:
@@ -137,7 +137,7 @@ class _Guard:
         headers = dict(scope["headers"])
         status_box = {"status": 500}
 
-        async def send_and_count(message):
+        async def send_and_count(message) -> None:
             if message["type"] == "http.response.start":
                 status_box["status"] = message["status"]
             await send(message)
@@ -154,7 +154,8 @@ class _Guard:
                 return await self._reply(send_and_count, 413, f"body larger than this model's inputs need "
                                          f"({max_body} bytes at most)")
             except asyncio.TimeoutError:
-                return await self._reply(send_and_count, 408, f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
+                return await self._reply(send_and_count, 408,
+                                         f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
             replayed = False
 
             async def replay():  # the app reads the body we already have, then waits for disconnect
@@ -178,7 +179,8 @@ class _Guard:
         if self.token is not None and path != "/healthz":
             given = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return 401, "missing or wrong token: send 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")]
+                return (401, "missing or wrong token: send 'Authorization: Bearer <token>'",
+                        [(b"www-authenticate", b"Bearer")])
         if method == "POST":
             if kind not in self.limits:
                 return 415, f"content type {kind[:60]!r} is not accepted; send {', '.join(self.limits)}", ()
@@ -303,36 +305,36 @@ def header_deadline_protocol():
     class HeaderDeadline(H11Protocol):
         deadline = None
 
-        def _arm(self):
+        def _arm(self) -> None:
             self._disarm()
             self.deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._expire)
 
-        def _disarm(self):
+        def _disarm(self) -> None:
             if self.deadline is not None:
                 self.deadline.cancel()
                 self.deadline = None
 
-        def _expire(self):
+        def _expire(self) -> None:
             # Headers that never completed, or the rest of a body we already answered
             # (a 401/413/415/421/408 is sent before the body is read): close, as nginx.
             waiting = self.conn.their_state is h11.IDLE or self.conn.our_state is h11.DONE
             if waiting and not self.transport.is_closing():
                 self.transport.close()
 
-        def connection_made(self, transport):
+        def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm()
 
-        def data_received(self, data):
+        def data_received(self, data) -> None:
             super().data_received(data)
             if self.conn.their_state is not h11.IDLE and self.conn.our_state is not h11.DONE:
                 self._disarm()  # a new request's headers are in; its body has BODY_TIMEOUT_S
 
-        def on_response_complete(self):
+        def on_response_complete(self) -> None:
             super().on_response_complete()
             self._arm()
 
-        def connection_lost(self, exc):
+        def connection_lost(self, exc) -> None:
             self._disarm()
             super().connection_lost(exc)
 
@@ -365,14 +367,14 @@ class Live:
     the request path, then swapped in by one assignment: requests already running finish
     on the version they started with, new ones get the new one, none fails."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model) -> None:
         self.model = model
         self.on_swap: list[Callable[[Model], None]] = []
         self._stop = threading.Event()
 
     def follow(self, link: Path, load_version: Callable[[Path], Model], log: Callable[[str], None],
                interval: float = FOLLOW_INTERVAL_S) -> None:
-        def watch():
+        def watch() -> None:
             refused = None  # a version that failed to load is not retried until the link moves again
             while not self._stop.wait(interval):
                 try:
@@ -386,8 +388,8 @@ class Live:
                     new.warm_up()
                 except Exception as exc:  # never let the watcher die: the server would stop following
                     refused = target
-                    log(f"not switching to {target.name}: {first_line(exc) if not isinstance(exc, EdgepackError) else exc}; "
-                        f"still serving {self.model.bundle.root.name}")
+                    why = first_line(exc) if not isinstance(exc, EdgepackError) else exc
+                    log(f"not switching to {target.name}: {why}; still serving {self.model.bundle.root.name}")
                     continue
                 self.model = new
                 for callback in self.on_swap:
@@ -406,7 +408,7 @@ class _Inference:
     (memory stays one decode limit's worth, preprocess.MAX_IMAGE_PIXELS), at most
     `max_concurrency` requests in flight, each answered within `timeout_s`."""
 
-    def __init__(self, live: Live, max_concurrency: int, timeout_s: float):
+    def __init__(self, live: Live, max_concurrency: int, timeout_s: float) -> None:
         self.live, self.max_concurrency, self.timeout_s = live, max_concurrency, timeout_s
         self.inflight = 0
         self._run_lock, self._decode_lock = threading.Lock(), threading.Lock()

@@ -22,14 +22,18 @@ import base64
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from .errors import BackendUnavailableError, SignatureError, UsageError, first_line
 
-__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "check_files", "trust_policy", "check_signature", "TrustPolicy",
-           "SignatureError", "key_fingerprint"]
+if TYPE_CHECKING:
+    from .bundle import Bundle
+
+__all__ = ["SIGNATURE_FILE", "sign_bundle", "verify_signature", "check_files", "trust_policy", "check_signature",
+           "TrustPolicy", "SignatureError", "key_fingerprint"]
 
 SIGNATURE_FILE = "bundle.sig"
 TRUSTED_KEYS_ENV = "EDGEPACK_TRUSTED_KEYS"
@@ -43,17 +47,18 @@ PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 IGNORED = (SIGNATURE_FILE, ".git", ".gitattributes", ".github", ".gitignore")
 
 
-def _crypto():
+def _crypto() -> tuple[Any, Any, Any, Any]:  # cryptography's modules: exceptions, hashes, serialization, ec
     try:
         from cryptography import exceptions
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import ec
     except ImportError:
-        raise BackendUnavailableError("signed bundles need cryptography: pip install 'edgepack-runtime[signing]'") from None
+        raise BackendUnavailableError("signed bundles need cryptography: "
+                                      "pip install 'edgepack-runtime[signing]'") from None
     return exceptions, hashes, serialization, ec
 
 
-def _hash_for(key):
+def _hash_for(key: Any) -> Any:
     _, hashes, _, _ = _crypto()
     sizes = {256: hashes.SHA256, 384: hashes.SHA384, 521: hashes.SHA512}
     if key.curve.name not in ("secp256r1", "secp384r1", "secp521r1"):
@@ -66,7 +71,7 @@ def _pae(payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d " % (len(PAYLOAD_TYPE), PAYLOAD_TYPE.encode(), len(payload)) + payload
 
 
-def key_fingerprint(public_key) -> str:
+def key_fingerprint(public_key: Any) -> str:
     """sha256 of the PEM public key: the `hint` model-signing puts in the signature."""
     _, _, serialization, _ = _crypto()
     pem = public_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -126,12 +131,13 @@ def sign_bundle(root: Path, private_key: Path, password: Optional[str] = None) -
     return path
 
 
-def _load_public_key(path: Path):
+def _load_public_key(path: Path) -> Any:
     _, _, serialization, ec = _crypto()
     try:
         key = serialization.load_pem_public_key(Path(path).read_bytes())
     except OSError as exc:
-        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); fix {TRUSTED_KEYS_ENV} or trust.toml") from exc
+        raise UsageError(f"cannot read trusted key {path} ({exc.strerror}); "
+                         f"fix {TRUSTED_KEYS_ENV} or trust.toml") from exc
     except ValueError:
         raise UsageError(f"trusted key {path} is not a PEM public key (`openssl ec -in key.pem -pubout`)") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
@@ -152,7 +158,8 @@ def _read_signature(root: Path) -> tuple[bytes, bytes, Optional[str]]:
     except FileNotFoundError:
         raise SignatureError(f"bundle {root} is not signed (no {SIGNATURE_FILE})") from None
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, RecursionError) as exc:
-        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); sign the bundle again") from exc
+        raise SignatureError(f"{SIGNATURE_FILE} cannot be read ({first_line(exc, 100)}); "
+                             "sign the bundle again") from exc
     return payload, signature, hint
 
 
@@ -163,7 +170,8 @@ def _check_files(root: Path, payload: bytes) -> None:
         statement = json.loads(payload)
         predicate = statement["predicate"]
         if statement["predicateType"] != PREDICATE_TYPE or predicate["serialization"]["method"] != "files":
-            raise ValueError(f"predicate {str(statement['predicateType'])[:60]!r} is not a model-signing v1.0 file list")
+            raise ValueError(f"predicate {str(statement['predicateType'])[:60]!r} "
+                             "is not a model-signing v1.0 file list")
         signed = {r["name"]: r["digest"] for r in predicate["resources"] if r["algorithm"] == "sha256"}
         ignored = [str(p) for p in predicate["serialization"].get("ignore_paths", [])]
         root_digest = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in predicate["resources"])).hexdigest()
@@ -228,9 +236,9 @@ def _config_file() -> Path:
 
 def _read_trust_file(path: Path) -> tuple[list[Path], bool]:
     try:
-        try:
+        if sys.version_info >= (3, 11):
             import tomllib
-        except ImportError:  # Python < 3.11: the signing extra brings tomli
+        else:  # the signing extra brings tomli
             import tomli as tomllib
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         keys, require = data.get("keys", []), data.get("require_signature", False)
@@ -257,7 +265,7 @@ def trust_policy() -> TrustPolicy:
     return TrustPolicy(tuple(keys), require or bool(keys), " and ".join(sources) or "none")
 
 
-def check_signature(bundle, require: bool = False) -> dict:
+def check_signature(bundle: Bundle, require: bool = False) -> dict[str, Any]:
     """Apply the trust policy (and `require`) to an open bundle: raises SignatureError when
     it must be refused; else says what was checked."""
     policy = trust_policy()

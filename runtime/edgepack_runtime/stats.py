@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Callable, Final, Sequence, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 __all__ = ["latency_summary", "time_calls", "PERCENTILE_METHOD"]
 
 # numpy's default: linear interpolation between the two nearest ranks (Hyndman & Fan
 # type 7, as in R and Excel's PERCENTILE.INC).
-PERCENTILE_METHOD = "linear"
+PERCENTILE_METHOD: Final = "linear"
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
@@ -31,7 +33,8 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[object], object], feeds: Sequence[object], seconds: float, warmup: int = 3) -> list[float]:
+def time_calls(call: Callable[[T], object], feeds: Sequence[T], seconds: float,
+               warmup: int = 3) -> list[float]:
     """Wall-clock seconds of `call(feed)` over at least `seconds` (and `warmup` timed calls)
     after `warmup` untimed ones, cycling through `feeds`. For short trials; `bench` does more."""
     for i in range(warmup):

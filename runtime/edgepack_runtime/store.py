@@ -24,7 +24,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 from .bundle import open_bundle
 from .errors import EdgepackError, StoreError, first_line
@@ -50,9 +50,9 @@ class Installed:
     active: bool
     seconds: float
     reason: Optional[str] = None  # why it was not activated
-    verification: dict = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -68,7 +68,7 @@ def _home(store: Path, name: str) -> Path:
     return Path(store).expanduser() / name
 
 
-def _state(home: Path) -> dict:
+def _state(home: Path) -> dict[str, Any]:
     """history.json: `activations` (newest last) and `verified` (version → its verification)."""
     try:
         data = json.loads((home / HISTORY).read_text(encoding="utf-8"))
@@ -81,7 +81,7 @@ def _state(home: Path) -> dict:
     return {"activations": data.get("activations", []), "verified": data.get("verified", {})}
 
 
-def _save(home: Path, state: dict) -> None:
+def _save(home: Path, state: dict[str, Any]) -> None:
     atomic_write(home / HISTORY, json.dumps(state, indent=2) + "\n")
 
 
@@ -100,7 +100,7 @@ def _active(home: Path) -> Optional[str]:
     return Path(os.readlink(link)).name if link.is_symlink() else None
 
 
-def _switch(home: Path, version: str, state: dict) -> None:
+def _switch(home: Path, version: str, state: dict[str, Any]) -> None:
     """Point `current` at the version by one rename (readers see the old or the new link),
     then record it."""
     tmp = home / f".{CURRENT}.{os.getpid()}"
@@ -111,7 +111,7 @@ def _switch(home: Path, version: str, state: dict) -> None:
     _save(home, state)
 
 
-def _prune(home: Path, keep: int, state: dict) -> None:
+def _prune(home: Path, keep: int, state: dict[str, Any]) -> None:
     """Keep the `keep` most recently activated versions, the current one, and versions
     verified but never activated yet (`install --no-activate`, waiting for `activate`)."""
     recent: list[str] = []
@@ -145,7 +145,7 @@ def install(source: Path, store: Path, keep: int = DEFAULT_KEEP, activate_it: bo
     name, version = incoming.manifest.name, incoming.sha256[:12]
     home = _home(store, name)
 
-    def refused(reason: str, report: Optional[dict] = None) -> Installed:
+    def refused(reason: str, report: Optional[dict[str, Any]] = None) -> Installed:
         return Installed(name, version, False, False, round(time.perf_counter() - start, 3), reason=reason,
                          verification=_summary(report) if report else {})
 
@@ -196,7 +196,7 @@ def install(source: Path, store: Path, keep: int = DEFAULT_KEEP, activate_it: bo
                      verification=verification)
 
 
-def _summary(report: dict) -> dict:
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
     return {"passed": report["passed"], "tested": report["tested"], "failed": report["failed"],
             "signature": report.get("signature"), "at": _now()}
 
@@ -228,10 +228,12 @@ def rollback(store: Path, name: str) -> str:
 
 def _stored(home: Path) -> list[str]:
     versions = home / VERSIONS
-    return [p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")] if versions.is_dir() else []
+    if not versions.is_dir():
+        return []
+    return [p.name for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".")]
 
 
-def status(store: Path) -> list[dict]:
+def status(store: Path) -> list[dict[str, Any]]:
     """Per bundle name: the active version and since when, and every stored version."""
     root = Path(store).expanduser()
     checked_path(root, "bundle store", "choose another --store")

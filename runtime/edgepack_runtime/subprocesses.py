@@ -4,7 +4,7 @@ each become one typed error whose message ends with the child's last line of out
 from __future__ import annotations
 
 import subprocess
-from typing import Optional, Sequence, Type
+from typing import Any, Optional, Sequence, Type
 
 from .errors import EdgepackError, SubprocessError, first_line, last_line
 
@@ -15,7 +15,7 @@ DEFAULT_TIMEOUT_S = 600.0  # no child runs unbounded: a hung converter or emulat
 
 def run_checked(argv: Sequence[str], what: str, fix: str, *, timeout: Optional[float] = DEFAULT_TIMEOUT_S,
                 error: Type[EdgepackError] = SubprocessError, check: bool = True, skip: tuple[str, ...] = (),
-                **kwargs) -> subprocess.CompletedProcess:
+                **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """`subprocess.run(argv)` with text output captured. Raises `error` (a class of the one
     hierarchy) saying `what` failed and `fix` when the child cannot start, runs longer than
     `timeout` seconds, or (with `check`) exits non-zero; lines of output starting with `skip`

@@ -111,8 +111,10 @@ def _detect(out: np.ndarray, ref: np.ndarray, floors: Floors, settings: Detectio
     index = group_index(groups, n)
     low, high = ratio_interval(np.bincount(index, weights=2 * tp), np.bincount(index, weights=trials))
     hits = [match(f, r) for f, r in zip(ranked, reference)]  # once: the bootstrap below resamples these images
-    mean_ap = lambda pick: map50([ranked[i] for i in pick], [reference[i] for i in pick],  # noqa: E731
-                                 [hits[i] for i in pick])
+
+    def mean_ap(pick: np.ndarray) -> float:
+        return map50([ranked[i] for i in pick], [reference[i] for i in pick], [hits[i] for i in pick])
+
     units = _units(groups, n)
     return (
         TaskMetric("f1", f1_score(found, reference)[0], low, high, samples=n, floor=floor_of("detect", "f1", floors),
@@ -144,7 +146,7 @@ def headline(metrics: tuple[TaskMetric, ...]) -> Optional[TaskMetric]:
     floored = [m for m in metrics if m.floor is not None]
     if not floored:
         return metrics[0] if metrics else None
-    return min(floored, key=lambda m: m.value - m.floor)
+    return min(floored, key=lambda m: m.value - (m.floor if m.floor is not None else 0.0))
 
 
 

@@ -23,13 +23,17 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from .errors import EdgepackError
 from .files import user_dir
 
-__all__ = ["TelemetryWriter", "shared_writer", "default_path", "enabled_by_env", "HISTOGRAM_EDGES_MS", "histogram_index",
-           "ENV_DISABLE", "ENV_PATH"]
+# (time, bundle, artifact, latency ms or None, outcome); (time, bundle, input, PSI)
+Record = tuple[float, str, str, Optional[float], str]
+DriftRecord = tuple[float, str, str, float]
+
+__all__ = ["TelemetryWriter", "shared_writer", "default_path", "enabled_by_env", "HISTOGRAM_EDGES_MS",
+           "histogram_index", "ENV_DISABLE", "ENV_PATH"]
 
 ENV_DISABLE = "EDGEPACK_TELEMETRY"  # "0", "off" or "false" turns telemetry off everywhere
 ENV_PATH = "EDGEPACK_TELEMETRY_DB"
@@ -104,7 +108,8 @@ def _prepare(conn: sqlite3.Connection, max_bytes: Optional[int], durability: str
 
 def _is_full(exc: sqlite3.Error) -> bool:
     text = str(exc).lower()
-    return "full" in text or "no space" in text or getattr(exc, "sqlite_errorname", "") in ("SQLITE_FULL", "SQLITE_IOERR")
+    return ("full" in text or "no space" in text
+            or getattr(exc, "sqlite_errorname", "") in ("SQLITE_FULL", "SQLITE_IOERR"))
 
 
 class TelemetryWriter:
@@ -112,7 +117,7 @@ class TelemetryWriter:
 
     def __init__(self, path: Optional[Path] = None, *, batch_records: int = DEFAULT_BATCH_RECORDS,
                  flush_seconds: float = DEFAULT_FLUSH_SECONDS, max_bytes: int = DEFAULT_MAX_BYTES,
-                 durability: str = "full", on_commit: Optional[Callable[[int, int], None]] = None):
+                 durability: str = "full", on_commit: Optional[Callable[[int, int], None]] = None) -> None:
         self.path = Path(path) if path else default_path()
         self.batch_records, self.flush_seconds = batch_records, flush_seconds
         self.on_commit = on_commit
@@ -120,8 +125,8 @@ class TelemetryWriter:
         self.dropped_total = 0  # records lost by this process (for /metrics)
         self.disabled: Optional[str] = None  # why telemetry is off (the database cannot be used)
         self._conn = self._open(max_bytes, durability)
-        self._pending: list[tuple] = []
-        self._drift: list[tuple] = []
+        self._pending: list[Record] = []
+        self._drift: list[DriftRecord] = []
         self._lock = threading.Lock()  # guards _pending/_drift
         self._db_lock = threading.Lock()  # one flush at a time
         self._wake = threading.Event()
@@ -135,7 +140,8 @@ class TelemetryWriter:
             return connect(self.path, max_bytes, durability)
         except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorname", "") not in UNUSABLE_FILE or not self.path.is_file():
-                return self._disable(exc)  # locked, read-only, I/O, full: the file may be fine, leave it
+                self._disable(exc)
+                return None  # locked, read-only, I/O, full: the file may be fine, leave it
             aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
             try:
                 for suffix in ("-wal", "-shm", ""):  # journal files travel with their database
@@ -143,12 +149,14 @@ class TelemetryWriter:
                         os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
                 conn = connect(self.path, max_bytes, durability)
             except (OSError, sqlite3.Error) as again:
-                return self._disable(again)
+                self._disable(again)
+                return None
             log.warning("telemetry database %s was unusable (%s); kept it as %s and started a new one",
                         self.path, exc, aside.name)
             return conn
         except OSError as exc:
-            return self._disable(exc)
+            self._disable(exc)
+            return None
 
     def _disable(self, exc: Exception) -> None:
         self.disabled = f"{type(exc).__name__}: {exc}"
@@ -167,7 +175,7 @@ class TelemetryWriter:
         if full:
             self._wake.set()
 
-    def record_drift(self, bundle: str, scores: dict) -> None:
+    def record_drift(self, bundle: str, scores: dict[str, Optional[float]]) -> None:
         if self._conn is None:
             return
         now = time.time()
@@ -205,12 +213,16 @@ class TelemetryWriter:
             self.on_commit(batch, len(records))
         return batch
 
-    def _commit(self, records: list[tuple], drift: list[tuple]) -> int:
+    def _commit(self, records: list[Record], drift: list[DriftRecord]) -> int:
         conn = self._conn
+        if conn is None:  # record() queues nothing without a connection
+            raise sqlite3.OperationalError("the telemetry database is not open")
         conn.execute("BEGIN IMMEDIATE")
         try:
             batch = conn.execute("INSERT INTO batches (committed, records) VALUES (?, ?)",
                                  (time.time(), len(records))).lastrowid
+            if batch is None:  # an INSERT always sets it
+                raise sqlite3.OperationalError("the batch was not inserted")
             conn.executemany("INSERT INTO events (ts, bundle, artifact, latency_ms, outcome, batch) "
                              "VALUES (?, ?, ?, ?, ?, ?)", [r + (batch,) for r in records])
             for key, (count, total, histogram) in _aggregate(records).items():
@@ -265,9 +277,9 @@ class TelemetryWriter:
             self._conn.close()
 
 
-def _aggregate(records: Iterable[tuple]) -> dict[tuple, tuple[int, float, list[int]]]:
+def _aggregate(records: Iterable[Record]) -> dict[tuple[int, str, str, str], tuple[int, float, list[int]]]:
     """(minute, bundle, artifact, outcome) -> (count, latency sum, histogram)."""
-    out: dict[tuple, tuple[int, float, list[int]]] = {}
+    out: dict[tuple[int, str, str, str], tuple[int, float, list[int]]] = {}
     for ts, bundle, artifact, latency, outcome in records:
         key = (int(ts // 60), bundle, artifact, outcome)
         count, total, histogram = out.get(key) or (0, 0.0, [0] * (len(HISTOGRAM_EDGES_MS) + 1))
@@ -289,8 +301,8 @@ SETTINGS_ENV = {"EDGEPACK_TELEMETRY_MAX_BYTES": ("max_bytes", int),
                 "EDGEPACK_TELEMETRY_DURABILITY": ("durability", str)}
 
 
-def settings_from_env() -> dict:
-    settings = {}
+def settings_from_env() -> dict[str, Any]:
+    settings: dict[str, Any] = {}
     for name, (key, kind) in SETTINGS_ENV.items():
         if os.environ.get(name):
             try:

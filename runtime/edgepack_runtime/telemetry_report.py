@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from .drift import DRIFT_THRESHOLD
 from .errors import TelemetryError
@@ -20,7 +20,7 @@ from .telemetry import HISTOGRAM_EDGES_MS, connect
 
 
 @contextlib.contextmanager
-def _database(path: Path):
+def _database(path: Path) -> Iterator[sqlite3.Connection]:
     """A connection for a report; any database failure becomes one TelemetryError."""
     try:
         conn = connect(path)
@@ -66,18 +66,18 @@ def histogram_percentile(histogram: list[int], q: float) -> Optional[float]:
     return HISTOGRAM_EDGES_MS[-1]
 
 
-def _rows(conn: sqlite3.Connection, since_s: Optional[float]):
+def _rows(conn: sqlite3.Connection, since_s: Optional[float]) -> list[tuple[Any, ...]]:
     first_minute = int((time.time() - since_s) // 60) if since_s else 0
     return conn.execute("SELECT minute, bundle, artifact, outcome, count, latency_sum_ms, histogram FROM minutes "
                         "WHERE minute >= ? ORDER BY minute", (first_minute,)).fetchall()
 
 
-def summary(path: Path, since: Optional[str] = None) -> dict:
+def summary(path: Path, since: Optional[str] = None) -> dict[str, Any]:
     """Per bundle × artifact: count, error rate, latency percentiles; latest drift; drops."""
     since_s = parse_since(since)
     with _database(path) as conn:
-        groups: dict[tuple, dict] = {}
-        for minute, bundle, artifact, outcome, count, _total, histogram in _rows(conn, since_s):
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for _minute, bundle, artifact, outcome, count, _total, histogram in _rows(conn, since_s):
             g = groups.setdefault((bundle, artifact), {"count": 0, "errors": {}, "histogram": None})
             g["count"] += count
             if outcome == "ok":
@@ -106,7 +106,7 @@ def summary(path: Path, since: Optional[str] = None) -> dict:
                 "database": str(path), "database_bytes": os.path.getsize(path)}
 
 
-def _prometheus(data: dict) -> str:
+def _prometheus(data: dict[str, Any]) -> str:
     lines = metric("edgepack_inferences_total", "counter", "Inferences recorded, by outcome.")
     for a in data["artifacts"]:
         where = {"bundle": a["bundle"], "artifact": a["artifact"]}
@@ -136,7 +136,8 @@ def export(path: Path, fmt: str, since: Optional[str] = None) -> str:
     with _database(path) as conn:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(["minute_utc", "bundle", "artifact", "outcome", "count", "mean_ms", "p50_ms", "p90_ms", "p99_ms"])
+        writer.writerow(["minute_utc", "bundle", "artifact", "outcome", "count", "mean_ms",
+                         "p50_ms", "p90_ms", "p99_ms"])
         for minute, bundle, artifact, outcome, count, total, histogram in _rows(conn, parse_since(since)):
             h = json.loads(histogram)
             stamp = dt.datetime.fromtimestamp(minute * 60, dt.timezone.utc).isoformat(timespec="minutes")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, TextIO
 
 __all__ = ["Console", "Table", "escape", "HAVE_RICH"]
 
@@ -31,7 +31,7 @@ def plain_escape(text: str) -> str:
 
 def strip_markup(text: str) -> str:
     """What rich prints of `text`, without its styles: tags dropped, escapes undone."""
-    def replace(match: re.Match) -> str:
+    def replace(match: re.Match[str]) -> str:
         slashes, tag = match.groups()
         escaped = len(slashes) % 2 == 1
         return slashes[:len(slashes) // 2] + (tag if escaped else "")
@@ -43,7 +43,7 @@ class PlainTable:
     """The subset of rich.table.Table the runtime builds: a title, columns (left or right
     justified), rows of markup strings, a caption."""
 
-    def __init__(self, title: Optional[str] = None, **_: Any):
+    def __init__(self, title: Optional[str] = None, **_: Any) -> None:
         self.title, self.caption, self.caption_justify = title, None, "center"
         self.columns: list[tuple[str, str]] = []
         self.rows: list[list[str]] = []
@@ -61,7 +61,8 @@ class PlainTable:
         justify = [how for _, how in self.columns]
 
         def line(cells: list[str]) -> str:
-            padded = (cell.rjust(w) if how == "right" else cell.ljust(w) for cell, w, how in zip(cells, widths, justify))
+            padded = (cell.rjust(w) if how == "right" else cell.ljust(w)
+                      for cell, w, how in zip(cells, widths, justify))
             return COLUMN_GAP.join(padded).rstrip()
 
         out = [strip_markup(self.title)] if self.title else []
@@ -76,7 +77,7 @@ class PlainConsole:
     """The subset of rich.console.Console the runtime prints through, to stdout or stderr
     as they are at print time (so redirections made after start-up are followed)."""
 
-    def __init__(self, stderr: bool = False, width: Optional[int] = None, **_: Any):
+    def __init__(self, stderr: bool = False, width: Optional[int] = None, **_: Any) -> None:
         self.stderr, self.width = stderr, width
         self.file = None
 
@@ -85,7 +86,7 @@ class PlainConsole:
         stream = self._stream()
         return bool(getattr(stream, "isatty", lambda: False)())
 
-    def _stream(self):
+    def _stream(self) -> TextIO:
         return self.file or (sys.stderr if self.stderr else sys.stdout)
 
     def print(self, *objects: Any, sep: str = " ", end: str = "\n", **_: Any) -> None:

@@ -15,19 +15,19 @@ __all__ = ["Problem", "from_data", "did_you_mean"]
 class Problem(ValueError):
     """What is wrong with a document, and where in it."""
 
-    def __init__(self, where: str, problem: str):
+    def __init__(self, where: str, problem: str) -> None:
         super().__init__(f"{where} {problem}")
         self.where, self.problem = where, problem
 
 
-def did_you_mean(value: str, choices: Iterable) -> str:
+def did_you_mean(value: str, choices: Iterable[object]) -> str:
     """'did you mean 'x'? ' for the closest of `choices`, or '' (the start of a fix hint)."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
 
 def from_data(cls: type, data: Any, where: str, *, tolerate_unknown: bool = False,
-              check: Optional[Callable[[Any, str], None]] = None, suggest: Iterable[str] = ()):
+              check: Optional[Callable[[Any, str], None]] = None, suggest: Iterable[str] = ()) -> Any:
     """Dataclass `cls` from `data`, recursively (nested dataclasses, Optional, tuple[X, ...]
     from lists). Unknown keys are a Problem with a did-you-mean (among `cls`'s fields and
     `suggest`), or dropped with `tolerate_unknown` (a newer minor's additions); `check(obj,
@@ -39,7 +39,8 @@ def from_data(cls: type, data: Any, where: str, *, tolerate_unknown: bool = Fals
         data = {k: v for k, v in data.items() if k in fields}
     for key in data:
         if key not in fields:
-            raise Problem(where, f"has unknown key {str(key)[:40]!r}; {did_you_mean(key, [*fields, *suggest])}".rstrip())
+            raise Problem(where, f"has unknown key {str(key)[:40]!r}; "
+                                 f"{did_you_mean(key, [*fields, *suggest])}".rstrip())
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -52,7 +53,7 @@ def from_data(cls: type, data: Any, where: str, *, tolerate_unknown: bool = Fals
     return obj
 
 
-def _value(hint, value: Any, where: str, nested: dict):
+def _value(hint: Any, value: Any, where: str, nested: dict[str, Any]) -> Any:
     """`value` checked against the type `hint` (lists become tuples where the hint says tuple)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any:
@@ -62,7 +63,7 @@ def _value(hint, value: Any, where: str, nested: dict):
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _value(inner, value, where, nested)
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):  # a hint is a class, never an instance
         return from_data(hint, value, where, **nested)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):

@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from .backends import backend_available
 from .bundle import Bundle
 from .errors import BackendUnavailableError
+from .manifest import Artifact
 from .model import load
 from .parity import self_test
 
 __all__ = ["verify_bundle", "self_test_row"]
 
 
-def self_test_row(bundle: Bundle, art, verified: bool = False) -> dict:
+def self_test_row(bundle: Bundle, art: Artifact, verified: bool = False) -> dict[str, Any]:
     """One artifact's golden self-test on this device, as a plain dict (verify's table and JSON).
     `verified`: the bundle's files and signature were just checked (not hashed again)."""
     row = {"artifact": art.name, "result": "skipped", "reason": None, "cosine": None, "min_cosine": None,
@@ -32,7 +33,8 @@ def self_test_row(bundle: Bundle, art, verified: bool = False) -> dict:
         return {**row, "reason": f"skipped: {exc}"}
     result = self_test(model)
 
-    def finite(x):  # NaN outputs are what verify exists to catch; JSON has no NaN: null
+    # NaN outputs are what verify exists to catch; JSON has no NaN: null.
+    def finite(x: Optional[float]) -> Optional[float]:
         return x if x is None or np.isfinite(x) else None
 
     return {**row, "result": "passed" if result.passed else "failed", "cosine": finite(result.cosine),
@@ -44,7 +46,7 @@ def self_test_row(bundle: Bundle, art, verified: bool = False) -> dict:
             "same_kernels": result.same_kernels}
 
 
-def verify_bundle(bundle: Bundle, artifact: Optional[str] = None, require_signature: bool = False) -> dict:
+def verify_bundle(bundle: Bundle, artifact: Optional[str] = None, require_signature: bool = False) -> dict[str, Any]:
     """Integrity and the trust policy (raise IntegrityError / SignatureError), then the
     self-test of each artifact (or the one named).
     `passed`: at least one artifact tested here, none failed."""

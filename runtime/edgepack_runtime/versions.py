@@ -25,11 +25,18 @@ def parse_version(value: Any) -> Optional[tuple[int, int]]:
     return int(match[1]), int(match[2])
 
 
+def _own(ours: str) -> tuple[int, int]:
+    parsed = parse_version(ours)
+    if parsed is None:
+        raise ValueError(f"this reader's own version {ours!r} is not MAJOR.MINOR")
+    return parsed
+
+
 def newer_major(theirs: tuple[int, int], ours: str) -> bool:
     """A change this reader would misread: refuse it."""
-    return theirs[0] > parse_version(ours)[0]
+    return theirs[0] > _own(ours)[0]
 
 
 def newer_minor(theirs: tuple[int, int], ours: str) -> bool:
     """Keys this reader does not know are expected: ignore them."""
-    return theirs > parse_version(ours)
+    return theirs > _own(ours)

@@ -160,8 +160,8 @@ def test_refuses_to_overwrite_something_that_is_not_a_bundle(tiny_model, tmp_pat
 def test_rebuild_replaces_an_existing_bundle_whole(tiny_model, tmp_path):
     dest = tmp_path / "b"
     first = edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32"])
-    second = edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32", "int8"], task="generic",
-                            calibration=tiny_model.parent / "calib.npz")
+    second = edgepack.build(f"{tiny_model}:create", dest, "host", formats=["onnx"], precisions=["fp32", "int8"],
+                            task="generic", calibration=tiny_model.parent / "calib.npz")
     assert first.path == second.path
     assert sorted(a.name for a in edgepack_runtime.open_bundle(dest).manifest.artifacts) == ["onnx-fp32", "onnx-int8"]
 

@@ -36,7 +36,8 @@ def one_line_error(result, *fragments):
 def test_targets_lists_and_shows():
     listing = run_cli("targets")
     assert listing.exit_code == 0
-    for target_id in ("host", "raspberry-pi/4b", "raspberry-pi/5", "x86-64/avx2", "x86-64/avx512-vnni", "arm64/generic"):
+    for target_id in ("host", "raspberry-pi/4b", "raspberry-pi/5", "x86-64/avx2", "x86-64/avx512-vnni",
+                      "arm64/generic"):
         assert target_id in listing.output
     shown = run_cli("targets", "show", "raspberry-pi/5")
     assert shown.exit_code == 0
@@ -187,7 +188,8 @@ def test_help_targets_and_compare_run_without_torch():
         "for heavy in ('torch', 'onnx', 'onnxruntime', 'litert_torch', 'ai_edge_quantizer', 'nncf'):\n"
         "    sys.modules[heavy] = None  # any import of them now raises ImportError\n"
         "from edgepack.cli import main\n"
-        "for args in (['--help'], ['targets'], ['targets', 'show', 'raspberry-pi/5'], ['compare', '--help'], ['build', '--help']):\n"
+        "for args in (['--help'], ['targets'], ['targets', 'show', 'raspberry-pi/5'], ['compare', '--help'],\n"
+        "             ['build', '--help']):\n"
         "    main(args, standalone_mode=False)\n"
         "print('OK')\n"
     )

@@ -123,7 +123,8 @@ def test_search_keeps_the_fastest_within_budget_and_records_the_trail(digits_bun
     assert int8.accuracy.within_budget and int8.accuracy.cosine >= manifest.min_cosine
     # each half of the 360 eval digits chose a candidate that the other half confirmed
     assert chosen["selection"]["samples"] == 360 and int8.accuracy.split == "confirmation"
-    assert int8.accuracy.samples == 360 and chosen["confirmation"]["value"] == int8.accuracy.metric("top1_agreement").value
+    assert int8.accuracy.samples == 360
+    assert chosen["confirmation"]["value"] == int8.accuracy.metric("top1_agreement").value
     assert sorted(h for t in trail for h in t.get("chosen_by", ())) == ["even", "odd"]
 
 
@@ -133,7 +134,8 @@ def test_a_speed_up_must_beat_the_noise_of_interleaved_rounds():
 
     same = latency(1.0, 1.1, 0.9, 1.0, 1.2, 0.9, 1.0, 1.1)
     assert not clearly_faster(same, same)
-    assert not clearly_faster(latency(0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0), same)  # lower median, lost half the rounds
+    # A lower median, but it lost half the rounds.
+    assert not clearly_faster(latency(0.5, 0.5, 0.5, 0.5, 2.0, 2.0, 2.0, 2.0), same)
     assert not clearly_faster(latency(*(0.95 * t for t in same["rounds_ms"])), same)  # within SPEED_TIE
     assert clearly_faster(latency(0.6, 0.7, 0.6, 0.65, 1.3, 0.6, 0.7, 0.6), same)  # one noisy round is forgiven
     assert not clearly_faster(same, latency(0.6, 0.7, 0.6, 0.65, 1.3, 0.6, 0.7, 0.6))

@@ -169,7 +169,8 @@ def test_signed_bundles_tampering_and_rollback_across_the_group(lab, onnx_bundle
     assert _current(lab, "a") != good and _current(lab, "a") == _current(lab, "b")
     shown = run_cli("status", "--inventory", lab["inventory"], "--limit", "lab", "--json")
     stores = json.loads(shown.stdout)
-    assert {h: s["bundles"][0]["active"] for h, s in stores.items()} == {"a": _current(lab, "a"), "b": _current(lab, "b")}
+    assert ({h: s["bundles"][0]["active"] for h, s in stores.items()}
+            == {"a": _current(lab, "a"), "b": _current(lab, "b")})
     verified = run_cli("verify", v1, "--inventory", lab["inventory"], "--limit", "lab")
     assert verified.exit_code == 0 and verified.output.count("verified") >= 2, verified.output
     assert 'require_signature = true' in (lab["dir"] / "trust-a.toml").read_text()

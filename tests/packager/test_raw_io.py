@@ -26,14 +26,15 @@ def _image(preprocess, inputs=IMAGE) -> ImageSteps:
 
 def test_the_imagenet_preset_is_torchvisions_evaluation_transform(tmp_path):
     steps = _image("imagenet")
-    assert (steps.resize, steps.crop, steps.interpolation, steps.channels, steps.layout) == ((256,), (224, 224), "bilinear",
-                                                                                           "rgb", "nchw")
+    assert ((steps.resize, steps.crop, steps.interpolation, steps.channels, steps.layout)
+            == ((256,), (224, 224), "bilinear", "rgb", "nchw"))
     assert steps.mean == (0.485, 0.456, 0.406) and steps.std == (0.229, 0.224, 0.225) and steps.scale == 1 / 255
     spelled = _image("resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225 scale=1/255")
     (tmp_path / "pre.toml").write_text('[image]\nresize = 256\ncrop = 224\nmean = [0.485, 0.456, 0.406]\n'
                                        'std = [0.229, 0.224, 0.225]\n')
     assert spelled == steps == _image(str(tmp_path / "pre.toml")) == _image({"preset": "imagenet"})
-    assert _image("imagenet crop=192x192 resize=219", (TensorSpec("image", (1, 3, 192, 192), "float32"),)).crop == (192, 192)
+    cropped = _image("imagenet crop=192x192 resize=219", (TensorSpec("image", (1, 3, 192, 192), "float32"),))
+    assert cropped.crop == (192, 192)
     nhwc = _image("unit", (TensorSpec("image", (1, 96, 96, 3), "float32"),))
     assert (nhwc.layout, nhwc.resize, nhwc.crop, nhwc.mean) == ("nhwc", (96, 96), (), ())
 
@@ -58,7 +59,8 @@ def test_labels_must_match_the_classes_and_softmax_is_decided_by_the_outputs(tmp
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"class {i}" for i in range(10)) + "\n\n")  # a trailing blank line is no label
     raw = declare(IMAGE, LOGITS, REFERENCE, labels=labels)
-    assert raw.postprocessing.kind == "classes" and raw.postprocessing.softmax and raw.files["labels.txt"].count(b"\n") == 10
+    assert raw.postprocessing.kind == "classes" and raw.postprocessing.softmax
+    assert raw.files["labels.txt"].count(b"\n") == 10
     probabilities = np.full((4, 10), 0.1, np.float32)
     assert not declare(IMAGE, LOGITS, {"logits": probabilities}, labels=labels).postprocessing.softmax
     labels.write_text("a\nb\n")

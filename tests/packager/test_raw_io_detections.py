@@ -32,7 +32,8 @@ def test_detections_with_labels(tmp_path):
     labels.write_text("\n".join(f"class {i}" for i in range(80)) + "\n\n")
     raw = declare(IMAGE, HEAD, reference(), preprocess="yolo", labels=labels, postprocess="detections")
     post = raw.postprocessing
-    assert (post.kind, post.output, post.softmax, post.detection) == ("detections", "output0", False, DetectionSettings())
+    assert ((post.kind, post.output, post.softmax, post.detection)
+            == ("detections", "output0", False, DetectionSettings()))
     assert post.labels.path == "labels.txt" and raw.files["labels.txt"].decode().splitlines()[79] == "class 79"
     unlabelled = declare(IMAGE, HEAD, reference(), postprocess="detections").postprocessing
     assert unlabelled.labels is None and unlabelled.kind == "detections"

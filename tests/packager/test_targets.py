@@ -88,10 +88,12 @@ def test_unknown_nested_key_is_an_error(profile_dir):
 
 
 def test_preset_values_are_checked_when_the_profile_loads(profile_dir):
-    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n[onnx.int8]\nactivation_type = "int4"\n')
+    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n'
+                                                    '[onnx.int8]\nactivation_type = "int4"\n')
     with pytest.raises(TargetError, match="unknown activation_type in target arm64/bad.onnx.int8 'int4'"):
         load_target("arm64/bad")
-    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n[tflite.int8]\nrange_update = "minmax"\n')
+    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n'
+                                                    '[tflite.int8]\nrange_update = "minmax"\n')
     with pytest.raises(TargetError, match="did you mean 'min_max'"):
         load_target("arm64/bad")
 
@@ -104,7 +106,8 @@ def test_extends_cycle_is_reported(profile_dir):
 
 
 def test_unsupported_precision_is_rejected(profile_dir):
-    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n[onnx]\nprecisions = ["fp32", "int4"]\n')
+    (profile_dir / "arm64" / "bad.toml").write_text('extends = "arm64/generic"\n'
+                                                    '[onnx]\nprecisions = ["fp32", "int4"]\n')
     with pytest.raises(TargetError, match="unknown precision in target arm64/bad.onnx 'int4'"):
         load_target("arm64/bad")
 

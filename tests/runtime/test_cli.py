@@ -71,6 +71,7 @@ def test_verify_fails_on_a_tampered_bundle(bundle_copy):
 def test_verify_fails_when_outputs_drift_from_pytorch(bundle_copy):
     """Swap the int8 file in under the fp32 name (re-hashed): integrity passes, the self-test must not."""
     import json
+
     from edgepack_runtime.bundle import sha256_file
 
     manifest_path = bundle_copy / "manifest.json"

@@ -84,7 +84,7 @@ def test_without_a_batch_axis_and_with_settings_defaults():
 def one_output(boxes, classes, scores, n_classes=2) -> np.ndarray:
     """An output holding exactly these boxes (x1y1x2y2), each scoring `scores` in its class."""
     out = np.zeros((1, 4 + n_classes, len(boxes)), np.float32)
-    for a, ((x1, y1, x2, y2), c, s) in enumerate(zip(boxes, classes, scores)):
+    for a, ((x1, y1, x2, y2), c, s) in enumerate(zip(boxes, classes, scores, strict=True)):
         out[0, :4, a] = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
         out[0, 4 + c, a] = s
     return out

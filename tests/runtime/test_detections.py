@@ -29,7 +29,7 @@ def union(boxes) -> list[float]:
 
 def by_label(detections) -> dict[str, list]:
     found: dict[str, list] = {}
-    for label, score, *box in detections:
+    for label, _score, *box in detections:
         found.setdefault(label, []).append(box)
     return found
 

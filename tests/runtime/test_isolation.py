@@ -47,8 +47,8 @@ def test_public_names_are_pinned():
         "EdgepackError", "BundleError", "IntegrityError", "InputError", "InferenceError", "BackendUnavailableError",
         "__version__"])
     assert sorted(edgepack.__all__) == sorted([
-        "build", "build_from", "BuildRequest", "BuildResult", "BuildFailed", "load_target", "target_ids", "TargetProfile", "EdgepackError",
-        "__version__"])
+        "build", "build_from", "BuildRequest", "BuildResult", "BuildFailed", "load_target", "target_ids",
+        "TargetProfile", "EdgepackError", "__version__"])
     for package in (edgepack, edgepack_runtime):
         for name in package.__all__:
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"

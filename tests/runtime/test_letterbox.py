@@ -97,7 +97,8 @@ def _photos(tmp_path: Path) -> list[Path]:
            "camera": Image.fromarray(skimage.data.coffee()).resize((960, 720), Image.Resampling.BICUBIC),
            "odd_width": Image.fromarray(skimage.data.rocket()[:479, :641]),
            "grey": Image.fromarray(skimage.data.camera()[:333, :497]),
-           "palette": Image.fromarray(skimage.data.astronaut()[:301, :451]).convert("P", palette=Image.Palette.ADAPTIVE)}
+           "palette": Image.fromarray(skimage.data.astronaut()[:301, :451]).convert("P",
+                                                                                    palette=Image.Palette.ADAPTIVE)}
     for name, image in odd.items():
         image.save(tmp_path / f"{name}.png", compress_level=1)  # the 12 MP one: fast to write
     rgba = Image.fromarray(skimage.data.chelsea()[:299, :450]).convert("RGBA")  # both readers drop the alpha
@@ -155,7 +156,7 @@ def test_letterbox_tensor_equals_ultralytics(tmp_path, resize_with):
     paths = _photos(tmp_path)
     expected = _ultralytics_tensors(paths, tmp_path)
     pipeline = _letterbox_pipeline()
-    for path, reference in zip(paths, expected):
+    for path, reference in zip(paths, expected, strict=True):
         tensor, geometry = pipeline.prepare(path)
         assert tensor.shape == reference.shape == (1, 3, INPUT_H, INPUT_W)
         assert np.array_equal(tensor, reference), path.name  # max |diff| 0

@@ -99,9 +99,11 @@ def test_onnx_external_data_is_refused_before_onnxruntime_reads_it(bundle_copy, 
         tensor = model.graph.node[0].attribute[0].t
     else:  # a local function whose Constant takes the function attribute's default value
         constant = onnx.helper.make_node("Constant", [], ["y"])
-        constant.attribute.append(onnx.AttributeProto(name="value", ref_attr_name="value", type=onnx.AttributeProto.TENSOR))
+        constant.attribute.append(onnx.AttributeProto(name="value", ref_attr_name="value",
+                                                      type=onnx.AttributeProto.TENSOR))
         default = onnx.helper.make_attribute("value", value)
-        model.functions.append(onnx.helper.make_function("local", "F", [], ["y"], [constant], [onnx.helper.make_opsetid("", 18)],
+        model.functions.append(onnx.helper.make_function("local", "F", [], ["y"], [constant],
+                                                         [onnx.helper.make_opsetid("", 18)],
                                                          attribute_protos=[default]))
         model.opset_import.append(onnx.helper.make_opsetid("local", 1))
         model.graph.node.insert(0, onnx.helper.make_node("F", [], ["f_out"], domain="local"))

@@ -65,7 +65,8 @@ def test_mutated_model_files_never_crash_or_leak_a_raw_error(digits_bundle, tmp_
     work = tmp_path / "bundle"
     shutil.copytree(digits_bundle, work)
     proc = subprocess.run([sys.executable, "-c", FUZZ, str(digits_bundle), str(work), artifact, str(CASES_PER_FORMAT)],
-                          capture_output=True, text=True, timeout=1200, env={"EDGEPACK_TELEMETRY": "0", "PATH": "/usr/bin:/bin"})
+                          capture_output=True, text=True, timeout=1200,
+                          env={"EDGEPACK_TELEMETRY": "0", "PATH": "/usr/bin:/bin"})
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else "nothing"
     assert proc.returncode == 0, f"crashed or raised after case {last}: {proc.stderr[-2000:]}"
     outcomes = json.loads(last)

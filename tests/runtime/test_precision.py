@@ -4,7 +4,7 @@ properties the build and the device ask about come from it."""
 import pytest
 
 from edgepack_runtime.errors import UsageError
-from edgepack_runtime.precision import PRECISIONS, BASE, is_calibrated, is_integer, is_quantized, precision
+from edgepack_runtime.precision import BASE, PRECISIONS, is_calibrated, is_integer, is_quantized, precision
 
 
 def test_properties_of_the_builtin_precisions():

@@ -29,11 +29,11 @@ def test_predict_reads_digit_photos_as_the_model_was_trained(digits_raw_bundle, 
     with edgepack_runtime.load(digits_raw_bundle) as model:
         assert model.raw_input_kind() == "image"
         # The declared preprocessing turns each PNG back into the exact training tensor.
-        for png, tensor in zip(files, tensors):
+        for png, tensor in zip(files, tensors, strict=True):
             assert np.abs(model.preprocess(png)["image"] - tensor[None]).max() <= 1e-6
         predictions = [model.predict(png, top_k=3) for png in files]
     top1 = [p.top[0][0] for p in predictions]
-    accuracy = np.mean([label == DIGIT_LABELS[y] for label, y in zip(top1, labels)])
+    accuracy = np.mean([label == DIGIT_LABELS[y] for label, y in zip(top1, labels, strict=True)])
     assert accuracy >= 0.9, accuracy
     for p in predictions:
         scores = [score for _, score in p.top]
@@ -77,7 +77,8 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(digits_raw_bundle, tm
     script = ("import resource, sys, edgepack_runtime\n"
               "m = edgepack_runtime.load(sys.argv[1]); import PIL.Image, PIL.PngImagePlugin\n"
               "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-              "try:\n    m.predict(sys.argv[2])\nexcept edgepack_runtime.InputError as e:\n    print(type(e).__name__)\n"
+              "try:\n    m.predict(sys.argv[2])\n"
+              "except edgepack_runtime.InputError as e:\n    print(type(e).__name__)\n"
               "print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
     out = subprocess.run([sys.executable, "-c", script, str(digits_raw_bundle), str(tmp_path / "bomb.png")],
                          capture_output=True, text=True, check=True).stdout.split()
@@ -103,8 +104,8 @@ def test_run_image_prints_the_labels(digits_raw_bundle, digits_data, tmp_path):
     shown = subprocess.run([CLI, "run", digits_raw_bundle, "--image", tmp_path / "digit.png"], capture_output=True,
                            text=True, env=env)
     assert shown.returncode == 0 and DIGIT_LABELS[labels[0]] in shown.stdout and "preprocess" in shown.stdout
-    as_json = subprocess.run([CLI, "run", digits_raw_bundle, "--image", tmp_path / "digit.png", "--json", "--top-k", "2"],
-                             capture_output=True, text=True, env=env)
+    as_json = subprocess.run([CLI, "run", digits_raw_bundle, "--image", tmp_path / "digit.png", "--json",
+                              "--top-k", "2"], capture_output=True, text=True, env=env)
     answer = json.loads(as_json.stdout)
     assert [t["label"] for t in answer["top"]][0] == DIGIT_LABELS[labels[0]] and len(answer["top"]) == 2
     for args, code, words in ((["--text", "seven"], 2, "takes --image"),
@@ -145,7 +146,7 @@ def test_the_server_answers_image_uploads_and_refuses_bombs(digits_raw_bundle, d
     files, _, labels = digit_pngs(digits_data, 20)
     server = Server(digits_raw_bundle, tmp_path)
     try:
-        for png, label in zip(files, labels):
+        for png, _label in zip(files, labels, strict=True):
             status, body, _ = server.request("POST", "/v1/predict", png, {"content-type": "image/png"})
             assert status == 200, body
             answer = json.loads(body)

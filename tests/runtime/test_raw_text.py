@@ -34,7 +34,8 @@ def _tokenizer_json() -> str:
     tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
+                                                             special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]", length=128)  # as many saved files do: the runtime decides
     return tokenizer.to_str()
 
@@ -89,7 +90,8 @@ def test_run_text_and_the_server_take_texts(text_raw, tmp_path):
     server = Server(bundle, tmp_path)
     try:
         status, body, _ = server.request("POST", "/v1/predict", "the cat sat".encode(), {"content-type": "text/plain"})
-        assert status == 200 and json.loads(body)["embedding"] == pytest.approx(json.loads(shown.stdout)["embedding"], abs=1e-6)
+        assert status == 200
+        assert json.loads(body)["embedding"] == pytest.approx(json.loads(shown.stdout)["embedding"], abs=1e-6)
         status, _, _ = server.request("POST", "/v1/predict", b"the cat", {"content-type": "text/plain",
                                                                            "origin": "http://evil.example"})
         assert status == 403  # a web page elsewhere may post text/plain without a preflight

@@ -38,6 +38,7 @@ def test_a_device_that_computes_the_artifact_differently_fails_verify(digits_bun
     what other kernels were measured to do (OTHER_KERNELS)."""
     model = _perturbed(edgepack_runtime.load(digits_bundle, artifact="onnx-int8"), scale=0.2)
     result = self_test(model)
-    assert result.cosine >= result.min_cosine and result.max_abs_diff <= result.tolerance  # PyTorch's check alone passes
+    # PyTorch's check alone passes.
+    assert result.cosine >= result.min_cosine and result.max_abs_diff <= result.tolerance
     assert result.own_cosine < OTHER_KERNELS.min_cosine or result.own_max_abs_diff > result.own_tolerance
     assert not result.passed

@@ -139,7 +139,8 @@ def test_an_oversized_chunked_body_gets_413(guarded):
 
 @pytest.mark.parametrize("path", ["/v1/model", "/v1/predict", "/metrics"])
 def test_a_foreign_host_name_is_refused_on_a_tokenless_server(guarded, path):
-    status, body, _ = guarded.request("POST" if path == "/v1/predict" else "GET", path, b"{}" if "predict" in path else None,
+    status, body, _ = guarded.request("POST" if path == "/v1/predict" else "GET", path,
+                                      b"{}" if "predict" in path else None,
                                       {"host": "attacker.example", "content-type": "application/json"})
     assert status == 421 and "localhost only" in json.loads(body)["detail"]
     assert guarded.request("GET", "/v1/model", headers={"host": "localhost:8080"})[0] == 200

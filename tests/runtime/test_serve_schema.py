@@ -29,16 +29,7 @@ def test_no_request_the_schema_allows_or_breaks_gets_a_5xx(digits_bundle, tmp_pa
             # GETs take no parameters: one valid case each, nothing to break.
             modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if op.method.upper() == "POST" else [])
             for mode in modes:
-                @settings(max_examples=CASES_PER_MODE, deadline=None, database=None, phases=[Phase.generate],
-                          suppress_health_check=list(HealthCheck))
-                @given(case=op.as_strategy(generation_mode=mode))
-                def call(case):
-                    response = case.call(base_url=url)
-                    key = (op.label, mode.value, response.status_code)
-                    statuses[key] = statuses.get(key, 0) + 1
-                    assert response.status_code < 500, f"{op.label} {mode.value}: {response.status_code} {response.text[:300]}"
-
-                call()
+                _fuzz(op, mode, url, statuses)
     finally:
         server.stop()
     predicted = sum(n for (label, _, _), n in statuses.items() if label == "POST /v1/predict")
@@ -46,6 +37,20 @@ def test_no_request_the_schema_allows_or_breaks_gets_a_5xx(digits_bundle, tmp_pa
     assert statuses.get(("POST /v1/predict", "positive", 200), 0) > 0, statuses  # valid bodies were answered
     refused = sum(n for (_, mode, status), n in statuses.items() if mode == "negative" and status == 422)
     assert refused > CASES_PER_MODE / 2, statuses  # broken bodies get the one clear 422
+
+
+def _fuzz(op, mode, url: str, statuses: dict[tuple[str, str, int], int]) -> None:
+    """Send CASES_PER_MODE requests of one operation in one mode, counting statuses; none may be a 5xx."""
+    @settings(max_examples=CASES_PER_MODE, deadline=None, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(case=op.as_strategy(generation_mode=mode))
+    def call(case):
+        response = case.call(base_url=url)
+        key = (op.label, mode.value, response.status_code)
+        statuses[key] = statuses.get(key, 0) + 1
+        assert response.status_code < 500, f"{op.label} {mode.value}: {response.status_code} {response.text[:300]}"
+
+    call()
 
 
 def test_the_schema_of_each_input_follows_its_dtype():

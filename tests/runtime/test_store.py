@@ -62,7 +62,8 @@ def test_install_activates_only_verified_versions_and_rolls_back(versions, digit
     with pytest.raises(StoreError, match="no version"):
         activate(store, NAME, "0" * 12)
     listed = status(store)[0]
-    assert listed["active"] == a.version and {v["version"] for v in listed["versions"]} == {a.version, b.version, c.version}
+    assert listed["active"] == a.version
+    assert {v["version"] for v in listed["versions"]} == {a.version, b.version, c.version}
     assert all(v["verification"]["passed"] for v in listed["versions"])
     with edgepack_runtime.load(home / "current") as model:  # what is current loads and runs
         assert model.bundle.sha256.startswith(a.version)

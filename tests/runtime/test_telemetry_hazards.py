@@ -102,5 +102,6 @@ def test_the_cli_runs_with_a_corrupt_database_and_reports_cannot_read_it(digits_
     (tmp_path / "bad.sqlite").write_bytes(b"garbage" * 500)
     with pytest.raises(TelemetryError, match="cannot read the telemetry database"):
         summary(tmp_path / "bad.sqlite")
-    shown = subprocess.run([*CLI, "telemetry", "summary", "--db", tmp_path / "bad.sqlite"], capture_output=True, text=True)
+    shown = subprocess.run([*CLI, "telemetry", "summary", "--db", tmp_path / "bad.sqlite"],
+                           capture_output=True, text=True)
     assert shown.returncode == 1 and "Traceback" not in shown.stderr and len(shown.stderr.strip().splitlines()) == 1

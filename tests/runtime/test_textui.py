@@ -83,6 +83,7 @@ def test_cli_prints_the_same_cells_without_rich(digits_bundle):
     assert _rows(plain_run.stdout, keys) == _rows(rich_run.stdout, keys)
     assert len(_rows(plain_run.stdout, keys)) == len(keys)
     box_drawing = re.compile(r"^[\s\u2500-\u257f]*$")
-    rich_lines = [line for line in rich_run.stdout.splitlines() if not RULE.search(line) and not box_drawing.match(line)]
+    rich_lines = [line for line in rich_run.stdout.splitlines()
+                  if not RULE.search(line) and not box_drawing.match(line)]
     for line in rich_lines:  # the lines around the table: word for word
         assert line.strip() in plain_run.stdout, line

@@ -59,18 +59,21 @@ def test_tflite_runtime_fallback_runs_the_bundle_and_explains_numpy2(digits_bund
     python = _venv_with(tmp_path, "numpy<2", "tflite-runtime==2.14.0")
     cli = python.parent / "edgepack-runtime"
     for name in ("tflite-fp32", "tflite-int8"):
-        ok = subprocess.run([cli, "verify", digits_bundle, "--artifact", name], capture_output=True, text=True, timeout=300)
+        ok = subprocess.run([cli, "verify", digits_bundle, "--artifact", name],
+                            capture_output=True, text=True, timeout=300)
         assert ok.returncode == 0, ok.stdout + ok.stderr
         assert "passed" in next(line for line in ok.stdout.splitlines() if name in line)
     # Found here: ai-edge-quantizer's dynamic-range int8 models compute wrong outputs on
     # tflite-runtime 2.14 (max |diff| ~15 on digits logits; fine on ai-edge-litert).
     # This is what on-device verify is for: it must refuse the artifact, not pass it.
-    dynamic_bundle = build_digits("host", name="host-dynamic", formats=["tflite"], precisions=["fp32", "dynamic-int8"]).path
+    dynamic_bundle = build_digits("host", name="host-dynamic", formats=["tflite"],
+                                  precisions=["fp32", "dynamic-int8"]).path
     dynamic = subprocess.run([cli, "verify", dynamic_bundle, "--artifact", "tflite-dynamic-int8"],
                              capture_output=True, text=True, timeout=300)
     assert dynamic.returncode == 1 and "FAILED" in dynamic.stdout, dynamic.stdout + dynamic.stderr
     backend = subprocess.run(
-        [python, "-c", "import edgepack_runtime as e; print(e.load(%r, artifact='tflite-int8').backend)" % str(digits_bundle)],
+        [python, "-c",
+         "import edgepack_runtime as e; print(e.load(%r, artifact='tflite-int8').backend)" % str(digits_bundle)],
         capture_output=True, text=True, timeout=120)
     assert backend.stdout.strip() == "tflite-runtime 2.14.0", backend.stderr
 

@@ -9,7 +9,9 @@ points, so a runtime run from its source tree (the emulated device) still has th
 from __future__ import annotations
 
 import importlib
-from typing import Mapping, Optional, Protocol, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Mapping, Optional, Protocol, Sequence, cast
 
 import numpy as np
 
@@ -18,8 +20,8 @@ from ..errors import BackendUnavailableError, BundleError, InputError, mapped
 from ..manifest import TensorSpec
 from ..registry import Registry
 
-__all__ = ["Session", "SESSION_API", "open_session", "backend_available", "backends", "register_backend", "to_nhwc", "NHWC",
-           "ENTRY_POINTS"]
+__all__ = ["Session", "SESSION_API", "open_session", "backend_available", "backends", "register_backend", "to_nhwc",
+           "NHWC", "ENTRY_POINTS"]
 
 ENTRY_POINTS = "edgepack_runtime.backends"
 NHWC = "nhwc"
@@ -64,7 +66,7 @@ class Session(Protocol):
         """Input shapes of an artifact built for a few fixed sizes (smallest first), else None."""
 
 
-def _module(fmt: str):
+def _module(fmt: str) -> ModuleType:
     known = backends()
     if fmt not in known:
         raise BundleError(
@@ -83,13 +85,14 @@ def _module(fmt: str):
     return module
 
 
-def _checked(fmt: str, session) -> "Session":
+def _checked(fmt: str, session: object) -> Session:
     """A backend's session, with the protocol's members present (one line if not)."""
     missing = [m for m in SESSION_MEMBERS if not hasattr(session, m)]
     if missing:
         raise BackendUnavailableError(f"the {fmt} backend's session lacks {', '.join(missing)}: it implements an "
-                                      f"older Session protocol than {SESSION_API}; upgrade the plugin (docs/extending.md)")
-    return session
+                                      f"older Session protocol than {SESSION_API}; "
+                                      "upgrade the plugin (docs/extending.md)")
+    return cast(Session, session)  # its members are there (checked above)
 
 
 def to_nhwc(value: np.ndarray) -> np.ndarray:
@@ -105,23 +108,25 @@ class _ChannelsLast:
     """An artifact exported channels-last: callers keep feeding the manifest's NCHW
     tensors; 4-D inputs are transposed to NHWC and 4-D outputs back to NCHW."""
 
-    def __init__(self, session: Session):
+    def __init__(self, session: Session) -> None:
         self._session = session
         self.backend, self.backend_version, self.threads = session.backend, session.backend_version, session.threads
 
-    def native_dtypes(self):
+    def native_dtypes(self) -> dict[str, np.dtype]:
         return self._session.native_dtypes()
 
-    def quantization(self):
+    def quantization(self) -> dict[str, tuple[float, int]]:
         return self._session.quantization()
 
-    def run(self, feeds, raw: bool = False):
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         out = self._session.run({k: to_nhwc(v) for k, v in feeds.items()}, raw)
         return {k: to_nchw(v) for k, v in out.items()}
 
-    def fixed_shapes(self):
+    def fixed_shapes(self) -> Optional[list[dict[str, tuple[int, ...]]]]:
         shapes = self._session.fixed_shapes()
-        nchw = lambda s: (s[0], s[3], s[1], s[2]) if len(s) == 4 else s  # noqa: E731
+
+        def nchw(s: tuple[int, ...]) -> tuple[int, ...]:
+            return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
         return None if shapes is None else [{k: nchw(s) for k, s in one.items()} for one in shapes]
 
 
@@ -129,21 +134,24 @@ class _Padded:
     """An artifact built for a few fixed sizes of the model's dynamic dims (TFLite): a call
     goes to the smallest size that holds it, zero-padded, and its outputs are cut back."""
 
-    def __init__(self, session: Session, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]):
+    def __init__(self, session: Session, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self._session, self._inputs, self._outputs = session, tuple(inputs), tuple(outputs)
         self.backend, self.backend_version, self.threads = session.backend, session.backend_version, session.threads
-        self._shapes = session.fixed_shapes()
+        shapes = session.fixed_shapes()
+        if shapes is None:
+            raise ValueError("_Padded wraps a session built for fixed sizes")
+        self._shapes = shapes
 
-    def native_dtypes(self):
+    def native_dtypes(self) -> dict[str, np.dtype]:
         return self._session.native_dtypes()
 
-    def quantization(self):
+    def quantization(self) -> dict[str, tuple[float, int]]:
         return self._session.quantization()
 
-    def fixed_shapes(self):
+    def fixed_shapes(self) -> Optional[list[dict[str, tuple[int, ...]]]]:
         return self._shapes
 
-    def run(self, feeds, raw: bool = False):
+    def run(self, feeds: Mapping[str, np.ndarray], raw: bool = False) -> dict[str, np.ndarray]:
         for shapes in self._shapes:
             if all(all(n <= m for n, m in zip(feeds[k].shape, s)) for k, s in shapes.items()):
                 break
@@ -157,7 +165,7 @@ class _Padded:
         return crop(self._outputs, self._session.run(pad(self._inputs, feeds, shapes), raw), sizes)
 
 
-def open_session(fmt: str, path, threads: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+def open_session(fmt: str, path: Path, threads: int, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                  layout: Optional[str] = None) -> Session:
     """Load the artifact at `path` with the backend for `fmt`, using exactly `threads` threads.
     Feeds and results are keyed by the manifest's names, in the manifest's layout, at any

@@ -30,7 +30,7 @@ import os
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -71,7 +71,7 @@ def passive_openmp() -> None:
         os.environ.update(OMP_ENV)
 
 
-def import_ncnn():
+def import_ncnn() -> Any:  # the ncnn module
     """The ncnn module, its OpenMP threads set to wait passively unless the user chose."""
     passive_openmp()
     import ncnn
@@ -92,7 +92,7 @@ def _switch(env: str, default: bool) -> bool:
     return _SWITCH[value]
 
 
-def _options(param: Path) -> dict:
+def _options(param: Path) -> dict[str, Any]:
     """The artifact's options; a pair of files without one (made by hand) runs in fp32."""
     path = options_path(param)
     if not path.is_file():
@@ -104,12 +104,14 @@ def _options(param: Path) -> dict:
                 "lightmode": bool(options.get("lightmode", True))}
 
 
-def _by_position(blobs: Sequence[str], wanted: Sequence[str], what: str, path) -> list[tuple[str, str]]:
+def _by_position(blobs: Sequence[str], wanted: Sequence[str], what: str, path: Path) -> list[tuple[str, str]]:
     """(manifest name, blob name) pairs: pnnx's in0/out0 … in positional order."""
-    if len(blobs) != len(wanted) or not all(_POSITION.search(b) for b in blobs):
+    found = [_POSITION.search(b) for b in blobs]
+    positions = {b: int(p.group(1)) for b, p in zip(blobs, found) if p is not None}
+    if len(blobs) != len(wanted) or len(positions) != len(blobs):
         raise BundleError(f"{path}: its {what} {list(blobs)} do not match the manifest's {list(wanted)}; "
                           "rebuild the bundle")
-    ordered = sorted(blobs, key=lambda b: int(_POSITION.search(b).group(1)))
+    ordered = sorted(blobs, key=lambda b: positions[b])
     return list(zip(wanted, ordered))
 
 
@@ -120,7 +122,7 @@ class NcnnSession:
 
     backend = "ncnn"
 
-    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
+    def __init__(self, path: Path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> None:
         try:
             ncnn = import_ncnn()
         except ImportError as exc:
@@ -175,5 +177,5 @@ class NcnnSession:
         return {name: np.stack(values) for name, values in results.items()}
 
 
-def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> NcnnSession:
+def open_session(path: Path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> NcnnSession:
     return NcnnSession(path, threads, input_names, output_names)

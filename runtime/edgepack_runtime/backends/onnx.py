@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ class OnnxSession:
     backend = "onnxruntime"
     delegate = PROVIDERS[0]
 
-    def __init__(self, path, threads: int):
+    def __init__(self, path: Path, threads: int) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -37,7 +38,8 @@ class OnnxSession:
             raise BundleError(f"{path} is damaged ({exc}); rebuild the bundle") from exc
         if external:
             raise BundleError(f"{path} keeps tensor {external!r} in another file (ONNX external data): edgepack "
-                              "writes every ONNX artifact as one file, so nothing outside it is read; rebuild the bundle")
+                              "writes every ONNX artifact as one file, so nothing outside it is read; "
+                              "rebuild the bundle")
         options = ort.SessionOptions()
         # Parse it as ONNX whatever its name: onnxruntime would read a ".ort" path as its
         # flatbuffer format, which the walk above does not understand.
@@ -71,6 +73,6 @@ class OnnxSession:
         return dict(zip(self._output_names, self._session.run(self._output_names, feeds)))
 
 
-def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> OnnxSession:
+def open_session(path: Path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> OnnxSession:
     # Names were fixed at export time (input_names/output_names): nothing to map.
     return OnnxSession(path, threads)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import mmap
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Union
 
 __all__ = ["external_data_reference"]
 
@@ -34,7 +34,7 @@ class _Malformed(Exception):
     pass
 
 
-def _varint(buf, pos: int) -> tuple[int, int]:
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
@@ -47,12 +47,13 @@ def _varint(buf, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf) -> Iterator[tuple[int, int, object]]:
+def _fields(buf: memoryview) -> Iterator[tuple[int, int, Union[int, memoryview]]]:
     """(field number, wire type, value) of one message: varints as int, the rest as bytes."""
     pos = 0
     while pos < len(buf):
         key, pos = _varint(buf, pos)
         number, wire = key >> 3, key & 7
+        value: Union[int, memoryview]
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire in (1, 5):
@@ -68,18 +69,20 @@ def _fields(buf) -> Iterator[tuple[int, int, object]]:
         yield number, wire, value
 
 
-def _find(buf, kind: str, depth: int) -> Optional[str]:
+def _find(buf: memoryview, kind: str, depth: int) -> Optional[str]:
     if depth > _MAX_DEPTH:
         raise _Malformed
     name = None
     for number, wire, value in _fields(buf):
         if kind == "tensor":
-            if number == _TENSOR_NAME and wire == 2:
+            # Wire type 2 carries bytes, wire type 0 a varint (_fields): the isinstance checks say so to mypy.
+            if number == _TENSOR_NAME and wire == 2 and isinstance(value, memoryview):
                 name = bytes(value).decode("utf-8", "replace")
             elif number == _TENSOR_EXTERNAL_DATA or (number == _TENSOR_DATA_LOCATION and wire == 0
+                                                     and isinstance(value, int)
                                                      and value & 0xFFFFFFFF == _EXTERNAL):  # an int32 enum
                 return name or "a tensor"
-        elif wire == 2 and number in _CHILDREN[kind]:
+        elif wire == 2 and isinstance(value, memoryview) and number in _CHILDREN[kind]:
             found = _find(value, _CHILDREN[kind][number], depth + 1)
             if found:
                 return found

@@ -11,7 +11,8 @@ from __future__ import annotations
 import importlib.util
 import re
 from importlib import metadata
-from typing import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def available() -> bool:
     return any(importlib.util.find_spec(m) is not None for m in ("ai_edge_litert", "tflite_runtime"))
 
 
-def _interpreter():
+def _interpreter() -> tuple[Any, str, str]:
     """(Interpreter class, backend name, version), preferring ai-edge-litert."""
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -55,24 +56,25 @@ def _interpreter():
     return Interpreter, "tflite-runtime", version
 
 
-def by_position(names: Sequence[str], wanted: Sequence[str], what: str, path) -> dict[str, str]:
+def by_position(names: Sequence[str], wanted: Sequence[str], what: str, path: Path) -> dict[str, str]:
     """Map the signature's tensor names to the manifest's names, in positional order."""
     if set(names) == set(wanted):
         return {n: n for n in names}
-    positions = [_POSITION.search(n) for n in names]
-    if len(names) != len(wanted) or not all(positions):
+    found = [_POSITION.search(n) for n in names]
+    positions = [int(p.group(1)) for p in found if p is not None]
+    if len(names) != len(wanted) or len(positions) != len(names):
         raise BundleError(
             f"{path}: its {what} {sorted(names)} do not match the manifest's {list(wanted)}; rebuild the bundle"
         )
-    ordered = [n for _, n in sorted(zip((int(p.group(1)) for p in positions), names))]
+    ordered = [n for _, n in sorted(zip(positions, names))]
     return dict(zip(ordered, wanted))
 
 
-def _is_quantized(detail: dict) -> bool:
+def _is_quantized(detail: dict[str, Any]) -> bool:
     return np.dtype(detail["dtype"]).kind in "iu" and detail["quantization"][0] != 0
 
 
-def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
+def _quantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     """round(x / scale) + zero_point, saturated: in place on one float copy (large images
     are a few hundred µs of numpy; fewer passes and allocations halve it)."""
     scale, zero_point = detail["quantization"]
@@ -85,7 +87,7 @@ def _quantize(value: np.ndarray, detail: dict) -> np.ndarray:
     return q.astype(dtype)
 
 
-def _dequantize(value: np.ndarray, detail: dict) -> np.ndarray:
+def _dequantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     scale, zero_point = detail["quantization"]
     out = value.astype(np.float32)
     out -= zero_point
@@ -107,7 +109,7 @@ def narrow(name: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
 class _Signature:
     """One signature of the file: its runner and how its tensors map to the manifest's."""
 
-    def __init__(self, runner, input_names: Sequence[str], output_names: Sequence[str], path):
+    def __init__(self, runner: Any, input_names: Sequence[str], output_names: Sequence[str], path: Path) -> None:
         self.runner = runner
         self.inputs = runner.get_input_details()
         self.outputs = runner.get_output_details()
@@ -147,7 +149,7 @@ class LiteRTSession:
 
     delegate = "xnnpack"  # LiteRT's default CPU delegate
 
-    def __init__(self, path, threads: int, input_names: Sequence[str], output_names: Sequence[str]):
+    def __init__(self, path: Path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> None:
         interpreter_class, self.backend, self.backend_version = _interpreter()
         # LiteRT raises its own untyped errors on damaged files.
         with mapped(BundleError, f"LiteRT could not load {path}", "the file may be damaged"):
@@ -190,5 +192,5 @@ class LiteRTSession:
         return self._by_shape[key].run(feeds, raw)
 
 
-def open_session(path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> LiteRTSession:
+def open_session(path: Path, threads: int, input_names: Sequence[str], output_names: Sequence[str]) -> LiteRTSession:
     return LiteRTSession(path, threads, input_names, output_names)
