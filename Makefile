@@ -36,14 +36,14 @@ lint:
 	cd runtime && $(abspath $(VENV))/bin/mypy
 	$(VENV)/bin/mypy
 
-test: setup lint
+test: setup
 	$(PY) -m pytest
 
 # The inner loop, at most 4 minutes here: everything but the tests marked slow (real-model
 # builds, emulation, whole int8 searches of large inputs, fuzzing, server timeouts, fleets
 # over ssh); the digits fixtures come from .cache/tests (tests/fixture_cache.py). CI runs
 # `make test`, all of them.
-test-fast: setup lint
+test-fast: setup
 	$(PY) -m pytest -m "not slow" -q
 
 clean:
