@@ -362,30 +362,38 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
     else:
         result = run_bench(bundle, artifact, threads, settings, sizes=sizes, image=image, text=text)
     table = Table(title=plain(f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})"))
-    for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB"):
+    whole = any("whole_call" in r for r in result["results"])  # bench schema 1.5: bundles that take raw inputs
+    for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB",
+                   *(("call p50 ms", "fps loop", "fps stream") if whole else ())):
         table.add_column(column, no_wrap=True)
     for r in result["results"]:
         lat = r["latency_ms"]
         at = f" {size_label(r['sizes'])}" if "sizes" in r else ""
+        call = r.get("whole_call")
+        stream = (f"{call['latency_ms']['p50']:.3f}", f"{r['stream']['loop_fps']:.1f}",
+                  f"{r['stream']['pipelined_fps']:.1f} ({r['stream']['speedup']:.2f}x)") if call else ("-",) * 3
         table.add_row(plain(r["artifact"] + at), str(r["threads"]), plain(f"{r['backend']} {r['backend_version']}"),
                       f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
-                      f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
+                      f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}", *(stream if whole else ()))
     console.print(table)
+    if whole:
+        console.print("call: decode + preprocess + inference + postprocess of one predict(); fps: frames per second "
+                      "over the same input repeated, a loop of predict() vs a stream through predict_many() (the next "
+                      "frames prepared while one infers), medians of alternating rounds", style="dim", highlight=False)
     pre = result.get("preprocess")
     if pre:
         steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())
         by = f"; resize by {plain(pre['resize'])}" if "resize" in pre else ""  # bench schema 1.4
         shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
         console.print(f"preprocess {plain(pre['input'])} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
-                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call; "
-                      "add it to the p50 above for the whole call", highlight=False)
+                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call", highlight=False)
     post = result.get("postprocess")
     if post:
         steps = ", ".join(f"{name} {ms:.3f}" for name, ms in post["steps_p50_ms"].items())
         console.print(f"postprocess {plain(post['output'])} (decode + NMS, {post['candidates_mean']:.0f} candidates → "
                       f"{post['detections_mean']:.1f} detections on average over {post['samples']} golden outputs): "
                       f"p50 {post['latency_ms']['p50']:.3f} ms, p90 {post['latency_ms']['p90']:.3f} ms ({steps} ms), "
-                      "single-threaded, per call; add it too", highlight=False)
+                      "single-threaded, per call", highlight=False)
     if output:
         atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
         console.print(f"wrote {plain(output)}", highlight=False)

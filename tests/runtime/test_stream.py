@@ -162,3 +162,24 @@ def test_bad_folders_are_one_line_and_a_non_zero_exit(detector_bundle, tmp_path,
     if setup == "broken":  # the images before the broken one were answered, in name order
         assert [line.split(":")[0] for line in bad.stdout.splitlines()] == ["00.png", "01.jpg"]
 
+
+def test_bench_reports_the_whole_call_and_the_stream_beside_inference(detector_bundle, digits_bundle, tmp_path):
+    from PIL import Image
+
+    from edgepack_runtime.bench import BENCH_SCHEMA_VERSION, BenchSettings, run_bench
+
+    Image.fromarray(detector_scene()).save(tmp_path / "scene.jpg")
+    quick = BenchSettings(warmup=2, warmup_seconds=0.0, runs=10, min_seconds=0.0)
+    doc = run_bench(detector_bundle, "all", [1], quick, image=str(tmp_path / "scene.jpg"))
+    assert BENCH_SCHEMA_VERSION == "1.5" and doc["schema_version"] == "1.5"
+    row = doc["results"][0]
+    whole, stream = row["whole_call"], row["stream"]
+    assert set(whole) == {"runs", "latency_ms", "steps_p50_ms"} and set(whole["steps_p50_ms"]) == {
+        "preprocess", "inference", "postprocess"}
+    # The whole call holds the inference and the preprocessing of the same input.
+    assert whole["latency_ms"]["p50"] > whole["steps_p50_ms"]["inference"] and whole["steps_p50_ms"]["preprocess"] > 0
+    assert whole["runs"] == stream["frames"] * stream["rounds"] and stream["frames"] >= 20
+    assert set(stream) == {"frames", "rounds", "prefetch", "loop_fps", "pipelined_fps", "speedup"}
+    assert stream["loop_fps"] > 0 and stream["pipelined_fps"] > 0 and stream["speedup"] > 0
+    # A bundle that takes tensors has no raw input to measure a whole call on.
+    assert "whole_call" not in run_bench(digits_bundle, "all", [1], quick)["results"][0]
