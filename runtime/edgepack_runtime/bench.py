@@ -34,8 +34,9 @@ __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
 # "MAJOR.MINOR" (versions.py). 1.1: results[].sizes (bench --size). 1.2: preprocess.
 # 1.3: postprocess (a detector's decode + NMS). 1.4: preprocess.resize (a letterbox's
-# implementation: OpenCV or numpy, same pixels, different speed).
-BENCH_SCHEMA_VERSION = "1.4"
+# implementation: OpenCV or numpy, same pixels, different speed). 1.5: results[].whole_call
+# and results[].stream (predict and predict_many on the raw input, bundles that declare preprocessing).
+BENCH_SCHEMA_VERSION = "1.5"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
 # Runs in the fresh process: the clock starts before edgepack_runtime is imported.
@@ -59,6 +60,13 @@ class BenchSettings:
 SAMPLE_IMAGE_SIZE = (640, 480)
 SAMPLE_TEXT = "The quick brown fox jumps over the lazy dog while the farmer watches from the old wooden gate."
 PREPROCESS_SECONDS = 1.0
+# The whole call and the stream (results[].whole_call, .stream): rounds that alternate a loop
+# of predict calls and predict_many over the same frames, so machine noise hits both alike.
+# A round's frame count is what the first loop of predict calls runs in STREAM_SECONDS
+# (at most the --min-seconds), and at least STREAM_MIN_FRAMES.
+STREAM_ROUNDS = 3
+STREAM_SECONDS = 1.0
+STREAM_MIN_FRAMES = 20
 
 
 def _sample_jpeg() -> bytes:
@@ -167,6 +175,48 @@ def postprocess_cost(bundle: Bundle, seconds: float = PREPROCESS_SECONDS) -> Opt
     return measure
 
 
+def _raw_sample(spec: dict):
+    """The raw input the whole call is measured on (the one preprocess_cost measures)."""
+    if spec["kind"] == "image":
+        return Path(spec["image"]).read_bytes() if spec["image"] else _sample_jpeg()
+    return spec["text"] if spec["text"] is not None else SAMPLE_TEXT
+
+
+def whole_call_cost(model, sample, seconds: float) -> tuple[dict, dict]:
+    """The whole `predict` call on `sample` (decode + preprocess + infer + postprocess), and
+    frames per second over it repeated: a loop of `predict` calls against `predict_many`, in
+    STREAM_ROUNDS alternating rounds of the same frame count; medians, and the median of the
+    per-round ratios."""
+    from .stream import PREFETCH
+
+    list(model.predict_many([sample] * (PREFETCH + 2)))  # warm: the pipeline, its caches, the pool's threads
+    calls: list[float] = []
+    steps: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
+    loop_fps, stream_fps = [], []
+    frames = 0
+    for round_ in range(STREAM_ROUNDS):
+        start = time.perf_counter()
+        while (len(calls) < frames * (round_ + 1) if round_ else
+               len(calls) < STREAM_MIN_FRAMES or time.perf_counter() - start < seconds):
+            t = time.perf_counter()
+            prediction = model.predict(sample)
+            calls.append(time.perf_counter() - t)
+            for name in steps:
+                steps[name].append(getattr(prediction, f"{name}_ms"))
+        frames = frames or len(calls)
+        loop_fps.append(frames / (time.perf_counter() - start))
+        start = time.perf_counter()
+        for _ in model.predict_many(sample for _ in range(frames)):
+            pass
+        stream_fps.append(frames / (time.perf_counter() - start))
+    whole = {"runs": len(calls), "latency_ms": latency_summary(calls),
+             "steps_p50_ms": {name: float(np.median(ms)) for name, ms in steps.items()}}
+    stream = {"frames": frames, "rounds": STREAM_ROUNDS, "prefetch": PREFETCH,
+              "loop_fps": float(np.median(loop_fps)), "pipelined_fps": float(np.median(stream_fps)),
+              "speedup": float(np.median([s / loop for s, loop in zip(stream_fps, loop_fps)]))}
+    return whole, stream
+
+
 def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:
     """The golden inputs (or random ones shaped like them), at `sizes` of the dynamic dims."""
     inputs, _ = bundle.golden()
@@ -205,6 +255,10 @@ def _worker(t0: float, spec: dict) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     timings = loop(spec["runs"], spec["min_seconds"])
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    whole_call = {}
+    if spec.get("raw"):  # after the inference figures: the stream's threads do not touch them
+        whole, stream = whole_call_cost(model, _raw_sample(spec["raw"]), min(STREAM_SECONDS, spec["min_seconds"]))
+        whole_call = {"whole_call": whole, "stream": stream}
     return {
         **model.provenance(),
         "cold_start_ms": cold_start * 1e3,
@@ -215,13 +269,14 @@ def _worker(t0: float, spec: dict) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
         "runs": len(timings),
         "timed_seconds": wall,
+        **whole_call,
     }
 
 
 def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSettings,
-             sizes: Optional[dict[str, int]]) -> dict:
+             sizes: Optional[dict[str, int]], raw: Optional[dict] = None) -> dict:
     spec = {"bundle": str(bundle.root), "artifact": artifact, "threads": threads, "sizes": sizes,
-            **asdict(settings)}
+            "raw": raw, **asdict(settings)}
     at = f" at {size_label(sizes)}" if sizes else ""
     proc = run_checked([sys.executable, "-c", _WORKER, json.dumps(spec)], f"benchmarking {artifact} with {threads} "
                        f"thread(s){at}", "run `edgepack-runtime verify` on the bundle, or measure fewer --runs",
@@ -279,6 +334,9 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
     bundle.verify_integrity()
     measure_preprocess = preprocess_cost(bundle, image, text)
     measure_postprocess = postprocess_cost(bundle)
+    pre = bundle.manifest.preprocessing
+    # The whole call, in each worker at the size the bundle was built at: a raw input makes that size.
+    raw = None if pre is None else {"kind": pre.kind, "image": None if image is None else str(image), "text": text}
     pairs = [(name, n, at) for at in size_plan(bundle, sizes) for name, n in plan(bundle, artifact, threads)]
     device = device_info()
     temperature_before = device.pop("temperature_c")
@@ -288,7 +346,7 @@ def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = No
     for i, (name, n_threads, at) in enumerate(pairs):
         progress(f"{name} × {n_threads} thread(s)" + (f" at {size_label(at)}" if at else ""), i, len(pairs))
         art = by_name[name]
-        measured = _measure(bundle, name, n_threads, settings, at)
+        measured = _measure(bundle, name, n_threads, settings, at, None if at else raw)
         p50_s = measured["latency_ms"]["p50"] / 1e3
         results.append({
             "artifact": name,

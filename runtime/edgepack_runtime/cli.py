@@ -114,7 +114,8 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", help="One per model input.")
-@click.option("--image", type=click.Path(path_type=Path), help="A JPEG/PNG, preprocessed as the bundle declares.")
+@click.option("--image", type=click.Path(path_type=Path), help="A JPEG/PNG, preprocessed as the bundle declares; "
+              "or a folder: each image in it, in name order, one line each.")
 @click.option("--text", help="A text, tokenized by the bundle's tokenizer.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None, help="Labels to print (default: the bundle's).")
 @click.option("--artifact", default=None, help="Artifact name (default: the bundle's preferred one).")
@@ -126,10 +127,10 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=None,
               help="Detectors: drop a box overlapping a better one of its class by more IoU (default: the bundle's).")
 @click.option("--annotate", type=click.Path(path_type=Path), default=None, metavar="OUT.jpg",
-              help="Detectors: draw the boxes onto the --image and write it here.")
+              help="Detectors: draw the boxes onto the --image and write it here (a folder for an --image folder).")
 def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, output, score_threshold, iou_threshold,
         annotate):
-    """Run one inference: on .npy tensors, an --image or a --text."""
+    """Run one inference: on .npy tensors, an --image or a --text; or every image of an --image folder."""
     raw = [given for given in (bool(inputs), image is not None, text is not None) if given]
     if len(raw) != 1:
         raise UsageError("give exactly one of --input NAME=FILE.npy (repeatable), --image FILE or --text TEXT")
@@ -137,6 +138,13 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
         raise UsageError("--annotate draws a detector's boxes onto the --image; give --image FILE")
     if inputs and (score_threshold is not None or iou_threshold is not None):
         raise UsageError("--score-threshold and --iou-threshold apply to --image predictions, not to --input tensors")
+    if image is not None and image.is_dir():
+        if output is not None:
+            raise UsageError("-o writes the outputs of one inference; for an --image folder use --json (one line "
+                             "per image)")
+        _run_folder(bundle, image, annotate, as_json, artifact=artifact, threads=threads, top_k=top_k,
+                    score_threshold=score_threshold, iou_threshold=iou_threshold)
+        return
     if annotate is not None:
         from .annotate import check_destination
 
@@ -174,6 +182,40 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
                       f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
     if annotate is not None and not as_json:
         console.print(f"drew {len(prediction.detections)} detection(s) onto {plain(annotate)}", highlight=False)
+
+
+def _run_folder(bundle: Path, folder: Path, annotate, as_json: bool, artifact, threads, **answer) -> None:
+    """`run --image DIR`: every image of the folder through predict_many, one line (or one
+    JSON object) per image as each answer comes, drawings into the --annotate folder."""
+    import time
+
+    from .folder import annotation_paths, answer_line, image_files
+
+    files = image_files(folder)
+    drawings = annotation_paths(files, annotate) if annotate is not None else None
+    model = load(bundle, artifact=artifact, threads=threads, telemetry=True)
+    name = model.bundle.manifest.name
+    if model.raw_input_kind() != "image":
+        raise UsageError(f"bundle {name!r} declares no image preprocessing; it takes "
+                         + (f"--{model.raw_input_kind()}" if model.raw_input_kind() else "--input NAME=FILE.npy"))
+    post = model.bundle.manifest.postprocessing
+    if drawings is not None and (post is None or post.kind != "detections"):
+        raise UsageError(f"--annotate draws detections; bundle {name!r} does not answer with detections")
+    start = time.perf_counter()
+    for i, prediction in enumerate(model.predict_many([str(f) for f in files], **answer)):
+        if as_json:
+            click.echo(json.dumps({"image": files[i].name, "artifact": model.artifact.name, **prediction.to_dict()}))
+        else:
+            console.print(plain(answer_line(files[i].name, prediction)), highlight=False, soft_wrap=True)
+        if drawings is not None:
+            from .annotate import write_annotated
+
+            write_annotated(files[i], prediction.detections, drawings[i])
+    seconds = time.perf_counter() - start
+    if not as_json:
+        drew = f", drawings in {annotate}" if drawings is not None else ""
+        console.print(plain(f"{len(files)} image(s) in {seconds:.2f} s: {len(files) / seconds:.1f} images/s "
+                            f"({model.artifact.name}, {model.threads} thread(s){drew})"), style="dim", highlight=False)
 
 
 def _print_answer(model, prediction, outputs) -> None:
@@ -320,30 +362,38 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
     else:
         result = run_bench(bundle, artifact, threads, settings, sizes=sizes, image=image, text=text)
     table = Table(title=plain(f"{result['bundle']['name']} on {result['device']['name']} ({result['device']['cpu']})"))
-    for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB"):
+    whole = any("whole_call" in r for r in result["results"])  # bench schema 1.5: bundles that take raw inputs
+    for column in ("artifact", "threads", "backend", "p50 ms", "p90 ms", "p99 ms", "inf/s", "cold start ms", "RSS MB",
+                   *(("call p50 ms", "fps loop", "fps stream") if whole else ())):
         table.add_column(column, no_wrap=True)
     for r in result["results"]:
         lat = r["latency_ms"]
         at = f" {size_label(r['sizes'])}" if "sizes" in r else ""
+        call = r.get("whole_call")
+        stream = (f"{call['latency_ms']['p50']:.3f}", f"{r['stream']['loop_fps']:.1f}",
+                  f"{r['stream']['pipelined_fps']:.1f} ({r['stream']['speedup']:.2f}x)") if call else ("-",) * 3
         table.add_row(plain(r["artifact"] + at), str(r["threads"]), plain(f"{r['backend']} {r['backend_version']}"),
                       f"{lat['p50']:.3f}", f"{lat['p90']:.3f}", f"{lat['p99']:.3f}", f"{r['throughput_per_s']:.0f}",
-                      f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}")
+                      f"{r['cold_start_ms']:.0f}", f"{r['peak_rss_mb']:.0f}", *(stream if whole else ()))
     console.print(table)
+    if whole:
+        console.print("call: decode + preprocess + inference + postprocess of one predict(); fps: frames per second "
+                      "over the same input repeated, a loop of predict() vs a stream through predict_many() (the next "
+                      "frames prepared while one infers), medians of alternating rounds", style="dim", highlight=False)
     pre = result.get("preprocess")
     if pre:
         steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())
         by = f"; resize by {plain(pre['resize'])}" if "resize" in pre else ""  # bench schema 1.4
         shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
         console.print(f"preprocess {plain(pre['input'])} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
-                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call; "
-                      "add it to the p50 above for the whole call", highlight=False)
+                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call", highlight=False)
     post = result.get("postprocess")
     if post:
         steps = ", ".join(f"{name} {ms:.3f}" for name, ms in post["steps_p50_ms"].items())
         console.print(f"postprocess {plain(post['output'])} (decode + NMS, {post['candidates_mean']:.0f} candidates → "
                       f"{post['detections_mean']:.1f} detections on average over {post['samples']} golden outputs): "
                       f"p50 {post['latency_ms']['p50']:.3f} ms, p90 {post['latency_ms']['p90']:.3f} ms ({steps} ms), "
-                      "single-threaded, per call; add it too", highlight=False)
+                      "single-threaded, per call", highlight=False)
     if output:
         atomic_write(output, json.dumps(result, indent=2) + "\n")  # never half a result over a good one
         console.print(f"wrote {plain(output)}", highlight=False)

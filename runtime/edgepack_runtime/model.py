@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from .dims import dim_sizes
 from .errors import BundleError, EdgepackError, InferenceError, InputError, first_line
 from .manifest import Artifact, TensorSpec
 from .precision import is_integer
+from .stream import PREFETCH
 
 __all__ = ["Model", "load", "choose_artifact", "default_reason", "candidates", "default_threads", "AUTO"]
 
@@ -230,6 +231,14 @@ class Model:
     def prepare(self, value, channels: str = "rgb"):
         """`preprocess`, and for an image its Geometry: where the model input's pixels lie in
         the original image (`geometry.to_original(boxes)` maps boxes back); None for a text."""
+        pre = self._preprocessing()
+        if pre.image is not None:
+            tensor, geometry = self._pipeline.prepare(value, channels)
+            return {pre.image.input: tensor}, geometry
+        return self._pipeline(value), None
+
+    def _preprocessing(self):
+        """The bundle's declared preprocessing, its pipeline made (once); InputError without one."""
         pre = self.bundle.manifest.preprocessing
         if pre is None:
             raise InputError(f"bundle {self.bundle.manifest.name!r} declares no preprocessing, so it takes tensors: "
@@ -238,10 +247,7 @@ class Model:
             from .preprocess import pipeline
 
             self._pipeline = pipeline(self.bundle)
-        if pre.image is not None:
-            tensor, geometry = self._pipeline.prepare(value, channels)
-            return {pre.image.input: tensor}, geometry
-        return self._pipeline(value), None
+        return pre
 
     def predict(self, value, top_k: Optional[int] = None, channels: str = "rgb",
                 score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
@@ -261,6 +267,23 @@ class Model:
                                           iou_threshold=iou_threshold)
         prediction.preprocess_ms = (preprocessed - start) * 1e3
         return prediction
+
+    def predict_many(self, values: Iterable, top_k: Optional[int] = None, channels: str = "rgb",
+                     score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None, *,
+                     prefetch: int = PREFETCH) -> Iterator:
+        """`predict` over a stream of raw inputs (any iterable, read lazily: a folder's paths,
+        a camera's frames), yielding each Prediction in input order, the same as a loop of
+        `predict` calls. The next `prefetch` items are decoded and preprocessed on as many
+        threads while the current one infers (prefetch=0: one at a time). An error on an item
+        stops the stream with the error's own class, its message led by "item N"."""
+        from .postprocess import check_thresholds
+        from .stream import predict_stream
+
+        check_thresholds(self.bundle.manifest.postprocessing, score_threshold=score_threshold,
+                         iou_threshold=iou_threshold)
+        self._preprocessing()  # here, not on the pool's threads, and before the first item is read
+        return predict_stream(self, values, prefetch, channels, top_k=top_k, score_threshold=score_threshold,
+                              iou_threshold=iou_threshold)
 
     def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None, run=None, *,
                         geometry=None, score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
