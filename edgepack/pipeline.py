@@ -267,6 +267,7 @@ def build_targets(request: BuildRequest, targets: Sequence[str]) -> list[BuildRe
 
 
 def _build(ctx: BuildContext) -> BuildResult:
+    ctx.start = time.perf_counter()  # a multi-target build plans every target first: each counts its own
     shared = ctx.shared
     if shared is not None and shared.first is not None:
         _adopt(ctx, shared.first)
