@@ -48,7 +48,7 @@ def main() -> None:
             streamed = list(model.predict_many(files, prefetch=args.prefetch))
             stream_fps.append(len(files) / (time.perf_counter() - start))
             ratios.append(stream_fps[-1] / loop_fps[-1])
-            assert len(streamed) == len(looped) and all(identical(a, b) for a, b in zip(streamed, looped))
+            assert len(streamed) == len(looped) and all(identical(a, b) for a, b in zip(streamed, looped, strict=True))
         pre = statistics.median(p.preprocess_ms for p in looped)
         inf = statistics.median(p.inference_ms for p in looped)
         post = statistics.median(p.postprocess_ms for p in looped)
@@ -56,7 +56,8 @@ def main() -> None:
               f"prefetch {args.prefetch}; loop p50 per image: preprocess {pre:.2f} ms, inference {inf:.2f} ms, "
               f"postprocess {post:.2f} ms")
         print("loop fps   " + " ".join(f"{v:.1f}" for v in loop_fps) + f"  median {statistics.median(loop_fps):.1f}")
-        print("stream fps " + " ".join(f"{v:.1f}" for v in stream_fps) + f"  median {statistics.median(stream_fps):.1f}")
+        print("stream fps " + " ".join(f"{v:.1f}" for v in stream_fps)
+              + f"  median {statistics.median(stream_fps):.1f}")
         print("ratio      " + " ".join(f"{v:.2f}" for v in ratios) + f"  median {statistics.median(ratios):.2f}x; "
               "answers identical in every round")
 

@@ -8,7 +8,6 @@ result format is documented in docs/bench-format.md.
 from __future__ import annotations
 
 import dataclasses
-
 import datetime as dt
 import io
 import json
@@ -22,8 +21,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .bundle import Bundle, open_bundle
-from .dims import resize, size_label
 from .device import device_info, temperatures_c
+from .dims import resize, size_label
 from .errors import BenchError, InputError, last_line
 from .model import AUTO, default_threads
 from .parity import split_samples

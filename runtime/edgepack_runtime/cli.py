@@ -10,12 +10,12 @@ from typing import NoReturn, Sequence
 import click
 import numpy as np
 
-from .bundle import open_bundle
-from .dims import size_label
-from .files import atomic_write
-from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError, causes
 from .autoselect import cached_choice
 from .bench import BenchSettings, run_bench
+from .bundle import open_bundle
+from .dims import size_label
+from .errors import BackendUnavailableError, EdgepackError, InputError, TelemetryError, UsageError, causes
+from .files import atomic_write
 from .model import choose_artifact, default_reason, load
 from .report import artifacts_table, make_console, one_line, plain
 from .textui import HAVE_RICH, Table
@@ -73,8 +73,9 @@ def info(bundle: Path, as_json: bool):
             default, reason = choose_artifact(b).name, default_reason(b)
         except EdgepackError as exc:
             default, reason = None, str(exc)
+        auto = cached_choice(b)
         click.echo(json.dumps({"manifest": json.loads(m.to_json()), "default_artifact": default,
-                               "default_reason": reason, "auto_choice": auto.to_dict() if (auto := cached_choice(b)) else None}, indent=2))
+                               "default_reason": reason, "auto_choice": auto.to_dict() if auto else None}, indent=2))
         return
     console.print(f"[bold]{plain(m.name)}[/]  target {plain(m.target.get('id'))}  created {plain(m.created)}  "
                   f"schema {plain(m.schema_version)}")
@@ -152,9 +153,10 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
     model = load(bundle, artifact=artifact, threads=threads, telemetry=True)
     takes = model.raw_input_kind()
     if not inputs and takes != ("image" if image is not None else "text"):
-        hint = f"it takes --{takes}" if takes else "it takes tensors: --input NAME=FILE.npy (rebuild with --preprocess or --tokenizer for raw inputs)"
-        raise UsageError(f"bundle {model.bundle.manifest.name!r} declares no {'image' if image is not None else 'text'} "
-                         f"preprocessing; {hint}")
+        hint = (f"it takes --{takes}" if takes else
+                "it takes tensors: --input NAME=FILE.npy (rebuild with --preprocess or --tokenizer for raw inputs)")
+        wanted = "image" if image is not None else "text"
+        raise UsageError(f"bundle {model.bundle.manifest.name!r} declares no {wanted} preprocessing; {hint}")
     if inputs:
         prediction = None
         outputs = model.run(_parse_inputs(inputs))
@@ -357,7 +359,8 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task("benchmarking", total=None)
             result = run_bench(bundle, artifact, threads, settings,
-                               lambda label, done, total: bar.update(task, description=plain(label), completed=done, total=total),
+                               lambda label, done, total: bar.update(task, description=plain(label),
+                                                                     completed=done, total=total),
                                sizes=sizes, image=image, text=text)
     else:
         result = run_bench(bundle, artifact, threads, settings, sizes=sizes, image=image, text=text)
@@ -386,7 +389,8 @@ def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, 
         by = f"; resize by {plain(pre['resize'])}" if "resize" in pre else ""  # bench schema 1.4
         shapes = ", ".join(f"{'x'.join(map(str, s))}" for s in pre["tensors"].values())
         console.print(f"preprocess {plain(pre['input'])} → {shapes}: p50 {pre['latency_ms']['p50']:.3f} ms, "
-                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call", highlight=False)
+                      f"p90 {pre['latency_ms']['p90']:.3f} ms ({steps} ms{by}), single-threaded, per call",
+                      highlight=False)
     post = result.get("postprocess")
     if post:
         steps = ", ".join(f"{name} {ms:.3f}" for name, ms in post["steps_p50_ms"].items())
@@ -464,7 +468,8 @@ def status(store, as_json):
             check = v["verification"] or {}
             sig = check.get("signature") or {}
             table.add_row(plain(b["name"]), plain(v["version"]), "[green]active[/]" if v["active"] else "stored",
-                          plain(v["created"] or "?"), plain(v["last_activated"] or "-"), "passed" if check.get("passed") else "-",
+                          plain(v["created"] or "?"), plain(v["last_activated"] or "-"),
+                          "passed" if check.get("passed") else "-",
                           "verified" if sig.get("verified") else "signed" if sig.get("signed") else "none")
     console.print(table)
 
@@ -513,7 +518,8 @@ def telemetry_summary(db, since, as_json):
     console.print(table)
     for d in data["drift"]:
         flag = "[red]DRIFT[/]" if d["drifted"] else "ok"
-        console.print(f"drift {plain(d['bundle'])} input {plain(d['input'])}: PSI {d['psi']:.3f} {flag} ({plain(d['at'])})")
+        console.print(f"drift {plain(d['bundle'])} input {plain(d['input'])}: PSI {d['psi']:.3f} {flag} "
+                      f"({plain(d['at'])})")
     console.print(f"dropped records: {data['dropped']}; database {data['database_bytes'] / 1024:.0f} KiB")
 
 
@@ -584,7 +590,8 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
 
         from .serve import Live, create_app, header_deadline_protocol
     except ImportError as exc:
-        raise BackendUnavailableError(f"serving needs the serve extra ({exc}); pip install 'edgepack-runtime[serve]'") from exc
+        raise BackendUnavailableError(f"serving needs the serve extra ({exc}); "
+                                      "pip install 'edgepack-runtime[serve]'") from exc
     token = None
     if token_file is not None:
         try:

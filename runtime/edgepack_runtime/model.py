@@ -185,7 +185,7 @@ class Model:
             want = ", ".join(s.describe() for s in self.inputs)
             problem = f"missing input(s) {missing}" if missing else f"unknown input(s) {unknown}"
             return InputError(f"{problem}; this model takes {want}")
-        for name, (dtype, shape) in expected.items():
+        for name, (dtype, _) in expected.items():
             value = inputs[name]
             if not isinstance(value, np.ndarray):
                 return InputError(f"input {name!r} must be a numpy array, got {type(value).__name__}")

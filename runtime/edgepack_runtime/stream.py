@@ -39,7 +39,9 @@ def describe_item(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"{value.dtype} array {list(value.shape)}"
     size = getattr(value, "size", None)
-    return f"{type(value).__name__} {size[0]}x{size[1]}" if isinstance(size, tuple) and len(size) == 2 else type(value).__name__
+    if isinstance(size, tuple) and len(size) == 2:
+        return f"{type(value).__name__} {size[0]}x{size[1]}"
+    return type(value).__name__
 
 
 def _naming_item(exc: EdgepackError, index: int, value: Any) -> EdgepackError:

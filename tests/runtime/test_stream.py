@@ -3,7 +3,6 @@ their item; `run --image DIR/` over a folder; bench's whole-call and frames-per-
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import threading
@@ -14,7 +13,7 @@ import pytest
 import edgepack_runtime
 from edgepack_runtime import InputError
 
-from ..conftest import digit_pngs, detector_scene
+from ..conftest import detector_scene, digit_pngs
 from .test_serve import CLI
 
 
@@ -37,7 +36,7 @@ def test_predict_many_equals_a_loop_of_predict_in_order(digits_raw_bundle, digit
         expected = [model.predict(png, top_k=3) for png in files]
         got = list(model.predict_many(iter(files), top_k=3, prefetch=prefetch))
     assert len({tuple(p.top) for p in expected}) > 5  # the answers differ: an order mix-up would show
-    assert len(got) == len(expected) and all(same(a, b) for a, b in zip(got, expected))
+    assert len(got) == len(expected) and all(same(a, b) for a, b in zip(got, expected, strict=True))
     assert all(p.preprocess_ms > 0 and p.inference_ms > 0 for p in got)
 
 
@@ -47,7 +46,7 @@ def test_predict_many_maps_each_detectors_boxes_to_its_own_photo(detector_bundle
         expected = [model.predict(p, score_threshold=0.3) for p in photos]
         got = list(model.predict_many(photos, score_threshold=0.3))
     assert len({len(p.detections) for p in expected}) > 1
-    assert all(same(a, b) for a, b in zip(got, expected))
+    assert all(same(a, b) for a, b in zip(got, expected, strict=True))
 
 
 def test_predict_many_reads_the_stream_lazily_and_only_a_few_items_ahead(digits_raw_bundle, digits_data):
@@ -134,7 +133,8 @@ def test_run_over_digits_answers_as_predict(digits_raw_bundle, digits_data, tmp_
     shown = run_cli(digits_raw_bundle, "--image", tmp_path / "digits", "--top-k", "1")
     assert shown.returncode == 0, shown.stderr
     with edgepack_runtime.load(digits_raw_bundle) as model:
-        expected = [f"d{i}.png: {p.top[0][0]} {p.top[0][1]:.4f}" for i, p in enumerate(model.predict_many(files, top_k=1))]
+        expected = [f"d{i}.png: {p.top[0][0]} {p.top[0][1]:.4f}"
+                    for i, p in enumerate(model.predict_many(files, top_k=1))]
     assert shown.stdout.splitlines()[:-1] == expected
 
 
