@@ -4,11 +4,14 @@ line per answer."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 from .errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from .postprocess import Detection, Prediction
 
 __all__ = ["IMAGE_SUFFIXES", "image_files", "annotation_paths", "answer_line"]
 
@@ -48,25 +51,25 @@ def annotation_paths(files: list[Path], folder: Path) -> list[Path]:
     return destinations
 
 
-def _top(prediction) -> str:
-    return ", ".join(f"{label} {score:.4f}" for label, score in prediction.top)
+def _top(top: list[tuple[str, float]]) -> str:
+    return ", ".join(f"{label} {score:.4f}" for label, score in top)
 
 
-def _detections(prediction) -> str:
+def _detections(detections: list[Detection]) -> str:
     counts: dict[str, list[float]] = {}
-    for label, score, *_ in prediction.detections:
+    for label, score, *_ in detections:
         counts.setdefault(label, []).append(score)
     found = ", ".join(f"{len(s)} {label} (best {max(s):.3f})" for label, s in counts.items())
-    return f"{len(prediction.detections)} detection(s)" + (f": {found}" if found else "")
+    return f"{len(detections)} detection(s)" + (f": {found}" if found else "")
 
 
-def answer_line(name: str, prediction) -> str:
+def answer_line(name: str, prediction: Prediction) -> str:
     """One image's answer on one line: top labels, detections counted per label (their boxes
     are in --json), an embedding's size and norm, or the outputs' shapes."""
     if prediction.top is not None:
-        answer: Optional[str] = _top(prediction)
+        answer: Optional[str] = _top(prediction.top)
     elif prediction.detections is not None:
-        answer = _detections(prediction)
+        answer = _detections(prediction.detections)
     elif prediction.embedding is not None:
         answer = f"embedding of {prediction.embedding.size} values, L2 norm {np.linalg.norm(prediction.embedding):.4f}"
     else:

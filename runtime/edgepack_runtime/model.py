@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
@@ -14,16 +14,26 @@ from .backends import Session, backend_available, open_session
 from .bundle import Bundle, open_bundle
 from .dims import dim_sizes
 from .errors import BundleError, EdgepackError, InferenceError, InputError, first_line
-from .manifest import Artifact, TensorSpec
+from .manifest import Artifact, Latency, Manifest, Preprocessing, TensorSpec
 from .precision import is_integer
 from .stream import PREFETCH
+
+if TYPE_CHECKING:  # imported where used: drift, images and texts are optional at run time
+    from .drift import DriftMonitor
+    from .letterbox import Geometry
+    from .postprocess import Prediction
+    from .preprocess import ImagePipeline, TextPipeline
+    from .telemetry import TelemetryWriter
+
+Expected = dict[str, tuple[np.dtype, tuple[int, ...]]]  # (dtype, shape) per input
+RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 __all__ = ["Model", "load", "choose_artifact", "default_reason", "candidates", "default_threads", "AUTO"]
 
 AUTO = "auto"  # artifact="auto": the fastest candidate, measured once per device (autoselect.py)
 
 
-def _fit_for_default(art: Artifact, manifest) -> bool:
+def _fit_for_default(art: Artifact, manifest: Manifest) -> bool:
     """Accurate enough to run without the user naming it. Schema-1 bundles: top-1 within the
     tolerance unless indicative. Since schema 2: within the accuracy budget, and for integer
     kernels measured on the target's ISA: an indicative figure is never the silent default."""
@@ -31,7 +41,8 @@ def _fit_for_default(art: Artifact, manifest) -> bool:
     if acc is None:
         return True
     if acc.cosine is None:
-        return acc.indicative or acc.drop <= manifest.accuracy_tolerance
+        drop = acc.drop  # None without labels: no top-1 to judge, as with no figures at all
+        return acc.indicative or drop is None or drop <= manifest.accuracy_tolerance
     if acc.within_budget is False:
         return False
     return not (acc.indicative and is_integer(art.precision))
@@ -54,15 +65,18 @@ def candidates(bundle: Bundle) -> list[Artifact]:
     return found
 
 
-def _measured(art: Artifact) -> bool:
-    return art.latency is not None and art.latency.matches_target
+def _measured(found: list[Artifact]) -> Optional[list[Latency]]:
+    """Each artifact's build-time latency when the build host ran every one's kernels as the
+    target will; otherwise None."""
+    latencies = [a.latency for a in found if a.latency is not None and a.latency.matches_target]
+    return latencies if len(latencies) == len(found) else None
 
 
 def default_reason(bundle: Bundle) -> str:
     """What `choose_artifact` rests on, in words (for `info`)."""
-    found = candidates(bundle)
-    if all(_measured(a) for a in found):
-        host = found[0].latency.host
+    latencies = _measured(candidates(bundle))
+    if latencies is not None:
+        host = latencies[0].host
         return f"fastest accurate artifact, measured when the bundle was built ({host})"
     return ("the target profile's precision order (no build-time latency on the target's kernels); "
             "artifact=\"auto\" measures on this device")
@@ -74,8 +88,9 @@ def choose_artifact(bundle: Bundle) -> Artifact:
     every candidate's kernels as the target will; otherwise the first by the target's
     `prefer` precision order, ties broken by its `formats` order, then by manifest order."""
     found = candidates(bundle)
-    if all(_measured(a) for a in found):
-        return min(found, key=lambda a: a.latency.p50_ms)
+    latencies = _measured(found)
+    if latencies is not None:
+        return min(zip(found, latencies), key=lambda pair: pair[1].p50_ms)[0]
     target = bundle.manifest.target
     prefer = list(target.get("prefer", []))
     formats = list(target.get("formats", []))
@@ -98,16 +113,17 @@ DRIFT_SCORE_EVERY = 100  # inferences between drift scores written to telemetry
 log = logging.getLogger("edgepack_runtime.drift")
 
 
-def _drift_monitor(bundle: Bundle):
+def _drift_monitor(bundle: Bundle) -> Optional[DriftMonitor]:
     """The drift monitor of a bundle's drift reference, or None with one warning when the
     reference is damaged: checked here, at load, never at run."""
     from .drift import DriftMonitor, check_reference
 
     shapes = {s.name: s.shape for s in bundle.manifest.inputs}
-    why = check_reference(bundle.manifest.drift_reference, shapes)
-    if why is None:
+    reference = bundle.manifest.drift_reference
+    why = check_reference(reference, shapes)
+    if why is None and reference is not None:  # (check_reference refuses None)
         try:
-            return DriftMonitor(bundle.manifest.drift_reference, shapes)
+            return DriftMonitor(reference, shapes)
         except Exception as exc:  # what check_reference did not foresee still only disables drift
             why = first_line(exc, 120)
     log.warning("input drift is off for bundle %r: its drift reference cannot be used (%s); inference and "
@@ -118,12 +134,13 @@ def _drift_monitor(bundle: Bundle):
 class Model:
     """One artifact of a bundle, loaded and ready to run."""
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, session: Session, telemetry=None):
+    def __init__(self, bundle: Bundle, artifact: Artifact, session: Session,
+                 telemetry: Optional[TelemetryWriter] = None) -> None:
         self.bundle = bundle
         self.artifact = artifact
-        self._session = session
+        self._session: Optional[Session] = session  # None once closed
         self.telemetry = telemetry  # the TelemetryWriter recording this model's inferences, or None
-        self._drift = None
+        self._drift: Optional[DriftMonitor] = None
         if telemetry is not None and bundle.manifest.drift_reference:
             self._drift = _drift_monitor(bundle)
         self._runs = 0
@@ -134,25 +151,33 @@ class Model:
         # (dtype, shape) per input, for run() and run(raw=True): computed once, checked per call
         self._float_expected = self._expected(raw=False)
         self._raw_expected = self._expected(raw=True)
-        self._pipeline = None  # predict(): the image or text pipeline, made on first use
-        self._labels = None
+        # predict(): the image or text pipeline, made on first use
+        self._pipeline: Optional[Union[ImagePipeline, TextPipeline]] = None
+        self._labels: Optional[list[str]] = None
+
+    @property
+    def _open(self) -> Session:
+        """The backend session; InferenceError once the model is closed."""
+        if self._session is None:
+            raise InferenceError(f"{self.artifact.name} was closed; load the bundle again to run it")
+        return self._session
 
     @property
     def threads(self) -> int:
-        return self._session.threads
+        return self._open.threads
 
     @property
     def backend(self) -> str:
-        return f"{self._session.backend} {self._session.backend_version}"
+        return f"{self._open.backend} {self._open.backend_version}"
 
-    def provenance(self) -> dict:
+    def provenance(self) -> dict[str, Any]:
         """What actually runs: backend, its version, delegate/provider and threads."""
-        s = self._session
+        s = self._open
         return {"backend": s.backend, "backend_version": s.backend_version,
                 "delegate": getattr(s, "delegate", None), "threads": s.threads}
 
-    def _expected(self, raw: bool) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-        native = self._session.native_dtypes() if raw else {}
+    def _expected(self, raw: bool) -> Expected:
+        native = self._open.native_dtypes() if raw else {}
         return {s.name: (native.get(s.name, np.dtype(s.dtype)), tuple(s.shape)) for s in self.inputs}
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray], raw: bool = False) -> Mapping[str, np.ndarray]:
@@ -176,7 +201,7 @@ class Model:
             raise error
         return inputs
 
-    def _explain(self, inputs, expected, raw: bool) -> Optional[InputError]:
+    def _explain(self, inputs: Mapping[str, Any], expected: Expected, raw: bool) -> Optional[InputError]:
         """The clear error for inputs that failed the fast check; None when they are fine
         (sizes of dynamic dims other than the one the bundle was built at)."""
         missing = sorted(set(expected) - set(inputs))
@@ -213,32 +238,35 @@ class Model:
         zero point applied here); `raw=True` passes the artifact's integer tensors through
         (see `native_dtypes()`), shapes stay the manifest's.
         """
-        if self.telemetry is None:
+        telemetry = self.telemetry
+        if telemetry is None:
             return self._backend_run(self.check_inputs(inputs, raw), raw)
-        return self._run_recorded(inputs, raw)
+        return self._run_recorded(telemetry, inputs, raw)
 
     def raw_input_kind(self) -> Optional[str]:
         """"image" or "text": what `predict` takes; None when the bundle takes tensors only."""
         pre = self.bundle.manifest.preprocessing
         return None if pre is None else pre.kind
 
-    def preprocess(self, value, channels: str = "rgb") -> dict[str, np.ndarray]:
+    def preprocess(self, value: Any, channels: str = "rgb") -> dict[str, np.ndarray]:
         """The input tensors for a raw input, as the bundle declares (docs/raw-inputs.md): an
         image (a path, encoded bytes, a PIL image, or a uint8 HxWxC array whose colour order
         `channels` gives: "bgr" for OpenCV frames), or a text."""
         return self.prepare(value, channels)[0]
 
-    def prepare(self, value, channels: str = "rgb"):
+    def prepare(self, value: Any, channels: str = "rgb") -> tuple[dict[str, np.ndarray], Optional[Geometry]]:
         """`preprocess`, and for an image its Geometry: where the model input's pixels lie in
         the original image (`geometry.to_original(boxes)` maps boxes back); None for a text."""
-        pre = self._preprocessing()
-        if pre.image is not None:
-            tensor, geometry = self._pipeline.prepare(value, channels)
-            return {pre.image.input: tensor}, geometry
-        return self._pipeline(value), None
+        _, made = self._preprocessing()
+        from .preprocess import ImagePipeline  # loaded by now: _preprocessing made the pipeline
 
-    def _preprocessing(self):
-        """The bundle's declared preprocessing, its pipeline made (once); InputError without one."""
+        if isinstance(made, ImagePipeline):  # the bundle declares image steps
+            tensor, geometry = made.prepare(value, channels)
+            return {made.steps.input: tensor}, geometry
+        return made(value), None
+
+    def _preprocessing(self) -> tuple[Preprocessing, Union[ImagePipeline, TextPipeline]]:
+        """The bundle's declared preprocessing and its pipeline, made once; InputError without one."""
         pre = self.bundle.manifest.preprocessing
         if pre is None:
             raise InputError(f"bundle {self.bundle.manifest.name!r} declares no preprocessing, so it takes tensors: "
@@ -247,10 +275,10 @@ class Model:
             from .preprocess import pipeline
 
             self._pipeline = pipeline(self.bundle)
-        return pre
+        return pre, self._pipeline
 
-    def predict(self, value, top_k: Optional[int] = None, channels: str = "rgb",
-                score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
+    def predict(self, value: Any, top_k: Optional[int] = None, channels: str = "rgb",
+                score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None) -> Prediction:
         """Preprocess a raw input (see `preprocess`), run it, and answer as the bundle
         declares: a Prediction with the top-k (label, score) of a classifier, an embedding,
         or a detector's boxes in the original image's pixels (`score_threshold` and
@@ -268,9 +296,9 @@ class Model:
         prediction.preprocess_ms = (preprocessed - start) * 1e3
         return prediction
 
-    def predict_many(self, values: Iterable, top_k: Optional[int] = None, channels: str = "rgb",
+    def predict_many(self, values: Iterable[Any], top_k: Optional[int] = None, channels: str = "rgb",
                      score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None, *,
-                     prefetch: int = PREFETCH) -> Iterator:
+                     prefetch: int = PREFETCH) -> Iterator[Prediction]:
         """`predict` over a stream of raw inputs (any iterable, read lazily: a folder's paths,
         a camera's frames), yielding each Prediction in input order, the same as a loop of
         `predict` calls. The next `prefetch` items are decoded and preprocessed on as many
@@ -285,8 +313,10 @@ class Model:
         return predict_stream(self, values, prefetch, channels, top_k=top_k, score_threshold=score_threshold,
                               iou_threshold=iou_threshold)
 
-    def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None, run=None, *,
-                        geometry=None, score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None):
+    def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None,
+                        run: Optional[RunFn] = None, *, geometry: Optional[Geometry] = None,
+                        score_threshold: Optional[float] = None,
+                        iou_threshold: Optional[float] = None) -> Prediction:
         """`predict` from preprocessed tensors: run them (through `run`, default `self.run`)
         and answer as the bundle declares. A detector's boxes are mapped back to the original
         image through `geometry` (from `prepare`); without it they stay in input pixels."""
@@ -322,36 +352,36 @@ class Model:
     def __enter__(self) -> "Model":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _backend_run(self, feeds, raw: bool) -> dict[str, np.ndarray]:
+    def _backend_run(self, feeds: Mapping[str, np.ndarray], raw: bool) -> dict[str, np.ndarray]:
+        session = self._open
         try:
-            return self._session.run(feeds, raw)
+            return session.run(feeds, raw)
         except EdgepackError:
             raise
         except Exception as exc:  # the backend's own errors, one typed error for every caller
-            if self._session is None:
-                raise InferenceError(f"{self.artifact.name} was closed; load the bundle again to run it") from exc
             raise InferenceError(
                 f"{self.backend} failed running {self.artifact.name}: {first_line(exc)}; "
                 "the file may be damaged: run `edgepack-runtime verify` and rebuild the bundle if it fails"
             ) from exc
 
-    def _run_recorded(self, inputs, raw: bool) -> dict[str, np.ndarray]:
+    def _run_recorded(self, telemetry: TelemetryWriter, inputs: Mapping[str, np.ndarray],
+                      raw: bool) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         try:
             outputs = self._backend_run(self.check_inputs(inputs, raw), raw)
         except Exception as exc:
-            self.telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
+            telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
             raise
-        self.telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
+        telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
         if self._drift is not None and not raw:
             try:
                 self._drift.observe(inputs)
                 self._runs += 1
                 if self._runs % DRIFT_SCORE_EVERY == 0:
-                    self.telemetry.record_drift(self.telemetry_label, self._drift.scores())
+                    telemetry.record_drift(self.telemetry_label, self._drift.scores())
             except Exception as exc:  # telemetry never costs an inference: drift stops, the answer goes out
                 log.warning("input drift is off for %s: it failed on an input (%s)", self.telemetry_label,
                             first_line(exc, 120))
@@ -364,11 +394,11 @@ class Model:
 
     def native_dtypes(self) -> dict[str, np.dtype]:
         """Input dtypes `run(raw=True)` expects where they differ from `inputs` (int8 TFLite)."""
-        return self._session.native_dtypes()
+        return self._open.native_dtypes()
 
     def quantization(self) -> dict[str, tuple[float, int]]:
         """(scale, zero_point) of each integer input/output tensor: real = (q - zero_point) * scale."""
-        return self._session.quantization()
+        return self._open.quantization()
 
     def __repr__(self) -> str:
         return f"Model({self.bundle.manifest.name!r}, artifact={self.artifact.name!r}, threads={self.threads})"

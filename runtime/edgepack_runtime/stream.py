@@ -14,11 +14,19 @@ import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Optional
 
 import numpy as np
 
 from .errors import EdgepackError, InputError
+
+if TYPE_CHECKING:
+    from .letterbox import Geometry
+    from .model import Model
+    from .postprocess import Prediction
+
+    # An item's input tensors, its Geometry, and the milliseconds preprocessing took.
+    Prepared = tuple[dict[str, np.ndarray], Optional[Geometry], float]
 
 __all__ = ["PREFETCH", "predict_stream", "describe_item"]
 
@@ -57,7 +65,8 @@ def _naming_item(exc: EdgepackError, index: int, value: Any) -> EdgepackError:
     return named
 
 
-def predict_stream(model, values: Iterable, prefetch: int, channels: str, **answer: Any) -> Iterator:
+def predict_stream(model: Model, values: Iterable[Any], prefetch: int, channels: str,
+                   **answer: Any) -> Iterator[Prediction]:
     """Predictions for `values`, in order (see Model.predict_many). `answer`: top_k and the
     thresholds, checked by the caller. With prefetch=0, a plain loop on this thread."""
     if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
@@ -65,13 +74,14 @@ def predict_stream(model, values: Iterable, prefetch: int, channels: str, **answ
     return _stream(model, values, prefetch, channels, answer)  # checked now, not at the first item
 
 
-def _stream(model, values: Iterable, prefetch: int, channels: str, answer: dict) -> Iterator:
-    def prepare(value):
+def _stream(model: Model, values: Iterable[Any], prefetch: int, channels: str,
+            answer: dict[str, Any]) -> Iterator[Prediction]:
+    def prepare(value: Any) -> Prepared:
         start = time.perf_counter()
         feeds, geometry = model.prepare(value, channels)
         return feeds, geometry, (time.perf_counter() - start) * 1e3
 
-    def finish(index: int, value, prepared: Optional[Future]):
+    def finish(index: int, value: Any, prepared: Optional[Future[Prepared]]) -> Prediction:
         try:
             feeds, geometry, preprocess_ms = prepared.result() if isinstance(prepared, Future) else prepare(value)
             prediction = model.predict_tensors(feeds, geometry=geometry, **answer)
@@ -85,12 +95,12 @@ def _stream(model, values: Iterable, prefetch: int, channels: str, answer: dict)
             yield finish(index, value, None)
         return
     items = enumerate(values)  # read on this thread only: any iterator, a camera's included
-    pending: deque = deque()
+    pending: deque[tuple[int, Any, Future[Prepared]]] = deque()
     pool = ThreadPoolExecutor(max_workers=prefetch, thread_name_prefix="edgepack-prepare")
     try:
         while True:
             while len(pending) <= prefetch:  # the current item and `prefetch` after it
-                item: Optional[tuple] = next(items, None)
+                item: Optional[tuple[int, Any]] = next(items, None)
                 if item is None:
                     break
                 pending.append((*item, pool.submit(prepare, item[1])))
