@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .model import AUTO, default_threads
 from .parity import split_samples
 from .stats import PERCENTILE_METHOD, latency_summary
 from .subprocesses import run_checked
+
+if TYPE_CHECKING:
+    from .model import Model
 
 __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 
@@ -82,7 +85,7 @@ def _sample_jpeg() -> bytes:
 
 
 def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[str] = None,
-                    seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict]]:
+                    seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict[str, Any]]]:
     """A measurement of the bundle's declared preprocessing on this device, step by step
     (an image from its encoded bytes: decode, resize + crop, to tensor), ready to run:
     the pipeline and the sample are prepared now, so a missing Pillow or an unreadable
@@ -96,11 +99,14 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
     if pre is None:
         return None
     from .letterbox import resize_backend
-    from .preprocess import pipeline
+    from .preprocess import ImagePipeline, pipeline
 
     steps = pipeline(bundle)
-    implementation: dict = {}  # what ran where two implementations make the same tensors
-    if pre.image is not None:
+    implementation: dict[str, str] = {}  # what ran where two implementations make the same tensors
+    sample: Union[bytes, str]
+    stages: dict[str, Callable[[Any], Any]]
+    image_input = ""  # the image's tensor: what its last stage makes
+    if isinstance(steps, ImagePipeline):  # the bundle declares image steps
         if image is not None:
             try:
                 sample, what = Path(image).read_bytes(), Path(image).name
@@ -109,15 +115,17 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
         else:
             sample, what = _sample_jpeg(), f"synthetic {SAMPLE_IMAGE_SIZE[0]}x{SAMPLE_IMAGE_SIZE[1]} JPEG"
         stages = {"decode": steps.decode, "resize_crop": steps.geometry, "to_tensor": steps.to_tensor}
-        if pre.image.letterbox:
+        image_input = steps.steps.input
+        if steps.steps.letterbox:
             implementation["resize"] = resize_backend()
     else:
         stages, sample = {"tokenize": steps}, text if text is not None else SAMPLE_TEXT
         what = f"{len(sample)}-character text"
     first = next(iter(stages))
 
-    def measure() -> dict:
+    def measure() -> dict[str, Any]:
         timings: dict[str, list[float]] = {name: [] for name in stages}
+        value: Any
         start, value = time.perf_counter(), sample
         while time.perf_counter() - start < seconds or len(timings[first]) < 10:
             value = sample
@@ -127,22 +135,23 @@ def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[
                 timings[name].append(time.perf_counter() - t)
         totals = [sum(step) for step in zip(*timings.values())]
         shapes = ({k: list(v.shape) for k, v in value.items()} if isinstance(value, dict)
-                  else {pre.image.input: list(value.shape)})
+                  else {image_input: list(value.shape)})
         return {"input": what, "tensors": shapes, "runs": len(totals), "latency_ms": latency_summary(totals),
                 "steps_p50_ms": {name: latency_summary(t)["p50"] for name, t in timings.items()}, **implementation}
 
-    value = sample  # one pass now: a sample the pipeline cannot take fails here, before the workers
+    value: Any = sample  # one pass now: a sample the pipeline cannot take fails here, before the workers
     for stage in stages.values():
         value = stage(value)
     return measure
 
 
-def postprocess_cost(bundle: Bundle, seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict]]:
+def postprocess_cost(bundle: Bundle,
+                     seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict[str, Any]]]:
     """A measurement of a detector's postprocessing (decode, then class-aware NMS, with the
     manifest's thresholds) on its golden outputs, PyTorch's answers to real inputs, cycled;
     ready to run. None for bundles that do not answer with detections."""
     post = bundle.manifest.postprocessing
-    if post is None or post.kind != "detections":
+    if post is None or post.kind != "detections" or post.detection is None:  # (the reader pairs the two)
         return None
     from .detection import decode, nms
 
@@ -150,7 +159,7 @@ def postprocess_cost(bundle: Bundle, seconds: float = PREPROCESS_SECONDS) -> Opt
     samples = outputs[post.output]
     settings = post.detection
 
-    def measure() -> dict:
+    def measure() -> dict[str, Any]:
         timings: dict[str, list[float]] = {"decode": [], "nms": []}
         found: list[int] = []
         candidates: list[int] = []
@@ -174,14 +183,15 @@ def postprocess_cost(bundle: Bundle, seconds: float = PREPROCESS_SECONDS) -> Opt
     return measure
 
 
-def _raw_sample(spec: dict):
+def _raw_sample(spec: dict[str, Any]) -> Union[bytes, str]:
     """The raw input the whole call is measured on (the one preprocess_cost measures)."""
     if spec["kind"] == "image":
         return Path(spec["image"]).read_bytes() if spec["image"] else _sample_jpeg()
-    return spec["text"] if spec["text"] is not None else SAMPLE_TEXT
+    return str(spec["text"]) if spec["text"] is not None else SAMPLE_TEXT
 
 
-def whole_call_cost(model, sample, seconds: float) -> tuple[dict, dict]:
+def whole_call_cost(model: Model, sample: Union[bytes, str],
+                    seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole `predict` call on `sample` (decode + preprocess + infer + postprocess), and
     frames per second over it repeated: a loop of `predict` calls against `predict_many`, in
     STREAM_ROUNDS alternating rounds of the same frame count; medians, and the median of the
@@ -191,7 +201,8 @@ def whole_call_cost(model, sample, seconds: float) -> tuple[dict, dict]:
     list(model.predict_many([sample] * (PREFETCH + 2)))  # warm: the pipeline, its caches, the pool's threads
     calls: list[float] = []
     steps: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
-    loop_fps, stream_fps = [], []
+    loop_fps: list[float] = []
+    stream_fps: list[float] = []
     frames = 0
     for round_ in range(STREAM_ROUNDS):
         start = time.perf_counter()
@@ -230,7 +241,7 @@ def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> 
     return split_samples(inputs)
 
 
-def _worker(t0: float, spec: dict) -> dict:
+def _worker(t0: float, spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one artifact × thread count; runs in a fresh process (see _WORKER)."""
     from edgepack_runtime import load  # noqa: F401  (import time is part of cold start)
 
@@ -242,7 +253,8 @@ def _worker(t0: float, spec: dict) -> dict:
     first = time.perf_counter() - t
 
     def loop(min_runs: int, min_seconds: float) -> list[float]:
-        timings, start = [], time.perf_counter()
+        timings: list[float] = []
+        start = time.perf_counter()
         while len(timings) < min_runs or time.perf_counter() - start < min_seconds:
             feed = feeds[len(timings) % len(feeds)]
             t = time.perf_counter()
@@ -254,7 +266,7 @@ def _worker(t0: float, spec: dict) -> dict:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     timings = loop(spec["runs"], spec["min_seconds"])
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    whole_call = {}
+    whole_call: dict[str, Any] = {}
     if spec.get("raw"):  # after the inference figures: the stream's threads do not touch them
         whole, stream = whole_call_cost(model, _raw_sample(spec["raw"]), min(STREAM_SECONDS, spec["min_seconds"]))
         whole_call = {"whole_call": whole, "stream": stream}
@@ -273,7 +285,7 @@ def _worker(t0: float, spec: dict) -> dict:
 
 
 def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSettings,
-             sizes: Optional[dict[str, int]], raw: Optional[dict] = None) -> dict:
+             sizes: Optional[dict[str, int]], raw: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     spec = {"bundle": str(bundle.root), "artifact": artifact, "threads": threads, "sizes": sizes,
             "raw": raw, **asdict(settings)}
     at = f" at {size_label(sizes)}" if sizes else ""
@@ -281,10 +293,11 @@ def _measure(bundle: Bundle, artifact: str, threads: int, settings: BenchSetting
                        f"thread(s){at}", "run `edgepack-runtime verify` on the bundle, or measure fewer --runs",
                        error=BenchError, timeout=WORKER_TIMEOUT_S)
     try:
-        return json.loads(proc.stdout.strip().splitlines()[-1])
+        result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise BenchError(f"benchmarking {artifact} with {threads} thread(s){at} printed no result "
                          f"({last_line(proc.stderr, 'no output')})") from None
+    return result
 
 
 def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> list[tuple[str, int]]:
@@ -300,7 +313,7 @@ def plan(bundle: Bundle, artifact: str, threads: Optional[Sequence[int]]) -> lis
     return [(name, t) for name in names for t in (threads or [default_threads(bundle)])]
 
 
-def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> list[Optional[dict[str, int]]]:
+def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> Sequence[Optional[dict[str, int]]]:
     """Every combination of the requested sizes of the bundle's dynamic dims ([None]: as built)."""
     if not sizes:
         return [None]
@@ -319,11 +332,11 @@ def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> list
     return combos
 
 
-def run_bench(path, artifact: str = "all", threads: Optional[Sequence[int]] = None,
+def run_bench(path: str | Path, artifact: str = "all", threads: Optional[Sequence[int]] = None,
               settings: BenchSettings = BenchSettings(),
               progress: Callable[[str, int, int], None] = lambda label, done, total: None,
               sizes: Optional[dict[str, Sequence[int]]] = None, image: Optional[str] = None,
-              text: Optional[str] = None) -> dict:
+              text: Optional[str] = None) -> dict[str, Any]:
     """Benchmark a bundle on this device; returns the result document (docs/bench-format.md).
     `sizes`: sizes of the bundle's dynamic dims to measure at, e.g. {"seq": [16, 128]}.
     A bundle that declares preprocessing also has its cost measured, on `image` / `text`
