@@ -84,7 +84,7 @@ def _sample_jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def preprocess_cost(bundle: Bundle, image: Optional[str] = None, text: Optional[str] = None,
+def preprocess_cost(bundle: Bundle, image: str | Path | None = None, text: Optional[str] = None,
                     seconds: float = PREPROCESS_SECONDS) -> Optional[Callable[[], dict[str, Any]]]:
     """A measurement of the bundle's declared preprocessing on this device, step by step
     (an image from its encoded bytes: decode, resize + crop, to tensor), ready to run:
@@ -335,7 +335,7 @@ def size_plan(bundle: Bundle, sizes: Optional[dict[str, Sequence[int]]]) -> Sequ
 def run_bench(path: str | Path, artifact: str = "all", threads: Optional[Sequence[int]] = None,
               settings: BenchSettings = BenchSettings(),
               progress: Callable[[str, int, int], None] = lambda label, done, total: None,
-              sizes: Optional[dict[str, Sequence[int]]] = None, image: Optional[str] = None,
+              sizes: Optional[dict[str, Sequence[int]]] = None, image: str | Path | None = None,
               text: Optional[str] = None) -> dict[str, Any]:
     """Benchmark a bundle on this device; returns the result document (docs/bench-format.md).
     `sizes`: sizes of the bundle's dynamic dims to measure at, e.g. {"seq": [16, 128]}.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Optional, Sequence
 
 import click
 import numpy as np
@@ -19,6 +19,10 @@ from .files import atomic_write
 from .model import choose_artifact, default_reason, load
 from .report import artifacts_table, make_console, one_line, plain
 from .textui import HAVE_RICH, Table
+
+if TYPE_CHECKING:
+    from .model import Model
+    from .postprocess import Detection, Prediction
 
 console = make_console()
 
@@ -40,7 +44,7 @@ class ErrorLineGroup(click.Group):
     """Turn every EdgepackError into one line and exit code 1 (2 for a UsageError), never
     a traceback. The packager's CLI uses it too."""
 
-    def invoke(self, ctx):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except EdgepackError as exc:
@@ -57,14 +61,14 @@ class ErrorLineGroup(click.Group):
 
 @click.group(cls=ErrorLineGroup)
 @click.version_option(package_name="edgepack-runtime")
-def main():
+def main() -> None:
     """Run edgepack bundles on this device."""
 
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest, the default and its reason as JSON.")
-def info(bundle: Path, as_json: bool):
+def info(bundle: Path, as_json: bool) -> None:
     """Show a bundle's target, tensors, artifacts and which one runs by default."""
     b = open_bundle(bundle)
     m = b.manifest
@@ -129,14 +133,18 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
               help="Detectors: drop a box overlapping a better one of its class by more IoU (default: the bundle's).")
 @click.option("--annotate", type=click.Path(path_type=Path), default=None, metavar="OUT.jpg",
               help="Detectors: draw the boxes onto the --image and write it here (a folder for an --image folder).")
-def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, output, score_threshold, iou_threshold,
-        annotate):
+def run(bundle: Path, inputs: tuple[str, ...], image: Optional[Path], text: Optional[str], top_k: Optional[int],
+        artifact: Optional[str], threads: Optional[int], as_json: bool, output: Optional[Path],
+        score_threshold: Optional[float], iou_threshold: Optional[float], annotate: Optional[Path]) -> None:
     """Run one inference: on .npy tensors, an --image or a --text; or every image of an --image folder."""
     raw = [given for given in (bool(inputs), image is not None, text is not None) if given]
     if len(raw) != 1:
         raise UsageError("give exactly one of --input NAME=FILE.npy (repeatable), --image FILE or --text TEXT")
-    if annotate is not None and image is None:
-        raise UsageError("--annotate draws a detector's boxes onto the --image; give --image FILE")
+    drawing: Optional[tuple[Path, Path]] = None  # --annotate: the image, and where its drawing goes
+    if annotate is not None:
+        if image is None:
+            raise UsageError("--annotate draws a detector's boxes onto the --image; give --image FILE")
+        drawing = (image, annotate)
     if inputs and (score_threshold is not None or iou_threshold is not None):
         raise UsageError("--score-threshold and --iou-threshold apply to --image predictions, not to --input tensors")
     if image is not None and image.is_dir():
@@ -146,10 +154,10 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
         _run_folder(bundle, image, annotate, as_json, artifact=artifact, threads=threads, top_k=top_k,
                     score_threshold=score_threshold, iou_threshold=iou_threshold)
         return
-    if annotate is not None:
+    if drawing is not None:
         from .annotate import check_destination
 
-        check_destination(image, annotate)
+        check_destination(*drawing)
     model = load(bundle, artifact=artifact, threads=threads, telemetry=True)
     takes = model.raw_input_kind()
     if not inputs and takes != ("image" if image is not None else "text"):
@@ -157,22 +165,24 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
                 "it takes tensors: --input NAME=FILE.npy (rebuild with --preprocess or --tokenizer for raw inputs)")
         wanted = "image" if image is not None else "text"
         raise UsageError(f"bundle {model.bundle.manifest.name!r} declares no {wanted} preprocessing; {hint}")
+    prediction: Optional[Prediction] = None
+    drawn: Optional[int] = None  # detections drawn by --annotate
     if inputs:
-        prediction = None
         outputs = model.run(_parse_inputs(inputs))
     else:
         prediction = model.predict(str(image) if image is not None else text, top_k=top_k,
                                    score_threshold=score_threshold, iou_threshold=iou_threshold)
         outputs = prediction.outputs
-    if annotate is not None:
-        if prediction.detections is None:
-            raise UsageError(f"--annotate draws detections; bundle {model.bundle.manifest.name!r} does not answer "
-                             "with detections")
-        from .annotate import write_annotated
+        if drawing is not None:
+            if prediction.detections is None:
+                raise UsageError(f"--annotate draws detections; bundle {model.bundle.manifest.name!r} does not "
+                                 "answer with detections")
+            from .annotate import write_annotated
 
-        write_annotated(image, prediction.detections, annotate)
+            write_annotated(drawing[0], prediction.detections, drawing[1])
+            drawn = len(prediction.detections)
     if output:
-        np.savez(output, **outputs)
+        np.savez(output, allow_pickle=True, **outputs)  # numpy's default, named: no output is taken for it
         console.print(plain(f"wrote {', '.join(outputs)} to {output} ({model.artifact.name})"), highlight=False)
     elif as_json:
         answer = prediction.to_dict() if prediction else {"outputs": {k: v.tolist() for k, v in outputs.items()}}
@@ -182,11 +192,12 @@ def run(bundle: Path, inputs, image, text, top_k, artifact, threads, as_json, ou
     if prediction is not None and not as_json and not output:
         console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms, "
                       f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
-    if annotate is not None and not as_json:
-        console.print(f"drew {len(prediction.detections)} detection(s) onto {plain(annotate)}", highlight=False)
+    if drawn is not None and not as_json:
+        console.print(f"drew {drawn} detection(s) onto {plain(annotate)}", highlight=False)
 
 
-def _run_folder(bundle: Path, folder: Path, annotate, as_json: bool, artifact, threads, **answer) -> None:
+def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: bool, artifact: Optional[str],
+                threads: Optional[int], **answer: Any) -> None:
     """`run --image DIR`: every image of the folder through predict_many, one line (or one
     JSON object) per image as each answer comes, drawings into the --annotate folder."""
     import time
@@ -212,7 +223,7 @@ def _run_folder(bundle: Path, folder: Path, annotate, as_json: bool, artifact, t
         if drawings is not None:
             from .annotate import write_annotated
 
-            write_annotated(files[i], prediction.detections, drawings[i])
+            write_annotated(files[i], prediction.detections or [], drawings[i])  # (a detector: checked above)
     seconds = time.perf_counter() - start
     if not as_json:
         drew = f", drawings in {annotate}" if drawings is not None else ""
@@ -220,7 +231,7 @@ def _run_folder(bundle: Path, folder: Path, annotate, as_json: bool, artifact, t
                             f"({model.artifact.name}, {model.threads} thread(s){drew})"), style="dim", highlight=False)
 
 
-def _print_answer(model, prediction, outputs) -> None:
+def _print_answer(model: Model, prediction: Optional[Prediction], outputs: dict[str, np.ndarray]) -> None:
     """The answer on the console: top labels, detections, an embedding, or the raw outputs."""
     title = f"{model.bundle.manifest.name} ({model.artifact.name})"
     if prediction is not None and prediction.top is not None:
@@ -243,7 +254,7 @@ def _print_answer(model, prediction, outputs) -> None:
             console.print(plain(np.array2string(value, precision=4, threshold=64)), highlight=False)
 
 
-def _detections_table(detections, title: str) -> Table:
+def _detections_table(detections: Sequence[Detection], title: str) -> Table:
     """label, score, box (x1, y1, x2, y2 in the image's pixels); labels come from the
     bundle, so they are escaped: rich would read "[red]" in one as markup."""
     table = Table(title=f"{plain(title)}: {len(detections)} detection(s)")
@@ -259,7 +270,7 @@ def _detections_table(detections, title: str) -> Table:
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--artifact", default=None, help="Check only this artifact.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (same exit codes).")
-def verify(bundle: Path, artifact, as_json: bool):
+def verify(bundle: Path, artifact: Optional[str], as_json: bool) -> None:
     """Check every file's sha256 and run each artifact's golden self-test."""
     from .verification import verify_bundle
 
@@ -298,12 +309,18 @@ def verify(bundle: Path, artifact, as_json: bool):
         fail("no artifact could be tested here; install a backend, e.g. pip install 'edgepack-runtime[onnx]'")
 
 
-class ThreadCounts(click.ParamType):
+if TYPE_CHECKING:  # click's ParamType is generic since 8.2, and the runtime supports click 8.0 and later
+    _ParamType = click.ParamType[list[int], Any]
+else:
+    _ParamType = click.ParamType
+
+
+class ThreadCounts(_ParamType):
     """`--threads 1,2,4`: one or more thread counts, as every bench command spells it."""
 
     name = "1,2,4"
 
-    def convert(self, value, param, ctx) -> list[int]:
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> list[int]:
         if isinstance(value, list):
             return value
         try:
@@ -318,9 +335,9 @@ class ThreadCounts(click.ParamType):
 THREAD_COUNTS = ThreadCounts()
 
 
-def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
+def _sizes(texts: tuple[str, ...]) -> dict[str, Sequence[int]] | None:
     """--size seq=16,128 (repeatable) → {"seq": [16, 128]}."""
-    sizes = {}
+    sizes: dict[str, Sequence[int]] = {}
     for text in texts:
         name, _, values = text.partition("=")
         try:
@@ -347,8 +364,9 @@ def _sizes(texts: tuple[str, ...]) -> dict[str, list[int]] | None:
               "(default: a synthetic 640x480 JPEG); bundles that declare image preprocessing.")
 @click.option("--text", help="Measure tokenizing this text (default: an everyday sentence).")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the result JSON here.")
-def bench(bundle, artifact, threads, warmup, warmup_seconds, runs, min_seconds, inputs, size_texts, image, text,
-          output):
+def bench(bundle: Path, artifact: str, threads: Optional[list[int]], warmup: int, warmup_seconds: float, runs: int,
+          min_seconds: float, inputs: str, size_texts: tuple[str, ...], image: Optional[Path], text: Optional[str],
+          output: Optional[Path]) -> None:
     """Measure latency per artifact x threads (x size), each in a fresh process (docs/bench-format.md)."""
     settings = BenchSettings(warmup=warmup, warmup_seconds=warmup_seconds, runs=runs,
                              min_seconds=min_seconds, inputs=inputs)
@@ -414,7 +432,7 @@ _store_option = click.option("--store", type=click.Path(path_type=Path), default
 @click.option("--no-activate", is_flag=True, help="Store and verify, but leave the current version active.")
 @click.option("--require-signature", is_flag=True, help="Refuse a bundle without a signature by a trusted key.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
-def install(bundle, store, keep, no_activate, require_signature, as_json):
+def install(bundle: Path, store: Path, keep: int, no_activate: bool, require_signature: bool, as_json: bool) -> None:
     """Copy BUNDLE into the store, verify it there, then make it current (docs/fleet.md)."""
     from .store import install as install_bundle
 
@@ -432,7 +450,7 @@ def install(bundle, store, keep, no_activate, require_signature, as_json):
 @click.argument("name")
 @click.argument("version")
 @_store_option
-def activate(name, version, store):
+def activate(name: str, version: str, store: Path) -> None:
     """Make a stored, verified VERSION of bundle NAME current."""
     from .store import activate as activate_version
 
@@ -442,7 +460,7 @@ def activate(name, version, store):
 @main.command()
 @click.argument("name")
 @_store_option
-def rollback(name, store):
+def rollback(name: str, store: Path) -> None:
     """Make the version that was current before this one current again."""
     from .store import rollback as roll_back
 
@@ -452,7 +470,7 @@ def rollback(name, store):
 @main.command()
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
-def status(store, as_json):
+def status(store: Path, as_json: bool) -> None:
     """What is active in the store, since when, and what else is stored."""
     from .store import status as store_status
 
@@ -475,7 +493,7 @@ def status(store, as_json):
 
 
 @main.group()
-def telemetry():
+def telemetry() -> None:
     """Local inference records: summary, export, purge (docs/telemetry.md)."""
 
 
@@ -497,7 +515,7 @@ def _db(db: Path | None) -> Path:
 @_db_option
 @click.option("--since", default=None, metavar="1h", help="Only the last 30s / 15m / 1h / 7d.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def telemetry_summary(db, since, as_json):
+def telemetry_summary(db: Optional[Path], since: Optional[str], as_json: bool) -> None:
     """Count, error rate, p50/p90/p99 latency per artifact, and input drift."""
     from .telemetry_report import summary
 
@@ -528,7 +546,7 @@ def telemetry_summary(db, since, as_json):
 @click.option("--format", "fmt", type=click.Choice(["json", "csv", "prometheus"]), default="json", show_default=True)
 @click.option("--since", default=None, metavar="1h")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="File to write (atomically); default stdout.")
-def telemetry_export(db, fmt, since, output):
+def telemetry_export(db: Optional[Path], fmt: str, since: Optional[str], output: Optional[Path]) -> None:
     """Export as JSON, CSV or Prometheus text (node_exporter textfile collector)."""
     from .telemetry_report import export
 
@@ -546,7 +564,7 @@ def telemetry_export(db, fmt, since, output):
 @telemetry.command("purge")
 @_db_option
 @click.option("--yes", is_flag=True, help="Do not ask.")
-def telemetry_purge(db, yes):
+def telemetry_purge(db: Optional[Path], yes: bool) -> None:
     """Delete every telemetry record."""
     from .telemetry_report import purge
 
@@ -579,7 +597,8 @@ def _is_loopback(host: str) -> bool:
               help="Requests in flight before answering 503.")
 @click.option("--timeout", type=click.FloatRange(min=0.001), default=10.0, show_default=True,
               help="Seconds per request before answering 504.")
-def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, timeout):
+def serve(bundle: Path, host: str, port: int, artifact: Optional[str], threads: Optional[int],
+          token_file: Optional[Path], max_concurrency: int, timeout: float) -> None:
     """Serve BUNDLE over HTTP: /v1/predict, /v1/model, /healthz, /metrics, /docs.
 
     BUNDLE may be a bundle store's `current` link (STORE/NAME/current): the server then
@@ -605,7 +624,7 @@ def serve(bundle, host, port, artifact, threads, token_file, max_concurrency, ti
                          "pass --token-file FILE (or bind 127.0.0.1)")
     from .telemetry import enabled_by_env
 
-    def load_version(path):
+    def load_version(path: Path) -> Model:
         return load(path, artifact=artifact, threads=threads, telemetry=enabled_by_env())
 
     model = load_version(bundle)
