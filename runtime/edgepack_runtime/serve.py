@@ -24,16 +24,19 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, AsyncIterator, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from fastapi import FastAPI, Request  # the `serve` extra; this module is imported only to serve
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import QueryParams
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import EdgepackError, InputError, InputTooLarge, first_line
+from .manifest import TensorSpec
 from .model import Model
-from .postprocess import THRESHOLD_NAMES, check_thresholds
+from .postprocess import THRESHOLD_NAMES, Prediction, check_thresholds
 from .prometheus import metric, sample
 
 __all__ = ["create_app", "Live", "body_limit", "header_deadline_protocol", "JSON_BYTES_PER_ELEMENT", "BODY_SLACK_BYTES"]
@@ -56,6 +59,9 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 ROUTES = ("/v1/predict", "/v1/model", "/healthz", "/metrics", "/openapi.json", "/docs")
 # Server-side request latency buckets for /metrics (seconds).
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+Headers = Sequence[tuple[bytes, bytes]]  # an ASGI response's extra headers
+Answer = Union[Response, dict[str, Any]]  # what the /v1/predict route returns (FastAPI renders a dict as JSON)
 
 
 def body_limit(model: Model) -> int:
@@ -120,24 +126,24 @@ class _Metrics:
 class _Guard:
     """Pure ASGI middleware: token and body size are checked before the body is read."""
 
-    def __init__(self, app, token: Optional[str], limits: dict[str, int], metrics: _Metrics) -> None:
+    def __init__(self, app: ASGIApp, token: Optional[str], limits: dict[str, int], metrics: _Metrics) -> None:
         self.app, self.token, self.limits, self.metrics = app, token, limits, metrics
 
-    async def _reply(self, send, status: int, detail: str, headers=()) -> None:
+    async def _reply(self, send: Send, status: int, detail: str, headers: Headers = ()) -> None:
         body = json.dumps({"detail": detail}).encode()
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 *headers]})
         await send({"type": "http.response.body", "body": body})
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start, path = time.perf_counter(), scope["path"]
         headers = dict(scope["headers"])
         status_box = {"status": 500}
 
-        async def send_and_count(message) -> None:
+        async def send_and_count(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box["status"] = message["status"]
             await send(message)
@@ -158,7 +164,7 @@ class _Guard:
                                          f"the body took longer than {BODY_TIMEOUT_S:g} s to arrive")
             replayed = False
 
-            async def replay():  # the app reads the body we already have, then waits for disconnect
+            async def replay() -> Message:  # the app reads the body we already have, then waits for disconnect
                 nonlocal replayed
                 if not replayed:
                     replayed = True
@@ -169,7 +175,8 @@ class _Guard:
         finally:
             self.metrics.observe(path, status_box["status"], time.perf_counter() - start)
 
-    def _refusal(self, path: str, method: str, headers: dict, kind: str, max_body: int) -> Optional[tuple]:
+    def _refusal(self, path: str, method: str, headers: dict[bytes, bytes], kind: str,
+                 max_body: int) -> Optional[tuple[int, str, Headers]]:
         """(status, detail, headers) for a request refused on its headers alone, else None."""
         if self.token is None:  # a tokenless server is loopback-only: so is its name
             host = headers.get(b"host", b"").decode("latin-1").lower()
@@ -191,8 +198,9 @@ class _Guard:
             return 413, f"body larger than this model's inputs need ({max_body} bytes at most)", ()
         return None
 
-    async def _read_body(self, receive, max_body: int) -> bytes:
-        chunks, size = [], 0
+    async def _read_body(self, receive: Receive, max_body: int) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -210,7 +218,7 @@ class _TooLarge(Exception):
     pass
 
 
-def _same_origin(headers: dict) -> bool:
+def _same_origin(headers: dict[bytes, bytes]) -> bool:
     """No Origin (curl, scripts), or the server's own: browsers send Origin on every
     cross-origin POST, so a page elsewhere cannot post a text body here."""
     origin = headers.get(b"origin")
@@ -261,7 +269,7 @@ def _decode(body: bytes, content_type: str, model: Model) -> dict[str, np.ndarra
     return feeds
 
 
-def _thresholds(query, model: Model, raw: bool) -> dict[str, float]:
+def _thresholds(query: QueryParams, model: Model, raw: bool) -> dict[str, float]:
     """score_threshold / iou_threshold from the query string, for a detector's image upload
     (InputError, answered 400, on a value that is not one number in 0..1, on a bundle that
     does not detect, or on a tensor body, which has no image to map boxes onto)."""
@@ -281,10 +289,10 @@ def _thresholds(query, model: Model, raw: bool) -> dict[str, float]:
     return given
 
 
-def _threshold_parameters(model: Model) -> list[dict]:
+def _threshold_parameters(model: Model) -> list[dict[str, Any]]:
     """The OpenAPI query parameters of /v1/predict: a detector's per-request thresholds."""
     post = model.bundle.manifest.postprocessing
-    if post is None or post.kind != "detections":
+    if post is None or post.kind != "detections" or post.detection is None:  # (the reader pairs the two)
         return []
     defaults = {"score_threshold": post.detection.score_threshold, "iou_threshold": post.detection.iou_threshold}
     meaning = {"score_threshold": "keep boxes whose best class scores at least this",
@@ -294,7 +302,7 @@ def _threshold_parameters(model: Model) -> list[dict]:
             for name in THRESHOLD_NAMES]
 
 
-def header_deadline_protocol():
+def header_deadline_protocol() -> type[asyncio.Protocol]:
     """uvicorn's h11 protocol with nginx's client_header_timeout, which uvicorn lacks: a
     connection whose request line and headers are not all in HEADER_TIMEOUT_S after it
     opened (or after its last response) is closed, so clients trickling header bytes
@@ -303,7 +311,7 @@ def header_deadline_protocol():
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderDeadline(H11Protocol):
-        deadline = None
+        deadline: Optional[asyncio.TimerHandle] = None
 
         def _arm(self) -> None:
             self._disarm()
@@ -321,11 +329,13 @@ def header_deadline_protocol():
             if waiting and not self.transport.is_closing():
                 self.transport.close()
 
-        def connection_made(self, transport) -> None:
+        # uvicorn's own H11Protocol takes an asyncio.Transport here, narrower than asyncio's
+        # BaseProtocol declares; the same signature, and its ignore.
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 
-        def data_received(self, data) -> None:
+        def data_received(self, data: bytes) -> None:
             super().data_received(data)
             if self.conn.their_state is not h11.IDLE and self.conn.our_state is not h11.DONE:
                 self._disarm()  # a new request's headers are in; its body has BODY_TIMEOUT_S
@@ -334,16 +344,17 @@ def header_deadline_protocol():
             super().on_response_complete()
             self._arm()
 
-        def connection_lost(self, exc) -> None:
+        def connection_lost(self, exc: Optional[Exception]) -> None:
             self._disarm()
             super().connection_lost(exc)
 
     return HeaderDeadline
 
 
-def _tensor_schema(spec) -> dict:
+def _tensor_schema(spec: TensorSpec) -> dict[str, Any]:
     """JSON schema of one input as nested lists: its shape (a dynamic dim's range), numbers
     its dtype holds."""
+    schema: dict[str, Any]
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "b":
         schema = {"type": "boolean"}
@@ -413,11 +424,11 @@ class _Inference:
         self.inflight = 0
         self._run_lock, self._decode_lock = threading.Lock(), threading.Lock()
 
-    def run(self, model, feeds):
+    def run(self, model: Model, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self._run_lock:
             return model.run(feeds)
 
-    def predict(self, model, body: bytes, content_type: str, thresholds: dict):
+    def predict(self, model: Model, body: bytes, content_type: str, thresholds: dict[str, float]) -> Prediction:
         """Preprocess, run, answer: a Prediction (a detector's boxes in the upload's pixels)."""
         start = time.perf_counter()
         if content_type in TEXT_TYPES:
@@ -430,15 +441,18 @@ class _Inference:
             with self._decode_lock:
                 feeds, geometry = model.prepare(body)
         ran = time.perf_counter()
-        prediction = model.predict_tensors(feeds, run=lambda f: self.run(model, f), geometry=geometry, **thresholds)
+        prediction = model.predict_tensors(feeds, run=lambda f: self.run(model, f), geometry=geometry,
+                                           score_threshold=thresholds.get("score_threshold"),
+                                           iou_threshold=thresholds.get("iou_threshold"))
         prediction.preprocess_ms = (ran - start) * 1e3
         return prediction
 
-    async def handle(self, request: Request):
+    async def handle(self, request: Request) -> Answer:
         model = self.live.model  # this request runs on this version to its end, whatever is swapped in meanwhile
         content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
         raw = content_type in IMAGE_TYPES + TEXT_TYPES
-        wanted = {"image": IMAGE_TYPES, "text": TEXT_TYPES}.get(model.raw_input_kind(), ())
+        kind = model.raw_input_kind()
+        wanted = () if kind is None else {"image": IMAGE_TYPES, "text": TEXT_TYPES}.get(kind, ())
         if raw and content_type not in wanted:  # the version swapped in since the guard looked takes other input
             return JSONResponse({"detail": f"this bundle version does not take {content_type}"}, status_code=415)
         try:
@@ -470,28 +484,28 @@ class _Inference:
                 return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, InputTooLarge) else 422)
             except EdgepackError as exc:  # the backend failed on this input: say so, keep serving
                 return JSONResponse({"detail": str(exc)}, status_code=500)
-            return _answer(request, model, result, raw)
+            return _answer(request, model, result)
         finally:
             if not released:
                 self.inflight -= 1
 
 
-def _answer(request: Request, model, result, raw: bool):
+def _answer(request: Request, model: Model, result: Union[Prediction, dict[str, np.ndarray]]) -> Answer:
     """A finished inference as the response: JSON (a raw input's answer, or the outputs as
     lists) or, when asked for, the outputs as an .npz."""
-    outputs = result.outputs if raw else result
+    outputs = result.outputs if isinstance(result, Prediction) else result
     if any(v.dtype.kind == "f" and not np.all(np.isfinite(v)) for v in outputs.values()):
         return JSONResponse({"detail": "the model produced NaN or infinite outputs for this input"}, status_code=422)
     if request.headers.get("accept", "").startswith("application/x-npz"):
         buffer = io.BytesIO()
-        np.savez(buffer, **outputs)
+        np.savez(buffer, allow_pickle=True, **outputs)  # numpy's default, named: no output is taken for it
         return Response(buffer.getvalue(), media_type="application/x-npz")
-    if raw:
+    if isinstance(result, Prediction):  # a raw input's answer
         return {"artifact": model.artifact.name, **result.to_dict()}
     return {"artifact": model.artifact.name, "outputs": {k: v.tolist() for k, v in outputs.items()}}
 
 
-def _predict_openapi(model) -> dict:
+def _predict_openapi(model: Model) -> dict[str, Any]:
     """The OpenAPI description of /v1/predict's parameters and bodies for `model`."""
     names = [s.name for s in model.inputs]
     parameters = _threshold_parameters(model)
@@ -510,12 +524,13 @@ def _predict_openapi(model) -> dict:
 def _add_info_routes(app: FastAPI, live: Live, metrics: "_Metrics") -> None:
     """/healthz, /v1/model (what is served) and /metrics (Prometheus)."""
 
-    @app.get("/healthz")
-    def healthz():
+    # response_model=None: the OpenAPI schema stays the untyped one it has always been.
+    @app.get("/healthz", response_model=None)
+    def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/model")
-    def describe():
+    @app.get("/v1/model", response_model=None)
+    def describe() -> dict[str, Any]:
         model = live.model
         return {"bundle": model.bundle.manifest.name, "bundle_sha256": model.bundle.sha256,
                 "target": model.bundle.manifest.target.get("id"), "artifact": model.artifact.name,
@@ -524,19 +539,20 @@ def _add_info_routes(app: FastAPI, live: Live, metrics: "_Metrics") -> None:
                 **model.provenance()}
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus():
+    def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(live.model), media_type="text/plain; version=0.0.4")
 
 
-def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, timeout_s: float = 10.0):
-    """The ASGI app serving `model` (a Model, or a Live one that may be swapped)."""
-    live = model if isinstance(model, Live) else Live(model)
+def create_app(served: Union[Model, Live], token: Optional[str] = None, max_concurrency: int = 8,
+               timeout_s: float = 10.0) -> tuple[_Guard, FastAPI]:
+    """The ASGI app serving a Model, or a Live one that may be swapped; and the FastAPI app inside it."""
+    live = served if isinstance(served, Live) else Live(served)
     model = live.model  # the first version: the API description and OpenAPI schema are its
     metrics = _Metrics()
     inference = _Inference(live, max_concurrency, timeout_s)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app):
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         live.stop()
         if live.model.telemetry is not None:  # shutdown: commit what is queued before exiting
@@ -546,8 +562,8 @@ def create_app(model, token: Optional[str] = None, max_concurrency: int = 8, tim
                   description=f"Inference for bundle {model.bundle.manifest.name}")
     _add_info_routes(app, live, metrics)
 
-    @app.post("/v1/predict", openapi_extra=_predict_openapi(model))
-    async def predict(request: Request):
+    @app.post("/v1/predict", openapi_extra=_predict_openapi(model), response_model=None)
+    async def predict(request: Request) -> Answer:
         return await inference.handle(request)
 
     guard = _Guard(app, token, body_limits(model), metrics)
