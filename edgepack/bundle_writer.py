@@ -153,20 +153,28 @@ class BundleStaging:
         self.dir.chmod(0o777 & ~umask)
         return self
 
+    @property
+    def path(self) -> Path:
+        """The staging directory, inside `with` (BuildError outside it)."""
+        if self.dir is None:
+            raise BuildError(f"the staging directory of {self.dest} is used outside its `with` block")
+        return self.dir
+
     def commit(self) -> Path:
         _check_destination(self.dest)  # again: the folder may have changed during the build
-        _fsync_tree(self.dir)
+        staged = self.path
+        _fsync_tree(staged)
         if not self.dest.exists():
-            os.rename(self.dir, self.dest)
+            os.rename(staged, self.dest)
             replaced = None
-        elif _exchange(self.dir, self.dest):
-            replaced = self.dir  # the old bundle now sits where the staging dir was
+        elif _exchange(staged, self.dest):
+            replaced = staged  # the old bundle now sits where the staging dir was
         else:
             # No atomic exchange here: two renames, with a moment without a bundle at dest;
             # the old one waits in `.NAME.old-PID-*`, which the next build sweeps.
             replaced = Path(tempfile.mkdtemp(prefix=f".{_stem(self.dest)}.old-{os.getpid()}-", dir=self.dest.parent))
             os.rename(self.dest, replaced / "bundle")
-            os.rename(self.dir, self.dest)
+            os.rename(staged, self.dest)
         _fsync_dir(self.dest.parent)
         self.dir = None
         if replaced is not None:

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -30,8 +30,10 @@ from edgepack_runtime.manifest import (
     Artifact,
     FileRef,
     Golden,
+    ImageSteps,
     Latency,
     Manifest,
+    TensorSpec,
     Validation,
 )
 from edgepack_runtime.parity import run_samples
@@ -48,14 +50,14 @@ from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapp
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
 from .holdout import ALL, CONFIRMATION, HALVES
 from .macs import count_macs
-from .model_source import load_model
-from .raw_io import declare, image_steps
+from .model_source import LoadedModel, load_model
+from .raw_io import RawIO, declare, image_steps
 from .request import BuildRequest, InputsRequest
 from .samples import golden_inputs, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
 from .shared_work import SharedWork, bundle_folder
 from .targets import TargetProfile, load_target
-from .task import infer_task
+from .task import Task, infer_task
 from .validate import (
     Evaluation,
     References,
@@ -213,16 +215,16 @@ class BuildContext:
     seconds: dict[str, float] = field(default_factory=dict)
     start: float = field(default_factory=time.perf_counter)
     # load
-    loaded: Any = None  # model_source.LoadedModel
+    loaded: Optional[LoadedModel] = None
     inputs: Optional[InputsRequest] = None  # the request's, completed by a self-describing source
-    steps: Any = None  # image steps, when images become the input tensors
-    calibration: Optional["_Calibration"] = None
-    samples: Any = None  # (specs, (golden inputs, real count), evaluation): what the reference stage runs
+    steps: Optional[ImageSteps] = None  # image steps, when images become the input tensors
+    calibration: Optional[_Calibration] = None
+    samples: Optional[_Samples] = None  # what the reference stage runs
     # reference
     refs: Optional[References] = None
     macs: Optional[int] = None
-    raw_io: Any = None  # raw_io.RawIO
-    task: Any = None  # task.Task
+    raw_io: Optional[RawIO] = None
+    task: Optional[Task] = None
     budget: Optional[Budget] = None
     # per format
     artifacts: list[Artifact] = field(default_factory=list)
@@ -233,6 +235,45 @@ class BuildContext:
 
     def timed(self, stage: str):
         return _timed(self.seconds, stage)
+
+    # What the load and reference stages made, for the stages after them (BuildError if a
+    # stage runs before the one that makes its part).
+    @property
+    def model(self) -> LoadedModel:
+        return _made(self.loaded, "the loaded model")
+
+    @property
+    def given(self) -> InputsRequest:
+        return _made(self.inputs, "the completed inputs request")
+
+    @property
+    def calibration_set(self) -> _Calibration:
+        return _made(self.calibration, "the calibration samples")
+
+    @property
+    def references(self) -> References:
+        return _made(self.refs, "PyTorch's references")
+
+    @property
+    def declared(self) -> RawIO:
+        return _made(self.raw_io, "the raw inputs and answers")
+
+    @property
+    def judged_as(self) -> Task:
+        return _made(self.task, "the task")
+
+    @property
+    def floors(self) -> Budget:
+        return _made(self.budget, "the accuracy budget")
+
+
+_T = TypeVar("_T")
+
+
+def _made(value: Optional[_T], what: str) -> _T:
+    if value is None:
+        raise BuildError(f"{what} is used before the build stage that makes it")
+    return value
 
 
 def build_from(request: BuildRequest) -> BuildResult:
@@ -285,8 +326,8 @@ def _build(ctx: BuildContext) -> BuildResult:
             ctx.toolchain.update(fmt.toolchain())
             ctx.artifacts += _build_format(ctx, fmt, precisions)
         with ctx.timed("latency"):
-            ctx.artifacts, ctx.timings = _time_artifacts(ctx.artifacts, ctx.profile, ctx.host, ctx.refs,
-                                                         ctx.staging.dir)
+            ctx.artifacts, ctx.timings = _time_artifacts(ctx.artifacts, ctx.profile, ctx.host, ctx.references,
+                                                         ctx.staging.path)
         manifest = _write(ctx)
         return _check_and_commit(ctx, manifest)
 
@@ -320,13 +361,13 @@ def _load(ctx: BuildContext) -> None:
                                      trust_checkpoint=model.trust_checkpoint)
     # A self-describing source (an Ultralytics checkpoint) fills in what the user left unsaid.
     source = loaded.defaults
-    ctx.inputs = dataclasses.replace(
+    ctx.inputs = completed = dataclasses.replace(
         given,
         preprocess=source.preprocess if given.preprocess is None and given.tokenizer is None else given.preprocess,
         postprocess=given.postprocess or source.postprocess,
         labels=given.labels if given.labels is not None else source.labels or None)
     # Known before the samples load: a folder of images becomes tensors through these steps.
-    ctx.steps = image_steps(ctx.inputs.preprocess, loaded.inputs) if ctx.inputs.preprocess is not None else None
+    ctx.steps = image_steps(completed.preprocess, loaded.inputs) if completed.preprocess is not None else None
     quantized = any(p != BASE for ps in ctx.plan.values() for p in ps)
     data = ctx.request.data
     specs, golden, ctx.calibration, evaluation = _samples(loaded.inputs, data.calibration, data.eval_data, quantized,
@@ -336,35 +377,37 @@ def _load(ctx: BuildContext) -> None:
 
 def _reference(ctx: BuildContext) -> None:
     """PyTorch's outputs: what every artifact is checked against."""
-    specs, golden, evaluation = ctx.samples
-    ctx.refs = torch_references(ctx.loaded.module, specs, *golden, evaluation[:3], groups=evaluation.groups,
-                                crossfit=evaluation.crossfit)
-    ctx.macs = count_macs(ctx.loaded.module, specs, {k: v[0] for k, v in ctx.refs.golden_inputs.items()})
+    specs, (golden, real), evaluation = _made(ctx.samples, "the samples")
+    module = ctx.model.module
+    ctx.refs = refs = torch_references(module, specs, golden, real, evaluation[:3], groups=evaluation.groups,
+                                       crossfit=evaluation.crossfit)
+    ctx.macs = count_macs(module, specs, {k: v[0] for k, v in refs.golden_inputs.items()})
 
 
 def _declare(ctx: BuildContext) -> None:
     """Raw inputs and answers, the task and its budget. Before the long conversions: a
     pipeline or labels that cannot fit fail the build in seconds."""
-    refs, given, wanted = ctx.refs, ctx.inputs, ctx.request.budget
-    ctx.raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=ctx.steps,
-                         tokenizer=given.tokenizer, labels=given.labels, postprocess=given.postprocess,
-                         detection=ctx.loaded.defaults.detection)
-    ctx.task = infer_task(wanted.task, ctx.raw_io.postprocessing, refs.outputs, refs.golden_outputs)
+    refs, given, wanted = ctx.references, ctx.given, ctx.request.budget
+    ctx.raw_io = raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=ctx.steps,
+                                  tokenizer=given.tokenizer, labels=given.labels, postprocess=given.postprocess,
+                                  detection=ctx.model.defaults.detection)
+    ctx.task = task = infer_task(wanted.task, raw_io.postprocessing, refs.outputs, refs.golden_outputs)
     ctx.budget = Budget(max_top1_drop=wanted.max_accuracy_drop, min_cosine=wanted.min_cosine,
-                        min_agreement=wanted.min_agreement, min_f1=wanted.min_f1, task=ctx.task.name,
-                        answer_output=ctx.task.output, detection=ctx.task.detection)
+                        min_agreement=wanted.min_agreement, min_f1=wanted.min_f1, task=task.name,
+                        answer_output=task.output, detection=task.detection)
 
 
 def _write(ctx: BuildContext) -> Manifest:
     """The golden file, the raw-io files and the manifest, into the staging directory."""
-    refs, out_dir, wanted = ctx.refs, ctx.staging.dir, ctx.request.budget
-    ctx.raw_io.write(out_dir)
+    refs, out_dir, wanted, raw_io = ctx.references, ctx.staging.path, ctx.request.budget, ctx.declared
+    raw_io.write(out_dir)
     golden_path = out_dir / GOLDEN_FILE
     np.savez(golden_path,
              **{GOLDEN_INPUT_PREFIX + k: v for k, v in refs.golden_inputs.items()},
              **{GOLDEN_OUTPUT_PREFIX + k: v for k, v in refs.golden_outputs.items()},
-             **_own_outputs(ctx.artifacts, ctx.profile, refs, out_dir))
-    calibration = ctx.calibration
+             **_own_outputs(ctx.artifacts, ctx.profile, refs, out_dir),
+             allow_pickle=True)  # numpy's default, named: no array is taken for it
+    calibration = ctx.calibration_set
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         name=ctx.request.output.name or ctx.staging.dest.name,
@@ -379,13 +422,13 @@ def _write(ctx: BuildContext) -> Manifest:
         accuracy_tolerance=wanted.max_accuracy_drop,
         min_cosine=wanted.min_cosine,
         min_agreement=wanted.min_agreement,
-        build={"model": ctx.loaded.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds},
+        build={"model": ctx.model.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds},
         macs=ctx.macs,
         drift_reference=({k: reference_stats(v) for k, v in calibration.samples.items()}
                          if calibration.source == "data" else None),
-        preprocessing=ctx.raw_io.preprocessing,
-        postprocessing=ctx.raw_io.postprocessing,
-        task=ctx.task.name,
+        preprocessing=raw_io.preprocessing,
+        postprocessing=raw_io.postprocessing,
+        task=ctx.judged_as.name,
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     return manifest
@@ -394,27 +437,27 @@ def _write(ctx: BuildContext) -> Manifest:
 def _check_and_commit(ctx: BuildContext, manifest: Manifest) -> BuildResult:
     """Emulate if asked, leave out what misses, and write the bundle at -o unless a
     required artifact failed (BuildFailed then, nothing written)."""
-    out, staging = ctx.request.output, ctx.staging
+    out, staged = ctx.request.output, ctx.staging.path
     # Precisions the user named must all ship; --strict extends that to the profile's.
     required = set() if out.allow_partial else _all(manifest) if out.strict else set(ctx.request.precisions or ())
     if ctx.request.verify_emulated:
-        manifest = _emulate(manifest, ctx.profile, staging.dir, ctx.seconds, ctx.refs, ctx.budget)
+        manifest = _emulate(manifest, ctx.profile, staged, ctx.seconds, ctx.references, ctx.floors)
     if not out.allow_mismatch:
         # Artifacts the user asked for by name must all ship (unless --allow-partial);
         # the profile's others are left out when they miss, with the reason in the table.
-        manifest = _leave_out(manifest, staging.dir, keep=lambda art: art.precision in required,
+        manifest = _leave_out(manifest, staged, keep=lambda art: art.precision in required,
                               dominated=_dominated(manifest, ctx.timings, ctx.errors))
     for art in manifest.artifacts:
         if art.status == "ok" and (note := _too_little_data(art)):
             log.warning(note)
     ctx.seconds["total"] = round(time.perf_counter() - ctx.start, 3)  # the manifest's build dict holds `seconds`
-    (staging.dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+    (staged / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     result = BuildResult(manifest=manifest, path=None, problems=_problems(manifest, out.allow_mismatch, required))
     if result.problems:
         raise BuildFailed("; ".join(result.problems) + "; nothing was written", result)
     if ctx.request.signing is not None:
-        sign_bundle(staging.dir, ctx.request.signing.key)
-    result.path = staging.commit()
+        sign_bundle(staged, ctx.request.signing.key)
+    result.path = ctx.staging.commit()
     return result
 
 
@@ -431,6 +474,10 @@ class _Judged(NamedTuple):
     source: str  # "eval", CROSSFITTED or "random"
     groups: Optional[np.ndarray]
     crossfit: bool
+
+
+# The input specs, the golden inputs and how many are real, and the judged samples.
+_Samples = tuple[tuple[TensorSpec, ...], tuple[dict[str, np.ndarray], int], _Judged]
 
 
 def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
@@ -457,11 +504,11 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
         evaluation = _Judged(calib, None, CROSSFITTED, calib_groups, crossfit=True)
     if quantized:
         count = len(next(iter(evaluation.inputs.values())))
-        groups = len(np.unique(evaluation.groups)) if evaluation.groups is not None else count
+        group_count = len(np.unique(evaluation.groups)) if evaluation.groups is not None else count
         role = "--eval" if eval_data is not None else "--calibration"
-        if count < MIN_JUDGED_SAMPLES or groups < MIN_JUDGED_GROUPS:
+        if count < MIN_JUDGED_SAMPLES or group_count < MIN_JUDGED_GROUPS:
             raise ModelSourceError(
-                f"{role} has {count} samples in {groups} groups: too few to choose int8 on some and confirm it on "
+                f"{role} has {count} samples in {group_count} groups: too few to choose int8 on some and confirm it on "
                 f"others (needs {MIN_JUDGED_SAMPLES} samples in {MIN_JUDGED_GROUPS}+ groups); give more samples"
                 + ("" if eval_data is not None else ", or pass --eval eval.npz"))
     return specs, golden, _Calibration(calib, "data"), evaluation
@@ -470,11 +517,12 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
 def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifact]:
     """Export one format to fp32, derive its other precisions from that file, validate each.
     Precisions from the profile (none named) may be added to for the model."""
-    out_dir = ctx.staging.dir
+    out_dir = ctx.staging.path
     fp32_file = out_dir / f"model.{BASE}{fmt.suffix}"
     export_error = None
     def export() -> None:
-        fmt.export(ctx.loaded.module, ctx.refs.inputs, [s.name for s in ctx.refs.outputs], ctx.profile, fp32_file)
+        refs = ctx.references
+        fmt.export(ctx.model.module, refs.inputs, [s.name for s in refs.outputs], ctx.profile, fp32_file)
 
     try:
         with ctx.timed(f"{fmt.name}.export"):
@@ -512,7 +560,7 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
                      ) -> Artifact:
     """One artifact: the exported base validated, or another precision quantized from it
     (searching the target's recipes); `failed` with why when it cannot be built."""
-    name, file = f"{fmt.name}-{precision}", ctx.staging.dir / f"model.{precision}{fmt.suffix}"
+    name, file = f"{fmt.name}-{precision}", ctx.staging.path / f"model.{precision}{fmt.suffix}"
     layout = fmt.layout(ctx.profile)
     quantization = None
     try:
@@ -522,7 +570,7 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
             # An export its own backend cannot load is a failed artifact, not a failed build.
             with ctx.timed(f"{fmt.name}.validate"), mapped(BuildError, f"the runtime cannot load or run {name}"):
                 validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, ctx.profile,
-                                                            ctx.host, ctx.refs, ctx.budget)
+                                                            ctx.host, ctx.references, ctx.floors)
         else:
             with ctx.timed(f"{fmt.name}.quantize+search"):
                 found = _search(ctx, fmt, precision, fp32_file, file)
@@ -530,8 +578,9 @@ def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, ex
             ctx.errors[name] = found.errors
             quantization = {**found.settings, "search": found.trail}
             if is_calibrated(precision):
-                quantization["calibration"] = ctx.calibration.source
-                quantization["calibration_samples"] = len(next(iter(ctx.calibration.samples.values())))
+                calibration = ctx.calibration_set
+                quantization["calibration"] = calibration.source
+                quantization["calibration_samples"] = len(next(iter(calibration.samples.values())))
     except BuildError as exc:
         return Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc))
     files = tuple(FileRef(path=f.name, sha256=sha256_file(f), size_bytes=f.stat().st_size)
@@ -558,7 +607,7 @@ def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path)
     target made from the same inputs (shared_work.py), with this target's ISA notes."""
     def run() -> _Found:
         chosen, trail = search(fmt, precision, fp32_file, file, SearchContext(
-            ctx.profile, ctx.host, ctx.refs, ctx.calibration.samples, ctx.budget, ctx.request.budget.prefer))
+            ctx.profile, ctx.host, ctx.references, ctx.calibration_set.samples, ctx.floors, ctx.request.budget.prefer))
         return _Found(chosen.settings, trail, chosen.validation, chosen.confirmation, chosen.judged[ALL].errors)
 
     if ctx.shared is None:
@@ -644,7 +693,8 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
     # Cross-fitted, the shipped artifact was calibrated on every judged sample: it has no
     # unseen ones to run there.
     ev = refs.evaluation
-    evaluation = _subset(ev, EVAL_SAMPLES) if ev is not None and not ev.split.crossfit else None
+    crossfitted = ev is not None and ev.split is not None and ev.split.crossfit
+    evaluation = _subset(ev, EVAL_SAMPLES) if ev is not None and not crossfitted else None
     with _timed(seconds, "emulated.verify"):
         report = verify_emulated(bundle_dir, profile.emulation_cpu, arch=profile.arch, evaluation=evaluation,
                                  only=foreign, budget=budget)

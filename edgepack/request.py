@@ -40,7 +40,7 @@ class InputsRequest:
     inputs: Union[Sequence[str], Mapping[str, Any]] = ()
     preprocess: Union[str, Path, Mapping[str, Any], None] = None
     tokenizer: Optional[Path] = None
-    labels: Optional[Path] = None
+    labels: Union[Path, tuple[str, ...], None] = None  # a file, or the names a self-describing source carries
     postprocess: Optional[str] = None
 
 

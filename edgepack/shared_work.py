@@ -14,10 +14,13 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Hashable, TypeVar
+from typing import TYPE_CHECKING, Callable, Hashable, Optional, TypeVar
 
 from .errors import BuildError
 from .formats import artifact_files
+
+if TYPE_CHECKING:  # pipeline imports this module
+    from .pipeline import BuildContext
 
 __all__ = ["SharedWork", "bundle_folder"]
 
@@ -34,7 +37,8 @@ class SharedWork:
     """Results of work the targets have in common, with the files they wrote."""
 
     def __init__(self) -> None:
-        self.first = None  # the first target's BuildContext once it has loaded and referenced the model
+        # The first target's BuildContext once it has loaded and referenced the model.
+        self.first: Optional[BuildContext] = None
         self._scratch = tempfile.TemporaryDirectory(prefix="edgepack-shared-")  # removed with the build
         self._done: dict[Hashable, tuple[object, list[Path]]] = {}
 
