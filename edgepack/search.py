@@ -37,6 +37,7 @@ from typing import Optional
 import numpy as np
 
 from edgepack_runtime.backends import Session
+from edgepack_runtime.hostinfo import HostInfo
 from edgepack_runtime.manifest import Accuracy, Validation
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import is_calibrated
@@ -47,8 +48,18 @@ from .closeness import MIN_GROUPS_TO_TRADE, group_errors, sample_errors
 from .errors import BuildError, mapped
 from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
-from .holdout import ALL, CONFIRMATION, HALVES
-from .validate import References, build_host, check_parity, clearly_faster, compare_latency, measure_on, open_artifact
+from .holdout import ALL, CONFIRMATION, HALVES, Split
+from .targets import TargetProfile
+from .validate import (
+    Evaluation,
+    References,
+    build_host,
+    check_parity,
+    clearly_faster,
+    compare_latency,
+    measure_on,
+    open_artifact,
+)
 
 __all__ = ["Candidate", "SearchContext", "search"]
 
@@ -150,12 +161,27 @@ class Candidate:
 
 @dataclass(frozen=True)
 class SearchContext:
-    profile: object
-    host: object
+    profile: TargetProfile
+    host: HostInfo
     refs: References
     calibration: dict
     budget: Budget
     prefer: str = "balanced"  # request.PREFERENCES
+
+    @property
+    def evaluation(self) -> Evaluation:
+        """The judged samples (validate.torch_references makes them with PyTorch's references)."""
+        if self.refs.evaluation is None:
+            raise BuildError("PyTorch's references hold no judged samples: a search needs them")
+        return self.refs.evaluation
+
+    @property
+    def split(self) -> Split:
+        """How the judged samples are split for choosing and confirming (holdout.py)."""
+        split = self.evaluation.split
+        if split is None:
+            raise BuildError("the judged samples are not split: a search chooses on some and confirms on others")
+        return split
 
 
 def _outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, indices: np.ndarray,
@@ -163,23 +189,23 @@ def _outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, in
     """A candidate's outputs on the judged samples at `indices`: the artifact's own, unless
     the judged samples are its calibration samples: then each fold's come from the recipe
     calibrated without that fold (holdout.py)."""
-    ev = ctx.refs.evaluation
-    if not (ev.split.crossfit and is_calibrated(precision)):  # nothing of the judged samples went into it
+    ev, split = ctx.evaluation, ctx.split
+    if not (split.crossfit and is_calibrated(precision)):  # nothing of the judged samples went into it
         return run_samples(session.run, {k: v[indices] for k, v in ev.inputs.items()})
 
     def run_fold(fold, inputs):
         with tempfile.TemporaryDirectory(prefix="edgepack-fold-") as tmp:
             out = Path(tmp) / f"fold{fold}{fmt.suffix}"
-            fmt.quantize(fp32, out, ctx.profile, precision, ev.split.calibration_without(fold, ctx.calibration), recipe)
+            fmt.quantize(fp32, out, ctx.profile, precision, split.calibration_without(fold, ctx.calibration), recipe)
             return run_samples(open_artifact(fmt.name, out, fmt.layout(ctx.profile), ctx.profile, ctx.refs).run, inputs)
 
-    return ev.split.crossfitted(indices, ev.inputs, run_fold)
+    return split.crossfitted(indices, ev.inputs, run_fold)
 
 
 def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: str, precision: str,
            ctx: SearchContext) -> Judged:
     """The task's figures and per-group errors of outputs on the judged samples at `indices`."""
-    full = ctx.refs.evaluation
+    full = ctx.evaluation
     ev, budget = (full if len(indices) == full.count else full.subset(indices)), ctx.budget
     accuracy = measure_on(outputs, ev, budget, build_host(ctx.host),
                           indicative=not ctx.profile.matches_host(ctx.host, fmt_name, precision), split=part)
@@ -195,7 +221,7 @@ def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx: SearchCo
     with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision} candidate"):
         validation, session = check_parity(fmt.name, precision, out, layout, ctx.profile, ctx.host, ctx.refs,
                                            ctx.budget)
-        split = ctx.refs.evaluation.split
+        split = ctx.split
         everything = split.indices(ALL)
         outputs = _outputs(fmt, precision, recipe, fp32, session, everything, ctx)
         judged = {ALL: _judge(outputs, everything, None, fmt.name, precision, ctx)}
@@ -242,8 +268,8 @@ def _time(candidates: list[Candidate], fmt, fp32: Path, ctx: SearchContext) -> N
     timings = compare_latency(sessions, ctx.refs, ctx.host) if sessions else []
     for c, latency in zip(timed, timings, strict=False):
         c.latency = latency
-    for c in mixed:
-        c.slower_than_float = not clearly_faster(c.latency, timings[-1])
+        if c.falls_back_to_float:  # (timings[-1] is then the float model's)
+            c.slower_than_float = not clearly_faster(latency, timings[-1])
     for c in candidates:
         c.session = None
 
@@ -256,18 +282,19 @@ def _choose(candidates: list[Candidate], part: str, prefer: str) -> Candidate:
     faithful = min(within, key=lambda c: c.error(part))
     # Speed decides only where this host runs the target's kernels: elsewhere (a Pi target
     # built on x86) its timings say nothing about the target, and accuracy alone chooses.
-    if prefer == "accuracy" or not all(c.latency is not None for c in within):
+    timed = [(c, c.latency) for c in within if c.latency is not None]
+    if prefer == "accuracy" or len(timed) < len(within):
         return faithful
-    pool = within if prefer == "speed" else [c for c in within if _tied(c, faithful, part)]
-    fastest = min(pool, key=lambda c: c.latency["p50_ms"])
-    return min((c for c in pool if not clearly_faster(fastest.latency, c.latency)), key=lambda c: c.error(part))
+    pool = timed if prefer == "speed" else [(c, t) for c, t in timed if _tied(c, faithful, part)]
+    fastest = min(pool, key=lambda pair: pair[1]["p50_ms"])[1]
+    return min((c for c, t in pool if not clearly_faster(fastest, t)), key=lambda c: c.error(part))
 
 
 def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str, fp32: Path,
              ctx: SearchContext) -> Accuracy:
     """Each half's choice run on the other half, pooled: figures of the rule on samples it
     did not choose on (holdout.py)."""
-    split = ctx.refs.evaluation.split
+    split = ctx.split
     pooled: dict[str, np.ndarray] = {}
     for half in HALVES:
         pick = _choose(candidates, half, ctx.prefer)
