@@ -30,20 +30,21 @@ demo: setup
 	$(VENV)/bin/edgepack-runtime verify $(DEMO_BUNDLE)
 
 # ruff (F, E, B, I) on the whole tree, mypy strict on the runtime and plain on the packager
-# (configured in the two pyproject.toml files; caches in .cache/, ~2 s when warm).
-lint:
+# (configured in the two pyproject.toml files; caches in .cache/, ~2 s when warm). test and
+# test-fast run it first.
+lint: setup
 	$(VENV)/bin/ruff check .
 	cd runtime && $(abspath $(VENV))/bin/mypy
 	$(VENV)/bin/mypy
 
-test: setup
+test: setup lint
 	$(PY) -m pytest
 
 # The inner loop, at most 4 minutes here: everything but the tests marked slow (real-model
 # builds, emulation, whole int8 searches of large inputs, fuzzing, server timeouts, fleets
 # over ssh); the digits fixtures come from .cache/tests (tests/fixture_cache.py). CI runs
 # `make test`, all of them.
-test-fast: setup
+test-fast: setup lint
 	$(PY) -m pytest -m "not slow" -q
 
 clean:

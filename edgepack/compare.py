@@ -72,7 +72,7 @@ def load_result(path: Path) -> dict:
 
 
 def _check_same_bundle(docs: Sequence[tuple[Path, dict]]) -> None:
-    bundles = {}
+    bundles: dict[str, list[str]] = {}
     for path, doc in docs:
         bundles.setdefault(doc["bundle"]["sha256"], []).append(f"{path} ({doc['bundle']['name']})")
     if len(bundles) > 1:

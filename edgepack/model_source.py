@@ -52,7 +52,8 @@ def parse_input_specs(texts: Sequence[str]) -> tuple[TensorSpec, ...]:
     `input_ids:1xseq=1..128:int64` plus `attention_mask:1xseq:int64` (same size as seq).
     A dynamic dim's example size (export, golden inputs) is its maximum until the
     calibration data says otherwise (`samples.settle_shapes`)."""
-    parsed, ranges = [], {}
+    parsed: list[tuple[str, list[str], str, str]] = []
+    ranges: dict[str, tuple[int, int]] = {}
     for text in texts:
         match = _INPUT_SPEC.match(text.strip())
         if not match:
@@ -102,6 +103,8 @@ def _import_file(path: Path):
         raise ModelSourceError(f"model file {path} does not exist or is not a .py file; give MODEL as FILE.py:FACTORY")
     module_name = f"edgepack_user_model_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ModelSourceError(f"model file {path} cannot be imported; give MODEL as FILE.py:FACTORY")
     module = importlib.util.module_from_spec(spec)
     # Let the user's file import its neighbours, as `python FILE.py` would.
     sys.path.insert(0, str(path.parent.resolve()))

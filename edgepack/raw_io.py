@@ -164,9 +164,9 @@ def _image_steps(preprocess, inputs: Sequence[TensorSpec]) -> ImageSteps:
         steps = from_data(ImageSteps, keys, "--preprocess")
     except Problem as problem:
         raise ModelSourceError(f"{problem}; see docs/raw-inputs.md") from problem
-    problem = image_steps_problem(steps)
-    if problem is not None:
-        raise ModelSourceError(f"--preprocess {problem}")
+    why = image_steps_problem(steps)
+    if why is not None:
+        raise ModelSourceError(f"--preprocess {why}")
     _check_image_fit(steps, spec, (height, width, channels))
     return steps
 

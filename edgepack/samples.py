@@ -49,10 +49,10 @@ def _normalise(name: str, array: np.ndarray, spec: TensorSpec, where: str) -> np
         stacked = array.reshape((array.shape[0], 1) + per_sample)
     else:
         dims = spec.describe().split(":")[1].split("x")
-        per_sample = ", ".join(dims[1:] if dims[0] == "1" else dims)
+        wanted = ", ".join(dims[1:] if dims[0] == "1" else dims)
         raise ModelSourceError(
             f"{where}: array {name!r} has shape {list(array.shape)}, but input {spec.describe()} "
-            f"needs [N, {per_sample}] (N samples); re-save it with that shape"
+            f"needs [N, {wanted}] (N samples); re-save it with that shape"
         )
     want = np.dtype(spec.dtype)
     if stacked.dtype != want:

@@ -54,8 +54,10 @@ def infer_task(requested: Optional[str], post: Optional[Postprocessing], outputs
     name = requested or (_BY_POSTPROCESSING[post.kind] if post is not None else None)
     if name is None:
         only = outputs[0] if len(outputs) == 1 else None
-        vectors = only is not None and len(only.shape) == 2 and only.shape[1] > 1 and np.dtype(only.dtype).kind == "f"
-        name = ("embed" if _unit_rows(reference[only.name]) else "classify") if vectors else "generic"
+        if only is not None and len(only.shape) == 2 and only.shape[1] > 1 and np.dtype(only.dtype).kind == "f":
+            name = "embed" if _unit_rows(reference[only.name]) else "classify"  # vectors
+        else:
+            name = "generic"
     if name == "detect":
         output = _check_detector(outputs)
         settings = post.detection if post is not None and post.detection is not None else DetectionSettings()

@@ -19,11 +19,14 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import ModelSourceError
+
+if TYPE_CHECKING:  # (ultralytics is imported where it is used: a checkpoint build needs it)
+    from ultralytics.nn.tasks import DetectionModel
 
 __all__ = ["UltralyticsCheckpoint", "load_checkpoint", "export_mode", "is_checkpoint_path", "INPUT_NAME"]
 
@@ -114,7 +117,7 @@ def load_checkpoint(path: Path | str) -> UltralyticsCheckpoint:
     )
 
 
-def export_mode(model: torch.nn.Module) -> torch.nn.Module:
+def export_mode(model: DetectionModel) -> torch.nn.Module:
     """A copy of an Ultralytics detection network as its ONNX exporter prepares it
     (engine/exporter.py): float, eval, Conv+BN fused, fixed-shape Detect head in export
     mode (one tensor out, no NMS), C2f with its split forward (a cleaner graph)."""

@@ -12,7 +12,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -211,7 +211,7 @@ def _streamed_sqnr(fp32: Path, quantized: Path, reader: "_Reader", wanted: set[s
             signal[i] += f @ f
             f -= q
             noise[i] += f @ f
-    eps = np.finfo("float").eps
+    eps = float(np.finfo(np.float64).eps)
     return {n: {"xmodel_err": 20 * math.log10(max(math.sqrt(s), eps) / max(math.sqrt(d), eps))}
             for n, s, d in zip(names, signal, noise, strict=True)}
 
@@ -229,7 +229,8 @@ def _shared_histograms(key: str | None):
     one that collects keeps them for the next. None: as onnxruntime does."""
     import importlib
 
-    ort_quantize = importlib.import_module("onnxruntime.quantization.quantize")  # the module, not its function
+    # The module, not its function; untyped, as onnxruntime is.
+    ort_quantize: Any = importlib.import_module("onnxruntime.quantization.quantize")
 
     create = ort_quantize.create_calibrator
     made = []
@@ -327,6 +328,8 @@ class OnnxFormat(ExportFormat):
                 f"torch.onnx.export failed: {root_cause(exc)} (rewrite that part of the model with "
                 "ops ONNX supports, or leave the format out with --formats)"
             ) from exc
+        if program is None:  # (dynamo=True returns the program)
+            raise BuildError("torch.onnx.export returned no program; leave the format out with --formats")
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
 

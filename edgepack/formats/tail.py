@@ -18,14 +18,15 @@ Formats resolve their recipe's `float_tail` and `float_prefix` with these.
 
 from __future__ import annotations
 
-from typing import Hashable, Iterable, Sequence
+from typing import Hashable, Iterable, Sequence, TypeVar
 
 __all__ = ["float_ops", "prefix", "tail"]
 
-Op = tuple[Hashable, Iterable[str], Iterable[str], bool]  # id, input names, output names, is weighted
+Id = TypeVar("Id", bound=Hashable)  # how a format names an op: an index, a node name
+Op = tuple[Id, Iterable[str], Iterable[str], bool]  # id, input names, output names, is weighted
 
 
-def tail(ops: Sequence[Op]) -> list[Hashable]:
+def tail(ops: Sequence[Op[Id]]) -> list[Id]:
     """The ids of the tail, in graph order: the final weighted layers, every op fed by them
     directly or through others, and the ops that feed no weighted op. `ops` in graph
     (topological) order."""
@@ -57,7 +58,7 @@ def tail(ops: Sequence[Op]) -> list[Hashable]:
     return [op[0] for i, op in enumerate(ops) if i in kept or i not in feeding]
 
 
-def prefix(ops: Sequence[Op], share: float) -> list[Hashable]:
+def prefix(ops: Sequence[Op[Id]], share: float) -> list[Id]:
     """The ids of the first `share` of the weighted layers in graph order and of every op
     before the next weighted layer (their activations, splits and concatenations)."""
     weighted = [i for i, op in enumerate(ops) if op[3]]
@@ -68,7 +69,7 @@ def prefix(ops: Sequence[Op], share: float) -> list[Hashable]:
     return [op[0] for op in ops[:end]]
 
 
-def float_ops(ops: Sequence[Op], recipe: dict) -> list[Hashable]:
+def float_ops(ops: Sequence[Op[Id]], recipe: dict) -> list[Id]:
     """The ids of the ops `recipe` keeps float through `float_tail` and `float_prefix`, in
     graph order, each once."""
     kept = set((tail(ops) if recipe.get("float_tail") else [])

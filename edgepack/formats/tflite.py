@@ -116,7 +116,7 @@ def fixed_sizes(specs: tuple[TensorSpec, ...]) -> list[dict[str, int]]:
         while len(sizes) < per_dim and sizes[-1] > low:
             sizes.append(max(low, (sizes[-1] + 1) // 2))
         options[name] = sorted(set(sizes))
-    combos = [{}]
+    combos: list[dict[str, int]] = [{}]
     for name, sizes in options.items():
         combos = [{**c, name: n} for c in combos for n in sizes]
     return combos
