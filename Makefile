@@ -32,7 +32,7 @@ demo: setup
 # ruff (F, E, B, I) on the whole tree, mypy strict on the runtime and plain on the packager
 # (configured in the two pyproject.toml files; caches in .cache/, ~2 s when warm). test and
 # test-fast run it first.
-lint: setup
+lint:
 	$(VENV)/bin/ruff check .
 	cd runtime && $(abspath $(VENV))/bin/mypy
 	$(VENV)/bin/mypy
