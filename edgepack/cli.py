@@ -236,8 +236,12 @@ def _targets_table(results) -> Table:
         for r in results:
             art = next((a for a in r.manifest.artifacts if a.name == name), None)
             figure = headline(art.accuracy.metrics) if art and art.accuracy and art.accuracy.metrics else None
-            cells.append("-" if art is None else f"[red]{art.status}[/]" if art.status != "ok"
-                         else plain(figure.describe(interval=False)) if figure else "ok")
+            if art is None:
+                cells.append("-")
+            elif art.status != "ok":
+                cells.append("[red]left out[/]" if art.status == "rejected" else "[red]build failed[/]")
+            else:
+                cells.append(plain(figure.describe(interval=False)) if figure else "ok")
         table.add_row(plain(name), *cells)
     return table
 
