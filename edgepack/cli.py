@@ -189,6 +189,7 @@ def build_cmd(model, output, targets, weights, inputs, formats, precisions, cali
               trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
               min_agreement, min_f1, prefer, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
+    targets = tuple(dict.fromkeys(targets))  # a target named twice is built once
     request = BuildRequest.of(
         model, output, targets[0], formats=_csv(formats), precisions=_csv(precisions), weights=weights, inputs=inputs,
         calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,

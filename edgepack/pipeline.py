@@ -48,7 +48,7 @@ from .bundle_writer import BundleStaging
 from .closeness import clearly_closer
 from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapped
 from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
-from .holdout import ALL, CONFIRMATION, HALVES
+from .holdout import CONFIRMATION, HALVES
 from .macs import count_macs
 from .model_source import LoadedModel, load_model
 from .raw_io import RawIO, declare, image_steps
@@ -192,7 +192,9 @@ def build(
 
     The same as `build_from` with the arguments as a BuildRequest (edgepack/request.py).
     """
-    targets = [target] if isinstance(target, str) else list(target)
+    targets = [target] if isinstance(target, str) else list(dict.fromkeys(target))
+    if not targets:
+        raise TargetError("no target given; name one, e.g. target='host' (see `edgepack targets`)")
     request = BuildRequest.of(
         model, output, targets[0], formats=formats, precisions=precisions, weights=weights, inputs=inputs,
         calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
@@ -200,7 +202,7 @@ def build(
         max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
         task=task, strict=strict, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
         postprocess=postprocess, sign=sign, prefer=prefer)
-    return build_from(request) if isinstance(target, str) else build_targets(request, targets)
+    return build_from(request) if len(targets) == 1 else build_targets(request, targets)
 
 
 @dataclass
@@ -291,19 +293,29 @@ def build_targets(request: BuildRequest, targets: Sequence[str]) -> list[BuildRe
     if (root / MANIFEST_NAME).exists():
         raise BuildError(f"{root} is a bundle; a build for several targets writes one bundle per target into a "
                          "folder: choose another -o")
-    name = request.output.name or root.name
+    name, targets = request.output.name or root.name, list(dict.fromkeys(targets))
+    folders = [bundle_folder(target) for target in targets]
+    if len(set(folders)) < len(folders):
+        raise TargetError(f"targets {', '.join(targets)} would write the same folder in {root}; build them apart")
     contexts = [_plan(dataclasses.replace(request, target=target, output=dataclasses.replace(
-        request.output, path=root / bundle_folder(target), name=name))) for target in dict.fromkeys(targets)]
-    shared, results, failed = SharedWork(), [], []
+        request.output, path=root / folder, name=name))) for target, folder in zip(targets, folders, strict=True)]
+    shared = SharedWork()
+    results: list[BuildResult] = []
+    failed: list[tuple[str, Optional[BuildResult]]] = []
     for ctx in contexts:
         ctx.shared = shared
         try:
             results.append(_build(ctx))
         except BuildFailed as exc:
-            failed.append(f"{ctx.request.target}: {exc}")
+            failed.append((f"{ctx.request.target}: {exc}", exc.result))
             results.append(exc.result)
+        except BuildError as exc:  # no bundle for this target; the others still build
+            failed.append((f"{ctx.request.target}: {exc}", None))
     if failed:
-        raise BuildFailed("; ".join(failed), results[-1], results)
+        written = [str(r.path) for r in results if r.path is not None]
+        message = "; ".join(why for why, _ in failed) + (f" (written: {', '.join(written)})" if written else "")
+        first = next((r for _, r in failed if r is not None), results[0] if results else None)
+        raise BuildFailed(message, first, results)
     return results
 
 
@@ -445,8 +457,11 @@ def _check_and_commit(ctx: BuildContext, manifest: Manifest) -> BuildResult:
     if not out.allow_mismatch:
         # Artifacts the user asked for by name must all ship (unless --allow-partial);
         # the profile's others are left out when they miss, with the reason in the table.
+        named = set(ctx.request.precisions or ())  # asked for by name: never left out for another artifact
+        dominated = _dominated(manifest, ctx.timings, ctx.errors) if ctx.calibration_set.source == "data" else {}
         manifest = _leave_out(manifest, staged, keep=lambda art: art.precision in required,
-                              dominated=_dominated(manifest, ctx.timings, ctx.errors))
+                              dominated={n: why for n, why in dominated.items()
+                                         if manifest.artifact(n).precision not in named})
     for art in manifest.artifacts:
         if art.status == "ok" and (note := _too_little_data(art)):
             log.warning(note)
@@ -532,7 +547,8 @@ def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifac
                 ctx.shared.reuse((fmt.name, fmt.export_key(ctx.profile)), fmt, fp32_file, export)
     except BuildError as exc:
         export_error = str(exc)
-    attention = not ctx.request.precisions and not export_error and _has_attention(fmt, precisions, fp32_file)
+    attention = (not ctx.request.precisions and not ctx.request.output.strict and not export_error
+                 and _has_attention(fmt, precisions, fp32_file))
     if attention:
         # Dynamic int8 first: when it holds, static int8 (whose recipes were made for CNNs and
         # destroy attention: all-MiniLM-L6-v2's best of 16 candidates reached cosine 0.72) is not tried.
@@ -599,7 +615,7 @@ class _Found(NamedTuple):
     trail: list[dict]
     validation: Validation
     confirmation: Optional[Accuracy]
-    errors: np.ndarray  # per group (closeness.py)
+    errors: np.ndarray  # per group, of the halves' choices on the other halves (closeness.py): out of sample
 
 
 def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path) -> _Found:
@@ -608,13 +624,17 @@ def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path)
     def run() -> _Found:
         chosen, trail = search(fmt, precision, fp32_file, file, SearchContext(
             ctx.profile, ctx.host, ctx.references, ctx.calibration_set.samples, ctx.floors, ctx.request.budget.prefer))
-        return _Found(chosen.settings, trail, chosen.validation, chosen.confirmation, chosen.judged[ALL].errors)
+        confirmed = chosen.confirmation
+        assert confirmed is not None  # search() confirms what it chooses
+        return _Found(chosen.settings, trail, chosen.validation, confirmed.accuracy, confirmed.errors)
 
     if ctx.shared is None:
         return run()
     key = (fmt.name, precision, fmt.export_key(ctx.profile), json.dumps(fmt.recipes(ctx.profile, precision),
                                                                           sort_keys=True, default=str),
-           ctx.profile.matches_host(ctx.host, fmt.name, precision), fmt.layout(ctx.profile))
+           ctx.profile.matches_host(ctx.host, fmt.name, precision), fmt.layout(ctx.profile),
+           # Where this host runs the target's kernels, speed decides at the target's threads.
+           ctx.profile.threads if ctx.profile.matches_host(ctx.host, fmt.name, precision) else None)
     found = ctx.shared.reuse(key, fmt, file, run)
     if "relies_on" in found.settings:
         found = found._replace(settings={**found.settings,
@@ -793,17 +813,20 @@ def _all(manifest: Manifest) -> set[str]:
 
 
 def _dominated(manifest: Manifest, timings: dict[str, dict], errors: dict[str, np.ndarray]) -> dict[str, str]:
-    """Quantized artifacts that another quantized artifact of the bundle beats on both axes
-    the user weighs, by name, with why: clearly closer to PyTorch on the same judged samples
-    (paired over groups, closeness.py) and not slower where this host runs the target's
-    kernels. The noisier one loses more answers on the user's next images, which are often
-    less certain than the ones that chose it (docs/quantization.md), and it buys no speed."""
+    """Quantized artifacts that another quantized artifact of the same format beats on both
+    axes the user weighs, by name, with why: clearly closer to PyTorch on the same judged
+    samples, out of sample (the halves' choices on the other halves, paired over groups,
+    closeness.py), and not slower where this host runs the target's kernels. The noisier
+    one loses more answers on the user's next images, which are often less certain than
+    the ones that chose it (docs/quantization.md), and it buys no speed. Only within a
+    format: a device with one backend installed still gets that format's int8."""
     fine = [a for a in manifest.artifacts if a.status == "ok" and a.name in errors and a.name in timings
             and a.validation.host_matches_target and _misses(a, manifest) is None]
     beaten = {}
     for art in fine:
         for rival in fine:
-            if (rival is not art and clearly_closer(errors[rival.name], errors[art.name])
+            if (rival is not art and rival.format == art.format
+                    and clearly_closer(errors[rival.name], errors[art.name])
                     and not clearly_faster(timings[art.name], timings[rival.name])):
                 beaten[art.name] = (
                     f"{rival.name} is clearly closer to PyTorch on the same samples (answer error "

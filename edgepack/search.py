@@ -102,7 +102,7 @@ class Candidate:
 
     latency: Optional[dict] = None
     slower_than_float: bool = False  # mixed precision that gave the speed away
-    confirmation: Optional[Accuracy] = None  # the chosen one's: the halves' choices, crossed over
+    confirmation: Optional[Judged] = None  # the chosen one's: the halves' choices, crossed over
     chosen_by: list[str] = field(default_factory=list)  # which parts' choice it was
     outputs_file: Optional[Path] = None  # its outputs on the judged samples, kept if a half may choose it
 
@@ -139,7 +139,8 @@ class Candidate:
     def trail(self) -> dict:
         acc = self.judged[ALL].accuracy
         figure = headline(acc.metrics) if acc is not None else None
-        conf = headline(self.confirmation.metrics) if self.confirmation is not None else None
+        confirmed = self.confirmation.accuracy if self.confirmation is not None else None
+        conf = headline(confirmed.metrics) if confirmed is not None else None
         describe = lambda m: {"metric": m.name, "value": round(m.value, 4), "low": round(m.low, 4),  # noqa: E731
                               "samples": m.samples, "groups": m.groups}
         return {
@@ -291,9 +292,9 @@ def _choose(candidates: list[Candidate], part: str, prefer: str) -> Candidate:
 
 
 def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str, fp32: Path,
-             ctx: SearchContext) -> Accuracy:
-    """Each half's choice run on the other half, pooled: figures of the rule on samples it
-    did not choose on (holdout.py)."""
+             ctx: SearchContext) -> Judged:
+    """Each half's choice run on the other half, pooled: figures (and errors) of the rule on
+    samples it did not choose on (holdout.py)."""
     split = ctx.split
     pooled: dict[str, np.ndarray] = {}
     for half in HALVES:
@@ -309,7 +310,7 @@ def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str
         for name, value in outputs.items():
             pooled.setdefault(name, np.empty((len(split.folds),) + value.shape[1:], value.dtype))[rows] = value
     everything = split.indices(ALL)
-    return _judge(pooled, everything, CONFIRMATION, fmt.name, precision, ctx).accuracy
+    return _judge(pooled, everything, CONFIRMATION, fmt.name, precision, ctx)
 
 
 def _walk(steps, attempt, previous: Candidate) -> None:
@@ -329,15 +330,16 @@ def _bisect_prefix(bases: list[Candidate], attempt) -> None:
     """The first layers in float: each base with the largest share first. Where that is not
     within budget, a smaller share will not be either (float only takes error away), so the
     walk ends there. Else, from the base that came closest, bisect PREFIX_SHARES for the
-    smallest share within budget (more float is only slower): 2 + 2 candidates for 5
-    shares, where walking them one by one from both bases tried up to 10 (issue 28)."""
+    smallest share within budget (more float is only slower): 2 + at most 3 candidates for
+    5 shares, where walking them one by one from both bases tried up to 10 (issue 28)."""
     largest = [(base, attempt({**base.recipe, "float_prefix": PREFIX_SHARES[-1]})) for base in bases]
     largest = [(base, c) for base, c in largest if c is not None]
     if not largest:
         return
-    base, closest = min(largest, key=lambda pair: pair[1].error())
-    if not closest.within():
+    within = [(base, c) for base, c in largest if c.within()]
+    if not within:
         return
+    base, _ = min(within, key=lambda pair: pair[1].error())
     low, high = 0, len(PREFIX_SHARES) - 1  # PREFIX_SHARES[high] is within budget
     while low < high:
         middle = (low + high) // 2

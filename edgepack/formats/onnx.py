@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import math
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,8 +123,13 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
     are taken; onnxruntime then quantizes the corrected model with the target's preset."""
     from onnx import numpy_helper
 
-    out = fp32.with_name(fp32.stem + ".bias-corrected.onnx")
-    if out.exists():  # one NNCF run per build, shared by every recipe that asks for it
+    # One NNCF run per set of samples, shared by every recipe that asks for it; named by
+    # the samples, so a cross-fitted fold's correction never saw the fold it is judged on.
+    digest = hashlib.sha256()
+    for name in sorted(calibration):
+        digest.update(name.encode() + np.ascontiguousarray(calibration[name]).tobytes())
+    out = fp32.with_name(f"{fp32.stem}.bias-corrected-{digest.hexdigest()[:12]}.onnx")
+    if out.exists():
         return out
     try:
         import nncf
@@ -219,6 +225,10 @@ def _streamed_sqnr(fp32: Path, quantized: Path, reader: "_Reader", wanted: set[s
 # Histograms a percentile calibration collected, by graph, samples and method: the
 # percentile only reads them, so the search's percentile recipes share one collection.
 _HISTOGRAMS: dict[tuple, object] = {}
+HISTOGRAMS_KEPT = 8  # the latest collections (a cross-fitted search makes one per fold)
+# Held while onnxruntime's calibrator factory is swapped: two quantizations in one process
+# (a library user's threads) must not see each other's factory.
+_FACTORY_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -250,14 +260,17 @@ def _shared_histograms(key: str | None):
             made.append((kept, calibrator))
         return calibrator
 
-    ort_quantize.create_calibrator = shared
-    try:
-        yield
-    finally:
-        ort_quantize.create_calibrator = create
+    with _FACTORY_LOCK:
+        ort_quantize.create_calibrator = shared
+        try:
+            yield
+        finally:
+            ort_quantize.create_calibrator = create
     for kept, calibrator in made:  # only a finished collection (an exception skips this)
         if calibrator.collector is not None:
             _HISTOGRAMS[kept] = calibrator.collector
+            while len(_HISTOGRAMS) > HISTOGRAMS_KEPT:
+                del _HISTOGRAMS[next(iter(_HISTOGRAMS))]
 
 
 def _calibration_stride(prepared: Path, samples: int) -> int | None:

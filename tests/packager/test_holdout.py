@@ -105,17 +105,24 @@ def test_a_noisier_artifact_that_buys_no_speed_is_left_out_for_a_closer_one():
 
     ok = Validation(passed=True, max_abs_diff=0.0, tolerance=1.0, samples=4, backend="test", host={},
                     host_matches_target=True)
-    onnx = dataclasses.replace(_shipped(0.97, 0.9, 12), validation=ok)
-    tflite = dataclasses.replace(onnx, name="tflite-int8", format="tflite")
-    manifest = Manifest(schema_version="2.4", name="m", created="", target={}, inputs=(), outputs=(),
-                        artifacts=(onnx, tflite), golden=Golden(path="g", sha256="", samples=4), toolchain={},
+    static = dataclasses.replace(_shipped(0.97, 0.9, 12), validation=ok)
+    dynamic = dataclasses.replace(static, name="onnx-dynamic-int8", precision="dynamic-int8")
+    tflite = dataclasses.replace(static, name="tflite-int8", format="tflite")
+
+    def manifest(*artifacts):
+        return Manifest(schema_version="2.4", name="m", created="", target={}, inputs=(), outputs=(),
+                        artifacts=artifacts, golden=Golden(path="g", sha256="", samples=4), toolchain={},
                         accuracy_tolerance=1.0)
-    errors = {"onnx-int8": np.full(12, 0.12), "tflite-int8": np.full(12, 0.17)}
+
+    errors = {"onnx-int8": np.full(12, 0.12), "onnx-dynamic-int8": np.full(12, 0.17), "tflite-int8": np.full(12, 0.3)}
     rounds = lambda ms: {"p50_ms": ms, "rounds_ms": [ms] * 8}  # noqa: E731
-    beaten = _dominated(manifest, {"onnx-int8": rounds(10.0), "tflite-int8": rounds(9.5)}, errors)
-    assert list(beaten) == ["tflite-int8"] and "onnx-int8 is clearly closer" in beaten["tflite-int8"]
+    same = manifest(static, dynamic)
+    beaten = _dominated(same, {"onnx-int8": rounds(10.0), "onnx-dynamic-int8": rounds(9.5)}, errors)
+    assert list(beaten) == ["onnx-dynamic-int8"] and "onnx-int8 is clearly closer" in beaten["onnx-dynamic-int8"]
     # Clearly faster: it stays on the accuracy-speed front and ships.
-    assert _dominated(manifest, {"onnx-int8": rounds(10.0), "tflite-int8": rounds(5.0)}, errors) == {}
-    # Asked for by name (--precisions int8): it ships anyway.
-    kept = _leave_out(manifest, Path("."), keep=lambda a: True, dominated=beaten)
+    assert _dominated(same, {"onnx-int8": rounds(10.0), "onnx-dynamic-int8": rounds(5.0)}, errors) == {}
+    # Another format: a device with only that backend still gets its int8.
+    assert _dominated(manifest(static, tflite), {"onnx-int8": rounds(10.0), "tflite-int8": rounds(10.0)}, errors) == {}
+    # Asked for by name: it ships anyway.
+    kept = _leave_out(same, Path("."), keep=lambda a: True, dominated=beaten)
     assert [a.status for a in kept.artifacts] == ["ok", "ok"]
