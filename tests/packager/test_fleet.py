@@ -217,7 +217,8 @@ def test_host_and_devices_toml_take_the_same_path_offline(lab, onnx_bundle, tmp_
     assert (root / "store" / "digits-onnx" / "current" / "manifest.json").read_bytes() == \
         (onnx_bundle / "manifest.json").read_bytes()
     shipped = {p.name.split("-")[0].lower() for p in (root / "wheels").glob("*.whl")}
-    assert {"edgepack_runtime", "numpy", "onnxruntime", "click", "rich"} <= shipped
+    assert {"edgepack_runtime", "numpy", "onnxruntime", "click"} <= shipped
+    assert "rich" not in shipped  # the device's runtime prints plain tables: no rich, no pygments
     devices = tmp_path / "devices.toml"
     devices.write_text(f'[[device]]\nname = "toml-a"\nhost = "127.0.0.1"\nuser = "{lab["user"]}"\n'
                        f'port = {lab["ports"]["b"]}\nidentity = "{lab["key"]}"\nroot = "{tmp_path / "toml"}"\n')
