@@ -10,9 +10,9 @@ a margin (lower is better, 0 is PyTorch's own answer):
   spread. Not the shift of PyTorch's top-1 margin: the samples that choose are often
   confident, the user's next images often are not, and what flips an unsure answer is the
   noise on every class that could take the lead. Measured on the ImageNet MobileNetV2
-  example over 16 int8 candidates (benchmarks/error_transfer.py): ranked on calibration
+  example over 18 int8 candidates (benchmarks/error_transfer.py): ranked on calibration
   views, this error orders the candidates' agreement on 72 unseen views with Spearman
-  0.94 (1 - cosine 0.96), where the margin shift gave -0.30 and agreement itself 0.24;
+  +0.94 (1 - cosine +0.93), where the margin shift gave -0.19 and agreement itself -0.08;
 - detect ("yolo" layout): the class-score error of the anchors near or above the score
   threshold, in units of the threshold (a box that crosses it appears or disappears), plus
   1 - IoU of the boxes PyTorch keeps;

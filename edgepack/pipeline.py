@@ -535,6 +535,7 @@ def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifac
     out_dir = ctx.staging.path
     fp32_file = out_dir / f"model.{BASE}{fmt.suffix}"
     export_error = None
+
     def export() -> None:
         refs = ctx.references
         fmt.export(ctx.model.module, refs.inputs, [s.name for s in refs.outputs], ctx.profile, fp32_file)
@@ -630,11 +631,11 @@ def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path)
 
     if ctx.shared is None:
         return run()
+    matches = ctx.profile.matches_host(ctx.host, fmt.name, precision)
     key = (fmt.name, precision, fmt.export_key(ctx.profile), json.dumps(fmt.recipes(ctx.profile, precision),
                                                                           sort_keys=True, default=str),
-           ctx.profile.matches_host(ctx.host, fmt.name, precision), fmt.layout(ctx.profile),
-           # Where this host runs the target's kernels, speed decides at the target's threads.
-           ctx.profile.threads if ctx.profile.matches_host(ctx.host, fmt.name, precision) else None)
+           matches, fmt.layout(ctx.profile),
+           ctx.profile.threads if matches else None)  # where speed decides, it is timed at the target's threads
     found = ctx.shared.reuse(key, fmt, file, run)
     if "relies_on" in found.settings:
         found = found._replace(settings={**found.settings,
