@@ -26,7 +26,8 @@ from edgepack.samples import load_samples
 from edgepack.validate import torch_outputs
 from edgepack_runtime.intervals import group_index
 from edgepack_runtime.parity import run_samples
-from edgepack_runtime.task_fidelity import Floors, headline, task_metrics
+from edgepack_runtime.task_fidelity import Floors, headline
+from edgepack_runtime.tasks import task
 
 DRAWS = 400
 SEED = 1
@@ -52,8 +53,8 @@ def coverage(bundle: Path, model: str, weights, data: list[Path], groups_per_set
     _, reference = torch_outputs(module, manifest.inputs, inputs)
     post = manifest.postprocessing
     floors = Floors(manifest.min_cosine, manifest.min_agreement, DEFAULT_MIN_F1)
-    figure = lambda out, ref, ids: headline(task_metrics(  # noqa: E731
-        manifest.task, out, ref, floors, post.output if post else None, post.detection if post else None, ids))
+    judged = task(manifest.task or "generic")
+    figure = lambda out, ref, ids: headline(judged.metrics(out, ref, floors, post, ids))  # noqa: E731
     rng = np.random.default_rng(SEED)
     units = np.unique(groups)
     rows = []

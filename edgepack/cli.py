@@ -15,6 +15,7 @@ from rich.table import Table
 from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
 from edgepack_runtime.manifest import TaskMetric
 from edgepack_runtime.report import artifacts_table, make_console, plain
+from edgepack_runtime.tasks import TASKS
 
 from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
 from .errors import BuildFailed, UsageError
@@ -170,7 +171,7 @@ def targets_show(target_id: str, as_json: bool):
               help="Which int8 candidate within the budget ships: the fastest as faithful as the best within its "
                    "noise (balanced), the most faithful (accuracy) or the fastest (speed); the manifest's "
                    "quantization.search holds them all.")
-@click.option("--task", type=click.Choice(["classify", "detect", "embed", "generic"]),
+@click.option("--task", type=click.Choice(list(TASKS)),
               help="What the outputs are for, which decides how artifacts are judged (default: from --postprocess/"
                    "--labels, else a single [N, C] output is a classifier, or an embedder when its rows are unit "
                    "vectors, else generic).")

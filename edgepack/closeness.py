@@ -16,24 +16,23 @@ a margin (lower is better, 0 is PyTorch's own answer):
 - detect ("yolo" layout): the class-score error of the anchors near or above the score
   threshold, in units of the threshold (a box that crosses it appears or disappears), plus
   1 - IoU of the boxes PyTorch keeps;
-- embed, generic: 1 - the cosine of the sample's output (the worst output's).
+- embed, generic: 1 - the cosine of the sample's output (the worst output's);
+- segment: the RMS error of the map in units of the sample's spread, as for logits.
+
+Each is its task's `sample_errors` (edgepack_runtime.tasks).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional
+from typing import Optional
 
 import numpy as np
 
 from edgepack_runtime.intervals import group_index
-from edgepack_runtime.manifest import DetectionSettings
-from edgepack_runtime.task_fidelity import sample_cosines
 
-__all__ = ["MIN_GROUPS_TO_TRADE", "clearly_closer", "group_errors", "sample_errors"]
+__all__ = ["MIN_GROUPS_TO_TRADE", "clearly_closer", "group_errors"]
 
-BOX_ROWS = 4  # "yolo": cx, cy, w, h, then one row per class
-NEAR_THRESHOLD = 0.5  # anchors whose best score reaches this share of the threshold can cross it
 # Below this many groups a paired standard error is itself too uncertain to call two
 # candidates equally faithful, or one clearly closer: the rules then ask it of every group.
 MIN_GROUPS_TO_TRADE = 8
@@ -44,52 +43,6 @@ CLEARLY = 2.0
 # ImageNet MobileNetV2 example's int8 candidates differ by 25-40 % where one loses answers
 # the other keeps on unseen photos (benchmarks/error_transfer.py).
 MATERIALLY = 0.8  # the closer one's mean error at most this share of the other's
-
-
-def _classify(out: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    n = len(ref)
-    out, ref = out.reshape(n, -1).astype(np.float64), ref.reshape(n, -1).astype(np.float64)
-    spread = np.maximum(ref.std(axis=1), 1e-12)
-    return np.sqrt(((out - ref) ** 2).mean(axis=1)) / spread
-
-
-def _xyxy(rows: np.ndarray) -> np.ndarray:
-    cx, cy, w, h = rows
-    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes, [4, K] each (x1y1x2y2)."""
-    inter = (np.clip(np.minimum(a[2], b[2]) - np.maximum(a[0], b[0]), 0, None)
-             * np.clip(np.minimum(a[3], b[3]) - np.maximum(a[1], b[1]), 0, None))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def _detect(out: np.ndarray, ref: np.ndarray, settings: DetectionSettings) -> np.ndarray:
-    threshold = settings.score_threshold
-    errors = []
-    for o, r in zip(out.reshape(len(out), out.shape[-2], out.shape[-1]).astype(np.float64),
-                    ref.reshape(len(ref), ref.shape[-2], ref.shape[-1]).astype(np.float64), strict=True):
-        ref_best, out_best = r[BOX_ROWS:].max(axis=0), o[BOX_ROWS:].max(axis=0)
-        near = (ref_best >= threshold * NEAR_THRESHOLD) | (out_best >= threshold * NEAR_THRESHOLD)
-        score = (np.abs(o[BOX_ROWS:, near] - r[BOX_ROWS:, near]).max(axis=0) / threshold).mean() if near.any() else 0.0
-        kept = ref_best >= threshold
-        box = (1 - _iou(_xyxy(o[:BOX_ROWS, kept]), _xyxy(r[:BOX_ROWS, kept]))).mean() if kept.any() else 0.0
-        errors.append(score + box)
-    return np.array(errors)
-
-
-def sample_errors(task: str, outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-                  answer_output: Optional[str] = None, detection: Optional[DetectionSettings] = None) -> np.ndarray:
-    """The error of each sample's answer vs PyTorch's (lower is closer; see the module)."""
-    main = answer_output or next(iter(reference))
-    if task == "classify":
-        return _classify(outputs[main], reference[main])
-    if task == "detect":
-        return _detect(outputs[main], reference[main], detection or DetectionSettings())
-    names = [main] if task == "embed" else list(reference)
-    return np.max([1 - sample_cosines(outputs[n], reference[n]) for n in names], axis=0)
 
 
 def group_errors(errors: np.ndarray, groups: Optional[np.ndarray]) -> np.ndarray:

@@ -57,7 +57,7 @@ from .samples import golden_inputs, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
 from .shared_work import SharedWork, bundle_folder
 from .targets import TargetProfile, load_target
-from .task import Task, infer_task
+from .task import ModelTask, infer_task
 from .validate import (
     Evaluation,
     References,
@@ -154,8 +154,8 @@ def build(
     and `eval_data` are `{input name: [N, ...] array or tensor}` (eval may add integer
     `labels`) or .npz paths holding the same.
 
-    The accuracy budget speaks the model's `task` (edgepack/task.py: "classify", "detect",
-    "embed" or "generic"; inferred from `postprocess`/`labels` and the outputs when None):
+    The accuracy budget speaks the model's `task` (edgepack_runtime.tasks: "classify", "detect",
+    "embed", "segment" or "generic"; inferred from `postprocess`/`labels` and the outputs when None):
     a classifier keeps ≥ `min_agreement` % top-1 agreement with PyTorch, a detector a
     detection F1 ≥ `min_f1` against PyTorch's detections after NMS, an embedding (and each
     output of any other model) a mean cosine ≥ `min_cosine`; with eval labels at most
@@ -226,7 +226,7 @@ class BuildContext:
     refs: Optional[References] = None
     macs: Optional[int] = None
     raw_io: Optional[RawIO] = None
-    task: Optional[Task] = None
+    task: Optional[ModelTask] = None
     budget: Optional[Budget] = None
     # per format
     artifacts: list[Artifact] = field(default_factory=list)
@@ -261,7 +261,7 @@ class BuildContext:
         return _made(self.raw_io, "the raw inputs and answers")
 
     @property
-    def judged_as(self) -> Task:
+    def judged_as(self) -> ModelTask:
         return _made(self.task, "the task")
 
     @property
@@ -403,10 +403,11 @@ def _declare(ctx: BuildContext) -> None:
     ctx.raw_io = raw_io = declare(refs.inputs, refs.outputs, refs.golden_outputs, preprocess=ctx.steps,
                                   tokenizer=given.tokenizer, labels=given.labels, postprocess=given.postprocess,
                                   detection=ctx.model.defaults.detection)
-    ctx.task = task = infer_task(wanted.task, raw_io.postprocessing, refs.outputs, refs.golden_outputs)
+    ctx.task = task = infer_task(wanted.task, raw_io.postprocessing, refs.outputs, refs.golden_outputs,
+                                 wanted.mask_threshold)
     ctx.budget = Budget(max_top1_drop=wanted.max_accuracy_drop, min_cosine=wanted.min_cosine,
-                        min_agreement=wanted.min_agreement, min_f1=wanted.min_f1, task=task.name,
-                        answer_output=task.output, detection=task.detection)
+                        min_agreement=wanted.min_agreement, min_f1=wanted.min_f1, min_iou=wanted.min_iou,
+                        task=task.name, answer=task.answer)
 
 
 def _write(ctx: BuildContext) -> Manifest:
@@ -439,7 +440,7 @@ def _write(ctx: BuildContext) -> Manifest:
         drift_reference=({k: reference_stats(v) for k, v in calibration.samples.items()}
                          if calibration.source == "data" else None),
         preprocessing=raw_io.preprocessing,
-        postprocessing=raw_io.postprocessing,
+        postprocessing=ctx.judged_as.answer,  # the declared one, or the task's default (a mask)
         task=ctx.judged_as.name,
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")

@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
-from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
+from .budget import (
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_MIN_COSINE,
+    DEFAULT_MIN_F1,
+    DEFAULT_MIN_IOU,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -63,6 +69,8 @@ class BudgetRequest:
     min_f1: float = DEFAULT_MIN_F1
     task: Optional[str] = None
     prefer: str = "balanced"  # which int8 candidate within budget: balanced, accuracy or speed (search.py)
+    min_iou: float = DEFAULT_MIN_IOU
+    mask_threshold: Optional[float] = None  # task segment: the map's value a mask pixel exceeds
 
 
 @dataclass(frozen=True)

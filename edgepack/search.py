@@ -44,7 +44,7 @@ from edgepack_runtime.precision import is_calibrated
 from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
-from .closeness import MIN_GROUPS_TO_TRADE, group_errors, sample_errors
+from .closeness import MIN_GROUPS_TO_TRADE, group_errors
 from .errors import BuildError, mapped
 from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
@@ -210,7 +210,7 @@ def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: st
     ev, budget = (full if len(indices) == full.count else full.subset(indices)), ctx.budget
     accuracy = measure_on(outputs, ev, budget, build_host(ctx.host),
                           indicative=not ctx.profile.matches_host(ctx.host, fmt_name, precision), split=part)
-    errors = sample_errors(budget.task, outputs, ev.outputs, budget.answer_output, budget.detection)
+    errors = budget.judged_as.sample_errors(outputs, ev.outputs, budget.answer)
     return Judged(accuracy, group_errors(errors, ev.groups))
 
 
@@ -371,7 +371,7 @@ def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tu
         return tried[-1]
 
     for recipe in fmt.recipes(ctx.profile, precision):
-        if is_calibrated(precision) and ctx.budget.task == "detect":
+        if is_calibrated(precision) and ctx.budget.judged_as.float_tail:
             recipe = {**recipe, "float_tail": True}  # formats/tail.py: the decode must keep its scales
         attempt(recipe)
     if not tried:

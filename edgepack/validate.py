@@ -33,7 +33,6 @@ from edgepack_runtime.parity import (
 )
 from edgepack_runtime.precision import precision as precision_of
 from edgepack_runtime.stats import latency_summary, time_calls
-from edgepack_runtime.task_fidelity import comparable
 
 from .budget import Budget, measure
 from .errors import BuildError, ModelSourceError
@@ -276,8 +275,7 @@ def check_parity(fmt: str, precision: str, path, layout: Optional[str], target: 
     runtime backend. Returns the parity verdict and the open session."""
     session = open_artifact(fmt, path, layout, target, refs)
     golden_inputs, reference = parity_samples(precision, refs.golden_inputs, refs.golden_outputs, refs.real_samples)
-    outputs = comparable(run_samples(session.run, golden_inputs), reference, budget.task, budget.answer_output,
-                         budget.detection)
+    outputs = budget.judged_as.comparable(run_samples(session.run, golden_inputs), reference, budget.answer)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
     tolerance, min_cosine = tolerance_for(precision, reference), precision_of(precision).tolerance.min_cosine
     cosine = measured.cosine
@@ -288,7 +286,7 @@ def check_parity(fmt: str, precision: str, path, layout: Optional[str], target: 
             raise BuildError(f"{fmt}-{precision} does not run at {sweep.describe()} ({first_line(exc)}); "
                              "check that the model has no size-dependent branches, or narrow the --input range"
                              ) from exc
-        swept = comparable(swept, sweep.outputs, budget.task, budget.answer_output, budget.detection)
+        swept = budget.judged_as.comparable(swept, sweep.outputs, budget.answer)
         diff = max(diff, max_abs_diff(swept, sweep.outputs))
         cosine = min(cosine, fidelity(swept, sweep.outputs).cosine)
     matches = target.matches_host(host, fmt, precision)

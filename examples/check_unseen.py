@@ -25,7 +25,8 @@ from edgepack.model_source import load_model
 from edgepack.samples import load_samples
 from edgepack.validate import torch_outputs
 from edgepack_runtime.parity import run_samples
-from edgepack_runtime.task_fidelity import Floors, headline, task_metrics
+from edgepack_runtime.task_fidelity import Floors, headline
+from edgepack_runtime.tasks import task
 
 HOLD_TOLERANCE = {"top1_agreement": 1.0}  # percent; every other figure: 0.01
 DEFAULT_TOLERANCE = 0.01
@@ -44,9 +45,7 @@ def check(bundle: Path, model: str, weights, data: Path, trust_checkpoint: bool 
             continue
         with edgepack_runtime.load(bundle, artifact=art.name) as runner:
             outputs = run_samples(runner.run, inputs)
-        unseen = headline(task_metrics(manifest.task, outputs, reference, floors,
-                                       post.output if post is not None else None,
-                                       post.detection if post is not None else None, groups))
+        unseen = headline(task(manifest.task or "generic").metrics(outputs, reference, floors, post, groups))
         claimed = headline(art.accuracy.metrics) if art.accuracy is not None else None
         tolerance = HOLD_TOLERANCE.get(unseen.name, DEFAULT_TOLERANCE)
         rows.append({

@@ -1,5 +1,5 @@
-"""A detector's boxes drawn onto the image it was given (`edgepack-runtime run --annotate`),
-with Pillow (the `image` extra), written atomically."""
+"""A detector's boxes, or a dense model's mask, drawn onto the image it was given
+(`edgepack-runtime run --annotate`), with Pillow (the `image` extra), written atomically."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any, Sequence
 
 from .errors import BackendUnavailableError, UsageError, first_line
 from .files import atomic_write
-from .postprocess import Detection
+from .postprocess import Detection, Prediction
 
-__all__ = ["annotate", "check_destination", "write_annotated"]
+__all__ = ["annotate", "overlay_mask", "check_destination", "write_annotated"]
 
 # Box colours, one per class (cycled): saturated hues that read on photos and on drawings.
 PALETTE = ((255, 56, 56), (72, 157, 255), (44, 189, 86), (255, 157, 0), (170, 80, 255), (0, 194, 204),
@@ -22,6 +22,7 @@ FONT_FRACTION = 1 / 40  # label text height per pixel of the longer side: 16 px 
 MIN_FONT_PX = 10
 TEXT_PAD_PX = 2
 JPEG_QUALITY = 92
+MASK_OPACITY = 0.5  # a mask's colour over the photo: both stay readable
 
 
 def _font(size: int) -> Any:
@@ -56,6 +57,21 @@ def annotate(image: Any, detections: Sequence[Detection]) -> Any:
     return canvas
 
 
+def overlay_mask(image: Any, mask: Any) -> Any:
+    """A copy of `image` (a PIL image) in RGB with the mask's pixels tinted: a boolean mask
+    in the first colour, class indices each in its own (class 0, the background, untinted)."""
+    import numpy as np
+    from PIL import Image
+
+    canvas = np.asarray(image.convert("RGB"), dtype=np.float32)
+    classes = np.asarray(mask).astype(np.int64)  # a boolean mask: class 1 on 0
+    palette = np.asarray(((0, 0, 0),) + PALETTE, np.float32)
+    tint = palette[np.where(classes > 0, (classes - 1) % len(PALETTE) + 1, 0)]
+    shown = (classes > 0)[..., None]
+    blended = np.where(shown, canvas * (1 - MASK_OPACITY) + tint * MASK_OPACITY, canvas)
+    return Image.fromarray(blended.round().clip(0, 255).astype(np.uint8))
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
@@ -83,14 +99,16 @@ def check_destination(source: Path, destination: Path) -> str:
     return image_format
 
 
-def write_annotated(source: Path, detections: Sequence[Detection], destination: Path) -> None:
-    """Draw `detections` onto the image at `source` and write it to `destination`, in the
-    format its suffix names (.jpg, .png, ...): never over the source, never half a file."""
+def write_annotated(source: Path, prediction: Prediction, destination: Path) -> None:
+    """Draw the prediction's mask, else its detections, onto the image at `source` and write
+    it to `destination`, in the format its suffix names (.jpg, .png, ...): never over the
+    source, never half a file."""
     from PIL import Image
 
     image_format = check_destination(source, destination)
     with Image.open(source) as original:  # the file predict() read, decoded the same way: same pixel grid
-        drawn = annotate(original, detections)
+        drawn = (overlay_mask(original, prediction.mask) if prediction.mask is not None
+                 else annotate(original, prediction.detections or []))
     buffer = io.BytesIO()
     try:
         drawn.save(buffer, image_format, **({"quality": JPEG_QUALITY} if image_format == "JPEG" else {}))

@@ -21,6 +21,7 @@ from .report import artifacts_table, make_console, one_line, plain
 from .textui import HAVE_RICH, Table
 
 if TYPE_CHECKING:
+    from .manifest import Postprocessing
     from .model import Model
     from .postprocess import Detection, Prediction
 
@@ -132,7 +133,8 @@ def _parse_inputs(pairs: tuple[str, ...]) -> dict[str, np.ndarray]:
 @click.option("--iou-threshold", type=click.FloatRange(0, 1), default=None,
               help="Detectors: drop a box overlapping a better one of its class by more IoU (default: the bundle's).")
 @click.option("--annotate", type=click.Path(path_type=Path), default=None, metavar="OUT.jpg",
-              help="Detectors: draw the boxes onto the --image and write it here (a folder for an --image folder).")
+              help="Detectors and dense models: draw the boxes or the mask onto the --image and write it here (a "
+                   "folder for an --image folder).")
 def run(bundle: Path, inputs: tuple[str, ...], image: Optional[Path], text: Optional[str], top_k: Optional[int],
         artifact: Optional[str], threads: Optional[int], as_json: bool, output: Optional[Path],
         score_threshold: Optional[float], iou_threshold: Optional[float], annotate: Optional[Path]) -> None:
@@ -143,7 +145,8 @@ def run(bundle: Path, inputs: tuple[str, ...], image: Optional[Path], text: Opti
     drawing: Optional[tuple[Path, Path]] = None  # --annotate: the image, and where its drawing goes
     if annotate is not None:
         if image is None:
-            raise UsageError("--annotate draws a detector's boxes onto the --image; give --image FILE")
+            raise UsageError("--annotate draws a detector's boxes or a dense model's mask onto the --image; give "
+                             "--image FILE")
         drawing = (image, annotate)
     if inputs and (score_threshold is not None or iou_threshold is not None):
         raise UsageError("--score-threshold and --iou-threshold apply to --image predictions, not to --input tensors")
@@ -166,7 +169,7 @@ def run(bundle: Path, inputs: tuple[str, ...], image: Optional[Path], text: Opti
         wanted = "image" if image is not None else "text"
         raise UsageError(f"bundle {model.bundle.manifest.name!r} declares no {wanted} preprocessing; {hint}")
     prediction: Optional[Prediction] = None
-    drawn: Optional[int] = None  # detections drawn by --annotate
+    drawn: Optional[str] = None  # what --annotate drew
     if inputs:
         outputs = model.run(_parse_inputs(inputs))
     else:
@@ -174,13 +177,14 @@ def run(bundle: Path, inputs: tuple[str, ...], image: Optional[Path], text: Opti
                                    score_threshold=score_threshold, iou_threshold=iou_threshold)
         outputs = prediction.outputs
         if drawing is not None:
-            if prediction.detections is None:
-                raise UsageError(f"--annotate draws detections; bundle {model.bundle.manifest.name!r} does not "
-                                 "answer with detections")
+            if not _draws(model.bundle.manifest.postprocessing):
+                raise UsageError(f"--annotate draws boxes or masks; bundle {model.bundle.manifest.name!r} answers "
+                                 "with neither")
             from .annotate import write_annotated
 
-            write_annotated(drawing[0], prediction.detections, drawing[1])
-            drawn = len(prediction.detections)
+            write_annotated(drawing[0], prediction, drawing[1])
+            drawn = (f"{len(prediction.detections)} detection(s)" if prediction.detections is not None
+                     else "the mask")
     if output:
         np.savez(output, allow_pickle=True, **outputs)  # numpy's default, named: no output is taken for it
         console.print(plain(f"wrote {', '.join(outputs)} to {output} ({model.artifact.name})"), highlight=False)
@@ -193,7 +197,14 @@ def run(bundle: Path, inputs: tuple[str, ...], image: Optional[Path], text: Opti
         console.print(f"preprocess {prediction.preprocess_ms:.2f} ms, inference {prediction.inference_ms:.2f} ms, "
                       f"postprocess {prediction.postprocess_ms:.2f} ms", style="dim")
     if drawn is not None and not as_json:
-        console.print(f"drew {drawn} detection(s) onto {plain(annotate)}", highlight=False)
+        console.print(f"drew {drawn} onto {plain(annotate)}", highlight=False)
+
+
+def _draws(post: Optional[Postprocessing]) -> bool:
+    """Whether the bundle's answers can be drawn onto an image (--annotate)."""
+    from .tasks import answering
+
+    return post is not None and answering(post.kind).draws
 
 
 def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: bool, artifact: Optional[str],
@@ -212,8 +223,8 @@ def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: b
         raise UsageError(f"bundle {name!r} declares no image preprocessing; it takes "
                          + (f"--{model.raw_input_kind()}" if model.raw_input_kind() else "--input NAME=FILE.npy"))
     post = model.bundle.manifest.postprocessing
-    if drawings is not None and (post is None or post.kind != "detections"):
-        raise UsageError(f"--annotate draws detections; bundle {name!r} does not answer with detections")
+    if drawings is not None and not _draws(post):
+        raise UsageError(f"--annotate draws boxes or masks; bundle {name!r} answers with neither")
     start = time.perf_counter()
     for i, prediction in enumerate(model.predict_many([str(f) for f in files], **answer)):
         if as_json:
@@ -223,7 +234,7 @@ def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: b
         if drawings is not None:
             from .annotate import write_annotated
 
-            write_annotated(files[i], prediction.detections or [], drawings[i])  # (a detector: checked above)
+            write_annotated(files[i], prediction, drawings[i])
     seconds = time.perf_counter() - start
     if not as_json:
         drew = f", drawings in {annotate}" if drawings is not None else ""

@@ -26,7 +26,6 @@ __all__ = [
     "Validation",
     "Accuracy",
     "TaskMetric",
-    "TASKS",
     "FileRef",
     "Artifact",
     "Latency",
@@ -36,6 +35,7 @@ __all__ = [
     "Preprocessing",
     "Postprocessing",
     "DetectionSettings",
+    "MaskSettings",
     "image_steps_problem",
     "Manifest",
 ]
@@ -55,7 +55,8 @@ __all__ = [
 #   2.4  figures out of sample: the quantization search chooses on one part of the judged
 #        samples and reports the other (Accuracy.split), intervals rest on independent
 #        groups of samples (TaskMetric.groups, Accuracy.groups)
-SCHEMA_VERSION = "2.4"
+#   2.5  dense outputs: the task segment and its mask postprocessing (MaskSettings)
+SCHEMA_VERSION = "2.5"
 MANIFEST_NAME = "manifest.json"
 
 
@@ -131,7 +132,6 @@ class Validation:
 # What a model's user reads from its outputs, and so what its artifacts are judged by:
 # "classify" top-1/top-5 agreement with PyTorch, "detect" boxes after decoding and NMS
 # (F1, mAP50 vs PyTorch's detections), "embed" cosine, "generic" cosine per output tensor.
-TASKS = ("classify", "detect", "embed", "generic")
 
 
 @dataclass(frozen=True)
@@ -371,6 +371,7 @@ class Postprocessing:
     labels: Optional[FileRef] = None  # classes: labels.txt, one per line in class order
     top_k: int = 5
     detection: Optional["DetectionSettings"] = None  # kind "detections" (schema 2.3)
+    mask: Optional["MaskSettings"] = None  # kind "mask" (schema 2.5)
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,19 @@ class DetectionSettings:
     max_detections: int = 300
 
 
-POSTPROCESS_KINDS = ("classes", "embedding", "detections")
+# Postprocessing's fields holding one task's settings (Task.settings_field).
+ANSWER_SETTINGS = ("detection", "mask")
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How a dense model's map becomes a mask (schema 2.5, task segment): with one channel,
+    the pixels above `threshold` (0.5 for probabilities, 0 for logits); with several, each
+    pixel's best class."""
+
+    threshold: float = 0.5
+
+
 DETECTION_LAYOUTS = ("yolo",)
 
 
@@ -478,6 +491,8 @@ class Manifest:
             raise _damaged(problem.where, problem.problem) from problem
         _check_target(manifest.target)
         _check_names(manifest)
+        from .tasks import TASKS
+
         if manifest.task is not None and manifest.task not in TASKS:
             raise _damaged("task", f"is {manifest.task[:20]!r}, not one of {', '.join(TASKS)}")
         return manifest
@@ -521,10 +536,15 @@ def _check_ranges(obj: Any, where: str) -> None:
         if problem is not None:
             raise _damaged(where, f"is wrong: {problem}")
     elif isinstance(obj, Postprocessing):
-        if (obj.kind not in POSTPROCESS_KINDS or obj.top_k < 1
-                or (obj.kind == "detections") != (obj.detection is not None)):
-            raise _damaged(where, f"needs kind in {POSTPROCESS_KINDS}, top_k ≥ 1, and detection settings "
-                                  "exactly when kind is detections")
+        from .tasks import answer_kinds, answering
+
+        kinds = answer_kinds()
+        if obj.kind not in kinds or obj.top_k < 1:
+            raise _damaged(where, f"needs kind in {kinds} and top_k ≥ 1")
+        settings = answering(obj.kind).settings_field
+        given = [name for name in ANSWER_SETTINGS if getattr(obj, name) is not None]
+        if given != ([settings] if settings else []):
+            raise _damaged(where, f"of kind {obj.kind} needs settings {settings or 'none'}, has {given or 'none'}")
     elif isinstance(obj, DetectionSettings):
         if (obj.layout not in DETECTION_LAYOUTS or not 0 <= obj.score_threshold <= 1
                 or not 0 <= obj.iou_threshold <= 1 or obj.max_detections < 1):

@@ -321,6 +321,7 @@ class Model:
         and answer as the bundle declares. A detector's boxes are mapped back to the original
         image through `geometry` (from `prepare`); without it they stay in input pixels."""
         from .postprocess import answer, check_thresholds, label_count, read_labels
+        from .tasks import Ask
 
         post = self.bundle.manifest.postprocessing
         check_thresholds(post, score_threshold=score_threshold, iou_threshold=iou_threshold)
@@ -330,11 +331,21 @@ class Model:
         start = time.perf_counter()
         outputs = (run or self.run)(feeds)
         ran = time.perf_counter()
-        prediction = answer(post, outputs, self._labels, top_k, score_threshold=score_threshold,
-                            iou_threshold=iou_threshold, to_original=geometry.to_original if geometry else None)
+        ask = Ask(top_k=top_k, score_threshold=score_threshold, iou_threshold=iou_threshold, geometry=geometry,
+                  input_hw=self._input_hw(feeds) if geometry is not None else None)
+        prediction = answer(post, outputs, self._labels, ask)
         prediction.inference_ms = (ran - start) * 1e3
         prediction.postprocess_ms = (time.perf_counter() - ran) * 1e3
         return prediction
+
+    def _input_hw(self, feeds: Mapping[str, np.ndarray]) -> Optional[tuple[int, int]]:
+        """The image input's height and width in `feeds` (where a mask's pixels lie)."""
+        pre = self.bundle.manifest.preprocessing
+        if pre is None or pre.image is None:
+            return None
+        shape = feeds[pre.image.input].shape
+        height, width = shape[1:3] if pre.image.layout == "nhwc" else shape[-2:]
+        return int(height), int(width)
 
     def warm_up(self) -> None:
         """One inference on the bundle's first golden input, not recorded: proves the artifact

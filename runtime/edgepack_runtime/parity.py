@@ -17,7 +17,7 @@ import numpy as np
 from .errors import OutputShapeError
 from .hostinfo import host_info, int8_kernel_family
 from .precision import is_calibrated, is_integer
-from .task_fidelity import comparable
+from .tasks import task
 
 if TYPE_CHECKING:
     from .model import Model
@@ -181,9 +181,9 @@ def self_test(model: Model, same_kernels: Optional[bool] = None) -> SelfTest:
                                        model.bundle.manifest.golden.real_samples)
     manifest = model.bundle.manifest
     post = manifest.postprocessing
-    answer_output, detection = (post.output, post.detection) if post is not None else (None, None)
+    judged = task(manifest.task or "generic")
     raw = run_samples(model.run, inputs)
-    outputs = comparable(raw, reference, manifest.task, answer_output, detection)
+    outputs = judged.comparable(raw, reference, post)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
     validation = model.artifact.validation
     tolerance = validation.tolerance if validation else 0.0
@@ -198,7 +198,7 @@ def self_test(model: Model, same_kernels: Optional[bool] = None) -> SelfTest:
         limits = SAME_KERNELS if same else OTHER_KERNELS
         span = max(float(np.max(v) - np.min(v)) for v in own.values())
         own_tolerance = limits.range_fraction * span + 1e-6
-        mine = comparable(raw, own, manifest.task, answer_output, detection)
+        mine = judged.comparable(raw, own, post)
         own_diff, own_cosine = max_abs_diff(mine, own), fidelity(mine, own).cosine
         passed = passed and parity_passes(own_diff, own_tolerance, own_cosine, limits.min_cosine)
         own_figures = dict(own_cosine=own_cosine, own_max_abs_diff=own_diff, own_tolerance=own_tolerance,

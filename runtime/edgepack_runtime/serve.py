@@ -292,7 +292,7 @@ def _thresholds(query: QueryParams, model: Model, raw: bool) -> dict[str, float]
 def _threshold_parameters(model: Model) -> list[dict[str, Any]]:
     """The OpenAPI query parameters of /v1/predict: a detector's per-request thresholds."""
     post = model.bundle.manifest.postprocessing
-    if post is None or post.kind != "detections" or post.detection is None:  # (the reader pairs the two)
+    if post is None or post.detection is None:  # (the reader gives detections, and only them, their settings)
         return []
     defaults = {"score_threshold": post.detection.score_threshold, "iou_threshold": post.detection.iou_threshold}
     meaning = {"score_threshold": "keep boxes whose best class scores at least this",

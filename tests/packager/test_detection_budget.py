@@ -15,9 +15,9 @@ import edgepack
 from edgepack.formats import get_format
 from edgepack.targets import load_target
 from edgepack_runtime import load
-from edgepack_runtime.manifest import DetectionSettings
 from edgepack_runtime.parity import fidelity, run_samples
-from edgepack_runtime.task_fidelity import Floors, task_metrics
+from edgepack_runtime.task_fidelity import Floors
+from edgepack_runtime.tasks import task
 
 pytestmark = pytest.mark.slow  # a 640x640 model through the whole int8 search
 
@@ -101,7 +101,7 @@ def test_whole_graph_int8_collapses_and_cosine_hides_it(detector_build, tmp_path
     session = open_session("onnx", whole, 1, manifest.inputs, manifest.outputs, None)
     quantized = run_samples(session.run, inputs)
     assert fidelity(quantized, reference).cosine > 0.99  # the whole-tensor figure says "fine"
-    f1 = task_metrics("detect", quantized, reference, Floors(0.99, 90, 0.95), detection=DetectionSettings())[0]
+    f1 = task("detect").metrics(quantized, reference, Floors(0.99, 90, 0.95))[0]
     assert f1.name == "f1" and f1.value < 0.5, f1  # the detections say otherwise
 
 

@@ -61,7 +61,7 @@ def test_a_broken_artifact_of_a_tiny_output_model_fails(tmp_path):
 
 
 def test_the_budget_judges_each_task_by_its_own_figures():
-    from edgepack_runtime.manifest import Accuracy, DetectionSettings
+    from edgepack_runtime.manifest import Accuracy, DetectionSettings, Postprocessing
 
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((40, 10)).astype(np.float32)
@@ -87,8 +87,8 @@ def test_the_budget_judges_each_task_by_its_own_figures():
     head = np.concatenate([big, small * 0.9 + 0.1], axis=1)[:, None]  # [N, 1, 4 + 3, 50]
     dead = head.copy()
     dead[:, :, 4:] = 0
-    detect = Budget(max_top1_drop=1.0, min_cosine=0.99, task="detect", answer_output="output",
-                    detection=DetectionSettings())
+    detect = Budget(max_top1_drop=1.0, min_cosine=0.99, task="detect",
+                    answer=Postprocessing(output="output", kind="detections", detection=DetectionSettings()))
     judged = measure({"output": dead}, {"output": head}, detect, labels=None, reference_top1=None, data="eval",
                      measured_on="here", indicative=False)
     assert judged.cosine > 0.99 and judged.metric("f1").value == 0.0 and not judged.within_budget

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.closeness import clearly_closer, group_errors, sample_errors
+from edgepack.closeness import clearly_closer, group_errors
 from edgepack.holdout import deal_folds
+from edgepack_runtime.tasks import task
 
 
 def test_groups_stay_whole_and_sources_spread_over_both_parts():
@@ -41,7 +42,7 @@ def test_answer_error_ranks_a_closer_classifier_first():
     rng = np.random.default_rng(0)
     ref = rng.standard_normal((40, 10))
     close, far = ref + 0.01 * rng.standard_normal(ref.shape), ref + 0.5 * rng.standard_normal(ref.shape)
-    errors = [sample_errors("classify", {"o": o}, {"o": ref}).mean() for o in (ref, close, far)]
+    errors = [task("classify").sample_errors({"o": o}, {"o": ref}).mean() for o in (ref, close, far)]
     assert errors[0] == 0 and errors[0] < errors[1] < errors[2]
     assert group_errors(np.array([1.0, 3.0, 5.0]), np.array([4, 4, 2])).tolist() == [2.0, 5.0]
 
@@ -53,7 +54,7 @@ def test_answer_error_of_a_classifier_counts_noise_on_every_class_that_could_tak
     quiet, noisy = ref.copy(), ref.copy()
     noisy[:, 2] -= 1.5
     noisy[:, 3] += 1.5
-    err = [sample_errors("classify", {"o": o}, {"o": ref}).mean() for o in (quiet, noisy)]
+    err = [task("classify").sample_errors({"o": o}, {"o": ref}).mean() for o in (quiet, noisy)]
     assert err[0] == 0 < err[1]
 
 
@@ -64,7 +65,7 @@ def test_answer_error_of_a_detector_sees_scores_near_the_threshold():
     nudged, dropped = ref.copy(), ref.copy()
     nudged[:, 4, :4] = 0.29
     dropped[:, 4, :4] = 0.2  # under the threshold: the boxes disappear
-    err = [sample_errors("detect", {"o": o}, {"o": ref}).mean() for o in (ref, nudged, dropped)]
+    err = [task("detect").sample_errors({"o": o}, {"o": ref}).mean() for o in (ref, nudged, dropped)]
     assert err[0] == 0 and err[0] < err[1] < err[2]
 
 

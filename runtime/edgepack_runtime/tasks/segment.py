@@ -1,0 +1,121 @@
+"""segment: dense per-pixel outputs (segmentation masks, saliency or probability maps),
+judged by the masks their user draws from them.
+
+The answer output is [N, C, H, W] (or [N, H, W]). With one channel the mask is the pixels
+above the declared threshold (MaskSettings: 0.5 for a sigmoid's probabilities, 0 for
+logits); with C > 1 channels it is each pixel's best class. An artifact is judged by the
+IoU of its masks with PyTorch's (mean over images; with classes, over the classes either
+mask shows), and reports the share of pixels that agree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import numpy as np
+
+from ..intervals import mean_interval
+from ..manifest import MaskSettings, Postprocessing, TaskMetric, TensorSpec
+from ..task_fidelity import Floors, agreement_metric, group_count
+from .base import Ask, Outputs, Task
+
+if TYPE_CHECKING:
+    from ..postprocess import Prediction
+
+
+def _threshold(post: Optional[Postprocessing]) -> float:
+    return (post.mask if post is not None and post.mask is not None else MaskSettings()).threshold
+
+
+def masks(values: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-sample masks of stacked maps [N, C, H, W] or [N, H, W]: booleans above
+    `threshold` for one channel, the best class index for several ([N, H, W] either way)."""
+    if values.ndim == 4 and values.shape[1] > 1:
+        labels: np.ndarray = values.argmax(axis=1)
+        return labels
+    return values.reshape(len(values), *values.shape[-2:]) > threshold
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two masks: of the foreground for booleans, else the mean over the classes
+    either mask shows. Two empty masks agree fully."""
+    if a.dtype == np.bool_:
+        union = int(np.count_nonzero(a | b))
+        return float(np.count_nonzero(a & b)) / union if union else 1.0
+    ious = [np.count_nonzero((a == c) & (b == c)) / np.count_nonzero((a == c) | (b == c))
+            for c in np.union1d(np.unique(a), np.unique(b))]
+    return float(np.mean(ious))
+
+
+class Segment(Task):
+    """Mask IoU with PyTorch (the floor) and pixel agreement (reported). Candidates are
+    ranked by the RMS error of the map in units of the sample's spread of values, as
+    classifiers are by their logits: the noise everywhere moves the pixels near the
+    threshold on the next images, the masks of the samples that choose do not show it."""
+
+    name = "segment"
+    answer_kind = "mask"
+    draws = True
+    settings_field = "mask"
+    help = "dense maps [N, C, H, W]: judged by mask IoU (threshold, or each pixel's best class)"
+
+    def floor(self, metric: str, floors: Floors) -> Optional[float]:
+        return floors.min_iou if metric == "mask_iou" else None
+
+    def metrics(self, outputs: Outputs, reference: Outputs, floors: Floors, post: Optional[Postprocessing] = None,
+                groups: Optional[np.ndarray] = None) -> tuple[TaskMetric, ...]:
+        main, threshold = self.main(post, reference), _threshold(post)
+        mine, theirs = masks(outputs[main], threshold), masks(reference[main], threshold)
+        ious = np.array([mask_iou(a, b) for a, b in zip(mine, theirs)], np.float64)
+        low, high = mean_interval(ious, groups)
+        pixels = (mine == theirs).reshape(len(mine), -1).mean(axis=1)
+        return (
+            TaskMetric("mask_iou", float(ious.mean()), low, high, samples=len(ious),
+                       floor=self.floor("mask_iou", floors), groups=group_count(groups, len(ious))),
+            agreement_metric("pixel_agreement", pixels, groups, None),
+        )
+
+    def sample_errors(self, outputs: Outputs, reference: Outputs, post: Optional[Postprocessing] = None
+                      ) -> np.ndarray:
+        main = self.main(post, reference)
+        n = len(reference[main])
+        out = outputs[main].reshape(n, -1).astype(np.float64)
+        ref = reference[main].reshape(n, -1).astype(np.float64)
+        spread = np.maximum(ref.std(axis=1), 1e-12)
+        errors: np.ndarray = np.sqrt(((out - ref) ** 2).mean(axis=1)) / spread
+        return errors
+
+    def output_problem(self, outputs: Sequence[TensorSpec]) -> Optional[str]:
+        shape = outputs[0].shape
+        if len(shape) in (3, 4) and min(shape[-2:]) > 1:
+            return None
+        return (f"--task segment needs a dense first output [N, C, H, W] or [N, H, W]; this model's first output "
+                f"is {list(shape)}")
+
+    def default_answer(self, outputs: Sequence[TensorSpec], threshold: Optional[float]) -> Optional[Postprocessing]:
+        settings = MaskSettings() if threshold is None else MaskSettings(threshold=threshold)
+        return Postprocessing(output=outputs[0].name, kind=self.answer_kind or "", mask=settings)
+
+    def answer(self, post: Postprocessing, outputs: dict[str, np.ndarray], labels: Optional[Sequence[str]],
+               ask: Ask) -> "Prediction":
+        from ..postprocess import Prediction
+
+        mask = masks(outputs[post.output][:1], _threshold(post))[0]
+        if ask.geometry is not None and ask.input_hw is not None:
+            mask = to_original(mask, ask)
+        return Prediction(outputs=outputs, mask=mask)
+
+
+def to_original(mask: np.ndarray, ask: Ask) -> np.ndarray:
+    """A mask over the model's output grid → over the original image's pixels (nearest):
+    each original pixel centre through the preprocessing's geometry into the input, then
+    onto the output grid (which may be coarser than the input)."""
+    geometry, (in_h, in_w) = ask.geometry, ask.input_hw or (0, 0)
+    assert geometry is not None
+    out_h, out_w = mask.shape
+    xs = ((np.arange(geometry.width) + 0.5) * geometry.scale_x + geometry.pad_left) * (out_w / in_w)
+    ys = ((np.arange(geometry.height) + 0.5) * geometry.scale_y + geometry.pad_top) * (out_h / in_h)
+    cols = np.clip(np.floor(xs).astype(np.int64), 0, out_w - 1)
+    rows = np.clip(np.floor(ys).astype(np.int64), 0, out_h - 1)
+    original: np.ndarray = mask[np.ix_(rows, cols)]
+    return original
