@@ -249,3 +249,58 @@ def detector_bundle(tmp_path_factory) -> Path:
                               preprocess="yolo", labels=folder / "labels.txt", postprocess="detections").path
 
     return cached("detector-bundle", make, tmp_path_factory.mktemp, bundle_intact)
+
+
+TINY_SEGMENTER = '''
+import torch
+
+class Bright(torch.nn.Module):
+    """A dense map with fixed weights: the probability that a pixel is brighter than mid-grey."""
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(20.0 / 3)
+            self.conv.bias.fill_(-10.0)
+    def forward(self, image):
+        return torch.sigmoid(self.conv(image))
+
+def create():
+    return Bright()
+
+def example_inputs():
+    return {"image": torch.zeros(1, 3, 48, 64)}
+'''
+
+
+def bright_scene(width: int = 120, height: int = 80, box: tuple[int, int, int, int] = (30, 20, 90, 60)) -> np.ndarray:
+    """An RGB image, dark but for one bright rectangle (x1, y1, x2, y2)."""
+    scene = np.full((height, width, 3), 40, np.uint8)
+    x1, y1, x2, y2 = box
+    scene[y1:y2, x1:x2] = 220
+    return scene
+
+
+@pytest.fixture(scope="session")
+def segmenter_bundle(tmp_path_factory) -> Path:
+    """Bright (ONNX fp32 only, task segment) taking raw images resized to 48x64 and / 255,
+    answering with the mask of its bright pixels."""
+    def make(folder: Path) -> Path:
+        import edgepack
+
+        (folder / "segmenter.py").write_text(TINY_SEGMENTER)
+        scenes = [bright_scene(), bright_scene(64, 48, (0, 0, 32, 24)), bright_scene(96, 96, (10, 50, 90, 90))]
+        scenes += [s[::-1] for s in scenes]
+        images = np.stack([_resized(s, 64, 48).transpose(2, 0, 1) for s in scenes]).astype(np.float32) / 255
+        np.savez(folder / "calib.npz", image=images)
+        return edgepack.build(f"{folder / 'segmenter.py'}:create", folder / "segmenter", "host",
+                              calibration=folder / "calib.npz", formats=["onnx"], precisions=["fp32"],
+                              preprocess="resize=48x64 scale=1/255", task="segment").path
+
+    return cached("segmenter-bundle", make, tmp_path_factory.mktemp, bundle_intact)
+
+
+def _resized(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
