@@ -18,6 +18,7 @@ from .errors import ModelSourceError
 __all__ = ["TASKS", "infer_task", "ModelTask"]
 
 UNIT_NORM_SLACK = 1e-3  # float32 normalisation leaves norms within ~1e-6 of 1
+MIN_MAP_SIDE = 8  # a one-channel output this wide and tall, of values in 0..1, is taken for a mask
 
 
 @dataclass(frozen=True)
@@ -40,12 +41,23 @@ def _unit_rows(values: np.ndarray) -> bool:
     return bool(len(norms)) and bool(np.allclose(norms, 1.0, atol=UNIT_NORM_SLACK))
 
 
+def _probabilities(values: np.ndarray) -> bool:
+    return bool(values.size) and float(values.min()) >= 0.0 and float(values.max()) <= 1.0
+
+
 def _guess(outputs: Sequence[TensorSpec], reference: Mapping[str, np.ndarray]) -> Task:
     """A single [N, C] float output (C > 1) is taken for class scores, unless PyTorch's
-    outputs (`reference`, stacked) are unit vectors: an embedding. Anything else is generic."""
+    outputs (`reference`, stacked) are unit vectors: an embedding. A single one-channel map
+    [N, 1, H, W] of probabilities is a mask (saliency, foreground). Anything else, depth
+    maps and features included, is generic: judged by its cosine."""
     only = outputs[0] if len(outputs) == 1 else None
-    if only is not None and len(only.shape) == 2 and only.shape[1] > 1 and np.dtype(only.dtype).kind == "f":
+    if only is None or np.dtype(only.dtype).kind != "f":
+        return task("generic")
+    shape = only.shape
+    if len(shape) == 2 and shape[1] > 1:
         return task("embed") if _unit_rows(reference[only.name]) else task("classify")
+    if len(shape) == 4 and shape[1] == 1 and min(shape[2:]) >= MIN_MAP_SIDE and _probabilities(reference[only.name]):
+        return task("segment")
     return task("generic")
 
 

@@ -23,7 +23,9 @@ def test_segment_declares_its_mask_with_the_threshold_asked():
 
 def test_guessed_tasks_and_answers_that_decide_the_task():
     assert infer_task(None, None, LOGITS, REFERENCE).name == "classify"
-    assert infer_task(None, None, MAP, REFERENCE).name == "generic"
+    assert infer_task(None, None, MAP, REFERENCE).name == "segment"  # one channel of probabilities
+    depth = {"map": REFERENCE["map"] * 10}
+    assert infer_task(None, None, MAP, depth).name == "generic"  # not probabilities: a depth map, say
     post = Postprocessing(output="map", kind="mask")
     assert infer_task(None, post, MAP, REFERENCE).name == "segment"
 
