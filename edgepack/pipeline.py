@@ -410,7 +410,9 @@ def _write(ctx: BuildContext) -> Manifest:
         accuracy_tolerance=wanted.max_accuracy_drop,
         min_cosine=wanted.min_cosine,
         min_agreement=wanted.min_agreement,
-        build={"model": ctx.model.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds},
+        build={"model": ctx.model.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds,
+               **({"meta": {str(k): str(v) for k, v in ctx.request.output.meta.items()}}
+                  if ctx.request.output.meta else {})},
         macs=ctx.macs,
         drift_reference=({k: reference_stats(v) for k, v in calibration.samples.items()}
                          if calibration.source == "data" else None),

@@ -65,6 +65,15 @@ def comma_list(value: Optional[str]) -> Optional[list[str]]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def key_values(pairs: Sequence[str]) -> Optional[dict[str, str]]:
+    """("git=3f2a1c", "run=42") -> {"git": "3f2a1c", "run": "42"}; nothing -> None."""
+    for pair in pairs:
+        key, equals, _ = pair.partition("=")
+        if not equals or not key.strip():
+            raise UsageError(f"--meta {pair!r} must look like KEY=VALUE, e.g. --meta git=3f2a1c")
+    return {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in pairs)} or None
+
+
 @dataclass(frozen=True)
 class ModelRequest:
     """The model: a torch.nn.Module, "FILE.py:FACTORY" or a checkpoint, with its weights."""
@@ -145,6 +154,10 @@ class OutputRequest:
 
     path: Path
     name: Optional[str] = option("--name", help="Bundle name, default: the -o directory name.")
+    meta: Optional[Mapping[str, str]] = option(
+        "--meta", multiple=True, metavar="KEY=VALUE", parse=key_values,
+        help="Record where the bundle comes from in its manifest (build.meta; repeatable): the git commit, the "
+             "training run, the dataset version.")
     allow_mismatch: bool = switch("--allow-mismatch", help="Write the bundle even if an artifact fails validation.")
     allow_partial: bool = switch(
         "--allow-partial",

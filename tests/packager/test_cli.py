@@ -167,6 +167,18 @@ def test_state_dict_pt_loads_with_weights_only(tiny_model, tmp_path):
     assert_computes(tmp_path / "b", module, fresh)
 
 
+def test_meta_is_recorded_in_the_manifest(tiny_model, tmp_path):
+    args = ("build", f"{tiny_model}:create", "--formats", "onnx", "--precisions", "fp32")
+    bad = run_cli(*args, "--meta", "git", "-o", tmp_path / "bad")
+    assert "--meta 'git' must look like KEY=VALUE" in one_line_error(bad) and bad.exit_code == 2
+    assert not any(tmp_path.iterdir())
+    built = run_cli(*args, "--meta", "git=3f2a1c", "--meta", "dataset = digits-v3", "--meta", "args=lr=0.1",
+                    "-o", tmp_path / "b")
+    assert built.exit_code == 0, built.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["build"]["meta"] == {"git": "3f2a1c", "dataset": "digits-v3", "args": "lr=0.1"}
+
+
 def test_weights_for_another_architecture(tiny_model, digits_data, tmp_path):
     result = run_cli("build", f"{tiny_model}:create", "--weights", digits_data / "weights.safetensors",
                      "-o", tmp_path / "b")
