@@ -128,9 +128,8 @@ def _build_options(command):
     """`edgepack build`'s options, made from the build request's fields (request.OPTIONS):
     click's default is the field's, and its name the edgepack.build() keyword."""
     for o in reversed(OPTIONS.values()):  # decorators apply bottom-up: --help lists them in order
-        shown = o.default not in (None, ()) and not isinstance(o.default, bool)
-        command = click.option(*o.flag.names, o.keyword, default=o.default, show_default=shown, help=o.flag.help,
-                               **o.flag.settings)(command)
+        command = click.option(*o.flag.names, o.keyword, default=o.default, show_default=o.shown_default,
+                               help=o.flag.help, **o.flag.settings)(command)
     return command
 
 

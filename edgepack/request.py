@@ -61,7 +61,7 @@ def switch(*names: str, help: str) -> Any:
 
 
 def comma_list(value: Optional[str]) -> Optional[list[str]]:
-    """"onnx, tflite" -> ["onnx", "tflite"]; nothing -> None (the target's)."""
+    """A comma list, "onnx, tflite" -> ["onnx", "tflite"]; nothing -> None (the target's)."""
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
@@ -210,16 +210,16 @@ class BuildRequest:
         for keyword, value in options.items():
             where = OPTIONS[keyword]
             given.setdefault(where.part, {})[where.field] = value
+        optional = {f.name for f in fields(cls) if f.default is None}  # a part that is None unless asked for
         parts = {name: part(**given.get(name, {})) for name, part in _PARTS.items()
-                 if name not in _OPTIONAL_PARTS or any(v is not None for v in given.get(name, {}).values())}
+                 if name not in optional or any(v is not None for v in given.get(name, {}).values())}
         return cls(**parts, **given[None])
 
 
-# BuildRequest's fields that are request parts; those that stay None unless one of their
-# options is given.
+# BuildRequest's fields that are request parts.
 _PARTS: dict[str, type] = {"model": ModelRequest, "inputs": InputsRequest, "data": DataRequest,
                            "budget": BudgetRequest, "output": OutputRequest, "signing": SigningRequest}
-_OPTIONAL_PARTS = ("signing",)
+_POSITIONAL = ("model", "output", "target")  # edgepack.build()'s arguments before the options
 
 
 @dataclass(frozen=True)
@@ -236,6 +236,11 @@ class Option:
     def from_command_line(self, value: Any) -> Any:
         return self.flag.parse(value) if self.flag.parse is not None else value
 
+    @property
+    def shown_default(self) -> bool:
+        """Whether help shows the default: not for nothing, an empty list or an off switch."""
+        return self.default not in (None, ()) and not isinstance(self.default, bool)
+
 
 def _options() -> dict[str, Option]:
     found: dict[str, Option] = {}
@@ -245,6 +250,8 @@ def _options() -> dict[str, Option]:
             flag = f.metadata.get(_FLAG)
             if flag is not None:
                 keyword = flag.keyword or f.name
+                if keyword in found or keyword in _POSITIONAL:  # a programming error, met on import
+                    raise TypeError(f"build option {keyword!r} is declared twice; give one a keyword=")
                 default = None if f.default is MISSING else f.default
                 found[keyword] = Option(keyword, outer.name if part is not None else None, f.name, default, flag)
     return found
@@ -258,7 +265,7 @@ def describe_options(indent: str = "    ") -> str:
     """`edgepack.build`'s options, one paragraph each: keyword, flag, default and help."""
     lines = ["", f"{indent}Options, with the `edgepack build` flag whose help this is:"]
     for o in OPTIONS.values():
-        default = "" if o.default in (None, ()) or isinstance(o.default, bool) else f", default {o.default!r}"
+        default = f", default {o.default!r}" if o.shown_default else ""
         lines.append(textwrap.fill(f"{o.keyword} ({o.flag.names[0]}{default}): {o.flag.help}", width=92,
                                    initial_indent=indent * 2, subsequent_indent=indent * 3))
     return "\n".join(lines) + "\n"
