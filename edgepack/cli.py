@@ -15,11 +15,9 @@ from rich.table import Table
 from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
 from edgepack_runtime.manifest import TaskMetric
 from edgepack_runtime.report import artifacts_table, make_console, plain
-from edgepack_runtime.tasks import TASKS
 
-from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1
 from .errors import BuildFailed, UsageError
-from .request import PREFERENCES, BuildRequest
+from .request import OPTIONS, BuildRequest
 from .targets import HOST_ID, load_target, target_ids
 
 console = make_console()
@@ -46,10 +44,6 @@ class _Group(ErrorLineGroup):
         if isinstance(exc, BuildFailed):  # show what was built before saying why it failed
             for result in exc.results:
                 console.print(artifacts_table(result.manifest))
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 class _LogLines(logging.Handler):
@@ -130,74 +124,27 @@ def targets_show(target_id: str, as_json: bool):
         _print_toml(profile)
 
 
+def _build_options(command):
+    """`edgepack build`'s options, made from the build request's fields (request.OPTIONS):
+    click's default is the field's, and its name the edgepack.build() keyword."""
+    for o in reversed(OPTIONS.values()):  # decorators apply bottom-up: --help lists them in order
+        command = click.option(*o.flag.names, o.keyword, default=o.default, show_default=o.shown_default,
+                               help=o.flag.help, **o.flag.settings)(command)
+    return command
+
+
 @main.command("build")
 @click.argument("model", metavar="FILE.py:FACTORY|best.pt")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--target", "targets", multiple=True, default=(HOST_ID,), show_default=True,
               help="Target id (see `edgepack targets`); repeat it for one bundle per target in -o's folder.")
-@click.option("--weights", type=click.Path(path_type=Path), help=".safetensors or a state_dict .pt")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3x224x224:float32",
-              help="Model input (repeat per input); optional if the file defines example_inputs(). "
-                   "A dim may be a range, named to share it: input_ids:1xseq=1..128:int64 "
-                   "attention_mask:1xseq:int64.")
-@click.option("--formats", help="Comma list, default: the target's.")
-@click.option("--precisions", help="Comma list of fp32,int8,dynamic-int8,fp16; default: the target's. "
-                                   "On request any precision a format can build (dynamic-int8 for transformers).")
-@click.option("--calibration", type=click.Path(path_type=Path),
-              help=".npz, one array [N, ...] per input; or a folder of images, made into the input by the "
-                   "declared --preprocess (a checkpoint's own letterbox).")
-@click.option("--eval", "eval_data", type=click.Path(path_type=Path),
-              help="Like --calibration, samples not used for calibration; optional int `labels`.")
-@click.option("--name", help="Bundle name, default: the -o directory name.")
-@click.option("--trust-checkpoint", is_flag=True, help="Allow a full pickle as --weights (runs its code).")
-@click.option("--allow-mismatch", is_flag=True, help="Write the bundle even if an artifact fails validation.")
-@click.option("--allow-partial", is_flag=True,
-              help="Leave out any artifact that fails to build or misses its checks, also of the precisions named.")
-@click.option("--strict", is_flag=True,
-              help="Fail the build if any artifact fails or misses its checks, also of the profile's precisions "
-                   "(by default those are left out, with the reason in the table).")
-@click.option("--verify-emulated", is_flag=True,
-              help="Also run the self-test, and int8 accuracy on eval data, on the target's ISA under qemu (slow).")
-@click.option("--accuracy-budget", "max_accuracy_drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP,
-              show_default=True, metavar="POINTS", help="Top-1 points an artifact may lose vs PyTorch (--eval labels).")
-@click.option("--min-cosine", type=click.FloatRange(-1, 1), default=DEFAULT_MIN_COSINE, show_default=True,
-              help="Mean cosine similarity to PyTorch's outputs every artifact must keep (embeddings and "
-                   "generic outputs: each output tensor).")
-@click.option("--min-agreement", type=click.FloatRange(0, 100), default=DEFAULT_MIN_AGREEMENT, show_default=True,
-              metavar="PCT", help="Top-1 agreement with PyTorch every artifact of a classifier must keep.")
-@click.option("--min-f1", type=click.FloatRange(0, 1), default=DEFAULT_MIN_F1, show_default=True,
-              help="Detection F1 vs PyTorch's detections (IoU 0.5, same class) every artifact of a detector must keep.")
-@click.option("--prefer", type=click.Choice(PREFERENCES), default="balanced", show_default=True,
-              help="Which int8 candidate within the budget ships: the fastest as faithful as the best within its "
-                   "noise (balanced), the most faithful (accuracy) or the fastest (speed); the manifest's "
-                   "quantization.search holds them all.")
-@click.option("--task", type=click.Choice(list(TASKS)),
-              help="What the outputs are for, which decides how artifacts are judged (default: from --postprocess/"
-                   "--labels, else a single [N, C] output is a classifier, or an embedder when its rows are unit "
-                   "vectors, else generic).")
-@click.option("--preprocess", metavar="SPEC|FILE.toml",
-              help='How an image becomes the input: a preset ("imagenet"), KEY=VALUE items '
-                   '("resize=256 crop=224 mean=0.485,0.456,0.406 std=0.229,0.224,0.225") or a .toml [image] table.')
-@click.option("--tokenizer", type=click.Path(path_type=Path),
-              help="tokenizer.json turning texts into the token inputs.")
-@click.option("--labels", type=click.Path(path_type=Path), help="Class names, one per line in class order.")
-@click.option("--postprocess", type=click.Choice(["classes", "embedding", "normalized-embedding", "detections"]),
-              help="What predict() answers with (default: classes with --labels).")
-@click.option("--sign", "sign_key", type=click.Path(path_type=Path), metavar="KEY.pem",
-              help="Sign the bundle with this EC private key (OpenSSF model-signing format).")
+@_build_options
 @click.option("--json", "as_json", is_flag=True, help="Print the bundle's path and manifest as JSON, no table.")
-def build_cmd(model, output, targets, weights, inputs, formats, precisions, calibration, eval_data, name,
-              trust_checkpoint, allow_mismatch, allow_partial, strict, verify_emulated, max_accuracy_drop, min_cosine,
-              min_agreement, min_f1, prefer, task, preprocess, tokenizer, labels, postprocess, sign_key, as_json):
+def build_cmd(model, output, targets, as_json, **options):
     """Export, quantize and validate MODEL for a target; write a bundle to -o."""
     targets = tuple(dict.fromkeys(targets))  # a target named twice is built once
-    request = BuildRequest.of(
-        model, output, targets[0], formats=_csv(formats), precisions=_csv(precisions), weights=weights, inputs=inputs,
-        calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
-        allow_mismatch=allow_mismatch, allow_partial=allow_partial, strict=strict, verify_emulated=verify_emulated,
-        max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
-        task=task, preprocess=preprocess, tokenizer=tokenizer, labels=labels, postprocess=postprocess,
-        sign=sign_key, prefer=prefer)
+    request = BuildRequest.of(model, output, targets[0],
+                              **{k: OPTIONS[k].from_command_line(v) for k, v in options.items()})
     from .formats.output import native_output_hidden
 
     with (err_console if as_json else console).status(f"building {plain(model)} for {plain(', '.join(targets))}…") \

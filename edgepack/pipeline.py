@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional, Sequence, TypeVar, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -43,7 +43,7 @@ from edgepack_runtime.task_fidelity import headline
 from edgepack_runtime.typed import from_data
 
 from . import __version__
-from .budget import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_MIN_AGREEMENT, DEFAULT_MIN_COSINE, DEFAULT_MIN_F1, Budget
+from .budget import Budget
 from .bundle_writer import BundleStaging
 from .closeness import clearly_closer
 from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapped
@@ -52,7 +52,7 @@ from .holdout import CONFIRMATION, HALVES
 from .macs import count_macs
 from .model_source import LoadedModel, load_model
 from .raw_io import RawIO, declare, image_steps
-from .request import BuildRequest, InputsRequest
+from .request import BuildRequest, InputsRequest, describe_options
 from .samples import golden_inputs, load_samples, random_samples, settle_shapes
 from .search import SearchContext, search
 from .shared_work import SharedWork, bundle_folder
@@ -119,32 +119,9 @@ def _choose(requested: Optional[Sequence[str]], allowed: Sequence[str], what: st
 
 def build(
     model: Union[str, "torch.nn.Module"],
-    output: Path,
+    output: Union[str, Path],
     target: Union[str, Sequence[str]] = "host",
-    *,
-    formats: Optional[Sequence[str]] = None,
-    precisions: Optional[Sequence[str]] = None,
-    weights: Optional[Path] = None,
-    inputs: Union[Sequence[str], Mapping[str, Any]] = (),
-    calibration: Union[Path, Mapping[str, Any], None] = None,
-    eval_data: Union[Path, Mapping[str, Any], None] = None,
-    name: Optional[str] = None,
-    trust_checkpoint: bool = False,
-    allow_mismatch: bool = False,
-    allow_partial: bool = False,
-    verify_emulated: bool = False,
-    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP,
-    min_cosine: float = DEFAULT_MIN_COSINE,
-    min_agreement: float = DEFAULT_MIN_AGREEMENT,
-    min_f1: float = DEFAULT_MIN_F1,
-    task: Optional[str] = None,
-    strict: bool = False,
-    preprocess: Union[str, Path, Mapping[str, Any], None] = None,
-    tokenizer: Optional[Path] = None,
-    labels: Optional[Path] = None,
-    postprocess: Optional[str] = None,
-    sign: Optional[Path] = None,
-    prefer: str = "balanced",
+    **options: Any,
 ) -> Union[BuildResult, list[BuildResult]]:
     """Build a bundle for `target` from `model` into the directory `output`.
 
@@ -191,18 +168,17 @@ def build(
     target, in order) is returned.
 
     The same as `build_from` with the arguments as a BuildRequest (edgepack/request.py).
+    `options` are the keywords below (request.OPTIONS, also `edgepack build`'s flags); an
+    unknown one raises UsageError naming them.
     """
     targets = [target] if isinstance(target, str) else list(dict.fromkeys(target))
     if not targets:
         raise TargetError("no target given; name one, e.g. target='host' (see `edgepack targets`)")
-    request = BuildRequest.of(
-        model, output, targets[0], formats=formats, precisions=precisions, weights=weights, inputs=inputs,
-        calibration=calibration, eval_data=eval_data, name=name, trust_checkpoint=trust_checkpoint,
-        allow_mismatch=allow_mismatch, allow_partial=allow_partial, verify_emulated=verify_emulated,
-        max_accuracy_drop=max_accuracy_drop, min_cosine=min_cosine, min_agreement=min_agreement, min_f1=min_f1,
-        task=task, strict=strict, preprocess=preprocess, tokenizer=tokenizer, labels=labels,
-        postprocess=postprocess, sign=sign, prefer=prefer)
+    request = BuildRequest.of(model, output, targets[0], **options)
     return build_from(request) if len(targets) == 1 else build_targets(request, targets)
+
+
+build.__doc__ = (build.__doc__ or "") + describe_options()
 
 
 @dataclass
@@ -435,7 +411,9 @@ def _write(ctx: BuildContext) -> Manifest:
         accuracy_tolerance=wanted.max_accuracy_drop,
         min_cosine=wanted.min_cosine,
         min_agreement=wanted.min_agreement,
-        build={"model": ctx.model.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds},
+        build={"model": ctx.model.source, "host": ctx.host.to_dict(), "seconds": ctx.seconds,
+               **({"meta": {str(k): str(v) for k, v in ctx.request.output.meta.items()}}
+                  if ctx.request.output.meta else {})},
         macs=ctx.macs,
         drift_reference=({k: reference_stats(v) for k, v in calibration.samples.items()}
                          if calibration.source == "data" else None),

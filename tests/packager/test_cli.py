@@ -114,33 +114,69 @@ def test_calibration_that_is_not_an_npz(tiny_model, tmp_path):
     one_line_error(result, "cannot read --calibration")
 
 
-def test_full_pickle_needs_trust_checkpoint(tiny_model, tmp_path):
+def _tiny_with_own_weights(tiny_model):
+    """The tiny model from its factory, then weights of its own: a bundle that computes it
+    took them from --weights, not from the factory's seeded init."""
     sys.path.insert(0, str(tiny_model.parent))
     try:
-        import tiny  # the same module the factory lives in, so the pickle can be loaded back
-        torch.save(tiny.create(), tmp_path / "full.pt")
-    finally:
-        sys.path.pop(0)
-    args = ("build", f"{tiny_model}:create", "--weights", tmp_path / "full.pt", "--formats", "onnx",
-            "--precisions", "fp32")
-    one_line_error(run_cli(*args, "-o", tmp_path / "a"), "full pickle", "--trust-checkpoint")
-    trusted = run_cli(*args, "--trust-checkpoint", "-o", tmp_path / "b")
-    assert trusted.exit_code == 0, trusted.output
-
-
-def test_state_dict_pt_loads_with_weights_only(tiny_model, tmp_path):
-    sys.path.insert(0, str(tiny_model.parent))
-    try:
-        import tiny
-        module = tiny.create()
+        import tiny  # the same module the factory lives in, so a pickle of it can be loaded back
+        module, fresh = tiny.create(), tiny.create()
     finally:
         sys.path.pop(0)
     with torch.no_grad():
-        module.fc.weight.fill_(0.5)
+        module.fc.weight.copy_(torch.linspace(-1, 1, 12).reshape(3, 4))
+        module.fc.bias.fill_(0.25)
+    return module, fresh
+
+
+def assert_computes(bundle: Path, module, fresh) -> None:
+    import edgepack_runtime
+
+    x = np.array([[0.5, -1.0, 2.0, 1.5]], np.float32)
+    with torch.no_grad():
+        wanted, factory_s = module(torch.from_numpy(x)).numpy(), fresh(torch.from_numpy(x)).numpy()
+    assert not np.allclose(wanted, factory_s, atol=1e-3)  # else this could not tell the weights apart
+    got = edgepack_runtime.load(bundle, artifact="onnx-fp32").run({"x": x})
+    np.testing.assert_allclose(next(iter(got.values())), wanted, atol=1e-5)
+
+
+def test_full_pickle_needs_trust_checkpoint(tiny_model, tmp_path):
+    module, fresh = _tiny_with_own_weights(tiny_model)
+    torch.save(module, tmp_path / "full.pt")
+    args = ("build", f"{tiny_model}:create", "--weights", tmp_path / "full.pt", "--formats", "onnx",
+            "--precisions", "fp32")
+    line = one_line_error(run_cli(*args, "-o", tmp_path / "a"))
+    assert f"{tmp_path / 'full.pt'} is a full pickle, not a plain state_dict" in line, line
+    assert "pass --trust-checkpoint if you trust its source" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full.pt"]  # no bundle, no staging directory left
+    trusted = run_cli(*args, "--trust-checkpoint", "-o", tmp_path / "b")
+    assert trusted.exit_code == 0, trusted.output
+    assert "wrote " in trusted.output and (tmp_path / "b" / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "full.pt"]
+    assert_computes(tmp_path / "b", module, fresh)  # the pickle's weights, not the factory's
+
+
+def test_state_dict_pt_loads_with_weights_only(tiny_model, tmp_path):
+    module, fresh = _tiny_with_own_weights(tiny_model)
     torch.save(module.state_dict(), tmp_path / "w.pt")
     result = run_cli("build", f"{tiny_model}:create", "--weights", tmp_path / "w.pt", "--formats", "onnx",
                      "--precisions", "fp32", "-o", tmp_path / "b")
     assert result.exit_code == 0, result.output
+    assert "error" not in result.output.lower() and "onnx-fp32" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "w.pt"]
+    assert_computes(tmp_path / "b", module, fresh)
+
+
+def test_meta_is_recorded_in_the_manifest(tiny_model, tmp_path):
+    args = ("build", f"{tiny_model}:create", "--formats", "onnx", "--precisions", "fp32")
+    bad = run_cli(*args, "--meta", "git", "-o", tmp_path / "bad")
+    assert "--meta 'git' must look like KEY=VALUE" in one_line_error(bad) and bad.exit_code == 2
+    assert not any(tmp_path.iterdir())
+    built = run_cli(*args, "--meta", "git=3f2a1c", "--meta", "dataset = digits-v3", "--meta", "args=lr=0.1",
+                    "-o", tmp_path / "b")
+    assert built.exit_code == 0, built.output
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["build"]["meta"] == {"git": "3f2a1c", "dataset": "digits-v3", "args": "lr=0.1"}
 
 
 def test_weights_for_another_architecture(tiny_model, digits_data, tmp_path):
