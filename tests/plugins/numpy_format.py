@@ -44,7 +44,7 @@ class NumpySettings:
         pass  # nothing beyond its types and precisions
 
 
-def _run(arrays: dict, layers: list, x: np.ndarray, seen=None) -> np.ndarray:
+def _run(arrays: dict, layers: list, x: np.ndarray, seen=None) -> np.ndarray:  # both halves run it
     """The MLP on `x` (the batch first); `seen(i, x)` is told each linear layer's input."""
     for kind, i in layers:
         if kind in ("linear", "linear_int8") and seen is not None:
