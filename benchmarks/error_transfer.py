@@ -21,15 +21,17 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from edgepack.formats import get_format
+from edgepack.formats import QuantPlan, get_format
+from edgepack.islands import Islands
 from edgepack.model_source import load_model
 from edgepack.samples import load_samples
 from edgepack.targets import load_target
 from edgepack.validate import torch_outputs
 from edgepack_runtime.backends import open_session
 from edgepack_runtime.parity import run_samples
+from edgepack_runtime.precision import precision
 
-VARIANTS = ({"float_prefix": 0.05}, {"float_prefix": 0.1})  # over the preset, as the search's walks
+VARIANTS = (Islands(prefix=0.05), Islands(prefix=0.1))  # over the preset, as the search's walks
 RANKED = (1, 2, 4)  # the preset with its most sensitive layers float
 
 
@@ -72,16 +74,18 @@ def main() -> None:
         for fmt_name in args.formats.split(","):
             fmt = get_format(fmt_name)
             fp32 = Path(tmp) / f"{fmt_name}.fp32{fmt.suffix}"
-            fmt.export(loaded.module, specs, [s.name for s in out_specs], target, fp32)
-            preset, *others = fmt.recipes(target, "int8")
+            int8 = precision("int8")
+            exported = fmt.export(loaded.module, specs, [s.name for s in out_specs], target, fp32)
+            preset, *others = fmt.recipes(target, int8)
             first = Path(tmp) / f"{fmt_name}.preset{fmt.suffix}"
-            fmt.quantize(fp32, first, target, "int8", calibration, preset)
-            ranked = fmt.sensitive_layers(fp32, first, calibration, target)
-            recipes = [preset, *others, *({**preset, **v} for v in VARIANTS),
-                       *({**preset, "float_layers": ranked[:k]} for k in RANKED if k <= len(ranked))]
-            for i, recipe in enumerate(recipes):
+            fmt.quantize(exported, first, target, QuantPlan(int8, preset), calibration)
+            ranked = [tuple(group) for group in fmt.sensitive_layers(fp32, first, calibration, target)]
+            islands = [*VARIANTS, *(Islands(ranked=tuple(ranked[:k])) for k in RANKED if k <= len(ranked))]
+            plans = [QuantPlan(int8, recipe) for recipe in (preset, *others)] + [
+                QuantPlan(int8, preset, i.ops(exported.graph)) for i in islands]
+            for i, plan in enumerate(plans):
                 path = Path(tmp) / f"{fmt_name}.{i}{fmt.suffix}"
-                fmt.quantize(fp32, path, target, "int8", calibration, recipe)
+                fmt.quantize(exported, path, target, plan, calibration)
                 session = open_session(fmt_name, path, 2, specs, out_specs, fmt.layout(target))
                 on_c = errors(run_samples(session.run, calibration)[name], ref_c[name])
                 on_u = errors(run_samples(session.run, unseen)[name], ref_u[name])

@@ -74,8 +74,9 @@ def rows(target: str, manifest: dict, p50: dict) -> list[str]:
         size = f"{a['size_bytes'] / 2**20:.1f} MiB" if a.get("size_bytes") else "-"
         chosen = next((t for t in (a.get("quantization") or {}).get("search", []) if t.get("chosen")), None)
         recipe = "-" if not chosen else ", ".join(
-            f"{k}={len(v) if k == 'float_layers' else v}" for k, v in chosen["recipe"].items()
-            if k in ("calibrate_method", "percentile", "bias_correction", "range_update", "float_layers"))
+            [f"{k}={v}" for k, v in chosen["recipe"].items()
+             if k in ("calibrate_method", "percentile", "bias_correction", "range_update")]
+            + [f"float {k}={v}" for k, v in chosen.get("keeps_float", {}).items()])
         out.append(f"| {target} | {a['name']} | {a['status']} | {cos} | {agree} | {where} | {size} | {speed} "
                    f"| {recipe} |")
     return out

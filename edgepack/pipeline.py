@@ -33,11 +33,13 @@ from edgepack_runtime.manifest import (
     ImageSteps,
     Latency,
     Manifest,
+    Quantization,
     TensorSpec,
     Validation,
 )
 from edgepack_runtime.parity import run_samples
-from edgepack_runtime.precision import BASE, is_calibrated
+from edgepack_runtime.precision import BASE, Precision
+from edgepack_runtime.precision import precision as precision_named
 from edgepack_runtime.signature import sign_bundle
 from edgepack_runtime.task_fidelity import headline
 from edgepack_runtime.typed import from_data
@@ -47,7 +49,7 @@ from .budget import Budget
 from .bundle_writer import BundleStaging
 from .closeness import clearly_closer
 from .errors import BuildError, BuildFailed, ModelSourceError, TargetError, mapped
-from .formats import ATTENTION, artifact_files, get_format, remove_artifact, supports
+from .formats import ATTENTION, Exported, QuantResult, artifact_files, get_format, remove_artifact, supports
 from .holdout import CONFIRMATION, HALVES
 from .macs import count_macs
 from .model_source import LoadedModel, load_model
@@ -508,23 +510,30 @@ def _samples(specs, calibration, eval_data, quantized: bool, steps=None):
     return specs, golden, _Calibration(calib, "data"), evaluation
 
 
-def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifact]:
+def _build_format(ctx: BuildContext, fmt, names: list[str]) -> list[Artifact]:
     """Export one format to fp32, derive its other precisions from that file, validate each.
     Precisions from the profile (none named) may be added to for the model."""
     out_dir = ctx.staging.path
     fp32_file = out_dir / f"model.{BASE}{fmt.suffix}"
+    precisions = [precision_named(name) for name in names]
+    exported: Optional[Exported] = None
     export_error = None
 
-    def export() -> None:
+    def export() -> Exported:
         refs = ctx.references
-        fmt.export(ctx.model.module, refs.inputs, [s.name for s in refs.outputs], ctx.profile, fp32_file)
+        made = fmt.export(ctx.model.module, refs.inputs, [s.name for s in refs.outputs], ctx.profile, fp32_file)
+        if not isinstance(made, Exported):
+            raise BuildError(f"format {fmt.name}'s export() returned {type(made).__name__}, not an "
+                             "edgepack.formats.Exported; return Exported(out, graph) (docs/extending.md)")
+        return made
 
     try:
         with ctx.timed(f"{fmt.name}.export"):
             if ctx.shared is None:
-                export()
-            else:
-                ctx.shared.reuse((fmt.name, fmt.export_key(ctx.profile)), fmt, fp32_file, export)
+                exported = export()
+            else:  # made by the first target that asked: its files are copied here
+                shared = ctx.shared.reuse((fmt.name, fmt.export_key(ctx.profile)), fmt, fp32_file, export)
+                exported = shared.at(fp32_file)
     except BuildError as exc:
         export_error = str(exc)
     attention = (not ctx.request.precisions and not ctx.request.output.strict and not export_error
@@ -532,101 +541,115 @@ def _build_format(ctx: BuildContext, fmt, precisions: list[str]) -> list[Artifac
     if attention:
         # Dynamic int8 first: when it holds, static int8 (whose recipes were made for CNNs and
         # destroy attention: all-MiniLM-L6-v2's best of 16 candidates reached cosine 0.72) is not tried.
-        log.info(f"{fmt.name}: the model has attention (matmuls of two activations, softmax): adding dynamic-int8")
-        precisions = [p for p in precisions if p != "int8"] + ["dynamic-int8", "int8"]
+        dynamic = _dynamic(fmt)
+        log.info(f"{fmt.name}: the model has attention (matmuls of two activations, softmax): adding "
+                 f"{', '.join(p.name for p in dynamic)}")
+        precisions = ([p for p in precisions if not p.calibrated] + dynamic
+                      + [p for p in precisions if p.calibrated])
     artifacts: list[Artifact] = []
     for precision in precisions:
-        holds = [a.name for a in artifacts if a.precision == "dynamic-int8" and a.status == "ok"
+        holds = [a.name for a in artifacts if precision_named(a.precision).dynamic and a.status == "ok"
                  and a.validation.passed and a.accuracy is not None and a.accuracy.within_budget]
-        if attention and precision == "int8" and holds:
+        if attention and precision.calibrated and holds:
             artifacts.append(Artifact(
-                name=f"{fmt.name}-int8", format=fmt.name, precision="int8", status="rejected",
-                error=f"not tried: the model has attention and {holds[0]} holds its floors; static int8 recipes "
-                      "made for CNNs lose attention's outputs (ask for it with --precisions int8 to try it anyway)"))
+                name=f"{fmt.name}-{precision.name}", format=fmt.name, precision=precision.name, status="rejected",
+                error=f"not tried: the model has attention and {holds[0]} holds its floors; static {precision.name} "
+                      f"recipes made for CNNs lose attention's outputs (ask for it with --precisions {precision.name} "
+                      "to try it anyway)"))
             continue
-        artifacts.append(_build_precision(ctx, fmt, precision, fp32_file, export_error))
+        artifacts.append(_build_precision(ctx, fmt, precision, exported, export_error))
     for stale in out_dir.glob(f"model.{BASE}.*{fmt.suffix}"):
         stale.unlink()  # intermediate files of the search (e.g. the bias-corrected float model)
-    if BASE not in precisions:
+    if BASE not in names:
         remove_artifact(fmt, fp32_file)  # only the base for the other precisions: not part of the bundle
     return artifacts
 
 
-def _build_precision(ctx: BuildContext, fmt, precision: str, fp32_file: Path, export_error: Optional[str]
-                     ) -> Artifact:
+def _build_precision(ctx: BuildContext, fmt, precision: Precision, exported: Optional[Exported],
+                     export_error: Optional[str]) -> Artifact:
     """One artifact: the exported base validated, or another precision quantized from it
     (searching the target's recipes); `failed` with why when it cannot be built."""
-    name, file = f"{fmt.name}-{precision}", ctx.staging.path / f"model.{precision}{fmt.suffix}"
+    name, file = f"{fmt.name}-{precision.name}", ctx.staging.path / f"model.{precision.name}{fmt.suffix}"
     layout = fmt.layout(ctx.profile)
     quantization = None
     try:
-        if export_error:
-            raise BuildError(export_error)
-        if precision == BASE:
+        if export_error or exported is None:
+            raise BuildError(export_error or f"{fmt.name} was not exported")
+        if precision.name == BASE:
             # An export its own backend cannot load is a failed artifact, not a failed build.
             with ctx.timed(f"{fmt.name}.validate"), mapped(BuildError, f"the runtime cannot load or run {name}"):
-                validation, accuracy, _ = validate_artifact(fmt.name, precision, file, layout, ctx.profile,
+                validation, accuracy, _ = validate_artifact(fmt.name, precision.name, file, layout, ctx.profile,
                                                             ctx.host, ctx.references, ctx.floors)
         else:
             with ctx.timed(f"{fmt.name}.quantize+search"):
-                found = _search(ctx, fmt, precision, fp32_file, file)
+                found = _search(ctx, fmt, precision, exported, file)
             validation, accuracy = found.validation, found.confirmation
             ctx.errors[name] = found.errors
-            quantization = {**found.settings, "search": found.trail}
-            if is_calibrated(precision):
-                calibration = ctx.calibration_set
-                quantization["calibration"] = calibration.source
-                quantization["calibration_samples"] = len(next(iter(calibration.samples.values())))
+            quantization = _quantization(ctx, fmt, precision, found)
     except BuildError as exc:
-        return Artifact(name=name, format=fmt.name, precision=precision, status="failed", error=str(exc))
+        return Artifact(name=name, format=fmt.name, precision=precision.name, status="failed", error=str(exc))
     files = tuple(FileRef(path=f.name, sha256=sha256_file(f), size_bytes=f.stat().st_size)
                   for f in artifact_files(fmt, file))
     return Artifact(
-        name=name, format=fmt.name, precision=precision, status="ok",
+        name=name, format=fmt.name, precision=precision.name, status="ok",
         path=file.name, sha256=files[0].sha256, size_bytes=sum(f.size_bytes for f in files), files=files,
         quantization=quantization, layout=layout, validation=validation, accuracy=accuracy,
     )
 
 
+def _quantization(ctx: BuildContext, fmt, precision: Precision, found: "_Found") -> Quantization:
+    """What the manifest records of a quantized artifact: the chosen QuantResult (tool, recipe,
+    the ops that stayed float), this target's ISA notes, the calibration and the search's trail."""
+    samples = ctx.calibration_set
+    return Quantization(
+        tool=found.result.tool, recipe=dict(found.result.recipe), float_ops=tuple(found.result.float_ops),
+        relies_on=ctx.profile.relies_on(fmt.name, precision.name),
+        calibration=samples.source if precision.calibrated else None,
+        calibration_samples=len(next(iter(samples.samples.values()))) if precision.calibrated else None,
+        search=tuple(found.trail))
+
+
 class _Found(NamedTuple):
     """A search's chosen artifact (left at its file), as the manifest and the bundle's rules need it."""
 
-    settings: dict
+    result: QuantResult
     trail: list[dict]
     validation: Validation
     confirmation: Optional[Accuracy]
     errors: np.ndarray  # per group, of the halves' choices on the other halves (closeness.py): out of sample
 
 
-def _search(ctx: BuildContext, fmt, precision: str, fp32_file: Path, file: Path) -> _Found:
+def _search(ctx: BuildContext, fmt, precision: Precision, exported: Exported, file: Path) -> _Found:
     """search.py's choice for `precision`, or in a multi-target build the one an earlier
-    target made from the same inputs (shared_work.py), with this target's ISA notes."""
+    target made from the same inputs (shared_work.py)."""
     def run() -> _Found:
-        chosen, trail = search(fmt, precision, fp32_file, file, SearchContext(
+        chosen, trail = search(fmt, precision, exported, file, SearchContext(
             ctx.profile, ctx.host, ctx.references, ctx.calibration_set.samples, ctx.floors, ctx.request.budget.prefer))
         confirmed = chosen.confirmation
         assert confirmed is not None  # search() confirms what it chooses
-        return _Found(chosen.settings, trail, chosen.validation, confirmed.accuracy, confirmed.errors)
+        return _Found(chosen.result, trail, chosen.validation, confirmed.accuracy, confirmed.errors)
 
     if ctx.shared is None:
         return run()
-    matches = ctx.profile.matches_host(ctx.host, fmt.name, precision)
-    key = (fmt.name, precision, fmt.export_key(ctx.profile), json.dumps(fmt.recipes(ctx.profile, precision),
-                                                                          sort_keys=True, default=str),
+    matches = ctx.profile.matches_host(ctx.host, fmt.name, precision.name)
+    recipes = [dict(recipe) for recipe in fmt.recipes(ctx.profile, precision)]
+    key = (fmt.name, precision.name, fmt.export_key(ctx.profile), json.dumps(recipes, sort_keys=True, default=str),
            matches, fmt.layout(ctx.profile),
            ctx.profile.threads if matches else None)  # where speed decides, it is timed at the target's threads
-    found = ctx.shared.reuse(key, fmt, file, run)
-    if "relies_on" in found.settings:
-        found = found._replace(settings={**found.settings,
-                                         "relies_on": list(ctx.profile.relies_on(fmt.name, precision))})
-    return found
+    return ctx.shared.reuse(key, fmt, file, run)
 
 
-def _has_attention(fmt, precisions: list[str], fp32_file: Path) -> bool:
-    """Whether the profile's precisions get dynamic int8 for this model: static int8 is among
-    them, dynamic int8 is not but the format builds it, and the exported model has attention."""
-    return ("int8" in precisions and "dynamic-int8" not in precisions and "dynamic-int8" in fmt.precisions
-            and supports(fmt, ATTENTION) and fmt.has_attention(fp32_file))
+def _dynamic(fmt) -> list[Precision]:
+    """The precisions of `fmt` whose activations are quantized at run time."""
+    return [p for p in map(precision_named, fmt.precisions) if p.dynamic]
+
+
+def _has_attention(fmt, precisions: list[Precision], fp32_file: Path) -> bool:
+    """Whether the profile's precisions get dynamic int8 for this model: a calibrated integer
+    precision (static int8) is among them, none of the format's dynamic ones is, and the
+    exported model has attention."""
+    return (any(p.integer and p.calibrated for p in precisions) and not any(p.dynamic for p in precisions)
+            and bool(_dynamic(fmt)) and supports(fmt, ATTENTION) and fmt.has_attention(fp32_file))
 
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
@@ -712,7 +735,7 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
 
 
 def _confirmed_by_both_halves(art: Artifact) -> bool:
-    chosen = next((t for t in (art.quantization or {}).get("search", []) if t.get("chosen")), None)
+    chosen = next((t for t in (art.quantization.search if art.quantization else ()) if t.get("chosen")), None)
     return chosen is not None and set(chosen.get("chosen_by", ())) == set(HALVES)
 
 
@@ -759,7 +782,7 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
                    else f"cosine {acc.cosine:.5f} (needs ≥ {manifest.min_cosine})")
         if acc.drop is not None:
             figures += f", loses {acc.drop:.2f} top-1 points (allowed {manifest.accuracy_tolerance})"
-        tried = len((art.quantization or {}).get("search", [])) or 1
+        tried = len(art.quantization.search if art.quantization else ()) or 1
         where = f"measured on {acc.measured_on}" + (", indicative" if acc.indicative else "")
         part = f" {acc.split}" if acc.split else ""
         return (f"{art.name} misses the accuracy budget on {acc.samples} {acc.data}{part} samples: {figures} "

@@ -5,10 +5,12 @@ No recipe wins on every model (docs/quantization.md), so every recipe the target
 lists is quantized and run on the judged samples. Candidates are ranked by a continuous
 error of what the user sees (closeness.py), not only by a count near the floor. When no
 candidate clears its floors with margin (the low end of its interval), the search explores
-float islands: the most sensitive layers of the most faithful recipe, a few more at each
-step (the walk stops at a step that holds with margin, or when a step lowers the error no
-further), then the first layers (formats/tail.py): the largest share first, then the
-smallest share within budget by bisection. Then the choice
+float islands (islands.py): the most sensitive layers of the most faithful recipe, a few
+more at each step (the walk stops at a step that holds with margin, or when a step lowers
+the error no further), then the first layers: the largest share first, then the smallest
+share within budget by bisection. What stays float is decided here alone, as op ids of the
+exported graph (`QuantPlan.float_ops`): a format that returns its graph in its `Exported`
+gets the detector's tail and the prefix without a line about them. Then the choice
 rule (`_choose`), by `--prefer`:
 
 - `balanced` (default): the fastest candidate whose error is within one standard error
@@ -40,15 +42,16 @@ from edgepack_runtime.backends import Session
 from edgepack_runtime.hostinfo import HostInfo
 from edgepack_runtime.manifest import Accuracy, Validation
 from edgepack_runtime.parity import run_samples
-from edgepack_runtime.precision import is_calibrated
+from edgepack_runtime.precision import Precision
 from edgepack_runtime.task_fidelity import headline
 
 from .budget import Budget
 from .closeness import MIN_GROUPS_TO_TRADE, group_errors
 from .errors import BuildError, mapped
-from .formats import MIXED_PRECISION, move_artifact, remove_artifact, supports
+from .formats import MIXED_PRECISION, Exported, QuantPlan, QuantResult, Recipe, move_artifact, remove_artifact, supports
 from .formats.errors import root_cause
 from .holdout import ALL, CONFIRMATION, HALVES, Split
+from .islands import Islands
 from .targets import TargetProfile
 from .validate import (
     Evaluation,
@@ -71,7 +74,7 @@ log = logging.getLogger(__name__)
 # mixed candidate that is not faster than the float model is no candidate at all.
 MIXED_PRECISION_STEPS = (1, 2, 4, 8)
 MAX_FLOAT_SHARE = 0.25
-# Then the first layers in float, a growing share of the weighted layers (formats/tail.py):
+# Then the first layers in float, a growing share of the weighted layers (islands.py):
 # where the ranking misses because every early tensor costs a little (a detector on
 # thin-line drawings), the prefix holds.
 PREFIX_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25)
@@ -92,8 +95,9 @@ class Judged:
 
 @dataclass
 class Candidate:
-    recipe: dict  # as tried: one of the format's recipes, maybe with float_layers
-    settings: dict  # what quantize() returned, for the manifest
+    islands: Islands  # what the search asked to keep float, by which steps
+    plan: QuantPlan  # as tried: one of the format's recipes, the islands' op ids
+    result: QuantResult  # what quantize() did, for the manifest
     file: Path
     validation: Validation
     judged: dict[str, Judged]  # by part: ALL and each of HALVES
@@ -121,19 +125,20 @@ class Candidate:
         return self.judged[part].error
 
     @property
+    def recipe(self) -> Recipe:
+        return self.plan.recipe
+
+    @property
     def falls_back_to_float(self) -> bool:
         """Part of it stays float: it has to beat the float model to be worth shipping."""
-        return bool(self.recipe.get("float_layers") or self.recipe.get("float_tail") or self.recipe.get("float_prefix"))
+        return bool(self.result.float_ops)
 
     def summary(self) -> str:
         """One line for the progress display: what it keeps float, its figure, its error, its seconds."""
-        islands = [f"{len(self.recipe['float_layers'])} ranked layers float"] if self.recipe.get("float_layers") else []
-        if self.recipe.get("float_prefix"):
-            islands.append(f"first {self.recipe['float_prefix']:.0%} float")
         acc = self.judged[ALL].accuracy
         figure = headline(acc.metrics) if acc is not None and acc.metrics else None
         measured = figure.describe(interval=False) if figure is not None else f"cos {self.validation.cosine:.4f}"
-        return (f"{', '.join(islands) or 'whole graph'}: {measured} (selection), answer error {self.error():.3f}, "
+        return (f"{self.islands.describe()}: {measured} (selection), answer error {self.error():.3f}, "
                 f"{self.seconds:.1f} s")
 
     def trail(self) -> dict:
@@ -143,8 +148,12 @@ class Candidate:
         conf = headline(confirmed.metrics) if confirmed is not None else None
         describe = lambda m: {"metric": m.name, "value": round(m.value, 4), "low": round(m.low, 4),  # noqa: E731
                               "samples": m.samples, "groups": m.groups}
+        kept = self.islands.to_dict()
         return {
-            "recipe": self.recipe,
+            "recipe": self.recipe.to_dict(),
+            # The steps that kept ops float and how many stayed float (the chosen one's ops are
+            # the artifact's `quantization.float_ops`).
+            **({"keeps_float": {**kept, "ops": len(self.result.float_ops)}} if kept else {}),
             "selection": describe(figure) if figure is not None else None,  # the samples that chose: optimistic
             "answer_error": round(self.error(), 5),  # closeness.py: what candidates are ranked by
             "cosine": round(acc.cosine if acc is not None else self.validation.cosine, 5),
@@ -185,51 +194,55 @@ class SearchContext:
         return split
 
 
-def _outputs(fmt, precision: str, recipe: dict, fp32: Path, session: Session, indices: np.ndarray,
+def _outputs(fmt, plan: QuantPlan, exported: Exported, session: Session, indices: np.ndarray,
              ctx: SearchContext) -> dict:
     """A candidate's outputs on the judged samples at `indices`: the artifact's own, unless
-    the judged samples are its calibration samples: then each fold's come from the recipe
+    the judged samples are its calibration samples: then each fold's come from the plan
     calibrated without that fold (holdout.py)."""
     ev, split = ctx.evaluation, ctx.split
-    if not (split.crossfit and is_calibrated(precision)):  # nothing of the judged samples went into it
+    if not (split.crossfit and plan.precision.calibrated):  # nothing of the judged samples went into it
         return run_samples(session.run, {k: v[indices] for k, v in ev.inputs.items()})
 
     def run_fold(fold, inputs):
         with tempfile.TemporaryDirectory(prefix="edgepack-fold-") as tmp:
             out = Path(tmp) / f"fold{fold}{fmt.suffix}"
-            fmt.quantize(fp32, out, ctx.profile, precision, split.calibration_without(fold, ctx.calibration), recipe)
+            fmt.quantize(exported, out, ctx.profile, plan, split.calibration_without(fold, ctx.calibration))
             return run_samples(open_artifact(fmt.name, out, fmt.layout(ctx.profile), ctx.profile, ctx.refs).run, inputs)
 
     return split.crossfitted(indices, ev.inputs, run_fold)
 
 
-def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: str, precision: str,
+def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: str, precision: Precision,
            ctx: SearchContext) -> Judged:
     """The task's figures and per-group errors of outputs on the judged samples at `indices`."""
     full = ctx.evaluation
     ev, budget = (full if len(indices) == full.count else full.subset(indices)), ctx.budget
     accuracy = measure_on(outputs, ev, budget, build_host(ctx.host),
-                          indicative=not ctx.profile.matches_host(ctx.host, fmt_name, precision), split=part)
+                          indicative=not ctx.profile.matches_host(ctx.host, fmt_name, precision.name), split=part)
     errors = budget.judged_as.sample_errors(outputs, ev.outputs, budget.answer)
     return Judged(accuracy, group_errors(errors, ev.groups))
 
 
-def _try(fmt, precision: str, recipe: dict, fp32: Path, out: Path, ctx: SearchContext) -> Candidate:
+def _try(fmt, islands: Islands, plan: QuantPlan, exported: Exported, out: Path, ctx: SearchContext) -> Candidate:
     start = time.perf_counter()
-    settings = fmt.quantize(fp32, out, ctx.profile, precision, ctx.calibration, recipe)
+    precision = plan.precision
+    result = fmt.quantize(exported, out, ctx.profile, plan, ctx.calibration)
+    if not isinstance(result, QuantResult):
+        raise BuildError(f"format {fmt.name}'s quantize() returned {type(result).__name__}, not an "
+                         "edgepack.formats.QuantResult; return one (docs/extending.md)")
     layout = fmt.layout(ctx.profile)
     # A candidate the runtime cannot load or run is a rejected candidate, not a failed build.
-    with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision} candidate"):
-        validation, session = check_parity(fmt.name, precision, out, layout, ctx.profile, ctx.host, ctx.refs,
+    with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision.name} candidate"):
+        validation, session = check_parity(fmt.name, precision.name, out, layout, ctx.profile, ctx.host, ctx.refs,
                                            ctx.budget)
         split = ctx.split
         everything = split.indices(ALL)
-        outputs = _outputs(fmt, precision, recipe, fp32, session, everything, ctx)
+        outputs = _outputs(fmt, plan, exported, session, everything, ctx)
         judged = {ALL: _judge(outputs, everything, None, fmt.name, precision, ctx)}
         for half in HALVES:
             rows = split.indices(half)
             judged[half] = _judge({k: v[rows] for k, v in outputs.items()}, rows, None, fmt.name, precision, ctx)
-    candidate = Candidate(recipe, settings, out, validation, judged, session, 0.0)
+    candidate = Candidate(islands, plan, result, out, validation, judged, session, 0.0)
     if not any(candidate.within(part) for part in judged):
         candidate.session = None  # only contenders are timed
     if any(candidate.within(half) for half in HALVES):  # the crossing over reads them: not computed twice
@@ -291,7 +304,7 @@ def _choose(candidates: list[Candidate], part: str, prefer: str) -> Candidate:
     return min((c for c, t in pool if not clearly_faster(fastest, t)), key=lambda c: c.error(part))
 
 
-def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str, fp32: Path,
+def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: Precision, exported: Exported,
              ctx: SearchContext) -> Judged:
     """Each half's choice run on the other half, pooled: figures (and errors) of the rule on
     samples it did not choose on (holdout.py)."""
@@ -306,7 +319,7 @@ def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str
                 outputs = {name: saved[name][rows] for name in saved.files}
         else:  # the closest miss: run it again
             session = open_artifact(fmt.name, pick.file, fmt.layout(ctx.profile), ctx.profile, ctx.refs)
-            outputs = _outputs(fmt, precision, pick.recipe, fp32, session, rows, ctx)
+            outputs = _outputs(fmt, pick.plan, exported, session, rows, ctx)
         for name, value in outputs.items():
             pooled.setdefault(name, np.empty((len(split.folds),) + value.shape[1:], value.dtype))[rows] = value
     everything = split.indices(ALL)
@@ -314,10 +327,10 @@ def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: str
 
 
 def _walk(steps, attempt, previous: Candidate) -> None:
-    """Try each step's recipes (more float at each step: only slower) until one holds with
-    margin, or a step lowers the error no further than the one before it."""
-    for recipes in steps:
-        found = [c for c in (attempt(r) for r in recipes) if c is not None]
+    """Try each step's (recipe, islands) pairs (more float at each step: only slower) until
+    one holds with margin, or a step lowers the error no further than the one before it."""
+    for tries in steps:
+        found = [c for c in (attempt(recipe, islands) for recipe, islands in tries) if c is not None]
         if not found or any(c.holds_with_margin for c in found):
             return
         best = min(found, key=lambda c: c.error())
@@ -332,7 +345,7 @@ def _bisect_prefix(bases: list[Candidate], attempt) -> None:
     walk ends there. Else, from the base that came closest, bisect PREFIX_SHARES for the
     smallest share within budget (more float is only slower): 2 + at most 3 candidates for
     5 shares, where walking them one by one from both bases tried up to 10 (issue 28)."""
-    largest = [(base, attempt({**base.recipe, "float_prefix": PREFIX_SHARES[-1]})) for base in bases]
+    largest = [(base, attempt(base.recipe, base.islands.with_prefix(PREFIX_SHARES[-1]))) for base in bases]
     largest = [(base, c) for base, c in largest if c is not None]
     if not largest:
         return
@@ -343,60 +356,75 @@ def _bisect_prefix(bases: list[Candidate], attempt) -> None:
     low, high = 0, len(PREFIX_SHARES) - 1  # PREFIX_SHARES[high] is within budget
     while low < high:
         middle = (low + high) // 2
-        candidate = attempt({**base.recipe, "float_prefix": PREFIX_SHARES[middle]})
+        candidate = attempt(base.recipe, base.islands.with_prefix(PREFIX_SHARES[middle]))
         if candidate is not None and candidate.within():
             high = middle
         else:
             low = middle + 1
 
 
-def search(fmt, precision: str, fp32: Path, out: Path, ctx: SearchContext) -> tuple[Candidate, list[dict]]:
-    """Quantize `fp32` to `precision` with each recipe (and float islands if needed); leave
-    the chosen candidate at `out`, its crossed-over figures as its `confirmation`. Returns
-    it and the trail of every candidate."""
+def _scope(fmt, precision: Precision, exported: Exported, ctx: SearchContext) -> Islands:
+    """What every candidate keeps float for the task: a detector's tail, whose decode must
+    keep its scales (islands.py), where the format gives the graph to find it in."""
+    tail = precision.calibrated and ctx.budget.judged_as.float_tail
+    if tail and exported.graph is None:
+        log.warning(f"{fmt.name}-{precision.name}: the format's export gives no op graph, so the detector's tail is "
+                    "quantized too; its detection figures judge whether that holds")
+        tail = False
+    return Islands(tail=tail)
+
+
+def search(fmt, precision: Precision, exported: Exported, out: Path,
+           ctx: SearchContext) -> tuple[Candidate, list[dict]]:
+    """Quantize `exported` to `precision` with each recipe (and float islands if needed);
+    leave the chosen candidate at `out`, its crossed-over figures as its `confirmation`.
+    Returns it and the trail of every candidate."""
     tried: list[Candidate] = []
     errors: list[str] = []
+    name = f"{fmt.name}-{precision.name}"
 
-    def attempt(recipe: dict) -> Optional[Candidate]:
+    def attempt(recipe: Recipe, islands: Islands) -> Optional[Candidate]:
         number = len(tried) + len(errors) + 1
         file = out.with_name(f".{out.stem}.candidate{number - 1}{out.suffix}")
         try:
-            tried.append(_try(fmt, precision, recipe, fp32, file, ctx))
+            plan = QuantPlan(precision, recipe, islands.ops(exported.graph))
+            same = next((c for c in tried if c.plan == plan), None)
+            if same is not None:  # a share that rounds to the ops of one tried (or to none) is that one
+                return same
+            tried.append(_try(fmt, islands, plan, exported, file, ctx))
         except BuildError as exc:
             errors.append(str(exc))
             remove_artifact(fmt, file)
-            log.info(f"{fmt.name}-{precision} candidate {number}: failed ({exc})")
+            log.info(f"{name} candidate {number}: failed ({exc})")
             return None
-        log.info(f"{fmt.name}-{precision} candidate {number}: {tried[-1].summary()}")
+        log.info(f"{name} candidate {number}: {tried[-1].summary()}")
         return tried[-1]
 
+    scope = _scope(fmt, precision, exported, ctx)
     for recipe in fmt.recipes(ctx.profile, precision):
-        if is_calibrated(precision) and ctx.budget.judged_as.float_tail:
-            recipe = {**recipe, "float_tail": True}  # formats/tail.py: the decode must keep its scales
-        attempt(recipe)
+        attempt(Recipe(recipe), scope)
     if not tried:
         raise BuildError(errors[0])
     plain = list(tried)
-    explore = (is_calibrated(precision) and supports(fmt, MIXED_PRECISION)
-               and not any(c.holds_with_margin for c in tried))
-    if explore:
+    explore = precision.calibrated and not any(c.holds_with_margin for c in tried)
+    if explore and supports(fmt, MIXED_PRECISION):
         base = min(plain, key=lambda c: c.error())
         try:
-            ranked = fmt.sensitive_layers(fp32, base.file, ctx.calibration, ctx.profile)
+            ranked = [tuple(group) for group in fmt.sensitive_layers(exported.path, base.file, ctx.calibration,
+                                                                    ctx.profile)]
         except Exception as exc:  # the libraries' own debugging tools: no ranking, no mixed precision
             errors.append(f"ranking layers for mixed precision failed: {root_cause(exc)}")
             ranked = []
         counts = [n for n in MIXED_PRECISION_STEPS if n <= len(ranked) * MAX_FLOAT_SHARE]
-        _walk(([{**base.recipe, "float_layers": [*base.recipe.get("float_layers", ()), *ranked[:n]]}]
-               for n in counts), attempt, base)
-    if explore and not any(c.holds_with_margin for c in tried):
+        _walk(([(base.recipe, base.islands.with_ranked(tuple(ranked[:n])))] for n in counts), attempt, base)
+    if explore and exported.graph is not None and not any(c.holds_with_margin for c in tried):
         # The preset, and the recipe that came closest with the whole graph quantized: the
         # best one for the early layers need not be the best once they are float.
         _bisect_prefix(list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error()))}.values()), attempt)
     try:
-        _time(tried, fmt, fp32, ctx)
+        _time(tried, fmt, exported.path, ctx)
         chosen = _choose(tried, ALL, ctx.prefer)
-        chosen.confirmation = _confirm(chosen, tried, fmt, precision, fp32, ctx)
+        chosen.confirmation = _confirm(chosen, tried, fmt, precision, exported, ctx)
     finally:
         for c in tried:
             if c.outputs_file is not None:

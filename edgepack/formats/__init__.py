@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgepack_runtime.manifest import TensorSpec
-from edgepack_runtime.precision import BASE, PRECISIONS
+from edgepack_runtime.precision import BASE, PRECISIONS, Precision
 from edgepack_runtime.registry import Registry
 
 from ..errors import TargetError, did_you_mean, mapped
+from .contract import Exported, Op, OpGraph, QuantPlan, QuantResult, Recipe
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ExportFormat", "get_format", "formats", "register", "supports", "check_format", "check_recipes",
            "MIXED_PRECISION", "ATTENTION", "MULTI_FILE", "artifact_files", "move_artifact",
-           "remove_artifact", "ENTRY_POINTS"]
+           "remove_artifact", "ENTRY_POINTS", "Exported", "Op", "OpGraph", "Recipe", "QuantPlan", "QuantResult"]
 
 ENTRY_POINTS = "edgepack.formats"
 
@@ -60,8 +61,10 @@ class ExportFormat(abc.ABC):
 
     @abc.abstractmethod
     def export(self, module: "torch.nn.Module", inputs: tuple[TensorSpec, ...],
-               output_names: list[str], target: "TargetProfile", out: Path) -> None:
-        """Write the fp32 artifact of `module` to `out` as one self-contained file."""
+               output_names: list[str], target: "TargetProfile", out: Path) -> Exported:
+        """Write the fp32 artifact of `module` to `out` (with its companions); return it as an
+        `Exported` with its op graph (what lets the search keep a tail or a prefix float)
+        and any state of the format's own that `quantize()` needs."""
 
     def export_key(self, target: "TargetProfile") -> object:
         """What of `target` the fp32 export depends on: the targets of one build whose keys
@@ -73,16 +76,17 @@ class ExportFormat(abc.ABC):
         """"nhwc" when the artifact takes 4-D tensors channels-last, None when as PyTorch."""
 
     @abc.abstractmethod
-    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
-        """The quantization recipes to try for `precision`, the target's preset first."""
+    def recipes(self, target: "TargetProfile", precision: Precision) -> list[Recipe]:
+        """The quantization recipes to try for `precision`, the target's preset first
+        (`[Recipe()]` when it has no knobs)."""
 
     @abc.abstractmethod
-    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str,
-                 calibration: dict[str, np.ndarray], recipe: dict) -> dict:
-        """Write the `precision` artifact derived from `fp32` to `out` with `recipe` (one of
-        `recipes()`, possibly with `float_layers` to keep in float); static int8 is calibrated
-        on `calibration` ([N, *shape] per input, fed one sample at a time). Returns the
-        settings used, for the manifest."""
+    def quantize(self, exported: Exported, out: Path, target: "TargetProfile", plan: QuantPlan,
+                 calibration: dict[str, np.ndarray]) -> QuantResult:
+        """Write the `plan.precision` artifact derived from `exported` to `out` with
+        `plan.recipe`, keeping the ops `plan.float_ops` names in float; a calibrated precision
+        is calibrated on `calibration` ([N, *shape] per input, fed one sample at a time).
+        Returns what it did, which the manifest records."""
 
     @abc.abstractmethod
     def toolchain(self) -> dict[str, str]:
@@ -91,7 +95,7 @@ class ExportFormat(abc.ABC):
     def sensitive_layers(self, fp32: Path, quantized: Path, calibration: dict[str, np.ndarray],
                          target: "TargetProfile") -> list[list[str]]:
         """MIXED_PRECISION: layers to keep in float, most sensitive first (each entry the
-        layer names kept together)."""
+        op ids kept together, as the exported graph names them)."""
         raise NotImplementedError(f"format {self.name} does not declare {MIXED_PRECISION}")
 
     def has_attention(self, fp32: Path) -> bool:

@@ -32,10 +32,12 @@ import numpy as np
 
 from edgepack_runtime.backends.ncnn import import_ncnn, options_path, weights_path
 from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.precision import Precision
 from edgepack_runtime.subprocesses import run_checked
 
 from ..errors import BuildError
 from . import MULTI_FILE, ExportFormat
+from .contract import Exported, QuantPlan, QuantResult, Recipe
 from .errors import root_cause
 from .output import converter_output
 
@@ -71,6 +73,14 @@ class NcnnSettings:
 
     def check(self, where: str) -> None:
         pass  # its precisions are checked against NcnnFormat.precisions by the profile loader
+
+
+@dataclass(frozen=True)
+class _Traced:
+    """An export's state: the folder holding the traced TorchScript, and pnnx's shape arguments."""
+
+    scratch: tempfile.TemporaryDirectory
+    shape_args: list[str]
 
 
 def _pnnx():
@@ -121,11 +131,6 @@ class NcnnFormat(ExportFormat):
     emulation_wheels = ("ncnn==1.0.20261020",)
     capabilities = frozenset({MULTI_FILE})
 
-    def __init__(self):
-        # fp32 .param -> the TorchScript it was converted from and pnnx's shape arguments:
-        # fp16 is pnnx's own weight conversion, run on the same TorchScript in quantize().
-        self._sources: dict[Path, tuple[tempfile.TemporaryDirectory, list[str]]] = {}
-
     def companions(self, path: Path) -> list[Path]:
         """`model.fp16.param` -> `model.fp16.bin` (weights), `model.fp16.ncnn.json` (options)."""
         return [weights_path(path), options_path(path)]
@@ -133,7 +138,8 @@ class NcnnFormat(ExportFormat):
     def layout(self, target: "TargetProfile") -> str | None:
         return None  # ncnn takes NCHW (its Mat is CHW, one sample at a time) as PyTorch does
 
-    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile", out: Path) -> None:
+    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile",
+               out: Path) -> Exported:
         pnnx = _pnnx()
         import torch
 
@@ -153,9 +159,12 @@ class NcnnFormat(ExportFormat):
             raise BuildError(f"torch.jit.trace (pnnx's input) failed: {root_cause(exc)}; make forward() "
                              "traceable, or leave ncnn out with --formats onnx,tflite") from exc
         shape_args = [f"inputshape={_shape_arg(first)}"] + ([f"inputshape2={_shape_arg(second)}"] if second else [])
-        self._sources[Path(out).resolve()] = (scratch, shape_args)
         self._convert(pnnx, traced, shape_args, out, fp16=False)
         self._write_options(out, target, fp16=False)
+        # No op graph: ncnn builds no calibrated precision, so nothing is ever kept float.
+        # The state is the traced TorchScript (its folder lives as long as the Exported) and
+        # pnnx's shape arguments: fp16 is pnnx's own weight conversion of the same TorchScript.
+        return Exported(out, state=_Traced(scratch, shape_args))
 
     def _convert(self, pnnx, traced: Path, shape_args: list[str], out: Path, fp16: bool) -> None:
         scratch = traced.parent
@@ -178,24 +187,24 @@ class NcnnFormat(ExportFormat):
                    "lightmode": settings.lightmode}
         options_path(out).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
 
-    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
-        return [{}]  # fp16 has no knobs; int8 is not built (module docstring)
+    def recipes(self, target: "TargetProfile", precision: Precision) -> list[Recipe]:
+        return [Recipe()]  # fp16 has no knobs; int8 is not built (module docstring)
 
-    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str,
-                 calibration: dict[str, np.ndarray], recipe: dict) -> dict:
-        if precision == "int8":
+    def quantize(self, exported: Exported, out: Path, target: "TargetProfile", plan: QuantPlan,
+                 calibration: dict[str, np.ndarray]) -> QuantResult:
+        precision = plan.precision
+        if precision.integer:
             raise BuildError(INT8_UNAVAILABLE)
-        if precision != "fp16":
-            raise BuildError(f"ncnn has no {precision!r} precision; use fp32 or fp16")
-        source = self._sources.get(Path(fp32).resolve())
-        if source is None:
-            raise BuildError(f"{fp32} was not exported by this process; ncnn fp16 is converted from the traced "
-                             "model: rebuild the bundle")
-        scratch, shape_args = source
-        self._convert(_pnnx(), Path(scratch.name) / "model.pt", shape_args, out, fp16=True)
+        if precision.weights != "float16":
+            raise BuildError(f"ncnn has no {precision.name!r} precision; use {', '.join(self.precisions)}")
+        traced = exported.state
+        if not isinstance(traced, _Traced):
+            raise BuildError(f"{exported.path} was not exported by NcnnFormat.export(); ncnn fp16 is converted from "
+                             "the traced model: rebuild the bundle")
+        self._convert(_pnnx(), Path(traced.scratch.name) / "model.pt", traced.shape_args, out, fp16=True)
         self._write_options(out, target, fp16=True)
         arithmetic = (target.settings(NAME) or NcnnSettings(("fp32",))).fp16_arithmetic
-        return {"tool": "pnnx", "weights": "fp16", "fp16_storage": True, "fp16_arithmetic": arithmetic}
+        return QuantResult("pnnx", Recipe(plan.recipe, weights="fp16", fp16_storage=True, fp16_arithmetic=arithmetic))
 
     def toolchain(self) -> dict[str, str]:
         versions = {}

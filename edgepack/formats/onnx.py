@@ -13,17 +13,18 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from edgepack_runtime.manifest import TensorSpec
+from edgepack_runtime.precision import Precision
 
 from ..errors import BuildError
 from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
+from .contract import Exported, OpGraph, QuantPlan, QuantResult, Recipe
 from .errors import root_cause
 from .output import converter_output
-from .tail import float_ops
 
 if TYPE_CHECKING:  # torch and onnx are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -75,15 +76,26 @@ WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 ACTIVATIONS = ("Relu", "Clip")
 
 
-def _float_nodes(model_path: Path, recipe: dict) -> list[str]:
-    """The nodes `recipe` keeps float, by name: its float_layers groups, and the tail and
-    prefix of the graph when it asks for them (formats/tail.py)."""
+def _op_graph(model_path: Path) -> OpGraph:
+    """The exported graph's nodes, by name (what nodes_to_exclude takes)."""
     import onnx
 
     nodes = onnx.load(str(model_path), load_external_data=False).graph.node
-    ops = [(n.name, n.input, n.output, n.op_type in WEIGHTED_OPS) for n in nodes]
-    names = [name for group in recipe.get("float_layers", ()) for name in group]
-    return list(dict.fromkeys(names + float_ops(ops, recipe)))
+    return OpGraph.of((n.name or f"{n.op_type}#{i}", n.input, n.output, n.op_type in WEIGHTED_OPS)
+                      for i, n in enumerate(nodes))
+
+
+def _excluded(prepared: Path, graph: OpGraph | None, float_ops: frozenset[str]) -> list[str]:
+    """The nodes of the prepared graph that stay float, by name, in graph order: those the
+    plan names (preparation renames no node it keeps) and those it made of them (a fusion's
+    new node writes the output of the last node it replaced)."""
+    import onnx
+
+    if not float_ops:
+        return []
+    outputs = {name for op in (graph or ()) if op.id in float_ops for name in op.outputs}
+    nodes = onnx.load(str(prepared), load_external_data=False).graph.node
+    return [n.name for n in nodes if n.name in float_ops or not outputs.isdisjoint(n.output)]
 
 
 @functools.cache
@@ -100,7 +112,8 @@ def _calibration_key(prepared: Path, calibration: dict[str, np.ndarray], method:
     return key.hexdigest()
 
 
-def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: dict, key: str | None = None) -> dict:
+def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: Mapping[str, Any],
+                  key: str | None = None) -> dict:
     """quantize_static's calibration cache for this graph, these samples and this method
     at the recipe's percentile: the candidates of a search differ in what they keep
     float, not in the ranges, and calibrating a 640x640 detector takes longer than
@@ -321,7 +334,8 @@ class OnnxFormat(ExportFormat):
     # The last onnxruntime with a cp311 aarch64 wheel for numpy<2 (Debian 12's Python).
     emulation_wheels = ("onnxruntime==1.19.2",)
 
-    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile", out: Path) -> None:
+    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile",
+               out: Path) -> Exported:
         import torch
 
         # Dynamic dims become dynamic axes, one torch Dim per name so shared dims stay equal.
@@ -345,6 +359,7 @@ class OnnxFormat(ExportFormat):
             raise BuildError("torch.onnx.export returned no program; leave the format out with --formats")
         # One self-contained file: a bundle must not depend on a stray .onnx.data.
         program.save(str(out), external_data=False)
+        return Exported(out, _op_graph(out))
 
     def export_key(self, target: "TargetProfile") -> object:
         return target.settings("onnx").opset  # the rest of the profile is for quantization
@@ -352,16 +367,16 @@ class OnnxFormat(ExportFormat):
     def layout(self, target: "TargetProfile") -> str | None:
         return None  # the export keeps PyTorch's layout
 
-    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
-        if precision == "dynamic-int8":
+    def recipes(self, target: "TargetProfile", precision: Precision) -> list[Recipe]:
+        if precision.dynamic:
             # Weights only: no ranges to search. The ISA's concerns stay those of the int8
             # preset (u8 x s8 saturation without VNNI: reduce_range).
             int8 = target.settings("onnx").int8
-            return [{"per_channel": int8.per_channel, "reduce_range": int8.reduce_range, "weight_type": "int8"}]
-        return target.settings("onnx").int8.recipes()
+            return [Recipe(per_channel=int8.per_channel, reduce_range=int8.reduce_range, weight_type="int8")]
+        return [Recipe(recipe) for recipe in target.settings("onnx").int8.recipes()]
 
-    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str, calibration,
-                 recipe: dict) -> dict:
+    def quantize(self, exported: Exported, out: Path, target: "TargetProfile", plan: QuantPlan,
+                 calibration) -> QuantResult:
         from onnxruntime.quantization import (
             CalibrationMethod,
             QuantFormat,
@@ -370,21 +385,24 @@ class OnnxFormat(ExportFormat):
             quantize_static,
         )
 
+        precision, recipe, fp32 = plan.precision, plan.recipe, exported.path
         types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-        if precision == "dynamic-int8":
+        if not precision.integer:
+            raise BuildError(f"ONNX has no {precision.name!r} precision; use {', '.join(self.precisions)}")
+        if precision.dynamic:
             # onnxruntime's recommendation for transformers: int8 weights, activations
             # quantized per inference (MatMulInteger / DynamicQuantizeLinear).
             with tempfile.TemporaryDirectory(prefix="edgepack-quant-") as tmp:
                 try:
                     prepared = _prepared(fp32, Path(tmp) / "prepared.onnx")
+                    excluded = _excluded(prepared, exported.graph, plan.float_ops)
                     with converter_output():
                         quantize_dynamic(str(prepared), str(out), per_channel=recipe["per_channel"],
                                          reduce_range=recipe["reduce_range"], weight_type=types[recipe["weight_type"]],
-                                         use_external_data_format=False)
+                                         nodes_to_exclude=excluded, use_external_data_format=False)
                 except Exception as exc:
                     raise BuildError(f"onnxruntime dynamic quantization failed: {root_cause(exc)}") from exc
-            return {"tool": "onnxruntime.quantization.quantize_dynamic", **recipe,
-                    "relies_on": list(target.settings("onnx").int8.relies_on)}
+            return QuantResult("onnxruntime.quantization.quantize_dynamic", recipe, tuple(excluded))
         methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                    "percentile": CalibrationMethod.Percentile}
         formats = {"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}
@@ -404,8 +422,7 @@ class OnnxFormat(ExportFormat):
                 if recipe["bias_correction"]:
                     source = _bias_corrected(fp32, calibration)
                 prepared = _prepared(source, prepared)
-                # Node names as the prepared graph has them (its fusions rename nothing they keep).
-                excluded = _float_nodes(prepared, recipe)
+                excluded = _excluded(prepared, exported.graph, plan.float_ops)
                 stride = _calibration_stride(prepared, len(next(iter(calibration.values()))))
                 if stride:
                     kwargs["extra_options"] = {**kwargs["extra_options"], "CalibStridedMinMax": stride}
@@ -419,8 +436,7 @@ class OnnxFormat(ExportFormat):
                 raise
             except Exception as exc:
                 raise BuildError(f"onnxruntime quantization failed: {root_cause(exc)}") from exc
-        return {"tool": "onnxruntime.quantization.quantize_static", **recipe,
-                "relies_on": list(target.settings("onnx").int8.relies_on)}
+        return QuantResult("onnxruntime.quantization.quantize_static", recipe, tuple(excluded))
 
     def has_attention(self, fp32: Path) -> bool:
         """Whether the graph multiplies two activations and has a Softmax (attention): static

@@ -17,12 +17,13 @@ from edgepack_runtime.backends.tflite import by_position, narrow
 from edgepack_runtime.dims import tile_to
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.parity import split_samples
+from edgepack_runtime.precision import Precision
 
 from ..errors import BuildError, TargetError, did_you_mean
 from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
+from .contract import Exported, OpGraph, QuantPlan, QuantResult, Recipe
 from .errors import root_cause
 from .output import converter_output
-from .tail import float_ops
 
 if TYPE_CHECKING:  # torch and the converters are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -61,7 +62,7 @@ class TfliteSettings:
         check_recipes(self.int8, CHOICES, where)
 
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
-# TFLite's names of the ops with learned weights (formats/tail.py).
+# TFLite's names of the ops with learned weights (the op graph's `weighted`).
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL")
 # Recent calibrations (quantize), by _calibration_key: float variants of a recipe reuse them.
 # A search alternates two recipes, and cross-fitting four folds' samples: room for all.
@@ -106,6 +107,19 @@ def _graph(fp32: Path):
                           for op in graph.operators]
 
 
+def _op_graph(fp32: Path) -> OpGraph:
+    """The ops of the file's first signature, each named by its first output tensor (how
+    ai-edge-quantizer scopes per-op overrides); ops without outputs have nothing to keep float."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
+
+    _, graph, names = _graph(fp32)
+    name = lambda i: tfl.get_tensor_name(graph.tensors[i])  # noqa: E731
+    return OpGraph.of((name(op.outputs[0]), [name(i) for i in op.inputs if i >= 0],
+                       [name(i) for i in op.outputs if i >= 0], op_name in WEIGHTED_OPS)
+                      for op_name, op in zip(names, graph.operators, strict=True)
+                      if len(op.outputs) and op.outputs[0] >= 0)
+
+
 def fixed_sizes(specs: tuple[TensorSpec, ...]) -> list[dict[str, int]]:
     """Every combination of the fixed sizes of the inputs' dynamic dims."""
     ranges = {d.name: (d.min, d.max) for s in specs for d in s.dynamic}
@@ -146,7 +160,8 @@ class TfliteFormat(ExportFormat):
     def layout(self, target: "TargetProfile") -> str | None:
         return "nhwc" if target.settings("tflite").layout == "nhwc" else None
 
-    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile", out: Path) -> None:
+    def export(self, module, inputs: tuple[TensorSpec, ...], output_names, target: "TargetProfile",
+               out: Path) -> Exported:
         with converter_output():  # its import prints torchao's optional-kernel load failures
             litert_torch = _require("litert_torch")
         layout = target.settings("tflite").layout
@@ -177,42 +192,45 @@ class TfliteFormat(ExportFormat):
                 f"litert-torch could not convert the model: {root_cause(exc)} (replace that op or construct, "
                 "or leave tflite out with --formats onnx)"
             ) from exc
+        try:
+            graph = _op_graph(out)
+        except ImportError:  # no ai-edge-quantizer: nothing of this file will be quantized, or kept float
+            graph = None
+        return Exported(out, graph)
 
-    def recipes(self, target: "TargetProfile", precision: str) -> list[dict]:
+    def recipes(self, target: "TargetProfile", precision: Precision) -> list[Recipe]:
         # Static int8 searches the profile's recipes; the other precisions have no knobs.
-        return target.settings("tflite").int8.recipes() if precision == "int8" else [{}]
+        if precision.calibrated:
+            return [Recipe(recipe) for recipe in target.settings("tflite").int8.recipes()]
+        return [Recipe()]
 
-    def quantize(self, fp32: Path, out: Path, target: "TargetProfile", precision: str,
-                 calibration: dict[str, np.ndarray], recipe: dict) -> dict:
+    def quantize(self, exported: Exported, out: Path, target: "TargetProfile", plan: QuantPlan,
+                 calibration: dict[str, np.ndarray]) -> QuantResult:
         _require("ai_edge_quantizer")
         with converter_output():
             from ai_edge_quantizer import algorithm_manager, calibrator, qtyping, quantizer, recipe_manager
             from ai_edge_quantizer import recipe as recipes
             from ai_edge_quantizer.utils import qsv_utils
 
+        precision, recipe, fp32 = plan.precision, plan.recipe, exported.path
+        kept: tuple[str, ...] = ()
         try:
             qt = quantizer.Quantizer(str(fp32))
-            settings: dict = {"tool": "ai_edge_quantizer", "precision": precision}
+            applied = recipe
             calibration_result = None
-            if precision == "int8":
+            if precision.calibrated:
                 name = recipe["recipe"]
                 if not hasattr(recipes, name):
                     raise BuildError(f"target {target.id}: ai-edge-quantizer has no recipe {name!r}; fix [tflite.int8]")
                 manager = recipe_manager.RecipeManager()
                 manager.load_quantization_recipe(getattr(recipes, name)())
-                float_layers = [list(group) for group in recipe.get("float_layers", ())]
-                if recipe.get("float_tail") or recipe.get("float_prefix"):  # formats/tail.py
-                    float_layers.append(self._float_ops(fp32, recipe))
-                for group in float_layers:  # mixed precision: these ops keep float weights and activations
-                    for output in group:
-                        manager.add_quantization_config(re.escape(output), qtyping.TFLOperationName.ALL_SUPPORTED,
-                                                        algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-                chosen = manager.get_quantization_recipe()
-                qt.load_quantization_recipe(chosen)
-                settings.update(recipe=name, range_update=recipe["range_update"],
-                                relies_on=list(target.settings("tflite").int8.relies_on))
-                if float_layers:
-                    settings["float_layers"] = float_layers
+                # Per-op overrides are scoped by a regex over "output;output;…" of each op: an
+                # op id is its first output, so "^id;" is that op and no other.
+                kept = exported.graph.in_order(plan.float_ops) if exported.graph else tuple(sorted(plan.float_ops))
+                for op_id in kept:  # these ops keep float weights and activations
+                    manager.add_quantization_config(f"^{re.escape(op_id)};", qtyping.TFLOperationName.ALL_SUPPORTED,
+                                                    algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+                qt.load_quantization_recipe(manager.get_quantization_recipe())
                 # Quantizer.calibrate always uses the moving average; to choose the range
                 # update, drive the (public) Calibrator ourselves. Calibration runs the float
                 # model and skips the ops a recipe leaves float, so the whole-graph recipe's
@@ -230,27 +248,27 @@ class TfliteFormat(ExportFormat):
                         del _CALIBRATIONS[next(iter(_CALIBRATIONS))]
                     _CALIBRATIONS[key] = calib.get_model_qsvs()
                 calibration_result = copy.deepcopy(_CALIBRATIONS[key])  # the quantizer may annotate it
-            elif precision == "dynamic-int8":
+            elif precision.dynamic:
                 # int8 weights, activations quantized on the fly: no calibration needed.
                 qt.load_quantization_recipe(recipes.dynamic_wi8_afp32())
-                settings.update(recipe="dynamic_wi8_afp32")
-            elif precision == "fp16":
+                applied = Recipe(recipe, recipe="dynamic_wi8_afp32")
+            elif precision.weights == "float16":
                 # Weights stored as fp16 (half the size); compute stays float.
                 qt.add_weight_only_config(
                     regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
                     algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING,
                 )
-                settings.update(recipe="weight_only float16 (FLOAT_CASTING)")
+                applied = Recipe(recipe, recipe="weight_only float16 (FLOAT_CASTING)")
             else:
-                raise BuildError(f"TFLite has no {precision!r} precision; use fp32, fp16, int8 or dynamic-int8")
+                raise BuildError(f"TFLite has no {precision.name!r} precision; use {', '.join(self.precisions)}")
             with converter_output():
                 result = qt.quantize(calibration_result, enable_progress_report=False)
             result.export_model(str(out), overwrite=True)
         except BuildError:
             raise
         except Exception as exc:
-            raise BuildError(f"ai-edge-quantizer failed ({precision}): {root_cause(exc)}") from exc
-        return settings
+            raise BuildError(f"ai-edge-quantizer failed ({precision.name}): {root_cause(exc)}") from exc
+        return QuantResult("ai_edge_quantizer", applied, kept)
 
     def sensitive_layers(self, fp32: Path, quantized: Path, calibration, target: "TargetProfile") -> list[list[str]]:
         """Weighted ops ranked by how much accuracy they lose on their own, most first: the
@@ -294,19 +312,6 @@ class TfliteFormat(ExportFormat):
         return "SOFTMAX" in names and any(
             name == "BATCH_MATMUL" and not any(constant(i) for i in op.inputs if i >= 0)
             for name, op in zip(names, graph.operators, strict=True))
-
-    @staticmethod
-    def _float_ops(fp32: Path, recipe: dict) -> list[str]:
-        """The ops of the tail and the prefix `recipe` asks for (formats/tail.py), by output
-        tensor name (how ai-edge-quantizer scopes per-op overrides)."""
-        from ai_edge_quantizer.utils import tfl_flatbuffer_utils as tfl
-
-        _, graph, names = _graph(fp32)
-        name = lambda i: tfl.get_tensor_name(graph.tensors[i])  # noqa: E731
-        ops = [(op.outputs[0] if len(op.outputs) else -1, [name(i) for i in op.inputs if i >= 0],
-                [name(i) for i in op.outputs], op_name in WEIGHTED_OPS)
-               for op_name, op in zip(names, graph.operators, strict=True)]
-        return [name(i) for i in float_ops(ops, recipe) if i >= 0]
 
     @staticmethod
     def _feeds(fp32: Path, calibration: dict[str, np.ndarray], target: "TargetProfile") -> dict[str, list[dict]]:

@@ -27,6 +27,7 @@ __all__ = [
     "Accuracy",
     "TaskMetric",
     "FileRef",
+    "Quantization",
     "Artifact",
     "Latency",
     "Golden",
@@ -55,7 +56,11 @@ __all__ = [
 #   2.4  figures out of sample: the quantization search chooses on one part of the judged
 #        samples and reports the other (Accuracy.split), intervals rest on independent
 #        groups of samples (TaskMetric.groups, Accuracy.groups)
-#   2.5  dense outputs: the task segment and its mask postprocessing (MaskSettings)
+#   2.5  quantization as one typed record (Quantization): the tool, the recipe applied and
+#        the ops that stayed float (`float_ops`), where earlier bundles spread the recipe
+#        over the table and spelt what stayed float as recipe keys (float_tail, float_prefix)
+#        or as groups (float_layers); read into the same record (_quantization_before_2_5)
+#        dense outputs: the task segment and its mask postprocessing (MaskSettings)
 SCHEMA_VERSION = "2.5"
 MANIFEST_NAME = "manifest.json"
 
@@ -234,6 +239,23 @@ class FileRef:
 
 
 @dataclass(frozen=True)
+class Quantization:
+    """How a quantized artifact was made (schema 2.5): the `tool` that quantized it, the
+    `recipe` of knobs it applied, the ops that stayed float in float weights and activations
+    (`float_ops`, as the format names them: ONNX node names, TFLite output tensors), the ISA
+    features its kernels rely on, for calibrated precisions the calibration data, and the
+    search's trail of every candidate tried."""
+
+    tool: str
+    recipe: dict[str, Any] = field(default_factory=dict)
+    float_ops: tuple[str, ...] = ()
+    relies_on: tuple[str, ...] = ()
+    calibration: Optional[str] = None  # "data" (--calibration) or "random"
+    calibration_samples: Optional[int] = None
+    search: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Artifact:
     """One exported model (or a failed attempt at one): a file, or several."""
 
@@ -245,7 +267,7 @@ class Artifact:
     sha256: Optional[str] = None
     size_bytes: Optional[int] = None  # of all its files
     error: Optional[str] = None
-    quantization: Optional[dict[str, Any]] = None
+    quantization: Optional[Quantization] = None  # a free-form table before 2.5, read into this
     layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
     validation: Optional[Validation] = None
     accuracy: Optional[Accuracy] = None
@@ -483,6 +505,8 @@ class Manifest:
                 f"bundle schema_version {data['schema_version']} is newer than this runtime understands "
                 f"({SCHEMA_VERSION}); upgrade edgepack-runtime"
             )
+        if version < QUANTIZATION_TYPED and isinstance(data.get("artifacts"), list):
+            data = {**data, "artifacts": [_quantization_before_2_5(a) for a in data["artifacts"]]}
         # Keys from a newer minor are ignored; within what this reader knows, unknown keys are damage.
         try:
             manifest: Manifest = from_data(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
@@ -496,6 +520,30 @@ class Manifest:
         if manifest.task is not None and manifest.task not in TASKS:
             raise _damaged("task", f"is {manifest.task[:20]!r}, not one of {', '.join(TASKS)}")
         return manifest
+
+
+QUANTIZATION_TYPED = (2, 5)
+# Keys of an artifact's quantization table before 2.5 that are the Quantization's own; every
+# other key was a knob of the recipe (with float_layers: groups of ops kept float).
+_QUANTIZATION_FIELDS = ("tool", "relies_on", "calibration", "calibration_samples", "search")
+
+
+def _quantization_before_2_5(artifact: Any) -> Any:
+    """An artifact of a bundle before 2.5 with its quantization table read as a Quantization:
+    the recipe's knobs gathered under `recipe`, the `float_layers` groups as `float_ops`.
+    The old recipe keys that asked for a tail or a prefix (`float_tail`, `float_prefix`)
+    named no ops: they stay among the recipe's knobs, as those bundles recorded them."""
+    old = artifact.get("quantization") if isinstance(artifact, dict) else None
+    if not isinstance(old, dict):
+        return artifact  # none, or damage the reader reports
+    if set(old) <= {f.name for f in dataclasses.fields(Quantization)} and isinstance(old.get("recipe", {}), dict):
+        return artifact  # already the record (this reader's own output of an old bundle): read as it is
+    groups = old.get("float_layers", [])
+    flat = isinstance(groups, list) and all(isinstance(g, list) and all(isinstance(n, str) for n in g) for g in groups)
+    recipe = {k: v for k, v in old.items() if k not in _QUANTIZATION_FIELDS and not (k == "float_layers" and flat)}
+    known = {k: old[k] for k in _QUANTIZATION_FIELDS if k in old}
+    return {**artifact, "quantization": {"tool": "", **known, "recipe": recipe,
+                                         "float_ops": [n for g in groups for n in g] if flat else []}}
 
 
 # Far above any real manifest (a few KiB; the search trail adds tens of KiB), far below

@@ -1,8 +1,9 @@
 """Precisions as one registered type, shared by the runtime and the packager.
 
 Every question about a precision (does it run integer kernels, are its activation
-ranges calibrated, how far may it stray from PyTorch) is answered here, never by
-comparing its name: adding a precision is registering one more `Precision`.
+ranges calibrated or computed at run time, what are its weights stored as, how far may it
+stray from PyTorch) is answered here, never by comparing its name: adding a precision is
+registering one more `Precision`.
 """
 
 from __future__ import annotations
@@ -37,11 +38,19 @@ class Precision:
     # The target profile's preset (a format table's sub-table) naming the ISA features its
     # kernels rely on (`relies_on`); None: the architecture alone decides.
     relies_on: Optional[str] = None
+    # What its weights are stored as (numpy's name): "float16" halves the file, compute stays float.
+    weights: str = "float32"
 
     @property
     def quantized(self) -> bool:
         """Its error is quantization's, not rounding's: judged by the accuracy budget."""
         return self.integer
+
+    @property
+    def dynamic(self) -> bool:
+        """Integer kernels whose activations are quantized at run time, from each input's own
+        range: no calibration (onnxruntime's quantize_dynamic, TFLite's dynamic range)."""
+        return self.integer and not self.calibrated
 
 
 # fp32 differs from PyTorch only by kernel summation order; fp16 weights carry ~3
@@ -63,9 +72,10 @@ def register_precision(p: Precision) -> Precision:
 
 for _p in (
     Precision("fp32", integer=False, calibrated=False, tolerance=Tolerance(1e-6, 1e-4, 0.9999)),
-    Precision("fp16", integer=False, calibrated=False, tolerance=Tolerance(1e-6, 1e-2, 0.999)),
-    Precision("int8", integer=True, calibrated=True, tolerance=_INT8_TOLERANCE, relies_on="int8"),
-    Precision("dynamic-int8", integer=True, calibrated=False, tolerance=_INT8_TOLERANCE, relies_on="int8"),
+    Precision("fp16", integer=False, calibrated=False, tolerance=Tolerance(1e-6, 1e-2, 0.999), weights="float16"),
+    Precision("int8", integer=True, calibrated=True, tolerance=_INT8_TOLERANCE, relies_on="int8", weights="int8"),
+    Precision("dynamic-int8", integer=True, calibrated=False, tolerance=_INT8_TOLERANCE, relies_on="int8",
+              weights="int8"),
 ):
     register_precision(_p)
 

@@ -112,7 +112,7 @@ def test_without_calibration_int8_uses_random_data_and_says_so(tiny_model, tmp_p
         result = edgepack.build(f"{tiny_model}:create", tmp_path / "b", "x86-64/avx512-vnni", formats=["onnx"])
     assert any("RANDOM" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     int8 = result.manifest.artifact("onnx-int8")
-    assert int8.quantization["calibration"] == "random"
+    assert int8.quantization.calibration == "random"
     assert result.manifest.golden.real_samples == 0
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import edgepack
-from edgepack.formats import get_format
+from edgepack.formats import Exported, QuantPlan, get_format
 from edgepack.targets import load_target
 from edgepack_runtime import load
 from edgepack_runtime.parity import fidelity, run_samples
@@ -90,10 +90,12 @@ def test_whole_graph_int8_collapses_and_cosine_hides_it(detector_build, tmp_path
     manifest = detector_build.manifest
     fp32 = detector_build.path / manifest.artifact("onnx-fp32").path
     whole = tmp_path / "whole.onnx"
-    fmt, profile = get_format("onnx"), load_target("host")
-    recipe = fmt.recipes(profile, "int8")[0]
-    assert not recipe.get("float_tail")
-    fmt.quantize(fp32, whole, profile, "int8", {"images": _images(16, 1)[:, None]}, recipe)
+    from edgepack_runtime.precision import precision
+
+    fmt, profile, int8 = get_format("onnx"), load_target("host"), precision("int8")
+    recipe = fmt.recipes(profile, int8)[0]
+    result = fmt.quantize(Exported(fp32), whole, profile, QuantPlan(int8, recipe), {"images": _images(16, 1)[:, None]})
+    assert result.float_ops == ()  # the whole graph quantized
     inputs = {"images": _images(12, 2)[:, None]}  # [N, *input shape]
     reference = run_samples(load(detector_build.path, artifact="onnx-fp32").run, inputs)
     from edgepack_runtime.backends import open_session
@@ -115,8 +117,15 @@ def test_detector_ships_only_int8_that_keeps_its_detections(detector_build):
             assert art.accuracy.within_budget
         else:  # left out: the reason names the detection figure
             assert "detection F1" in (art.error or ""), art.error
+    # Shipped or left out, every int8 candidate kept the tail float (the task's float scope,
+    # what lets a detector's int8 hold), and the manifest names its ops in one place.
+    from edgepack.formats.onnx import _op_graph
+    from edgepack.islands import tail
+
     int8 = manifest.artifact("onnx-int8")
-    if int8.status == "ok":  # its tail kept float: that is what made it hold
-        assert int8.quantization["float_tail"] is True
+    assert all(c["keeps_float"]["tail"] for c in int8.quantization.search if "recipe" in c)
+    head = tail(_op_graph(detector_build.path / manifest.artifact("onnx-fp32").path))
+    assert any(op.startswith("node_Conv") or op.startswith("node_conv") for op in head)  # the final 1x1 convs
+    assert set(head) <= set(int8.quantization.float_ops)
     default = load(detector_build.path)
     assert default.artifact.accuracy.metrics[0].value >= 0.95

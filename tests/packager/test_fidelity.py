@@ -112,7 +112,7 @@ def test_avx2_int8_on_a_vnni_host_is_not_the_targets_kernels():
 def test_search_keeps_the_fastest_within_budget_and_records_the_trail(digits_bundle):
     manifest = edgepack_runtime.open_bundle(digits_bundle).manifest
     int8 = manifest.artifact("onnx-int8")
-    trail = int8.quantization["search"]
+    trail = int8.quantization.search
     assert len(trail) >= 1 and sum(t["chosen"] for t in trail) == 1
     chosen = next(t for t in trail if t["chosen"])
     assert chosen["within_budget"] and chosen["p50_ms"] > 0
@@ -186,8 +186,8 @@ def test_without_eval_int8_is_judged_cross_fitted_on_the_calibration_samples(tin
                             calibration=tiny_model.parent / "calib.npz")
     int8 = result.manifest.artifact("onnx-int8")
     assert int8.accuracy.data == "cross-fitted calibration" and int8.accuracy.split == "confirmation"
-    assert int8.accuracy.samples == 16 and int8.quantization["calibration_samples"] == 16
-    chosen = next(t for t in int8.quantization["search"] if t.get("chosen"))
+    assert int8.accuracy.samples == 16 and int8.quantization.calibration_samples == 16
+    chosen = next(t for t in int8.quantization.search if t.get("chosen"))
     assert chosen["selection"]["samples"] == 16 and chosen["confirmation"]["samples"] == 16
     assert result.manifest.artifact("onnx-fp32").accuracy.samples == 16  # nothing was chosen on them
 
@@ -197,7 +197,7 @@ def test_prefer_accuracy_ships_the_most_faithful_candidate(build_digits):
     whatever its speed; its figures are still the halves' crossed-over confirmation."""
     result = build_digits("host", name="faithful", formats=["onnx"], precisions=["fp32", "int8"], prefer="accuracy")
     int8 = result.manifest.artifact("onnx-int8")
-    trail = [t for t in int8.quantization["search"] if "recipe" in t]
+    trail = [t for t in int8.quantization.search if "recipe" in t]
     chosen = next(t for t in trail if t["chosen"])
     assert chosen["answer_error"] == min(t["answer_error"] for t in trail if t["within_budget"])
     assert int8.accuracy.split == "confirmation" and int8.status == "ok"

@@ -53,7 +53,7 @@ def test_int64_ids_build_for_every_format_and_precision(text_bundle):
     assert all(a.status == "ok" and a.validation.passed for a in manifest.artifacts), manifest.artifacts
     assert {a.name for a in manifest.artifacts} == {f"{f}-{p}" for f in ("onnx", "tflite")
                                                      for p in ("fp32", "int8", "dynamic-int8")}
-    assert manifest.artifact("onnx-dynamic-int8").quantization["tool"] == "onnxruntime.quantization.quantize_dynamic"
+    assert manifest.artifact("onnx-dynamic-int8").quantization.tool == "onnxruntime.quantization.quantize_dynamic"
     for art in manifest.artifacts:
         narrowed = {"input_ids": "int32", "attention_mask": "int32"} if art.format == "tflite" else None
         assert art.input_dtypes == narrowed, art.name

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,12 +19,13 @@ import torch
 import edgepack
 import edgepack_runtime
 from edgepack.errors import BuildError
-from edgepack.formats import get_format
+from edgepack.formats import Exported, QuantPlan, get_format
 from edgepack.model_source import parse_input_specs
 from edgepack.targets import load_target
 from edgepack_runtime.backends import ncnn as ncnn_backend
 from edgepack_runtime.errors import InputError, IntegrityError
 from edgepack_runtime.parity import self_test
+from edgepack_runtime.precision import precision as precision_named
 
 # find_spec, not importorskip: importing ncnn here would load its OpenMP runtime before the
 # backend chooses how its threads wait.
@@ -146,7 +148,7 @@ def test_profiles_list_ncnn_with_their_fp16_choice_and_no_int8():
     fmt = get_format("ncnn")
     assert "int8" not in fmt.precisions and fmt.runtime_extra == "ncnn"
     with pytest.raises(BuildError, match="ncnn2table and ncnn2int8, which no PyPI wheel ships"):
-        fmt.quantize(None, None, pi5, "int8", {}, {})
+        fmt.quantize(Exported(Path("m.fp32.param")), Path("m.int8.param"), pi5, QuantPlan(precision_named("int8")), {})
 
 
 def test_integer_inputs_are_refused_with_the_fix(tmp_path):

@@ -11,6 +11,7 @@ import torch
 import edgepack
 import edgepack_runtime
 from edgepack.errors import BuildFailed, TargetError
+from edgepack.formats import QuantResult, Recipe
 from edgepack.targets import TARGETS_ENV, load_target
 from edgepack_runtime.errors import IntegrityError
 from edgepack_runtime.parity import self_test
@@ -100,28 +101,32 @@ class _HalfOrDamaged(numpy_format.NumpyFormat):
 
     precisions = ("fp32", "fp16")
 
-    def recipes(self, target, precision: str) -> list[dict]:
-        return [{"damaged": True}, {"damaged": False}]
+    def recipes(self, target, precision) -> list[Recipe]:
+        return [Recipe(damaged=True), Recipe(damaged=False)]
 
-    def quantize(self, fp32, out, target, precision, calibration, recipe) -> dict:
-        if recipe["damaged"]:
+    def quantize(self, exported, out, target, plan, calibration) -> QuantResult:
+        if plan.recipe["damaged"]:
             out.write_bytes(b"not an npz")
         else:
-            with np.load(fp32) as arrays, open(out, "wb") as f:
+            with np.load(exported.path) as arrays, open(out, "wb") as f:
                 np.savez(f, **{k: v.astype(np.float16) for k, v in arrays.items()})
-        self.companions(out)[0].write_text(self.companions(fp32)[0].read_text())
-        return {"weights": "fp16"}
+        self.companions(out)[0].write_text(self.companions(exported.path)[0].read_text())
+        return QuantResult("numpy", Recipe(plan.recipe, weights="fp16"))
 
 
-def _build_linear(fmt, target: str, tmp_path, offered: list[str], monkeypatch, **kwargs):
-    """Build a one-Linear model with `fmt` registered as "numpy" and the profile offering `offered`."""
+def _build_linear(fmt, target: str, tmp_path, offered: list[str], monkeypatch, module=None, calibration=None,
+                  profile: str = PROFILE, **kwargs):
+    """Build `module` (a one-Linear model) with `fmt` registered as "numpy" and the profile
+    offering `offered`."""
     from edgepack import formats as format_registry
 
-    monkeypatch.setitem(format_registry.formats(), "numpy", fmt)
-    profile = tmp_path / "profiles" / "test" / "numpy-box.toml"
-    profile.write_text(PROFILE.replace('[numpy]\nprecisions = ["fp32"]', f"[numpy]\nprecisions = {offered}"))
-    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
-    calibration = {"x": np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)}
+    monkeypatch.setattr(format_registry, "_registry", format_registry._registry.fresh())  # the real one after
+    format_registry.register(fmt)  # through the contract check, as any plugin
+    path = tmp_path / "profiles" / "test" / "numpy-box.toml"
+    path.write_text(profile.replace('[numpy]\nprecisions = ["fp32"]', f"[numpy]\nprecisions = {offered}"))
+    module = module or torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    if calibration is None:
+        calibration = {"x": np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)}
     return edgepack.build(module, tmp_path / "bundle", target, inputs={"x": torch.zeros(1, 4, 4)},
                           calibration=calibration, formats=["numpy"], **kwargs)
 
@@ -131,7 +136,7 @@ def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_tar
                            precisions=["fp32", "fp16"])
     half = next(a for a in result.manifest.artifacts if a.name == "numpy-fp16")
     assert half.status == "ok", half.error
-    trail = half.quantization["search"]
+    trail = half.quantization.search
     assert [c["recipe"] for c in trail if "recipe" in c] == [{"damaged": False}]
     (error,) = [c["error"] for c in trail if "error" in c]
     assert error.startswith("the runtime cannot load or run this numpy-fp16 candidate (")
@@ -141,9 +146,10 @@ def test_a_candidate_its_backend_cannot_load_is_rejected_not_the_build(numpy_tar
 class _DamagedExport(numpy_format.NumpyFormat):
     """numpy whose export writes a file its own backend refuses to load."""
 
-    def export(self, module, inputs, output_names, target, out) -> None:
-        super().export(module, inputs, output_names, target, out)
+    def export(self, module, inputs, output_names, target, out):
+        exported = super().export(module, inputs, output_names, target, out)
         out.write_bytes(b"not an npz")
+        return exported
 
 
 def test_an_export_its_backend_cannot_load_fails_that_artifact_with_one_line(numpy_target, tmp_path, monkeypatch):
@@ -200,7 +206,7 @@ def test_a_precision_added_by_a_plugin_needs_no_edit_elsewhere(numpy_target, tmp
         precisions = ("fp32", "w16")
 
         def recipes(self, target, precision):
-            return [{"damaged": False}]
+            return [Recipe(damaged=False)]
 
     format_registry.check_format("numpy", Weights16())  # what register() checks: w16 is a known precision now
     result = _build_linear(Weights16(), numpy_target, tmp_path, ["fp32", "w16"], monkeypatch)
@@ -208,6 +214,54 @@ def test_a_precision_added_by_a_plugin_needs_no_edit_elsewhere(numpy_target, tmp
     assert art.status == "ok" and art.validation.passed, art.error
     assert art.validation.min_cosine == weights16.tolerance.min_cosine  # the registered tolerance judged it
     assert edgepack_runtime.load(result.path, artifact="numpy-w16").run({"x": np.ones((1, 4, 4), np.float32)})
+
+
+# A board this host cannot stand in for (another architecture): its int8 is chosen on
+# accuracy alone, as for a Raspberry Pi built on x86, whatever this host's ISA.
+FOREIGN_PROFILE = PROFILE.replace('description = "test: numpy format"',
+                                  'description = "test: numpy format, another architecture"\narch = "riscv64"')
+
+
+def _huge_input_model() -> torch.nn.Sequential:
+    """Four Linear layers (no biases: the answer is the input's) whose input has one feature a
+    thousand times the others, which the first layer ignores: quantized at its input, the
+    int8 steps that span the huge feature round every other one away; float there, the rest
+    takes int8 without loss."""
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 16), torch.nn.ReLU(),
+                                 torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16),
+                                 torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        for layer in layers[1::2]:
+            layer.bias.zero_()
+        layers[1].weight[:, 0] = 0.0
+    return layers.eval()
+
+
+def test_a_plugin_format_that_returns_its_graph_gets_the_prefix_step(numpy_target, tmp_path, monkeypatch):
+    """The numpy format says nothing about prefixes: its export returns its op graph and its
+    quantize keeps float the ops its plan names. The search finds the first layer float."""
+    import inspect
+
+    assert "prefix" not in inspect.getsource(numpy_format).lower()
+    samples = np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)
+    samples[:, :, 0, 0] *= 1000.0
+    result = _build_linear(numpy_format.NumpyFormat(), numpy_target, tmp_path, ["fp32", "int8"], monkeypatch,
+                           module=_huge_input_model(), calibration={"x": samples}, profile=FOREIGN_PROFILE,
+                           precisions=["fp32", "int8"])
+    int8 = result.manifest.artifact("numpy-int8")
+    assert int8.status == "ok" and int8.accuracy.within_budget, int8.error
+    trail = [c for c in int8.quantization.search if "recipe" in c]
+    whole, *floats = trail
+    assert "keeps_float" not in whole and not whole["within_budget"]  # quantized at its input, it misses
+    assert floats and floats[0]["keeps_float"]["prefix"] == 0.25  # the largest share first
+    chosen = next(c for c in trail if c["chosen"])
+    assert chosen["keeps_float"]["prefix"] and chosen["answer_error"] < whole["answer_error"] / 10
+    # What stayed float, in one spelling: the first Linear and the ops up to the next one.
+    assert int8.quantization.float_ops == ("flatten1", "linear2", "relu3")
+    assert int8.quantization.tool == "numpy" and int8.quantization.calibration == "data"
+    model = edgepack_runtime.load(result.path, artifact="numpy-int8")
+    assert self_test(model).passed
 
 
 OLD_BACKEND = '''

@@ -35,7 +35,7 @@ def test_int8_search_beats_the_preset_and_ships_only_within_budget(mobilenet_dat
                             calibration=mobilenet_data["calibration"], eval_data=mobilenet_data["eval"],
                             allow_partial=True)
     int8 = result.manifest.artifact("onnx-int8")
-    trail = [t for t in int8.quantization["search"] if "recipe" in t]
+    trail = [t for t in int8.quantization.search if "recipe" in t]
     preset, chosen = trail[0], next(t for t in trail if t["chosen"])
     assert len(trail) >= 3
     assert result.manifest.task == "classify" and chosen["selection"]["metric"] == "top1_agreement"

@@ -1,11 +1,12 @@
 """The search's float-prefix step on stand-in candidates: which shares it tries, in which order."""
 
+from edgepack.islands import Islands
 from edgepack.search import PREFIX_SHARES, _bisect_prefix
 
 
 class _Tried:
-    def __init__(self, recipe: dict, error: float, floor: float):
-        self.recipe, self._error, self._floor = recipe, error, floor
+    def __init__(self, recipe: dict, islands: Islands, error: float, floor: float):
+        self.recipe, self.islands, self._error, self._floor = recipe, islands, error, floor
 
     def error(self) -> float:
         return self._error
@@ -18,11 +19,12 @@ def _run(bases: dict[str, float], error_at, floor: float = 0.2) -> list[tuple[st
     """Bisect from bases {name: whole-graph error}; error_at(name, share) is a candidate's error."""
     tried = []
 
-    def attempt(recipe):
-        tried.append((recipe["name"], recipe["float_prefix"]))
-        return _Tried(recipe, error_at(recipe["name"], recipe["float_prefix"]), floor)
+    def attempt(recipe, islands):
+        assert islands.tail  # the base's scope is kept: the prefix is added to it
+        tried.append((recipe["name"], islands.prefix))
+        return _Tried(recipe, islands, error_at(recipe["name"], islands.prefix), floor)
 
-    _bisect_prefix([_Tried({"name": n}, e, floor) for n, e in bases.items()], attempt)
+    _bisect_prefix([_Tried({"name": n}, Islands(tail=True), e, floor) for n, e in bases.items()], attempt)
     return tried
 
 

@@ -1,16 +1,19 @@
-"""formats/tail.py: which ops a quantized graph keeps float, on op lists shaped like the
-graphs it meets (a YOLO head whose split feeds a weighted DFL layer, a classifier)."""
+"""islands.py: which ops a quantized graph keeps float, on op graphs shaped like the
+graphs it meets (a YOLO head whose split feeds a weighted DFL layer, a classifier), and
+the formats keeping float exactly the ops a QuantPlan names."""
 
 from pathlib import Path
 
 import pytest
 
-from edgepack.formats.tail import prefix, tail
+from edgepack.formats import Exported, OpGraph, QuantPlan, Recipe
+from edgepack.islands import Islands, prefix, tail
+from edgepack_runtime.precision import precision
 
 
 def _yolo_head():
     # backbone conv -> (box conv, class conv) -> concat -> split -> (DFL conv -> decode, sigmoid) -> output
-    return [
+    return OpGraph.of([
         ("stem", ["images"], ["s"], True),
         ("act", ["s"], ["a"], False),
         ("body", ["a"], ["b"], True),
@@ -23,7 +26,7 @@ def _yolo_head():
         ("decode", ["d", "anchors"], ["xy"], False),
         ("sigmoid", ["logits"], ["scores"], False),
         ("out", ["xy", "scores"], ["output"], False),
-    ]
+    ])
 
 
 def test_tail_takes_the_final_layers_and_the_split_that_mixes_boxes_and_scores():
@@ -33,8 +36,8 @@ def test_tail_takes_the_final_layers_and_the_split_that_mixes_boxes_and_scores()
 
 
 def test_tail_of_a_classifier_is_its_last_layer_and_what_follows():
-    ops = [("conv", ["x"], ["c"], True), ("relu", ["c"], ["r"], False),
-           ("fc", ["r"], ["l"], True), ("softmax", ["l"], ["p"], False)]
+    ops = OpGraph.of([("conv", ["x"], ["c"], True), ("relu", ["c"], ["r"], False),
+                      ("fc", ["r"], ["l"], True), ("softmax", ["l"], ["p"], False)])
     assert tail(ops) == ["fc", "softmax"]
 
 
@@ -44,7 +47,22 @@ def test_prefix_is_a_share_of_the_weighted_layers_and_the_ops_up_to_the_next():
     assert prefix(ops, 0.05) == []  # rounds to no layer
     assert prefix(ops, 0.2) == ["stem", "act"]
     assert prefix(ops, 0.4) == ["stem", "act", "body"]
-    assert prefix(ops, 1.0) == [op[0] for op in ops]
+    assert prefix(ops, 1.0) == list(ops.ids)
+
+
+def test_islands_are_op_ids_of_the_graph_and_need_one_for_a_tail_or_a_prefix():
+    from edgepack.errors import BuildError
+
+    graph = _yolo_head()
+    islands = Islands(tail=True).with_prefix(0.2).with_ranked((("body",),))
+    assert islands.ops(graph) == {"stem", "act", "body", *tail(graph)}
+    assert islands.describe() == "tail, first 20% and 1 ranked layers float"
+    assert Islands().describe() == "whole graph" and Islands().ops(None) == frozenset()
+    assert Islands().with_ranked((("a", "b"),)).ops(None) == {"a", "b"}  # named by sensitive_layers(): no graph
+    with pytest.raises(BuildError, match="gave no op graph"):
+        Islands(prefix=0.2).ops(None)
+    with pytest.raises(ValueError, match="appears twice"):
+        OpGraph.of([("a", [], ["x"], True), ("a", ["x"], ["y"], False)])
 
 
 def test_onnx_candidates_share_their_calibration_ranges(tmp_path):
@@ -74,18 +92,23 @@ def test_onnx_candidates_share_their_calibration_ranges(tmp_path):
     from edgepack.targets import load_target
 
     target = load_target("x86-64/avx2")
+    exported, int8 = Exported(fp32, onnx_format._op_graph(fp32)), precision("int8")
+    assert [op.id for op in exported.graph if op.weighted] == ["conv0", "conv1", "conv2"]
     cache = onnx_format._ranges_cache(onnx_format._prepared(fp32, tmp_path / "p.onnx"), calibration, recipe)
     if not cache:
         pytest.skip("this onnxruntime's quantize_static has no calibration cache: every candidate calibrates")
     cached = Path(cache["calibration_cache_path"])
     cached.unlink(missing_ok=True)
     fmt = onnx_format.OnnxFormat()
-    fmt.quantize(fp32, tmp_path / "a.onnx", target, "int8", calibration, recipe)
+    whole = fmt.quantize(exported, tmp_path / "a.onnx", target, QuantPlan(int8, Recipe(recipe)), calibration)
     assert cached.is_file()  # the first candidate calibrated and kept its ranges
     stamp = cached.stat().st_mtime_ns
-    fmt.quantize(fp32, tmp_path / "b.onnx", target, "int8", calibration, recipe)
-    fmt.quantize(fp32, tmp_path / "c.onnx", target, "int8", calibration, {**recipe, "float_prefix": 0.34})
+    fmt.quantize(exported, tmp_path / "b.onnx", target, QuantPlan(int8, Recipe(recipe)), calibration)
+    first = Islands(prefix=0.34).ops(exported.graph)  # the first of three convs and its activation
+    kept = fmt.quantize(exported, tmp_path / "c.onnx", target, QuantPlan(int8, Recipe(recipe), first), calibration)
     assert cached.stat().st_mtime_ns == stamp  # read, not calibrated again
+    assert whole.float_ops == () and kept.float_ops == ("conv0", "relu0")  # what stayed float, in graph order
+    assert kept.tool == "onnxruntime.quantization.quantize_static" and kept.recipe == recipe
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     quantized = {n.name for n in onnx.load(str(tmp_path / "c.onnx")).graph.node if n.op_type == "QuantizeLinear"}
     assert len(quantized) < len({n.name for n in onnx.load(str(tmp_path / "a.onnx")).graph.node
@@ -112,7 +135,7 @@ def example_inputs():
 @pytest.mark.slow
 def test_tflite_prefix_keeps_the_first_layers_float(tmp_path):
     """ai-edge-quantizer scopes NO_QUANTIZE by output tensor: the first conv of three
-    (float_prefix 0.34) keeps float weights and output, the others are int8."""
+    (a plan with the prefix of 0.34) keeps float weights and output, the others are int8."""
     import numpy as np
 
     import edgepack
@@ -123,9 +146,12 @@ def test_tflite_prefix_keeps_the_first_layers_float(tmp_path):
     model.write_text(THREE_CONVS)
     built = edgepack.build(f"{model}:create", tmp_path / "b", "host", formats=["tflite"], precisions=["fp32"])
     fp32 = built.path / built.manifest.artifact("tflite-fp32").path
-    fmt, target = get_format("tflite"), load_target("host")
+    from edgepack.formats import tflite
+
+    fmt, target, int8 = get_format("tflite"), load_target("host"), precision("int8")
+    exported = Exported(fp32, tflite._op_graph(fp32))
     calibration = {"x": np.random.default_rng(0).random((8, 1, 3, 16, 16), dtype=np.float32)}
-    recipe = fmt.recipes(target, "int8")[0]
+    recipe = fmt.recipes(target, int8)[0]
     from ai_edge_litert.interpreter import Interpreter
 
     def conv_outputs(path: Path) -> list[str]:
@@ -135,7 +161,9 @@ def test_tflite_prefix_keeps_the_first_layers_float(tmp_path):
         ops = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
         return [np.dtype(details[op["outputs"][0]]["dtype"]).name for op in ops]
 
-    fmt.quantize(fp32, tmp_path / "all.tflite", target, "int8", calibration, recipe)
-    fmt.quantize(fp32, tmp_path / "prefix.tflite", target, "int8", calibration, {**recipe, "float_prefix": 0.34})
+    fmt.quantize(exported, tmp_path / "all.tflite", target, QuantPlan(int8, recipe), calibration)
+    first = Islands(prefix=0.34).ops(exported.graph)
+    kept = fmt.quantize(exported, tmp_path / "prefix.tflite", target, QuantPlan(int8, recipe, first), calibration)
     assert conv_outputs(tmp_path / "all.tflite") == ["int8", "int8", "int8"]
     assert conv_outputs(tmp_path / "prefix.tflite") == ["float32", "int8", "int8"]
+    assert kept.float_ops == exported.graph.in_order(first) and len(kept.float_ops) >= 1

@@ -46,10 +46,35 @@ def test_an_earlier_release_bundle_loads_verifies_and_runs(fixture, tmp_path):
     assert edgepack_runtime.load(bundle).artifact.name in names  # a default is chosen
 
 
+def test_quantization_tables_before_2_5_read_as_one_record():
+    """Before 2.5 the recipe was spread over the quantization table and what stayed float was
+    spelt as recipe keys (float_tail, float_prefix) or groups (float_layers)."""
+    from edgepack_runtime.manifest import Manifest
+
+    manifest = edgepack_runtime.open_bundle(FIXTURES / "digits-schema2").manifest
+    onnx, tflite = (manifest.artifact(name).quantization for name in ("onnx-int8", "tflite-int8"))
+    assert onnx.tool == "onnxruntime.quantization.quantize_static" and onnx.recipe["calibrate_method"] == "minmax"
+    assert onnx.relies_on == ("avx512_vnni",) and onnx.float_ops == () and onnx.search[0]["chosen"]
+    assert tflite.recipe == {"precision": "int8", "recipe": "static_wi8_ai8", "range_update": "min_max"}
+    data = json.loads((FIXTURES / "digits-schema2" / "manifest.json").read_text())
+    data["schema_version"] = "2.4"
+    data["artifacts"][1]["quantization"].update(float_tail=True, float_prefix=0.25,
+                                                float_layers=[["conv1", "relu1"], ["fc"]])
+    read = Manifest.from_dict(data).artifact("onnx-int8").quantization
+    assert read.float_ops == ("conv1", "relu1", "fc") and "float_layers" not in read.recipe
+    assert read.recipe["float_tail"] is True and read.recipe["float_prefix"] == 0.25  # they named no ops
+    assert Manifest.from_json(Manifest.from_dict(data).to_json()).artifact("onnx-int8").quantization == read
+
+
 def _with_version(tmp_path, version: str, **extra) -> Path:
+    """digits-schema2 as a bundle of `version` would write it (its quantization tables in the
+    2.5 shape), with a key from the future added to an artifact."""
+    from edgepack_runtime.manifest import _quantization_before_2_5
+
     bundle = Path(shutil.copytree(FIXTURES / "digits-schema2", tmp_path / "future"))
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest.update(schema_version=version, **extra)
+    manifest.update(schema_version=version, artifacts=[_quantization_before_2_5(a) for a in manifest["artifacts"]],
+                    **extra)
     manifest["artifacts"][0]["a_key_from_the_future"] = {"nested": [1, 2]}
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     return bundle

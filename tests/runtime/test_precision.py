@@ -14,6 +14,10 @@ def test_properties_of_the_builtin_precisions():
     assert BASE == "fp32" and precision(BASE).tolerance.min_cosine > precision("fp16").tolerance.min_cosine
     assert {PRECISIONS[p].relies_on for p in PRECISIONS} == {None, "int8"}
     assert not is_integer("int4") and not is_calibrated("int4")  # unknown names are nothing
+    # What the formats ask instead of the name: static or run-time ranges, what the weights are stored as.
+    assert [p for p, kind in PRECISIONS.items() if kind.dynamic] == ["dynamic-int8"]
+    assert {p: kind.weights for p, kind in PRECISIONS.items()} == {
+        "fp32": "float32", "fp16": "float16", "int8": "int8", "dynamic-int8": "int8"}
 
 
 def test_an_unknown_precision_says_which_exist():
