@@ -366,7 +366,7 @@ def _bisect_prefix(bases: list[Candidate], attempt) -> None:
 def _scope(fmt, precision: Precision, exported: Exported, ctx: SearchContext) -> Islands:
     """What every candidate keeps float for the task: a detector's tail, whose decode must
     keep its scales (islands.py), where the format gives the graph to find it in."""
-    tail = precision.calibrated and ctx.budget.judged_as.float_tail
+    tail = precision.calibrated and ctx.budget.judged_as.decode_tail_float
     if tail and exported.graph is None:
         log.warning(f"{fmt.name}-{precision.name}: the format's export gives no op graph, so the detector's tail is "
                     "quantized too; its detection figures judge whether that holds")

@@ -45,7 +45,7 @@ class Task:
     answer_kind: Optional[str] = None  # the Postprocessing.kind its answers have ("classes"), None: tensors
     # The first ops after the answer output's last conv decode it (a detector's box
     # arithmetic): static int8 keeps them float (search.py, formats/tail.py).
-    float_tail: bool = False
+    decode_tail_float: bool = False
     settings_field: Optional[str] = None  # the Postprocessing field holding its settings (manifest.ANSWER_SETTINGS)
     class_scores: bool = False  # the answer output holds class scores: a top-1 agreement means something
     draws: bool = False  # its answer can be drawn onto the image (run --annotate)

@@ -52,7 +52,7 @@ class Detect(Task):
 
     name = "detect"
     answer_kind = "detections"
-    float_tail = True
+    decode_tail_float = True
     draws = True
     settings_field = "detection"
     help = "a YOLO head [1, 4 + classes, anchors]: judged by detection F1 after NMS"
