@@ -3,7 +3,9 @@
 tests/fixtures/digits-schema1 was written by this repository's first release (commit
 daa8841: ONNX only, manifest schema 1, absolute parity tolerances), digits-schema2 by the
 last release before versions became MAJOR.MINOR (commit 08d91dd: ONNX and TFLite, fp32 and
-int8, schema 2), each with that commit's own code. Never regenerate them: they are the
+int8, schema 2), digits-schema2.4 and detector-schema2.4 by commit 9d6a68a (schema 2.4:
+labels, a letterbox and detections, int8 recorded in the old spelling), each with that
+commit's own code. Never regenerate them: they are the
 contract with bundles already on devices."""
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from .test_serve import CLI
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RELEASES = {"digits-schema1": ("1.0", ["onnx-fp32", "onnx-int8"]),
-            "digits-schema2": ("2.0", ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"])}
+            "digits-schema2": ("2.0", ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]),
+            # Built by 9d6a68a (schema 2.4, before the typed quantization record and the task
+            # registry): a classifier with labels and int8 tables in the old spelling, and a
+            # detector taking raw images through a letterbox and answering with detections.
+            "digits-schema2.4": ("2.4", ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]),
+            "detector-schema2.4": ("2.4", ["onnx-fp32"])}
 
 
 @pytest.mark.parametrize("fixture", sorted(RELEASES))
@@ -115,3 +122,18 @@ def test_the_published_json_schema_is_the_one_the_reader_implies():
         manifest = json.loads((FIXTURES / fixture / "manifest.json").read_text())
         assert set(manifest) <= set(published["$defs"]["Manifest"]["properties"])
         assert all(set(a) <= artifact_keys for a in manifest["artifacts"])
+
+
+def test_answers_of_a_2_4_bundle_read_through_todays_tasks():
+    """A classifier's labels and a detector's boxes, as the bundles built before the task
+    registry declared them, still come out of predict()."""
+    from ..conftest import DETECTOR_LABELS, detector_scene
+
+    digits = edgepack_runtime.load(FIXTURES / "digits-schema2.4", artifact="onnx-int8")
+    assert digits.bundle.manifest.artifact("onnx-int8").quantization.float_ops == ()
+    inputs, reference = digits.bundle.golden()
+    answer = digits.predict_tensors({k: v[0] for k, v in inputs.items()})
+    assert answer.top is not None and answer.top[0][0] == f"digit {int(np.argmax(reference['output'][0]))}"
+    detector = edgepack_runtime.load(FIXTURES / "detector-schema2.4")
+    found = detector.predict(detector_scene())
+    assert found.detections and {d[0] for d in found.detections} <= set(DETECTOR_LABELS)
