@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import logging
 import math
 import tempfile
 import threading
@@ -25,6 +26,8 @@ from . import ATTENTION, MIXED_PRECISION, ExportFormat, check_recipes
 from .contract import Exported, OpGraph, QuantPlan, QuantResult, Recipe
 from .errors import root_cause
 from .output import converter_output
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch and onnx are imported where used: `edgepack targets` reads this module
     from ..targets import TargetProfile
@@ -153,7 +156,15 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
     model = onnx.load(str(fp32))
     with converter_output():
         samples = list(_Reader(calibration))
-        corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), fast_bias_correction=False)
+        try:
+            corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                                      fast_bias_correction=False)
+        except Exception as exc:  # NNCF's full correction cuts subgraphs out, which some graphs defeat
+            # (U^2-Net-p: KeyError on a node it renamed); its fast correction measures each
+            # layer in place and still removes the mean shift.
+            log.info(f"NNCF's bias correction failed ({root_cause(exc)}); using its fast bias correction")
+            corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                                      fast_bias_correction=True)
     biases = {init.name: init for init in corrected.graph.initializer}
     by_node = {n.name: n for n in corrected.graph.node if n.op_type in WEIGHTED_OPS}
     floats = {init.name: init for init in model.graph.initializer}
