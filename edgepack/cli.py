@@ -15,6 +15,7 @@ from rich.table import Table
 from edgepack_runtime.cli import THREAD_COUNTS, ErrorLineGroup, fail
 from edgepack_runtime.manifest import TaskMetric
 from edgepack_runtime.report import artifacts_table, make_console, plain
+from edgepack_runtime.verdict import Verdict, figure_text
 
 from .errors import BuildFailed, UsageError
 from .request import OPTIONS, BuildRequest
@@ -552,16 +553,16 @@ def _emulated_table(report: dict) -> Table:
     for column in ("artifact", "self-test", "max |diff| vs PyTorch", "tolerance", "max |diff| vs this host",
                    "accuracy vs PyTorch there", "backend"):
         table.add_column(column, no_wrap=True)
-    for r in report["results"]:
-        if r["error"]:
-            table.add_row(plain(r["artifact"]), "[red]FAILED[/]", plain(r["error"]), "-", "-", "-", "-")
+    for r in map(Verdict.from_dict, report["results"]):
+        if r.error:
+            table.add_row(plain(r.artifact), "[red]FAILED[/]", plain(r.error), "-", "-", "-", "-")
             continue
-        verdict = "[green]passed[/]" if r["passed"] else "[red]FAILED[/]"
-        acc = r.get("accuracy")
+        verdict = "[green]passed[/]" if r.passed else "[red]FAILED[/]"
+        acc = r.accuracy
         accuracy = "-" if not acc else plain(", ".join(TaskMetric(**m).describe() for m in acc.get("metrics", ()))
                                               or f"cos {acc['cosine']:.4f} ({acc['samples']} samples)")
-        table.add_row(plain(r["artifact"]), verdict, f"{r['max_abs_diff']:.3e}", f"{r['tolerance']:.1e}",
-                      f"{r['diff_vs_host']:.3e}", accuracy, plain(r["backend"]))
+        table.add_row(plain(r.artifact), verdict, figure_text(r.max_abs_diff, ".3e"),
+                      figure_text(r.tolerance, ".1e"), figure_text(r.diff_vs_host, ".3e"), accuracy, plain(r.backend))
     return table
 
 
@@ -599,6 +600,6 @@ def verify_cmd(bundle, emulate, cpu, inventory, limit, forks, hosts, identity, d
     cpu = cpu or open_bundle(bundle).manifest.target.get("emulation_cpu")
     report = verify_emulated(bundle, cpu, _progress, arch=emulate)
     console.print(_emulated_table(report))
-    failed = [r["artifact"] for r in report["results"] if not r["passed"]]
+    failed = [r.artifact for r in map(Verdict.from_dict, report["results"]) if not r.passed]
     if failed:
         fail(f"{', '.join(failed)} fail(s) on emulated {emulate}: do not ship them to {emulate} devices as they are")

@@ -40,14 +40,14 @@ from edgepack_runtime.files import user_dir
 from edgepack_runtime.parity import max_abs_diff, run_samples
 from edgepack_runtime.precision import is_integer
 from edgepack_runtime.subprocesses import run_checked
+from edgepack_runtime.verdict import FAILED, Verdict
 
 from .budget import measure
 from .errors import EmulationError
 from .holdout import CONFIRMATION
 from .runtime_wheels import manylinux_platforms
 
-__all__ = ["EmulationError", "prepare", "verify_emulated", "EmulatedResult", "ENV_VERSION", "ARCHES",
-           "EVAL_SAMPLES"]
+__all__ = ["EmulationError", "prepare", "verify_emulated", "ENV_VERSION", "ARCHES", "EVAL_SAMPLES"]
 
 ENV_VERSION = "aarch64-py311-v1"  # bump when the packages below change: a new cached environment
 DEBIAN_PACKAGES = (
@@ -75,7 +75,7 @@ EVAL_SAMPLES = 64
 
 # Runs inside the emulator, once per artifact (a crashing backend cannot hide the others).
 _GUEST = """
-import json, platform, sys
+import json, sys
 import numpy as np
 import edgepack_runtime as er
 from edgepack_runtime.parity import run_samples
@@ -86,10 +86,8 @@ np.savez(sys.argv[3], **run_samples(model.run, inputs))
 if len(sys.argv) > 5:  # eval inputs in, outputs out
     with np.load(sys.argv[4]) as data:
         np.savez(sys.argv[5], **run_samples(model.run, {k: data[k] for k in data.files}))
-result = er.self_test(model, same_kernels=False)  # only what this host does not run as the target is emulated
-print(json.dumps({"passed": result.passed, "max_abs_diff": result.max_abs_diff, "tolerance": result.tolerance,
-                  "own_cosine": result.own_cosine, "own_min_cosine": result.own_min_cosine,
-                  "backend": model.backend, "machine": platform.machine()}))
+# only what this host does not run as the target is emulated: other kernels
+print(json.dumps(er.self_test(model, same_kernels=False).to_dict()))
 """
 
 
@@ -153,22 +151,6 @@ def prepare(log=lambda _: None) -> Environment:
     return env
 
 
-@dataclass(frozen=True)
-class EmulatedResult:
-    artifact: str
-    passed: bool
-    max_abs_diff: Optional[float]  # vs PyTorch, on the artifact's golden samples
-    tolerance: Optional[float]
-    diff_vs_host: Optional[float]  # max |emulated output − this machine's output|, all golden samples
-    backend: Optional[str]
-    error: Optional[str] = None
-    # On the eval samples (integer artifacts, with eval data): fidelity to PyTorch there.
-    accuracy: Optional[dict] = None
-    # Against the artifact's own outputs on the build host (parity.self_test), bundles since 2.3.
-    own_cosine: Optional[float] = None
-    own_min_cosine: Optional[float] = None
-
-
 def _guest_runtime(tmp: Path) -> Path:
     """A copy of this edgepack_runtime (pure Python) for the guest's path."""
     source = Path(edgepack_runtime.__file__).resolve().parent
@@ -225,7 +207,7 @@ def verify_emulated(bundle_path: Path, cpu: Optional[str] = None, log=lambda _: 
         "arch": arch, "cpu": cpu, "qemu": qemu_version,
         "environment": ENV_VERSION if arch == "aarch64" else "host python",
         "seconds": round(time.perf_counter() - start, 1),
-        "results": [r.__dict__ for r in results],
+        "results": [r.to_dict() for r in results],  # Verdict.from_dict reads them
     }
 
 
@@ -243,7 +225,7 @@ class _Guest:
         return self.tmp / "eval-inputs.npz"
 
 
-def _run_artifact(guest: _Guest, bundle, name: str, precision: str, evaluation, budget) -> EmulatedResult:
+def _run_artifact(guest: _Guest, bundle, name: str, precision: str, evaluation, budget) -> Verdict:
     """One artifact's self-test in the guest (and its accuracy on `evaluation`, if given),
     compared with this host's outputs. A failure is recorded, the others still run."""
     out_file, eval_out = guest.tmp / f"{name}.npz", guest.tmp / f"{name}.eval.npz"
@@ -254,11 +236,10 @@ def _run_artifact(guest: _Guest, bundle, name: str, precision: str, evaluation, 
                            error=EmulationError, skip=("INFO", "qemu-"), env=guest.environment,
                            timeout=ARTIFACT_TIMEOUT_S)
     except EmulationError as exc:
-        return EmulatedResult(name, False, None, None, None, None, str(exc))
+        return Verdict(name, FAILED, error=str(exc))
     if not out_file.exists():
-        return EmulatedResult(name, False, None, None, None, None,
-                              last_line(proc.stderr, "no output written", skip=("INFO", "qemu-")))
-    guest_result = json.loads(proc.stdout.strip().splitlines()[-1])
+        return Verdict(name, FAILED, error=last_line(proc.stderr, "no output written", skip=("INFO", "qemu-")))
+    verdict = Verdict.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
     with np.load(out_file) as data:
         emulated = {k: data[k] for k in data.files}
     accuracy = None
@@ -271,7 +252,4 @@ def _run_artifact(guest: _Guest, bundle, name: str, precision: str, evaluation, 
                                         groups=evaluation.groups, split=CONFIRMATION))
     inputs, _ = bundle.golden()
     host = run_samples(edgepack_runtime.load(bundle.root, artifact=name, threads=1).run, inputs)
-    return EmulatedResult(
-        name, guest_result["passed"], guest_result["max_abs_diff"], guest_result["tolerance"],
-        max_abs_diff(emulated, host), guest_result["backend"], accuracy=accuracy,
-        own_cosine=guest_result.get("own_cosine"), own_min_cosine=guest_result.get("own_min_cosine"))
+    return dataclasses.replace(verdict, diff_vs_host=max_abs_diff(emulated, host), accuracy=accuracy)

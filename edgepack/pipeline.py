@@ -35,7 +35,6 @@ from edgepack_runtime.manifest import (
     Manifest,
     Quantization,
     TensorSpec,
-    Validation,
 )
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import BASE, Precision
@@ -43,6 +42,7 @@ from edgepack_runtime.precision import precision as precision_named
 from edgepack_runtime.signature import sign_bundle
 from edgepack_runtime.task_fidelity import headline
 from edgepack_runtime.typed import from_data
+from edgepack_runtime.verdict import Verdict, figure_text
 
 from . import __version__
 from .budget import Budget
@@ -614,7 +614,7 @@ class _Found(NamedTuple):
 
     result: QuantResult
     trail: list[dict]
-    validation: Validation
+    validation: Verdict
     confirmation: Optional[Accuracy]
     errors: np.ndarray  # per group, of the halves' choices on the other halves (closeness.py): out of sample
 
@@ -674,7 +674,7 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
         if latency is None:
             timed.append(art)
             continue
-        matches = art.validation.host_matches_target
+        matches = bool(art.validation.host_matches_target)  # the build judged it here: always set
         if art.precision != BASE and fp32 and matches and clearly_faster(fp32, latency):
             log.warning(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
                  f"on this host, which runs target {profile.id}'s kernels: it saves space, not time")
@@ -724,8 +724,9 @@ def _emulate(manifest: Manifest, profile, bundle_dir: Path, seconds: dict, refs:
     # The emulated figure replaces the host's only where both halves of the eval samples chose
     # the shipped candidate (holdout.py): then those samples confirm that very artifact;
     # otherwise the pooled confirmation is of other candidates, and the host's stays.
-    measured = {r["artifact"]: r["accuracy"] for r in report["results"]
-                if r.get("accuracy") and _confirmed_by_both_halves(manifest.artifact(r["artifact"]))}
+    verdicts = map(Verdict.from_dict, report["results"])
+    measured = {v.artifact: v.accuracy for v in verdicts
+                if v.accuracy and _confirmed_by_both_halves(manifest.artifact(v.artifact))}
     artifacts = tuple(
         dataclasses.replace(a, accuracy=from_data(Accuracy, measured[a.name], "emulated accuracy"))
         if a.name in measured else a
@@ -770,12 +771,13 @@ def _misses(art: Artifact, manifest: Manifest) -> Optional[str]:
         return (f"{art.name} differs from PyTorch on the golden samples: max |diff| {v.max_abs_diff:.2e} "
                 f"(allowed {v.tolerance:.1e}), cosine {v.cosine:.4f} (needs ≥ {v.min_cosine})")
     emulated = manifest.emulated or {}
-    for r in emulated.get("results", []):
-        if r["artifact"] == art.name and not r["passed"]:
-            own, floor = r.get("own_cosine"), r.get("own_min_cosine")
-            why = r["error"] or (f"cosine vs this host's own outputs {own:.5f} < {floor}"
-                                 if own is not None and floor is not None and own < floor
-                                 else f"max |diff| vs PyTorch {r['max_abs_diff']:.3g}, allowed {r['tolerance']:.3g}")
+    for r in map(Verdict.from_dict, emulated.get("results", [])):
+        if r.artifact == art.name and not r.passed:
+            own, floor = r.own_cosine, r.own_min_cosine
+            diff, allowed = figure_text(r.max_abs_diff, ".3g"), figure_text(r.tolerance, ".3g")
+            why = r.error or (f"cosine vs this host's own outputs {own:.5f} < {floor}"
+                              if own is not None and floor is not None and own < floor
+                              else f"max |diff| vs PyTorch {diff}, allowed {allowed}")
             return f"{art.name} fails its self-test on emulated {emulated['arch']} ({why})"
     if acc is not None and acc.within_budget is False:
         figures = (", ".join(m.describe() for m in acc.metrics) if acc.metrics

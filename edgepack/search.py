@@ -40,10 +40,11 @@ import numpy as np
 
 from edgepack_runtime.backends import Session
 from edgepack_runtime.hostinfo import HostInfo
-from edgepack_runtime.manifest import Accuracy, Validation
+from edgepack_runtime.manifest import Accuracy
 from edgepack_runtime.parity import run_samples
 from edgepack_runtime.precision import Precision
 from edgepack_runtime.task_fidelity import headline
+from edgepack_runtime.verdict import Verdict
 
 from .budget import Budget
 from .closeness import MIN_GROUPS_TO_TRADE, group_errors
@@ -99,7 +100,7 @@ class Candidate:
     plan: QuantPlan  # as tried: one of the format's recipes, the islands' op ids
     result: QuantResult  # what quantize() did, for the manifest
     file: Path
-    validation: Validation
+    validation: Verdict
     judged: dict[str, Judged]  # by part: ALL and each of HALVES
     session: Optional[Session]  # kept open while the candidate is a contender, to time it
     seconds: float

@@ -21,7 +21,7 @@ from edgepack_runtime.backends import Session, open_session
 from edgepack_runtime.dims import resize, size_label
 from edgepack_runtime.errors import first_line
 from edgepack_runtime.hostinfo import HostInfo
-from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec, Validation
+from edgepack_runtime.manifest import Accuracy, Dim, TensorSpec
 from edgepack_runtime.parity import (
     fidelity,
     max_abs_diff,
@@ -33,6 +33,7 @@ from edgepack_runtime.parity import (
 )
 from edgepack_runtime.precision import precision as precision_of
 from edgepack_runtime.stats import latency_summary, time_calls
+from edgepack_runtime.verdict import FAILED, PASSED, Verdict
 
 from .budget import Budget, measure
 from .errors import BuildError, ModelSourceError
@@ -256,7 +257,7 @@ def clearly_faster(a: dict, b: dict) -> bool:
 
 def validate_artifact(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile,
                       host: HostInfo, refs: References, budget: Budget
-                      ) -> tuple[Validation, Optional[Accuracy], Session]:
+                      ) -> tuple[Verdict, Optional[Accuracy], Session]:
     """Run one artifact on the golden inputs and all the evaluation samples with the runtime
     backend. Returns the parity verdict, the accuracy and the open session."""
     validation, session = check_parity(fmt, precision, path, layout, target, host, refs, budget)
@@ -270,7 +271,7 @@ def build_host(host: HostInfo) -> str:
 
 
 def check_parity(fmt: str, precision: str, path, layout: Optional[str], target: TargetProfile, host: HostInfo,
-                 refs: References, budget: Budget) -> tuple[Validation, Session]:
+                 refs: References, budget: Budget) -> tuple[Verdict, Session]:
     """Run one artifact on the golden inputs (and the sweeps of its dynamic dims) with the
     runtime backend. Returns the parity verdict and the open session."""
     session = open_artifact(fmt, path, layout, target, refs)
@@ -290,8 +291,9 @@ def check_parity(fmt: str, precision: str, path, layout: Optional[str], target: 
         diff = max(diff, max_abs_diff(swept, sweep.outputs))
         cosine = min(cosine, fidelity(swept, sweep.outputs).cosine)
     matches = target.matches_host(host, fmt, precision)
-    validation = Validation(
-        passed=parity_passes(diff, tolerance, cosine, min_cosine),
+    validation = Verdict(
+        artifact=f"{fmt}-{precision}",
+        result=PASSED if parity_passes(diff, tolerance, cosine, min_cosine) else FAILED,
         max_abs_diff=diff,
         tolerance=tolerance,
         samples=measured.samples,

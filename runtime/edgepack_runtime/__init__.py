@@ -4,7 +4,8 @@ from .bundle import Bundle, open_bundle
 from .errors import BackendUnavailableError, BundleError, EdgepackError, InferenceError, InputError, IntegrityError
 from .manifest import Artifact, Manifest, TensorSpec
 from .model import Model, load
-from .parity import SelfTest, self_test
+from .parity import self_test
+from .verdict import Verdict
 
 __version__ = "0.1.0"
 
@@ -17,7 +18,7 @@ __all__ = [
     "Artifact",
     "TensorSpec",
     "self_test",
-    "SelfTest",
+    "Verdict",
     "EdgepackError",
     "BundleError",
     "IntegrityError",

@@ -286,9 +286,10 @@ def verify(bundle: Path, artifact: Optional[str], as_json: bool) -> None:
     from .verification import verify_bundle
 
     report = verify_bundle(open_bundle(bundle), artifact)
-    results = report["results"]
+    results = [verdict.to_dict() for verdict in report["results"]]
     if as_json:
-        click.echo(json.dumps({k: report[k] for k in ("bundle", "integrity", "signature", "results")}, indent=2))
+        click.echo(json.dumps({**{k: report[k] for k in ("bundle", "integrity", "signature")}, "results": results},
+                              indent=2))
     else:
         console.print(f"integrity: all {report['integrity']['files']} files match their sha256")
         sig = report["signature"]

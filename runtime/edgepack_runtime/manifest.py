@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import BundleError
 from .typed import Problem, did_you_mean, from_data
+from .verdict import Verdict, record_fields
 from .versions import newer_major, newer_minor, parse_version
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "MANIFEST_NAME",
     "Dim",
     "TensorSpec",
-    "Validation",
     "Accuracy",
     "TaskMetric",
     "FileRef",
@@ -111,27 +111,6 @@ class TensorSpec:
         dims = {d.axis: d for d in self.dynamic}
         return all(dims[i].min <= n <= dims[i].max if i in dims else n == self.shape[i]
                    for i, n in enumerate(shape))
-
-
-@dataclass(frozen=True)
-class Validation:
-    """Outputs of one artifact against PyTorch on the golden inputs."""
-
-    passed: bool
-    max_abs_diff: float
-    tolerance: float
-    samples: int
-    backend: str
-    host: dict[str, Any]  # where it ran: arch, cpu, isa
-    host_matches_target: bool
-    # Output-relative checks (schema 2): cosine similarity to PyTorch must reach min_cosine;
-    # `tolerance` is a small floor plus a fraction of the reference outputs' range.
-    cosine: Optional[float] = None
-    min_cosine: Optional[float] = None
-    sqnr_db: Optional[float] = None
-    # Schema 2.1: the other sizes of the dynamic dims checked too (e.g. "seq=1"): the bounds
-    # and `cosine` (the lowest of the sizes' means) cover them.
-    sizes: tuple[str, ...] = ()
 
 
 # What a model's user reads from its outputs, and so what its artifacts are judged by:
@@ -269,7 +248,7 @@ class Artifact:
     error: Optional[str] = None
     quantization: Optional[Quantization] = None  # a free-form table before 2.5, read into this
     layout: Optional[str] = None  # "nhwc": 4-D tensors are channels-last inside the artifact
-    validation: Optional[Validation] = None
+    validation: Optional[Verdict] = None  # the build's, against PyTorch (recorded as Verdict.to_record)
     accuracy: Optional[Accuracy] = None
     # Where the build host runs the target's kernels, the default artifact is the fastest accurate one.
     latency: Optional[Latency] = None
@@ -477,7 +456,11 @@ class Manifest:
         )
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=False) + "\n"
+        data = dataclasses.asdict(self)
+        for art, written in zip(self.artifacts, data["artifacts"]):
+            if art.validation is not None:
+                written["validation"] = art.validation.to_record()
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "Manifest":
@@ -508,9 +491,10 @@ class Manifest:
         if version < QUANTIZATION_TYPED and isinstance(data.get("artifacts"), list):
             data = {**data, "artifacts": [_quantization_before_2_5(a) for a in data["artifacts"]]}
         # Keys from a newer minor are ignored; within what this reader knows, unknown keys are damage.
+        newer = newer_minor(version, SCHEMA_VERSION)
         try:
-            manifest: Manifest = from_data(cls, {**data, "schema_version": f"{version[0]}.{version[1]}"}, "manifest",
-                                 tolerate_unknown=newer_minor(version, SCHEMA_VERSION), check=_check_ranges)
+            read = {**_verdicts_read(data, newer), "schema_version": f"{version[0]}.{version[1]}"}
+            manifest: Manifest = from_data(cls, read, "manifest", tolerate_unknown=newer, check=_check_ranges)
         except Problem as problem:
             raise _damaged(problem.where, problem.problem) from problem
         _check_target(manifest.target)
@@ -556,6 +540,18 @@ _STATUSES = ("ok", "failed", "rejected")
 def _damaged(where: str, problem: str) -> BundleError:
     return BundleError(f"{MANIFEST_NAME}: {where} {problem}; the bundle is damaged or from an incompatible "
                        "edgepack, rebuild it")
+
+
+def _verdicts_read(data: dict[str, Any], tolerate_unknown: bool) -> dict[str, Any]:
+    """`data` with each artifact's recorded validation as the fields of its Verdict."""
+    artifacts = data.get("artifacts")
+    if not isinstance(artifacts, list):
+        return data  # from_data refuses it
+    read = [{**art, "validation": record_fields(art["validation"], art.get("name"),
+                                                f"manifest.artifacts[{i}].validation", tolerate_unknown)}
+            if isinstance(art, dict) and art.get("validation") is not None else art
+            for i, art in enumerate(artifacts)]
+    return {**data, "artifacts": read}
 
 
 def _check_ranges(obj: Any, where: str) -> None:

@@ -12,6 +12,7 @@ import typing
 from typing import Any
 
 from .manifest import SCHEMA_VERSION, Manifest
+from .verdict import RECORD, RECORD_REQUIRED, Verdict
 
 __all__ = ["manifest_schema"]
 
@@ -28,6 +29,8 @@ def _schema(hint: Any, definitions: dict[str, Any]) -> dict[str, Any]:
         return {"type": "array", "items": _schema(args[0], definitions)}
     if origin is dict:  # dict[str, Any]: a free-form table
         return {"type": "object"}
+    if hint is Verdict:  # the manifest records the build's verdict, not every field
+        return _verdict_record(definitions)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):  # a hint is a class, never an instance
         name = hint.__name__
         if name not in definitions:
@@ -45,6 +48,26 @@ def _schema(hint: Any, definitions: dict[str, Any]) -> dict[str, Any]:
             }
         return {"$ref": f"#/$defs/{name}"}
     return dict(_SCALARS[hint])
+
+
+def _verdict_record(definitions: dict[str, Any]) -> dict[str, Any]:
+    """The keys of Verdict.to_record: `passed` for `result`, the required ones never null."""
+    hints = typing.get_type_hints(Verdict)
+
+    def key(name: str) -> dict[str, Any]:
+        if name == "passed":
+            return {"type": "boolean"}
+        schema = _schema(hints[name], definitions)
+        return schema["anyOf"][0] if name in RECORD_REQUIRED and "anyOf" in schema else schema
+
+    definitions["Verdict"] = {
+        "type": "object",
+        "description": "One artifact's outputs against PyTorch on the golden inputs, as the build judged them.",
+        "properties": {name: key(name) for name in RECORD},
+        "required": list(RECORD_REQUIRED),
+        "additionalProperties": True,
+    }
+    return {"$ref": "#/$defs/Verdict"}
 
 
 def manifest_schema() -> dict[str, Any]:

@@ -18,11 +18,12 @@ from .errors import OutputShapeError
 from .hostinfo import host_info, int8_kernel_family
 from .precision import is_calibrated, is_integer
 from .tasks import task
+from .verdict import FAILED, PASSED, Verdict
 
 if TYPE_CHECKING:
     from .model import Model
 
-__all__ = ["SelfTest", "Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
+__all__ = ["Fidelity", "fidelity", "split_samples", "run_samples", "max_abs_diff", "top1_accuracy",
            "self_test", "parity_samples", "parity_passes", "SAME_KERNELS", "OTHER_KERNELS"]
 
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
@@ -140,25 +141,6 @@ SAME_KERNELS = OwnTolerance(min_cosine=0.9999, range_fraction=1 / 64)
 OTHER_KERNELS = OwnTolerance(min_cosine=0.99, range_fraction=0.1)
 
 
-@dataclass(frozen=True)
-class SelfTest:
-    artifact: str
-    passed: bool
-    max_abs_diff: float
-    tolerance: float
-    samples: int
-    cosine: float
-    min_cosine: Optional[float]
-    # Against the artifact's own outputs on the build host (bundles since 2.3; None before):
-    # far tighter than PyTorch's int8 bounds, so a device whose kernels compute the artifact
-    # differently fails here even when it stays within them.
-    own_cosine: Optional[float] = None
-    own_max_abs_diff: Optional[float] = None
-    own_tolerance: Optional[float] = None
-    own_min_cosine: Optional[float] = None
-    same_kernels: Optional[bool] = None
-
-
 def _same_kernels(model: Model) -> bool:
     """Whether this device runs the artifact's kernels as the build host did."""
     built = (model.artifact.validation.host if model.artifact.validation else None) or {}
@@ -170,7 +152,7 @@ def _same_kernels(model: Model) -> bool:
     return int8_kernel_family(here.arch, here.isa) == int8_kernel_family(here.arch, tuple(built.get("isa", ())))
 
 
-def self_test(model: Model, same_kernels: Optional[bool] = None) -> SelfTest:
+def self_test(model: Model, same_kernels: Optional[bool] = None) -> Verdict:
     """Run the bundle's golden inputs through `model` and compare with PyTorch's outputs
     using the limits recorded for this artifact at build time, and with the artifact's own
     outputs on the build host (SAME_KERNELS or OTHER_KERNELS). `same_kernels`: whether this
@@ -185,9 +167,9 @@ def self_test(model: Model, same_kernels: Optional[bool] = None) -> SelfTest:
     raw = run_samples(model.run, inputs)
     outputs = judged.comparable(raw, reference, post)
     diff, measured = max_abs_diff(outputs, reference), fidelity(outputs, reference)
-    validation = model.artifact.validation
-    tolerance = validation.tolerance if validation else 0.0
-    min_cosine = validation.min_cosine if validation else None
+    built = model.artifact.validation
+    tolerance = built.tolerance if built is not None and built.tolerance is not None else 0.0
+    min_cosine = built.min_cosine if built is not None else None
     passed = parity_passes(diff, tolerance, measured.cosine, min_cosine)
     own = model.bundle.own_outputs(model.artifact.name)
     own_figures: dict[str, Any] = {}
@@ -203,13 +185,15 @@ def self_test(model: Model, same_kernels: Optional[bool] = None) -> SelfTest:
         passed = passed and parity_passes(own_diff, own_tolerance, own_cosine, limits.min_cosine)
         own_figures = dict(own_cosine=own_cosine, own_max_abs_diff=own_diff, own_tolerance=own_tolerance,
                            own_min_cosine=limits.min_cosine, same_kernels=same)
-    return SelfTest(
+    return Verdict(
         artifact=model.artifact.name,
-        passed=passed,
+        result=PASSED if passed else FAILED,
+        cosine=measured.cosine,
+        min_cosine=min_cosine,
         max_abs_diff=diff,
         tolerance=tolerance,
         samples=measured.samples,
-        cosine=measured.cosine,
-        min_cosine=min_cosine,
+        sqnr_db=measured.sqnr_db,
+        backend=model.backend,
         **own_figures,
     )

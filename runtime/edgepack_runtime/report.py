@@ -95,7 +95,7 @@ def _where(art: Artifact) -> str:
     if acc is not None and acc.measured_on:
         return (plain(acc.measured_on.replace(" (build host)", ""))
                 + (" [yellow](≠ target)[/]" if acc.indicative else ""))
-    host = art.validation.host if art.validation else {}
+    host = (art.validation.host if art.validation else None) or {}
     where = plain(host.get("arch", "-"))
     if art.validation is not None and not art.validation.host_matches_target:
         where += " [yellow](≠ target)[/]"

@@ -102,10 +102,11 @@ def test_a_noisier_artifact_that_buys_no_speed_is_left_out_for_a_closer_one():
     import dataclasses
 
     from edgepack.pipeline import _dominated, _leave_out
-    from edgepack_runtime.manifest import Golden, Manifest, Validation
+    from edgepack_runtime.manifest import Golden, Manifest
+    from edgepack_runtime.verdict import PASSED, Verdict
 
-    ok = Validation(passed=True, max_abs_diff=0.0, tolerance=1.0, samples=4, backend="test", host={},
-                    host_matches_target=True)
+    ok = Verdict("onnx-int8", PASSED, max_abs_diff=0.0, tolerance=1.0, samples=4, backend="test", host={},
+                 host_matches_target=True)
     static = dataclasses.replace(_shipped(0.97, 0.9, 12), validation=ok)
     dynamic = dataclasses.replace(static, name="onnx-dynamic-int8", precision="dynamic-int8")
     tflite = dataclasses.replace(static, name="tflite-int8", format="tflite")

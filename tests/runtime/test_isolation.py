@@ -44,7 +44,7 @@ def test_public_names_are_pinned():
     import edgepack_runtime
 
     assert sorted(edgepack_runtime.__all__) == sorted([
-        "load", "Model", "open_bundle", "Bundle", "Manifest", "Artifact", "TensorSpec", "self_test", "SelfTest",
+        "load", "Model", "open_bundle", "Bundle", "Manifest", "Artifact", "TensorSpec", "self_test", "Verdict",
         "EdgepackError", "BundleError", "IntegrityError", "InputError", "InferenceError", "BackendUnavailableError",
         "__version__"])
     assert sorted(edgepack.__all__) == sorted([
