@@ -7,6 +7,7 @@ import pytest
 
 import edgepack
 from edgepack_runtime import open_bundle
+from edgepack_runtime.verdict import Verdict
 
 from ..conftest import DIGITS_MODEL
 from .test_cli import run_cli
@@ -24,6 +25,9 @@ def test_build_verify_emulated_records_results_and_the_cli_agrees(digits_data, t
     for r in by_name.values():
         assert r["passed"] and r["error"] is None, r
         assert r["max_abs_diff"] <= r["tolerance"] and r["diff_vs_host"] is not None
+        # The guest's whole verdict, read back: held to the artifact's own outputs with other kernels' limits.
+        verdict = Verdict.from_dict(r)
+        assert verdict.result == "passed" and verdict.same_kernels is False and verdict.own_tolerance is not None
     assert by_name["onnx-fp32"]["diff_vs_host"] < 1e-4
     assert json.loads((result.path / "manifest.json").read_text())["emulated"] == report
     assert open_bundle(result.path).manifest.emulated == report
