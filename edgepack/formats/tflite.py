@@ -64,6 +64,7 @@ class TfliteSettings:
 EXTRA_HINT = "pip install 'edgepack[tflite]' (or run `make setup`)"
 # TFLite's names of the ops with learned weights (the op graph's `weighted`).
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL")
+CONCATENATION = "CONCATENATION"
 # Recent calibrations (quantize), by _calibration_key: float variants of a recipe reuse them.
 # A search alternates two recipes, and cross-fitting four folds' samples: room for all.
 _CALIBRATIONS: dict[str, dict] = {}
@@ -286,15 +287,20 @@ class TfliteFormat(ExportFormat):
                 [validation_utils.ValidationErrorMetric.SNR], compare_fns=None, use_xnnpack=True,
                 num_threads=target.threads).get_all_tensor_results()
         snr_db = {name: 10 * np.log10(max(r["snr"], 1e-12)) for name, r in results.items() if "snr" in r}
-        graph = tfl_flatbuffer_utils.read_model(str(fp32)).subgraphs[0]
+        model = tfl_flatbuffer_utils.read_model(str(fp32))
+        graph = model.subgraphs[0]
         names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
+        concats = {op.outputs[0] for i, op in enumerate(graph.operators) if len(op.outputs)
+                   and tfl_flatbuffer_utils.get_op_name_by_index(model, 0, i) == CONCATENATION}
         drops = []
         for op in graph.operators:
             if len(op.inputs) < 2 or not len(op.outputs):  # weighted ops: activation + weights (+ bias)
                 continue
             source, output = names[op.inputs[0]], names[op.outputs[0]]
+            # As in onnx.py: a layer kept float keeps the concatenation feeding it float too.
+            feeding = [source] if op.inputs[0] in concats else []
             if source in snr_db and output in snr_db:
-                drops.append((snr_db[source] - snr_db[output], [output]))
+                drops.append((snr_db[source] - snr_db[output], feeding + [output]))
         drops.sort(key=lambda d: -d[0])
         return [group for _, group in drops]
 

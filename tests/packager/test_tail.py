@@ -167,3 +167,43 @@ def test_tflite_prefix_keeps_the_first_layers_float(tmp_path):
     assert conv_outputs(tmp_path / "all.tflite") == ["int8", "int8", "int8"]
     assert conv_outputs(tmp_path / "prefix.tflite") == ["float32", "int8", "int8"]
     assert kept.float_ops == exported.graph.in_order(first) and len(kept.float_ops) >= 1
+
+
+def test_a_layer_ranked_for_float_keeps_the_concat_feeding_it_float(tmp_path):
+    """Branches of very different ranges joined by a Concat share one int8 scale; keeping
+    the layer after it float only helps when its input, the Concat, stays float too (the
+    U^2-Net-p decoder)."""
+    import numpy as np
+    import torch
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from edgepack.formats import get_format
+    from edgepack.formats.onnx import _Reader
+    from edgepack.targets import load_target
+    from edgepack_runtime.manifest import TensorSpec
+
+    class Branches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.small, self.large = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.after = torch.nn.Conv2d(8, 2, 3, padding=1)
+
+        def forward(self, x):
+            return self.after(torch.cat([self.small(x), self.large(x) * 200], dim=1))
+
+    fmt, target = get_format("onnx"), load_target("host")
+    fp32 = fmt.export(Branches().eval(), (TensorSpec("x", (1, 3, 16, 16), "float32"),), ["y"], target,
+                      tmp_path / "m.onnx").path
+    calibration = {"x": np.random.default_rng(0).normal(size=(8, 1, 3, 16, 16)).astype(np.float32)}
+    quantize_static(str(fp32), str(tmp_path / "q.onnx"), _Reader(calibration), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    groups = fmt.sensitive_layers(fp32, tmp_path / "q.onnx", calibration, target)
+    import onnx
+
+    nodes = {n.name: n for n in onnx.load(str(fp32)).graph.node}
+    joined = [g for g in groups if any(nodes[name].op_type == "Concat" for name in g)]
+    assert len(joined) == 1 and [nodes[name].op_type for name in joined[0]] == ["Concat", "Conv"]
+    concat, conv = (nodes[name] for name in joined[0])
+    assert conv.input[0] == concat.output[0]  # the layer after the Concat, with the Concat
+    assert all(len(g) == 1 for g in groups if g is not joined[0])  # the branches' layers alone
