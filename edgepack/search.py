@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 # Layers kept in float at each mixed-precision step (the most sensitive first), never more
 # than MAX_FLOAT_SHARE of the ranked layers: float islands cost the speed int8 is for, and a
 # mixed candidate that is not faster than the float model is no candidate at all.
-MIXED_PRECISION_STEPS = (1, 2, 4, 8)
+MIXED_PRECISION_STEPS = (1, 2, 4, 8, 16)
 MAX_FLOAT_SHARE = 0.25
 # Then the first layers in float, a growing share of the weighted layers (islands.py):
 # where the ranking misses because every early tensor costs a little (a detector on
