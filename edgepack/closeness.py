@@ -17,7 +17,8 @@ a margin (lower is better, 0 is PyTorch's own answer):
   threshold, in units of the threshold (a box that crosses it appears or disappears), plus
   1 - IoU of the boxes PyTorch keeps;
 - embed, generic: 1 - the cosine of the sample's output (the worst output's);
-- segment: the RMS error of the map in units of the sample's spread, as for logits.
+- segment: the RMS error of the map in units of the spread of all the maps (a flat map of a
+  photo without an object has no spread of its own to speak of).
 
 Each is its task's `sample_errors` (edgepack_runtime.tasks).
 """
