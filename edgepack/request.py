@@ -223,7 +223,7 @@ class BuildRequest:
                                                       "output": {"path": Path(output)}}
         for keyword, value in options.items():
             where = OPTIONS[keyword]
-            given.setdefault(where.part, {})[where.field] = value
+            given.setdefault(where.part, {})[where.field] = where.checked(value)
         optional = {f.name for f in fields(cls) if f.default is None}  # a part that is None unless asked for
         parts = {name: part(**given.get(name, {})) for name, part in _PARTS.items()
                  if name not in optional or any(v is not None for v in given.get(name, {}).values())}
@@ -249,6 +249,18 @@ class Option:
 
     def from_command_line(self, value: Any) -> Any:
         return self.flag.parse(value) if self.flag.parse is not None else value
+
+    def checked(self, value: Any) -> Any:
+        """`value` as the command line would accept it: a choice or a number in range is
+        checked as the flag checks it (edgepack.build() gets the same one-line refusal),
+        other values pass as they are (paths may be arrays in hand, lists are lists)."""
+        kind = self.flag.settings.get("type")
+        if value is None or not isinstance(kind, (click.Choice, click.FloatRange, click.IntRange)):
+            return value
+        try:
+            return kind.convert(value, None, None)
+        except click.BadParameter as exc:
+            raise UsageError(f"{self.keyword}={value!r}: {exc.message.rstrip('.')} ({self.flag.names[0]})") from None
 
     @property
     def shown_default(self) -> bool:

@@ -4,6 +4,7 @@ and `edgepack.build()`'s keywords are made from them and make the same BuildRequ
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,14 @@ def test_an_unknown_keyword_is_one_line_naming_the_options(tmp_path):
         assert message.startswith("edgepack.build() has no option 'calbration'; did you mean 'calibration'? ")
         assert all(keyword in message for keyword in OPTIONS)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("options, says", [
+    ({"prefer": "fastest"}, "prefer='fastest': 'fastest' is not one of 'balanced', 'accuracy', 'speed'"),
+    ({"min_cosine": 5}, "min_cosine=5: 5.0 is not in the range -1<=x<=1 (--min-cosine)"),
+    ({"task": "segmentation"}, "task='segmentation'"),
+])
+def test_a_python_option_out_of_range_is_refused_as_the_flag_refuses_it(options, says, tmp_path):
+    with pytest.raises(UsageError, match=re.escape(says)):
+        BuildRequest.of("model.py:create", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
