@@ -145,7 +145,8 @@ class BudgetRequest:
         help="Detection F1 vs PyTorch's detections (IoU 0.5, same class) every artifact of a detector must keep.")
     min_iou: float = option(
         "--min-iou", default=DEFAULT_MIN_IOU, type=click.FloatRange(0, 1),
-        help="Mean IoU of the masks vs PyTorch's every artifact of a dense model (--task segment) must keep.")
+        help="IoU of the masks vs PyTorch's (pooled over the images) every artifact of a dense model (--task "
+             "segment) must keep.")
     task: Optional[str] = option(
         "--task", type=click.Choice(list(TASKS)),
         help="What the outputs are for, which decides how artifacts are judged (default: from --postprocess/"

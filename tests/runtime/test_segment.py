@@ -56,8 +56,8 @@ def test_segment_is_judged_by_mask_iou_not_by_the_maps_cosine():
     reference = {"map": _maps()}
     segment = task("segment")
     same = segment.metrics(reference, reference, FLOORS)
-    assert [m.name for m in same] == ["mask_iou", "pixel_agreement"]
-    assert same[0].value == 1.0 and same[0].floor == 0.9 and same[1].value == 100.0
+    assert [m.name for m in same] == ["mask_iou", "mask_iou_per_image", "pixel_agreement"]
+    assert same[0].value == 1.0 and same[0].floor == 0.9 and same[1].floor is None and same[2].value == 100.0
     # Values pulled just under the threshold: the maps' cosine stays high, the masks vanish.
     faded = {"map": np.where(reference["map"] > 0.5, 0.49, 0.1).astype(np.float32)}
     cosine = float(np.dot(faded["map"].ravel(), reference["map"].ravel())
@@ -71,6 +71,20 @@ def test_segment_is_judged_by_mask_iou_not_by_the_maps_cosine():
     nudged = {"map": reference["map"] + 0.01}
     errors = [segment.sample_errors(o, reference).mean() for o in (reference, nudged, faded)]
     assert errors[0] == 0 and errors[0] < errors[1] < errors[2]
+
+
+def test_mask_iou_pools_the_images_so_stray_pixels_on_an_empty_one_do_not_decide():
+    reference = {"map": _maps()}
+    reference["map"][3] = 0.1  # a photo without an object: PyTorch's mask is empty
+    stray = {"map": reference["map"].copy()}
+    stray["map"][3, 0, 0, :3] = 0.9  # three pixels the artifact marks
+    pooled, per_image, _ = task("segment").metrics(stray, reference, FLOORS)
+    assert per_image.value == pytest.approx(0.75)  # that image's IoU is 0
+    assert pooled.value == pytest.approx(3 * 256 / (3 * 256 + 3)) and pooled.value >= FLOORS.min_iou
+    # Lost objects still count in full: the artifact misses one square entirely.
+    lost = {"map": reference["map"].copy()}
+    lost["map"][0] = 0.1
+    assert task("segment").metrics(lost, reference, FLOORS)[0].value == pytest.approx(2 / 3)
 
 
 def test_segment_refuses_outputs_without_a_map():
