@@ -243,7 +243,7 @@ def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: b
 
 
 def _print_answer(model: Model, prediction: Optional[Prediction], outputs: dict[str, np.ndarray]) -> None:
-    """The answer on the console: top labels, detections, an embedding, or the raw outputs."""
+    """The answer on the console: top labels, detections, a mask, an embedding, or the raw outputs."""
     title = f"{model.bundle.manifest.name} ({model.artifact.name})"
     if prediction is not None and prediction.top is not None:
         table = Table(title=plain(title))
@@ -254,6 +254,10 @@ def _print_answer(model: Model, prediction: Optional[Prediction], outputs: dict[
         console.print(table)
     elif prediction is not None and prediction.detections is not None:
         console.print(_detections_table(prediction.detections, title))
+    elif prediction is not None and prediction.mask is not None:
+        from .postprocess import mask_summary
+
+        console.print(plain(f"{title}: {mask_summary(prediction.mask)}"), highlight=False)
     elif prediction is not None and prediction.embedding is not None:
         vector = prediction.embedding
         console.print(f"[bold]embedding[/] {vector.size} values, L2 norm {np.linalg.norm(vector):.4f} "

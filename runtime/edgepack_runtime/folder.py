@@ -65,11 +65,15 @@ def _detections(detections: list[Detection]) -> str:
 
 def answer_line(name: str, prediction: Prediction) -> str:
     """One image's answer on one line: top labels, detections counted per label (their boxes
-    are in --json), an embedding's size and norm, or the outputs' shapes."""
+    are in --json), a mask's size and share, an embedding's size and norm, or the outputs' shapes."""
     if prediction.top is not None:
         answer: Optional[str] = _top(prediction.top)
     elif prediction.detections is not None:
         answer = _detections(prediction.detections)
+    elif prediction.mask is not None:
+        from .postprocess import mask_summary
+
+        answer = mask_summary(prediction.mask)
     elif prediction.embedding is not None:
         answer = f"embedding of {prediction.embedding.size} values, L2 norm {np.linalg.norm(prediction.embedding):.4f}"
     else:

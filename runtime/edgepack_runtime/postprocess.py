@@ -17,8 +17,8 @@ from .manifest import Postprocessing, TensorSpec
 if TYPE_CHECKING:
     from .tasks import Ask
 
-__all__ = ["Prediction", "Detection", "answer", "mask_dict", "read_labels", "label_count", "check_thresholds",
-           "THRESHOLD_NAMES"]
+__all__ = ["Prediction", "Detection", "answer", "mask_dict", "mask_summary", "read_labels", "label_count",
+           "check_thresholds", "THRESHOLD_NAMES"]
 
 # A detection: (label, score, x1, y1, x2, y2), the box in the original image's pixels.
 Detection = tuple[str, float, float, float, float, float]
@@ -71,6 +71,14 @@ def mask_dict(mask: np.ndarray) -> dict[str, Any]:
     counts = np.diff(np.append(starts, flat.size))
     return {"shape": list(mask.shape), "foreground": round(float(np.count_nonzero(flat)) / max(flat.size, 1), 6),
             "values": flat[starts].tolist(), "counts": counts.tolist()}
+
+
+def mask_summary(mask: np.ndarray) -> str:
+    """A mask in a few words: its size and how much of it is foreground (or which classes)."""
+    height, width = mask.shape[:2]
+    if mask.dtype == np.bool_:
+        return f"mask {width}x{height}, {np.count_nonzero(mask) / max(mask.size, 1):.1%} foreground"
+    return f"mask {width}x{height}, classes {', '.join(str(c) for c in np.unique(mask)[:8])}"
 
 
 def read_labels(data: bytes, classes: int) -> list[str]:

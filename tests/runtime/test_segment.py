@@ -129,7 +129,7 @@ def test_a_segmenter_bundle_answers_with_the_mask_over_the_original_image(segmen
     result = CliRunner().invoke(runtime_cli, ["run", str(segmenter_bundle), "--image", str(photo), "--annotate",
                                               str(drawing)])
     assert result.exit_code == 0, result.output
-    assert "drew the mask" in result.output
+    assert "drew the mask" in result.output and "mask 150x100" in result.output
     drawn = np.asarray(Image.open(drawing).convert("RGB")).astype(int)
     original = bright_scene(150, 100, (30, 20, 120, 70)).astype(int)
     assert (drawn[45, 75] != original[45, 75]).any()  # inside the mask: tinted
