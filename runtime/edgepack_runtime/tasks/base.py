@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..letterbox import Geometry
     from ..postprocess import Prediction
 
-__all__ = ["Ask", "Task"]
+__all__ = ["Ask", "Task", "rms_errors"]
 
 Outputs = Mapping[str, np.ndarray]
 
@@ -35,6 +35,15 @@ class Ask:
     iou_threshold: Optional[float] = None
     geometry: Optional["Geometry"] = None
     input_hw: Optional[tuple[int, int]] = None  # the model input's height and width (images)
+
+
+def rms_errors(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's root-mean-square error of `out` vs `ref` ([N, ...] each), and `ref`
+    as [N, values] in float64 (for the spread the error is measured in)."""
+    n = len(ref)
+    flat = ref.reshape(n, -1).astype(np.float64)
+    rms: np.ndarray = np.sqrt(((out.reshape(n, -1).astype(np.float64) - flat) ** 2).mean(axis=1))
+    return rms, flat
 
 
 class Task:

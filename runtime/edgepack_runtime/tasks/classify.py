@@ -8,7 +8,7 @@ import numpy as np
 
 from ..manifest import Postprocessing, TaskMetric
 from ..task_fidelity import Floors, agreement_metric, cosine_metric
-from .base import Ask, Outputs, Task
+from .base import Ask, Outputs, Task, rms_errors
 
 if TYPE_CHECKING:
     from ..postprocess import Prediction
@@ -56,11 +56,8 @@ class Classify(Task):
     def sample_errors(self, outputs: Outputs, reference: Outputs, post: Optional[Postprocessing] = None
                       ) -> np.ndarray:
         main = self.main(post, reference)
-        n = len(reference[main])
-        out = outputs[main].reshape(n, -1).astype(np.float64)
-        ref = reference[main].reshape(n, -1).astype(np.float64)
-        spread = np.maximum(ref.std(axis=1), 1e-12)
-        errors: np.ndarray = np.sqrt(((out - ref) ** 2).mean(axis=1)) / spread
+        rms, ref = rms_errors(outputs[main], reference[main])
+        errors: np.ndarray = rms / np.maximum(ref.std(axis=1), 1e-12)  # each sample's logit spread
         return errors
 
     def answer(self, post: Postprocessing, outputs: dict[str, np.ndarray], labels: Optional[Sequence[str]],

@@ -24,7 +24,7 @@ import numpy as np
 from ..intervals import group_index, mean_interval, ratio_interval
 from ..manifest import MaskSettings, Postprocessing, TaskMetric, TensorSpec
 from ..task_fidelity import Floors, agreement_metric, group_count
-from .base import Ask, Outputs, Task
+from .base import Ask, Outputs, Task, rms_errors
 
 if TYPE_CHECKING:
     from ..postprocess import Prediction
@@ -102,14 +102,11 @@ class Segment(Task):
     def sample_errors(self, outputs: Outputs, reference: Outputs, post: Optional[Postprocessing] = None
                       ) -> np.ndarray:
         main = self.main(post, reference)
-        n = len(reference[main])
-        out = outputs[main].reshape(n, -1).astype(np.float64)
-        ref = reference[main].reshape(n, -1).astype(np.float64)
+        rms, ref = rms_errors(outputs[main], reference[main])
         # One spread for all samples, not each sample's: a photo with no salient object has a
         # flat map, whose own spread would blow its error up and let it decide the ranking
         # (U^2-Net-p: errors of 15-63 on such views where the others were near 1).
-        spread = max(float(ref.std()), 1e-12)
-        errors: np.ndarray = np.sqrt(((out - ref) ** 2).mean(axis=1)) / spread
+        errors: np.ndarray = rms / max(float(ref.std()), 1e-12)
         return errors
 
     def output_problem(self, outputs: Sequence[TensorSpec]) -> Optional[str]:
