@@ -4,6 +4,8 @@ artifacts are judged by: asked with --task, else read from the declared answers
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
@@ -16,6 +18,8 @@ from edgepack_runtime.tasks import TASKS, Task, answering, task
 from .errors import ModelSourceError
 
 __all__ = ["TASKS", "infer_task", "ModelTask"]
+
+log = logging.getLogger(__name__)
 
 UNIT_NORM_SLACK = 1e-3  # float32 normalisation leaves norms within ~1e-6 of 1
 MIN_MAP_SIDE = 8  # a one-channel output this wide and tall, of values in 0..1, is taken for a mask
@@ -45,18 +49,24 @@ def _probabilities(values: np.ndarray) -> bool:
     return bool(values.size) and float(values.min()) >= 0.0 and float(values.max()) <= 1.0
 
 
+def _is_probability_map(spec: TensorSpec, values: np.ndarray) -> bool:
+    shape = spec.shape
+    return (len(shape) == 4 and shape[1] == 1 and min(shape[2:]) >= MIN_MAP_SIDE
+            and np.dtype(spec.dtype).kind == "f" and _probabilities(values))
+
+
 def _guess(outputs: Sequence[TensorSpec], reference: Mapping[str, np.ndarray]) -> Task:
     """A single [N, C] float output (C > 1) is taken for class scores, unless PyTorch's
-    outputs (`reference`, stacked) are unit vectors: an embedding. A single one-channel map
-    [N, 1, H, W] of probabilities is a mask (saliency, foreground). Anything else, depth
-    maps and features included, is generic: judged by its cosine."""
+    outputs (`reference`, stacked) are unit vectors: an embedding. Outputs that are all
+    one-channel maps [N, 1, H, W] of probabilities are masks (saliency, foreground; several:
+    a deeply supervised net's side outputs, the first the answer, as U^2-Net's d0).
+    Anything else, depth maps and features included, is generic: judged by its cosine."""
     only = outputs[0] if len(outputs) == 1 else None
-    if only is None or np.dtype(only.dtype).kind != "f":
-        return task("generic")
-    shape = only.shape
-    if len(shape) == 2 and shape[1] > 1:
+    if only is not None and np.dtype(only.dtype).kind == "f" and len(only.shape) == 2 and only.shape[1] > 1:
         return task("embed") if _unit_rows(reference[only.name]) else task("classify")
-    if len(shape) == 4 and shape[1] == 1 and min(shape[2:]) >= MIN_MAP_SIDE and _probabilities(reference[only.name]):
+    if all(_is_probability_map(spec, reference[spec.name]) for spec in outputs):
+        log.warning(f"{outputs[0].name!r} is a one-channel map of values in 0..1: judged as a mask (--task segment, "
+                    "its IoU at --mask-threshold 0.5); pass --task generic to judge the values by cosine")
         return task("segment")
     return task("generic")
 
@@ -79,6 +89,8 @@ def infer_task(requested: Optional[str], post: Optional[Postprocessing], outputs
                                f"declared {post.kind}; drop --postprocess/--labels or pick another --task")
     if post is None:
         post = kind.default_answer(outputs, mask_threshold)
+    if mask_threshold is not None and not math.isfinite(mask_threshold):
+        raise ModelSourceError(f"--mask-threshold must be a finite number, not {mask_threshold}")
     if mask_threshold is not None and kind.settings_field != "mask":
         raise ModelSourceError(f"--mask-threshold applies to dense outputs (--task segment), not to {kind.name}")
     return ModelTask(kind, post)

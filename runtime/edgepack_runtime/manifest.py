@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -589,6 +590,9 @@ def _check_ranges(obj: Any, where: str) -> None:
         given = [name for name in ANSWER_SETTINGS if getattr(obj, name) is not None]
         if given != ([settings] if settings else []):
             raise _damaged(where, f"of kind {obj.kind} needs settings {settings or 'none'}, has {given or 'none'}")
+    elif isinstance(obj, MaskSettings):
+        if not math.isfinite(obj.threshold):
+            raise _damaged(where, "needs a finite threshold")
     elif isinstance(obj, DetectionSettings):
         if (obj.layout not in DETECTION_LAYOUTS or not 0 <= obj.score_threshold <= 1
                 or not 0 <= obj.iou_threshold <= 1 or obj.max_detections < 1):

@@ -41,3 +41,15 @@ def test_guessed_tasks_and_answers_that_decide_the_task():
 def test_a_task_that_cannot_fit_is_one_clear_line(requested, post, outputs, threshold, says):
     with pytest.raises(ModelSourceError, match=says.replace("[", r"\[").replace("+", r"\+")):
         infer_task(requested, post, outputs, REFERENCE, mask_threshold=threshold)
+
+
+def test_a_deeply_supervised_net_of_probability_maps_is_a_mask_judged_on_its_first():
+    maps = [TensorSpec(f"d{i}", (1, 1, 32, 32), "float32") for i in range(3)]
+    reference = {f"d{i}": REFERENCE["map"] for i in range(3)}
+    judged = infer_task(None, None, maps, reference)
+    assert judged.name == "segment" and judged.answer is not None and judged.answer.output == "d0"
+
+
+def test_a_mask_threshold_that_is_no_number_is_refused():
+    with pytest.raises(ModelSourceError, match="finite"):
+        infer_task("segment", None, MAP, REFERENCE, mask_threshold=float("nan"))

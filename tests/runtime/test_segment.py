@@ -103,6 +103,28 @@ def test_a_mask_maps_back_through_a_letterbox_and_a_coarser_output_grid():
     assert back[:, :100].all() and not back[:, 100:].any()
 
 
+def test_pixels_a_centre_crop_cut_away_are_background():
+    # 300x200 resized to 150x100 (scale 0.5), centre crop 100x100: 25 px cut left and right.
+    geometry = Geometry(scale_x=0.5, scale_y=0.5, pad_left=-25.0, pad_top=0.0, width=300, height=200)
+    back = to_original(np.ones((100, 100), bool), Ask(geometry=geometry, input_hw=(100, 100)))
+    assert back.shape == (200, 300)
+    assert not back[:, :50].any() and not back[:, 250:].any() and back[:, 50:250].all()
+
+
+def test_maps_stacked_with_the_models_batch_axis_and_several_classes():
+    """run_samples stacks [1, C, H, W] outputs as [N, 1, C, H, W]; classes are judged per
+    class (mIoU), so a small class lost costs its share, not its pixels' share."""
+    rng = np.random.default_rng(0)
+    logits = rng.random((4, 1, 3, 16, 16)).astype(np.float32)
+    logits[:, :, 2, :2, :2] = 5.0  # class 2: 4 pixels of 256 per image
+    same = task("segment").metrics({"o": logits}, {"o": logits}, FLOORS)
+    assert same[0].value == 1.0
+    lost = logits.copy()
+    lost[:, :, 2] = -1.0  # class 2 never wins any more
+    figure = task("segment").metrics({"o": lost}, {"o": logits}, FLOORS)[0].value
+    assert figure < 0.7  # classes 0 and 1 nearly whole, class 2 gone: about 2/3
+
+
 def test_mask_json_is_run_lengths_that_rebuild_the_mask():
     mask = np.zeros((3, 5), bool)
     mask[1, 1:4] = True

@@ -5,8 +5,9 @@ The answer output is [N, C, H, W] (or [N, H, W]). With one channel the mask is t
 above the declared threshold (MaskSettings: 0.5 for a sigmoid's probabilities, 0 for
 logits); with C > 1 channels it is each pixel's best class. An artifact is judged by the
 IoU of its masks with PyTorch's over all the judged images (intersections and unions
-summed, as segmentation benchmarks pool them; with classes, over every class), and reports
-the mean of each image's IoU and the share of pixels that agree.
+summed, as segmentation benchmarks pool them; with classes, each class's, averaged over
+the classes: mIoU), and reports the mean of each image's IoU and the share of pixels that
+agree.
 
 Pooled, not averaged per image: a photo with next to no object (a few hundred pixels)
 makes its own IoU 0 or 1 on a few stray pixels, as PyTorch's own mask does under 1/255 of
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 
-from ..intervals import group_index, mean_interval, ratio_interval
+from ..intervals import group_bootstrap, group_index, mean_interval, ratio_interval
 from ..manifest import MaskSettings, Postprocessing, TaskMetric, TensorSpec
 from ..task_fidelity import Floors, agreement_metric, group_count
 from .base import Ask, Outputs, Task, rms_errors
@@ -35,21 +36,36 @@ def _threshold(post: Optional[Postprocessing]) -> float:
 
 
 def masks(values: np.ndarray, threshold: float) -> np.ndarray:
-    """Per-sample masks of stacked maps [N, C, H, W] or [N, H, W]: booleans above
-    `threshold` for one channel, the best class index for several ([N, H, W] either way)."""
-    if values.ndim == 4 and values.shape[1] > 1:
-        labels: np.ndarray = values.argmax(axis=1)
+    """Per-sample masks of stacked maps ([N, C, H, W], [N, H, W], or with the model's batch
+    axis kept, [N, 1, C, H, W]): booleans above `threshold` for one channel, the best class
+    index for several ([N, H, W] either way)."""
+    maps = values.reshape(len(values), -1, *values.shape[-2:])  # [N, C, H, W]
+    if maps.shape[1] > 1:
+        labels: np.ndarray = maps.argmax(axis=1)
         return labels
-    return values.reshape(len(values), *values.shape[-2:]) > threshold
+    above: np.ndarray = maps[:, 0] > threshold
+    return above
 
 
-def overlap(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    """(intersection, union) of two masks in pixels: of the foreground for booleans, summed
-    over the classes for class indices."""
+def overlaps(a: np.ndarray, b: np.ndarray, classes: int) -> np.ndarray:
+    """[classes, 2]: each class's (intersection, union) of two masks in pixels; for
+    booleans one class, the foreground."""
     if a.dtype == np.bool_:
-        return int(np.count_nonzero(a & b)), int(np.count_nonzero(a | b))
-    agree = int(np.count_nonzero(a == b))
-    return agree, 2 * a.size - agree  # Σ_c |A_c ∩ B_c| and Σ_c |A_c ∪ B_c| over every class
+        return np.array([[np.count_nonzero(a & b), np.count_nonzero(a | b)]], np.float64)
+    counts = np.zeros((classes, 2), np.float64)
+    both = np.bincount(a[a == b].ravel(), minlength=classes)[:classes]
+    either = (np.bincount(a.ravel(), minlength=classes)[:classes] + np.bincount(b.ravel(), minlength=classes)[:classes]
+              - both)
+    counts[:, 0], counts[:, 1] = both, either
+    return counts
+
+
+def pooled_iou(counts: np.ndarray) -> float:
+    """The IoU of each class over all images (intersections and unions summed), averaged
+    over the classes either side shows (mIoU); 1 when no image shows any."""
+    inter, union = counts.sum(axis=0).T
+    shown = union > 0
+    return float((inter[shown] / union[shown]).mean()) if shown.any() else 1.0
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -82,20 +98,21 @@ class Segment(Task):
                 groups: Optional[np.ndarray] = None) -> tuple[TaskMetric, ...]:
         main, threshold = self.main(post, reference), _threshold(post)
         mine, theirs = masks(outputs[main], threshold), masks(reference[main], threshold)
-        overlaps = np.array([overlap(a, b) for a, b in zip(mine, theirs)], np.float64).reshape(-1, 2)
-        index = group_index(groups, len(overlaps))
-        inter, union = (np.bincount(index, weights=overlaps[:, k]) for k in (0, 1))
-        low, high = ratio_interval(inter, union)
-        total = float(union.sum())
+        classes = int(reference[main].reshape(len(mine), -1, *mine.shape[-2:]).shape[1])
+        counts = np.stack([overlaps(a, b, classes) for a, b in zip(mine, theirs)])  # [N, classes, 2]
+        n, units = len(counts), group_count(groups, len(counts))
+        if counts.shape[1] == 1:  # one mask: a ratio whose unit is the group of images
+            index = group_index(groups, n)
+            low, high = ratio_interval(*(np.bincount(index, weights=counts[:, 0, k]) for k in (0, 1)))
+        else:  # the mean of per-class ratios: resampled by group
+            low, high = group_bootstrap(lambda pick: pooled_iou(counts[pick]), groups, n)
         per_image = np.array([mask_iou(a, b) for a, b in zip(mine, theirs)], np.float64)
         per_low, per_high = mean_interval(per_image, groups)
-        units = group_count(groups, len(per_image))
-        pixels = (mine == theirs).reshape(len(mine), -1).mean(axis=1)
+        pixels = (mine == theirs).reshape(n, -1).mean(axis=1)
         return (
-            TaskMetric("mask_iou", float(inter.sum()) / total if total else 1.0, low, high, samples=len(per_image),
-                       floor=self.floor("mask_iou", floors), groups=units),
-            TaskMetric("mask_iou_per_image", float(per_image.mean()), per_low, per_high, samples=len(per_image),
+            TaskMetric("mask_iou", pooled_iou(counts), low, high, samples=n, floor=self.floor("mask_iou", floors),
                        groups=units),
+            TaskMetric("mask_iou_per_image", float(per_image.mean()), per_low, per_high, samples=n, groups=units),
             agreement_metric("pixel_agreement", pixels, groups, None),
         )
 
@@ -139,7 +156,8 @@ def to_original(mask: np.ndarray, ask: Ask) -> np.ndarray:
     out_h, out_w = mask.shape
     xs = ((np.arange(geometry.width) + 0.5) * geometry.scale_x + geometry.pad_left) * (out_w / in_w)
     ys = ((np.arange(geometry.height) + 0.5) * geometry.scale_y + geometry.pad_top) * (out_h / in_h)
-    cols = np.clip(np.floor(xs).astype(np.int64), 0, out_w - 1)
-    rows = np.clip(np.floor(ys).astype(np.int64), 0, out_h - 1)
-    original: np.ndarray = mask[np.ix_(rows, cols)]
-    return original
+    cols, rows = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
+    original: np.ndarray = mask[np.ix_(rows.clip(0, out_h - 1), cols.clip(0, out_w - 1))]
+    # Pixels a centre crop cut away were never seen: no object there (background, False).
+    seen = ((rows >= 0) & (rows < out_h))[:, None] & ((cols >= 0) & (cols < out_w))[None, :]
+    return np.where(seen, original, np.zeros((), original.dtype))
