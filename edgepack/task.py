@@ -13,11 +13,11 @@ import numpy as np
 
 from edgepack_runtime.errors import UsageError
 from edgepack_runtime.manifest import Postprocessing, TensorSpec
-from edgepack_runtime.tasks import TASKS, Task, answering, task
+from edgepack_runtime.tasks import Task, answering, task
 
 from .errors import ModelSourceError
 
-__all__ = ["TASKS", "infer_task", "ModelTask"]
+__all__ = ["infer_task", "ModelTask"]
 
 log = logging.getLogger(__name__)
 
