@@ -129,6 +129,9 @@ def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: Ma
     key = key or _calibration_key(prepared, calibration, recipe["calibrate_method"])
     return {"calibration_cache_path": str(Path(_ranges_dir().name) / f"{key}-{recipe['percentile']}.json")}
 
+_FULL_CORRECTION_FAILED: set[Path] = set()  # fp32 graphs NNCF's full bias correction could not cut
+
+
 def _bias_corrected(fp32: Path, calibration) -> Path:
     """`fp32` with NNCF's bias correction folded into its float biases (written next to it).
 
@@ -156,13 +159,17 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
     model = onnx.load(str(fp32))
     with converter_output():
         samples = list(_Reader(calibration))
-        try:
-            corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
-                                      fast_bias_correction=False)
-        except Exception as exc:  # NNCF's full correction cuts subgraphs out, which some graphs defeat
-            # (U^2-Net-p: KeyError on a node it renamed); its fast correction measures each
-            # layer in place and still removes the mean shift.
-            log.info(f"NNCF's bias correction failed ({root_cause(exc)}); using its fast bias correction")
+        corrected = None
+        if fp32 not in _FULL_CORRECTION_FAILED:
+            try:
+                corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
+                                          fast_bias_correction=False)
+            except Exception as exc:  # NNCF's full correction cuts subgraphs out, which some graphs defeat
+                # (U^2-Net-p: KeyError on a node it renamed); its fast correction measures
+                # each layer in place and still removes the mean shift.
+                log.info(f"NNCF's bias correction failed ({root_cause(exc)}); using its fast bias correction")
+                _FULL_CORRECTION_FAILED.add(fp32)  # the graph's other folds and recipes go straight to it
+        if corrected is None:
             corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                                       fast_bias_correction=True)
     biases = {init.name: init for init in corrected.graph.initializer}
