@@ -59,7 +59,7 @@ class _LogLines(logging.Handler):
         message = plain(record.getMessage())
         if record.levelno >= logging.WARNING:
             err_console.print(f"[bold yellow]{record.levelname}:[/] {message}", highlight=False)
-        elif self.verbose:
+        elif self.verbose and not getattr(record, "status_line_only", False):  # search.STATUS_LINE_ONLY
             err_console.print(f"[dim]{message}[/]", highlight=False)
         if self.status is not None and record.levelno == logging.INFO:
             minutes, seconds = divmod(int(time.monotonic() - self.started), 60)

@@ -5,13 +5,20 @@ No recipe wins on every model (docs/quantization.md), so every recipe the target
 lists is quantized and run on the judged samples. Candidates are ranked by a continuous
 error of what the user sees (closeness.py), not only by a count near the floor. When no
 candidate clears its floors with margin (the low end of its interval), the search explores
-float islands (islands.py): the most sensitive layers of the most faithful recipe, a few
-more at each step (the walk stops at a step that holds with margin, or when a step lowers
-the error no further), then the first layers: the largest share first, then the smallest
-share within budget by bisection. What stays float is decided here alone, as op ids of the
-exported graph (`QuantPlan.float_ops`): a format that returns its graph in its `Exported`
-gets the detector's tail and the prefix without a line about them. Then the choice
-rule (`_choose`), by `--prefer`:
+float islands (islands.py): the most sensitive layers of the most faithful recipe (one
+layer, then the most it allows, then the fewest that hold as well, by bisection), then the
+first layers: the largest share first, then the smallest share within budget by bisection.
+
+Each candidate gets a first look (a sequential test, `_screen`): cross-fitted, the artifact
+on the samples that calibrated it; with --eval, the first fold of the judged samples. When
+the high end of a floored figure's interval there is below its floor, or the candidate
+failed parity (it could not be chosen either way), it is dropped (`screened_out` in the
+trail) before the rest of the samples, and the folds' quantizations, are spent on it.
+
+What stays float is decided here alone, as op ids of the exported graph
+(`QuantPlan.float_ops`): a format that returns its graph in its `Exported` gets the
+detector's tail and the prefix without a line about them. Then the choice rule
+(`_choose`), by `--prefer`:
 
 - `balanced` (default): the fastest candidate whose error is within one standard error
   (paired over the groups) of the most faithful candidate's; with fewer than
@@ -34,7 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -68,7 +75,9 @@ from .validate import (
 __all__ = ["Candidate", "SearchContext", "search"]
 
 # Each candidate as it is measured (INFO): the CLI's status line shows it, -v prints it.
+# A record with this extra says which candidate is under way: the status line alone shows it.
 log = logging.getLogger(__name__)
+STATUS_LINE_ONLY = {"status_line_only": True}
 
 # Layers kept in float at each mixed-precision step (the most sensitive first), never more
 # than MAX_FLOAT_SHARE of the ranked layers: float islands cost the speed int8 is for, and a
@@ -79,6 +88,11 @@ MAX_FLOAT_SHARE = 0.25
 # where the ranking misses because every early tensor costs a little (a detector on
 # thin-line drawings), the prefix holds.
 PREFIX_SHARES = (0.05, 0.1, 0.15, 0.2, 0.25)
+# A candidate's first look (`_screen`): a candidate whose floored figure cannot reach its
+# floor there is dropped before the rest of the samples (and, cross-fitted, the folds'
+# quantizations) are spent on it; only when the look's interval rests on this many groups.
+SCREEN = "screen"
+SCREEN_MIN_GROUPS = 2
 
 
 @dataclass(frozen=True)
@@ -111,7 +125,14 @@ class Candidate:
     chosen_by: list[str] = field(default_factory=list)  # which parts' choice it was
     outputs_file: Optional[Path] = None  # its outputs on the judged samples, kept if a half may choose it
 
+    @property
+    def screened_out(self) -> bool:
+        """Dropped after its first look (`_reachable`): judged on SCREEN only."""
+        return ALL not in self.judged
+
     def within(self, part: str = ALL) -> bool:
+        if part not in self.judged:
+            return False
         acc = self.judged[part].accuracy
         return (self.validation.passed and not self.slower_than_float
                 and (acc is None or bool(acc.within_budget)))
@@ -119,11 +140,18 @@ class Candidate:
     @property
     def holds_with_margin(self) -> bool:
         """Within budget with the low end of every floored interval clear of its floor."""
+        if not self.within():
+            return False
         acc = self.judged[ALL].accuracy
-        return self.within() and all(m.low >= m.floor for m in (acc.metrics if acc else ()) if m.floor is not None)
+        return all(m.low >= m.floor for m in (acc.metrics if acc else ()) if m.floor is not None)
 
     def error(self, part: str = ALL) -> float:
         return self.judged[part].error
+
+    def first_look_error(self) -> float:
+        """The error on SCREEN, which every candidate has: how the exploration compares a
+        candidate that was dropped with one that was not (paired: the same samples)."""
+        return self.judged[SCREEN].error
 
     @property
     def recipe(self) -> Recipe:
@@ -136,27 +164,34 @@ class Candidate:
 
     def summary(self) -> str:
         """One line for the progress display: what it keeps float, its figure, its error, its seconds."""
-        acc = self.judged[ALL].accuracy
+        part = SCREEN if self.screened_out else ALL
+        acc = self.judged[part].accuracy
         figure = headline(acc.metrics) if acc is not None and acc.metrics else None
-        measured = figure.describe(interval=False) if figure is not None else f"cos {self.validation.cosine:.4f}"
-        return (f"{self.islands.describe()}: {measured} (selection), answer error {self.error():.3f}, "
+        measured = figure.describe(interval=True) if figure is not None else f"cos {self.validation.cosine:.4f}"
+        how = "first look: out of reach, dropped" if self.screened_out else "selection"
+        return (f"{self.islands.describe()}: {measured} ({how}), answer error {self.error(part):.3f}, "
                 f"{self.seconds:.1f} s")
 
     def trail(self) -> dict:
-        acc = self.judged[ALL].accuracy
+        part = SCREEN if self.screened_out else ALL
+        acc = self.judged[part].accuracy
         figure = headline(acc.metrics) if acc is not None else None
         confirmed = self.confirmation.accuracy if self.confirmation is not None else None
         conf = headline(confirmed.metrics) if confirmed is not None else None
         describe = lambda m: {"metric": m.name, "value": round(m.value, 4), "low": round(m.low, 4),  # noqa: E731
                               "samples": m.samples, "groups": m.groups}
         kept = self.islands.to_dict()
+        shown = describe(figure) if figure is not None else None
         return {
             "recipe": self.recipe.to_dict(),
             # The steps that kept ops float and how many stayed float (the chosen one's ops are
             # the artifact's `quantization.float_ops`).
             **({"keeps_float": {**kept, "ops": len(self.result.float_ops)}} if kept else {}),
-            "selection": describe(figure) if figure is not None else None,  # the samples that chose: optimistic
-            "answer_error": round(self.error(), 5),  # closeness.py: what candidates are ranked by
+            # The samples that chose (optimistic); or, for a candidate dropped after its first
+            # look, that look's figure (its interval's high end, and the floor it missed).
+            **({"screened_out": figure and {**describe(figure), "high": round(figure.high, 4), "floor": figure.floor}}
+               if self.screened_out else {"selection": shown}),
+            "answer_error": round(self.error(part), 5),  # closeness.py: what candidates are ranked by
             "cosine": round(acc.cosine if acc is not None else self.validation.cosine, 5),
             "parity": self.validation.passed,
             "within_budget": self.within(),
@@ -224,6 +259,30 @@ def _judge(outputs: dict, indices: np.ndarray, part: Optional[str], fmt_name: st
     return Judged(accuracy, group_errors(errors, ev.groups))
 
 
+def _reachable(judged: Judged) -> bool:
+    """Whether a candidate's first look leaves its floors within reach: False when the high
+    end of a floored figure's interval is below its floor (the rest of the samples would
+    not lift it there), and only when that interval rests on at least SCREEN_MIN_GROUPS."""
+    acc = judged.accuracy
+    return not any(m.floor is not None and m.high < m.floor and (m.groups or m.samples) >= SCREEN_MIN_GROUPS
+                   for m in (acc.metrics if acc is not None else ()))
+
+
+def _screen(fmt, plan: QuantPlan, exported: Exported, session: Session, ctx: SearchContext
+            ) -> tuple[np.ndarray, dict]:
+    """The first look at a candidate, before the rest of the samples are spent on it (a
+    sequential test): its rows and outputs. Cross-fitted, the artifact itself on every judged
+    sample: they calibrated it, so its figure is optimistic, which is the safe side for
+    dropping it, and the folds' quantizations are what a dropped candidate saves. With
+    separate judged samples, the first fold of them."""
+    ev, split = ctx.evaluation, ctx.split
+    if split.crossfit and plan.precision.calibrated:
+        rows = split.indices(ALL)
+    else:
+        rows = np.flatnonzero(split.folds == 0)
+    return rows, run_samples(session.run, {k: v[rows] for k, v in ev.inputs.items()})
+
+
 def _try(fmt, islands: Islands, plan: QuantPlan, exported: Exported, out: Path, ctx: SearchContext) -> Candidate:
     start = time.perf_counter()
     precision = plan.precision
@@ -236,21 +295,43 @@ def _try(fmt, islands: Islands, plan: QuantPlan, exported: Exported, out: Path, 
     with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision.name} candidate"):
         validation, session = check_parity(fmt.name, precision.name, out, layout, ctx.profile, ctx.host, ctx.refs,
                                            ctx.budget)
-        split = ctx.split
-        everything = split.indices(ALL)
-        outputs = _outputs(fmt, plan, exported, session, everything, ctx)
-        judged = {ALL: _judge(outputs, everything, None, fmt.name, precision, ctx)}
-        for half in HALVES:
-            rows = split.indices(half)
-            judged[half] = _judge({k: v[rows] for k, v in outputs.items()}, rows, None, fmt.name, precision, ctx)
-    candidate = Candidate(islands, plan, result, out, validation, judged, session, 0.0)
-    if not any(candidate.within(part) for part in judged):
-        candidate.session = None  # only contenders are timed
-    if any(candidate.within(half) for half in HALVES):  # the crossing over reads them: not computed twice
-        candidate.outputs_file = out.with_name(f"{out.name}.outputs.npz")
-        np.savez(candidate.outputs_file, **outputs)
+        rows, screened = _screen(fmt, plan, exported, session, ctx)
+        judged = {SCREEN: _judge(screened, rows, None, fmt.name, precision, ctx)}
+        candidate = Candidate(islands, plan, result, out, validation, judged, session, 0.0)
+        if validation.passed and _reachable(judged[SCREEN]):
+            _complete(candidate, fmt, exported, ctx, (rows, screened))
+        else:
+            candidate.session = None
     candidate.seconds = time.perf_counter() - start
     return candidate
+
+
+def _complete(candidate: Candidate, fmt, exported: Exported, ctx: SearchContext,
+              screened: Optional[tuple[np.ndarray, dict]] = None) -> None:
+    """A candidate's figures on all the judged samples and on each half. `screened`: the
+    first look's rows and outputs, reused where they are the artifact's own outputs."""
+    split = ctx.split
+    everything = split.indices(ALL)
+    session = candidate.session or open_artifact(fmt.name, candidate.file, fmt.layout(ctx.profile), ctx.profile,
+                                                 ctx.refs)
+    plan, precision = candidate.plan, candidate.plan.precision
+    if screened is not None and not (split.crossfit and precision.calibrated):  # the first fold's, then the rest
+        rows, outputs = screened
+        rest = np.setdiff1d(everything, rows)
+        more = _outputs(fmt, plan, exported, session, rest, ctx) if len(rest) else {}
+        order = np.argsort(np.concatenate([rows, rest]))
+        outputs = {k: np.concatenate([v, more[k]])[order] if more else v[order] for k, v in outputs.items()}
+    else:
+        outputs = _outputs(fmt, plan, exported, session, everything, ctx)
+    judged = candidate.judged
+    judged[ALL] = _judge(outputs, everything, None, fmt.name, precision, ctx)
+    for half in HALVES:
+        rows = split.indices(half)
+        judged[half] = _judge({k: v[rows] for k, v in outputs.items()}, rows, None, fmt.name, precision, ctx)
+    candidate.session = session if any(candidate.within(part) for part in (ALL, *HALVES)) else None  # contenders
+    if any(candidate.within(half) for half in HALVES):  # the crossing over reads them: not computed twice
+        candidate.outputs_file = candidate.file.with_name(f"{candidate.file.name}.outputs.npz")
+        np.savez(candidate.outputs_file, **outputs)
 
 
 def _tied(candidate: Candidate, best: Candidate, part: str) -> bool:
@@ -269,7 +350,7 @@ def _closest_miss(candidates: list[Candidate], part: str) -> Candidate:
         figure = headline(acc.metrics) if acc is not None and acc.metrics else None
         margin = (figure.value - (figure.floor or 0.0)) if figure is not None else 0.0
         return c.validation.passed, margin, -c.error(part)
-    return max((c for c in candidates if not c.slower_than_float), key=key)
+    return max((c for c in candidates if not c.slower_than_float and not c.screened_out), key=key)
 
 
 def _time(candidates: list[Candidate], fmt, fp32: Path, ctx: SearchContext) -> None:
@@ -327,17 +408,37 @@ def _confirm(chosen: Candidate, candidates: list[Candidate], fmt, precision: Pre
     return _judge(pooled, everything, CONFIRMATION, fmt.name, precision, ctx)
 
 
-def _walk(steps, attempt, previous: Candidate) -> None:
-    """Try each step's (recipe, islands) pairs (more float at each step: only slower) until
-    one holds with margin, or a step lowers the error no further than the one before it."""
-    for tries in steps:
-        found = [c for c in (attempt(recipe, islands) for recipe, islands in tries) if c is not None]
-        if not found or any(c.holds_with_margin for c in found):
-            return
-        best = min(found, key=lambda c: c.error())
-        if best.error() >= previous.error():
-            return
-        previous = best
+def _fewest(low: int, high: int, attempt_at: Callable[[int], Optional[Candidate]],
+            holds: Callable[[Candidate], bool]) -> None:
+    """Bisect the steps low..high (more float at each: only slower) for the fewest whose
+    candidate holds, knowing that step `high`'s does."""
+    while low < high:
+        middle = (low + high) // 2
+        candidate = attempt_at(middle)
+        if candidate is not None and holds(candidate):
+            high = middle
+        else:
+            low = middle + 1
+
+
+def _rank_float(counts: list[int], ranked: list[tuple], base: Candidate, attempt) -> None:
+    """The most sensitive layers of `base` in float, `counts[i]` of them at step i. The first
+    step first (one layer is often enough); else the last: where that is not within budget,
+    fewer will not be either (float only takes error away); else the fewest that hold as
+    the last does (with margin, or within budget), by bisection. A walk that stopped at the
+    first step not lowering the error missed U^2-Net-p's: 1 and 2 layers tied, 4 held."""
+    def at(step: int) -> Optional[Candidate]:
+        return attempt(base.recipe, base.islands.with_ranked(tuple(ranked[:counts[step]])))
+
+    first = at(0)
+    if len(counts) < 2 or (first is not None and first.holds_with_margin):
+        return
+    last = at(len(counts) - 1)
+    if last is None or not last.within():
+        return
+    holds = (lambda c: c.holds_with_margin) if last.holds_with_margin else (lambda c: c.within())
+    if first is None or not holds(first):
+        _fewest(1, len(counts) - 1, at, holds)
 
 
 def _bisect_prefix(bases: list[Candidate], attempt) -> None:
@@ -348,20 +449,21 @@ def _bisect_prefix(bases: list[Candidate], attempt) -> None:
     5 shares, where walking them one by one from both bases tried up to 10 (issue 28)."""
     largest = [(base, attempt(base.recipe, base.islands.with_prefix(PREFIX_SHARES[-1]))) for base in bases]
     largest = [(base, c) for base, c in largest if c is not None]
-    if not largest:
-        return
     within = [(base, c) for base, c in largest if c.within()]
     if not within:
         return
     base, _ = min(within, key=lambda pair: pair[1].error())
-    low, high = 0, len(PREFIX_SHARES) - 1  # PREFIX_SHARES[high] is within budget
-    while low < high:
-        middle = (low + high) // 2
-        candidate = attempt(base.recipe, base.islands.with_prefix(PREFIX_SHARES[middle]))
-        if candidate is not None and candidate.within():
-            high = middle
-        else:
-            low = middle + 1
+    _fewest(0, len(PREFIX_SHARES) - 1,
+            lambda step: attempt(base.recipe, base.islands.with_prefix(PREFIX_SHARES[step])), lambda c: c.within())
+
+
+def _most_faithful(candidates: list[Candidate]) -> Candidate:
+    """The lowest error on all the judged samples; among candidates all dropped after their
+    first look, the lowest error there."""
+    completed = [c for c in candidates if not c.screened_out]
+    if completed:
+        return min(completed, key=lambda c: c.error())
+    return min(candidates, key=lambda c: c.first_look_error())
 
 
 def _scope(fmt, precision: Precision, exported: Exported, ctx: SearchContext) -> Islands:
@@ -375,6 +477,17 @@ def _scope(fmt, precision: Precision, exported: Exported, ctx: SearchContext) ->
     return Islands(tail=tail)
 
 
+def _pace(number: int, recipes: int, tried: list[Candidate]) -> str:
+    """Where candidate `number` stands: of the recipes, with what they should still take at
+    the pace of those measured so far; after them, the float islands (as many as they need)."""
+    if number > recipes:
+        return " (float islands)"
+    if not tried:
+        return f" of {recipes}"
+    minutes, seconds = divmod(round(sum(c.seconds for c in tried) / len(tried) * (recipes - number + 1)), 60)
+    return f" of {recipes}, about {minutes}:{seconds:02d} left for the recipes"
+
+
 def search(fmt, precision: Precision, exported: Exported, out: Path,
            ctx: SearchContext) -> tuple[Candidate, list[dict]]:
     """Quantize `exported` to `precision` with each recipe (and float islands if needed);
@@ -384,8 +497,12 @@ def search(fmt, precision: Precision, exported: Exported, out: Path,
     errors: list[str] = []
     name = f"{fmt.name}-{precision.name}"
 
+    recipes = fmt.recipes(ctx.profile, precision)
+
     def attempt(recipe: Recipe, islands: Islands) -> Optional[Candidate]:
         number = len(tried) + len(errors) + 1
+        log.info(f"{name} candidate {number}{_pace(number, len(recipes), tried)}: {islands.describe()}",
+                 extra=STATUS_LINE_ONLY)
         file = out.with_name(f".{out.stem}.candidate{number - 1}{out.suffix}")
         try:
             plan = QuantPlan(precision, recipe, islands.ops(exported.graph))
@@ -402,14 +519,14 @@ def search(fmt, precision: Precision, exported: Exported, out: Path,
         return tried[-1]
 
     scope = _scope(fmt, precision, exported, ctx)
-    for recipe in fmt.recipes(ctx.profile, precision):
+    for recipe in recipes:
         attempt(Recipe(recipe), scope)
     if not tried:
         raise BuildError(errors[0])
     plain = list(tried)
     explore = precision.calibrated and not any(c.holds_with_margin for c in tried)
     if explore and supports(fmt, MIXED_PRECISION):
-        base = min(plain, key=lambda c: c.error())
+        base = _most_faithful(plain)
         try:
             ranked = [tuple(group) for group in fmt.sensitive_layers(exported.path, base.file, ctx.calibration,
                                                                     ctx.profile)]
@@ -417,11 +534,15 @@ def search(fmt, precision: Precision, exported: Exported, out: Path,
             errors.append(f"ranking layers for mixed precision failed: {root_cause(exc)}")
             ranked = []
         counts = [n for n in MIXED_PRECISION_STEPS if n <= len(ranked) * MAX_FLOAT_SHARE]
-        _walk(([(base.recipe, base.islands.with_ranked(tuple(ranked[:n])))] for n in counts), attempt, base)
+        if counts:
+            _rank_float(counts, ranked, base, attempt)
     if explore and exported.graph is not None and not any(c.holds_with_margin for c in tried):
         # The preset, and the recipe that came closest with the whole graph quantized: the
         # best one for the early layers need not be the best once they are float.
-        _bisect_prefix(list({id(c): c for c in (plain[0], min(plain, key=lambda c: c.error()))}.values()), attempt)
+        _bisect_prefix(list({id(c): c for c in (plain[0], _most_faithful(plain))}.values()), attempt)
+    if all(c.screened_out for c in tried):  # the closest miss, whose figures say how far off int8 is
+        with mapped(BuildError, f"the runtime cannot run this {name} candidate on all the judged samples"):
+            _complete(_most_faithful(tried), fmt, exported, ctx)
     try:
         _time(tried, fmt, exported.path, ctx)
         chosen = _choose(tried, ALL, ctx.prefer)

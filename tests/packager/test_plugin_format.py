@@ -12,6 +12,7 @@ import edgepack
 import edgepack_runtime
 from edgepack.errors import BuildFailed, TargetError
 from edgepack.formats import QuantResult, Recipe
+from edgepack.holdout import CROSSFIT_FOLDS
 from edgepack.targets import TARGETS_ENV, load_target
 from edgepack_runtime.errors import IntegrityError
 from edgepack_runtime.parity import self_test
@@ -246,7 +247,14 @@ def test_a_plugin_format_that_returns_its_graph_gets_the_prefix_step(numpy_targe
     assert "prefix" not in inspect.getsource(numpy_format).lower()
     samples = np.random.default_rng(0).standard_normal((24, 1, 4, 4)).astype(np.float32)
     samples[:, :, 0, 0] *= 1000.0
-    result = _build_linear(numpy_format.NumpyFormat(), numpy_target, tmp_path, ["fp32", "int8"], monkeypatch,
+    quantized: list[frozenset] = []  # the float ops of every quantization, the folds' included
+
+    class Counting(numpy_format.NumpyFormat):
+        def quantize(self, exported, out, profile, plan, calibration):
+            quantized.append(plan.float_ops)
+            return super().quantize(exported, out, profile, plan, calibration)
+
+    result = _build_linear(Counting(), numpy_target, tmp_path, ["fp32", "int8"], monkeypatch,
                            module=_huge_input_model(), calibration={"x": samples}, profile=FOREIGN_PROFILE,
                            precisions=["fp32", "int8"])
     int8 = result.manifest.artifact("numpy-int8")
@@ -254,6 +262,11 @@ def test_a_plugin_format_that_returns_its_graph_gets_the_prefix_step(numpy_targe
     trail = [c for c in int8.quantization.search if "recipe" in c]
     whole, *floats = trail
     assert "keeps_float" not in whole and not whole["within_budget"]  # quantized at its input, it misses
+    # ... and fails parity, so its first look drops it: one quantization, where a cross-fitted
+    # candidate that goes on costs one more per fold.
+    assert not whole["parity"] and whole["screened_out"]["samples"] == 24 and "selection" not in whole
+    assert quantized.count(frozenset()) == 1
+    assert quantized.count(frozenset(int8.quantization.float_ops)) == 1 + CROSSFIT_FOLDS
     assert floats and floats[0]["keeps_float"]["prefix"] == 0.25  # the largest share first
     chosen = next(c for c in trail if c["chosen"])
     assert chosen["keeps_float"]["prefix"] and chosen["answer_error"] < whole["answer_error"] / 10
