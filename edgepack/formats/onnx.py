@@ -129,7 +129,7 @@ def _ranges_cache(prepared: Path, calibration: dict[str, np.ndarray], recipe: Ma
     key = key or _calibration_key(prepared, calibration, recipe["calibrate_method"])
     return {"calibration_cache_path": str(Path(_ranges_dir().name) / f"{key}-{recipe['percentile']}.json")}
 
-_FULL_CORRECTION_FAILED: set[Path] = set()  # fp32 graphs NNCF's full bias correction could not cut
+_FULL_CORRECTION_FAILED: set[str] = set()  # fp32 graphs (by digest) NNCF's full bias correction could not cut
 
 
 def _bias_corrected(fp32: Path, calibration) -> Path:
@@ -142,12 +142,14 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
     are taken; onnxruntime then quantizes the corrected model with the target's preset."""
     from onnx import numpy_helper
 
-    # One NNCF run per set of samples, shared by every recipe that asks for it; named by
-    # the samples, so a cross-fitted fold's correction never saw the fold it is judged on.
-    digest = hashlib.sha256()
+    # One NNCF run per graph and set of samples, shared by every recipe that asks for it and
+    # by every target of a multi-target build (each has its own copy of the same export);
+    # named by the samples too, so a cross-fitted fold's correction never saw its fold.
+    digest = hashlib.sha256(fp32.read_bytes())
+    graph = digest.hexdigest()
     for name in sorted(calibration):
         digest.update(name.encode() + np.ascontiguousarray(calibration[name]).tobytes())
-    out = fp32.with_name(f"{fp32.stem}.bias-corrected-{digest.hexdigest()[:12]}.onnx")
+    out = Path(_ranges_dir().name) / f"bias-corrected-{digest.hexdigest()[:24]}.onnx"
     if out.exists():
         return out
     try:
@@ -160,7 +162,7 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
     with converter_output():
         samples = list(_Reader(calibration))
         corrected = None
-        if fp32 not in _FULL_CORRECTION_FAILED:
+        if graph not in _FULL_CORRECTION_FAILED:
             try:
                 corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                                           fast_bias_correction=False)
@@ -168,7 +170,7 @@ def _bias_corrected(fp32: Path, calibration) -> Path:
                 # (U^2-Net-p: KeyError on a node it renamed); its fast correction measures
                 # each layer in place and still removes the mean shift.
                 log.info(f"NNCF's bias correction failed ({root_cause(exc)}); using its fast bias correction")
-                _FULL_CORRECTION_FAILED.add(fp32)  # the graph's other folds and recipes go straight to it
+                _FULL_CORRECTION_FAILED.add(graph)  # the graph's other folds and recipes go straight to it
         if corrected is None:
             corrected = nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples),
                                       fast_bias_correction=True)

@@ -207,3 +207,33 @@ def test_a_layer_ranked_for_float_keeps_the_concat_feeding_it_float(tmp_path):
     concat, conv = (nodes[name] for name in joined[0])
     assert conv.input[0] == concat.output[0]  # the layer after the Concat, with the Concat
     assert all(len(g) == 1 for g in groups if g is not joined[0])  # the branches' layers alone
+
+
+def test_one_nncf_bias_correction_serves_every_copy_of_a_graph(tmp_path):
+    """A multi-target build gives each target its own copy of the same export: NNCF's bias
+    correction (about a minute on a YOLOv8n) runs once per graph and sample set, not per copy."""
+    import shutil
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgepack.formats import onnx as onnx_format
+
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.normal(size=4).astype(np.float32), "b")]
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], weights)
+    first, second = tmp_path / "pi-5" / "model.onnx", tmp_path / "x86" / "model.onnx"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(first))
+    shutil.copy2(first, second)
+    calibration = {"x": rng.random((8, 1, 3, 8, 8), dtype=np.float32)}
+    corrected = onnx_format._bias_corrected(first, calibration)
+    stamp = corrected.stat().st_mtime_ns
+    assert onnx_format._bias_corrected(second, calibration) == corrected and corrected.stat().st_mtime_ns == stamp
+    other = onnx_format._bias_corrected(second, {"x": calibration["x"][:4]})  # a cross-fitted fold: its own
+    assert other != corrected and other.is_file()
