@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +53,7 @@ class _LogLines(logging.Handler):
 
     def __init__(self, verbose: bool):
         super().__init__()
-        self.verbose, self.status, self.started = verbose, None, 0.0
+        self.verbose, self.quiet, self.status, self.started = verbose, False, None, 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
         message = plain(record.getMessage())
@@ -78,7 +78,7 @@ def main(verbose: int, quiet: bool):
     logger = logging.getLogger("edgepack")
     logger.setLevel(logging.ERROR if quiet else logging.DEBUG if verbose >= 2 else logging.INFO)
     logger.propagate = False  # the handler below prints them once, the CLI's way
-    _log_lines.verbose = verbose >= 1
+    _log_lines.verbose, _log_lines.quiet = verbose >= 1, quiet
     if _log_lines not in logger.handlers:
         logger.addHandler(_log_lines)
 
@@ -148,8 +148,11 @@ def build_cmd(model, output, targets, as_json, **options):
                               **{k: OPTIONS[k].from_command_line(v) for k, v in options.items()})
     from .formats.output import native_output_hidden
 
-    with (err_console if as_json else console).status(f"building {plain(model)} for {plain(', '.join(targets))}…") \
-            as status, native_output_hidden(console, err_console):
+    # The status line is on stderr (on a terminal only: rich draws nothing elsewhere), never
+    # with -q or --json, whose callers asked for errors or a document alone.
+    status_line = nullcontext() if as_json or _log_lines.quiet else \
+        err_console.status(f"building {plain(model)} for {plain(', '.join(targets))}…")
+    with status_line as status, native_output_hidden(console, err_console):
         _log_lines.status, _log_lines.started = status, time.monotonic()
         try:
             from .pipeline import build_from, build_targets  # torch and the converters: only to build

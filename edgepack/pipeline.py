@@ -317,7 +317,7 @@ def _build(ctx: BuildContext) -> BuildResult:
             ctx.artifacts += _build_format(ctx, fmt, precisions)
         with ctx.timed("latency"):
             ctx.artifacts, ctx.timings = _time_artifacts(ctx.artifacts, ctx.profile, ctx.host, ctx.references,
-                                                         ctx.staging.path)
+                                                         ctx.staging.path, ctx.shared)
         manifest = _write(ctx)
         return _check_and_commit(ctx, manifest)
 
@@ -577,9 +577,19 @@ def _build_precision(ctx: BuildContext, fmt, precision: Precision, exported: Opt
             raise BuildError(export_error or f"{fmt.name} was not exported")
         if precision.name == BASE:
             # An export its own backend cannot load is a failed artifact, not a failed build.
-            with ctx.timed(f"{fmt.name}.validate"), mapped(BuildError, f"the runtime cannot load or run {name}"):
-                validation, accuracy, _ = validate_artifact(fmt.name, precision.name, file, layout, ctx.profile,
-                                                            ctx.host, ctx.references, ctx.floors)
+            def validate() -> tuple[Verdict, Optional[Accuracy]]:
+                with mapped(BuildError, f"the runtime cannot load or run {name}"):
+                    validation, accuracy, _ = validate_artifact(fmt.name, precision.name, file, layout, ctx.profile,
+                                                                ctx.host, ctx.references, ctx.floors)
+                return validation, accuracy
+
+            with ctx.timed(f"{fmt.name}.validate"):
+                if ctx.shared is None:
+                    validation, accuracy = validate()
+                else:  # the same bytes checked the same way: an earlier target's verdict (shared_work.py)
+                    validation, accuracy = ctx.shared.result(
+                        ("validate", fmt.name, fmt.export_key(ctx.profile), layout, ctx.profile.threads,
+                         ctx.profile.matches_host(ctx.host, fmt.name, precision.name)), validate)
         else:
             with ctx.timed(f"{fmt.name}.quantize+search"):
                 found = _search(ctx, fmt, precision, exported, file)
@@ -653,21 +663,30 @@ def _has_attention(fmt, precisions: list[Precision], fp32_file: Path) -> bool:
 
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
-                    ) -> tuple[list[Artifact], dict[str, dict]]:
+                    shared: Optional[SharedWork] = None) -> tuple[list[Artifact], dict[str, dict]]:
     """Time every built artifact in one interleaved run (the runtime's default rests on
     these ratios, so they come from the same run; returned by name, rounds included), and
     record the integer input dtypes a
     converter changed. A quantized artifact that its format's fp32 clearly outpaces on a
     host that runs the target's kernels is said so: it still ships (it is smaller, and the
-    default never picks it), the user decides."""
+    default never picks it), the user decides. In a multi-target build, a target whose
+    artifacts are the same files as an earlier target's, run the same way, takes its run."""
     built = [a for a in artifacts if a.status == "ok"]
-    sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
-    timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host), strict=True))
-    declared = {s.name: np.dtype(s.dtype) for s in refs.inputs}
-    narrowed = {a.name: {n: str(d) for n, d in s.native_dtypes().items() if d.kind in "iu"
-                         and declared[n].kind in "iu" and d != declared[n]} or None
-                for a, s in zip(built, sessions, strict=True)}
-    del sessions
+
+    def measure() -> tuple[dict[str, dict], dict[str, Optional[dict]]]:
+        sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
+        timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host), strict=True))
+        declared = {s.name: np.dtype(s.dtype) for s in refs.inputs}
+        narrowed = {a.name: {n: str(d) for n, d in s.native_dtypes().items() if d.kind in "iu"
+                             and declared[n].kind in "iu" and d != declared[n]} or None
+                    for a, s in zip(built, sessions, strict=True)}
+        return timings, narrowed
+
+    if shared is None:
+        timings, narrowed = measure()
+    else:
+        timings, narrowed = shared.result(("latency", profile.threads, tuple(
+            (a.name, a.sha256, a.layout, a.validation.host_matches_target) for a in built)), measure)
     timed = []
     for art in artifacts:
         latency, fp32 = timings.get(art.name), timings.get(f"{art.format}-fp32")

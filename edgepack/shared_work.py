@@ -6,7 +6,9 @@ quantization search once per set of inputs that decide it: the export, the preci
 target's recipes, whether this host runs the target's kernels (which decides whether speed
 counts) and the layout. Two profiles that differ only in what they say about the device
 (a Raspberry Pi 5 and a 4B: the same presets, other ISA notes) share every artifact.
-Everything else (timing, the manifest, the bundle) is each target's own.
+The float export's check against PyTorch is shared where the export, the layout, the
+threads and whether this host runs the target's kernels agree. Everything else (timing,
+the manifest, the bundle) is each target's own.
 """
 
 from __future__ import annotations
@@ -41,6 +43,22 @@ class SharedWork:
         self.first: Optional[BuildContext] = None
         self._scratch = tempfile.TemporaryDirectory(prefix="edgepack-shared-")  # removed with the build
         self._done: dict[Hashable, tuple[object, list[Path]]] = {}
+        self._results: dict[Hashable, object] = {}
+
+    def result(self, key: Hashable, make: Callable[[], T]) -> T:
+        """`make()`'s result, made the first time `key` is asked for (work that writes no
+        files, such as checking an export every target shares). A BuildError is remembered too."""
+        if key in self._results:
+            value = self._results[key]
+            if isinstance(value, BuildError):
+                raise BuildError(str(value))
+            return value  # type: ignore[return-value]
+        try:
+            self._results[key] = made = make()
+        except BuildError as exc:
+            self._results[key] = exc
+            raise
+        return made
 
     def reuse(self, key: Hashable, fmt, file: Path, make: Callable[[], T]) -> T:
         """`make()`'s result, which writes the artifact `file` of format `fmt` (with its

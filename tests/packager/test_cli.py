@@ -1,6 +1,7 @@
 """Bad input to `edgepack`: one readable line, non-zero exit, never a traceback."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -191,16 +192,20 @@ CONVERTER_NOISE = re.compile(r"^[IWEF]\d{4} |absl|XNNPACK|TensorFlow|\[[EW]:onnx
 @pytest.mark.slow  # a whole build of every format in a child process
 def test_build_prints_the_artifact_table_through_the_real_console_script(digits_data, tmp_path):
     cli = Path(sys.executable).parent / "edgepack"
+    terminal = {**os.environ, "TTY_COMPATIBLE": "1"}  # rich draws as on a terminal: the status line too
     proc = subprocess.run(
         [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits",
          "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",
          "--eval", digits_data / "eval.npz", "--formats", "onnx,tflite"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=terminal,
     )
     assert proc.returncode == 0, proc.stderr
     for fragment in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8", "parity", "top-1", "wrote"):
         assert fragment in proc.stdout
     assert "Traceback" not in proc.stderr
+    # The status line, on stderr: the time so far and the search's candidate under way.
+    assert re.search(r"building \(0:\d\d\): onnx-int8 candidate 1 of \d", proc.stderr), proc.stderr[-2000:]
+    assert "building" not in proc.stdout
     # The converters' and C++ libraries' own log lines (absl, TensorFlow Lite, torch's
     # logging, onnxruntime) go to file descriptors 1 and 2 directly: none reaches the user.
     noise = [line for line in (proc.stdout + proc.stderr).splitlines() if CONVERTER_NOISE.search(line)]
@@ -209,9 +214,10 @@ def test_build_prints_the_artifact_table_through_the_real_console_script(digits_
         [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits-json", "--json",
          "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",
          "--formats", "onnx", "--precisions", "fp32"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, env=terminal,
     )
     assert as_json.returncode == 0, as_json.stderr
+    assert "building" not in as_json.stderr  # no status line for scripts
     doc = json.loads(as_json.stdout)
     assert Path(doc["path"]) == (tmp_path / "digits-json").resolve()
     assert [(a["name"], a["status"]) for a in doc["manifest"]["artifacts"]] == [("onnx-fp32", "ok")]

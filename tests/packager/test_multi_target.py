@@ -40,6 +40,17 @@ def test_targets_whose_presets_agree_share_the_search_but_keep_their_own_isa_not
         "onnx.quantize+search"]
 
 
+def test_the_same_files_run_the_same_way_are_checked_and_timed_once(two_pis):
+    """The Pi 4B's artifacts are the Pi 5's files, run with 4 threads on a host that runs
+    neither's kernels: its float check and its timing run are the Pi 5's, not measured again
+    (two timing runs would not agree to the microsecond)."""
+    _, results = two_pis
+    pi5, pi4 = (r.manifest for r in results)
+    for name in ("onnx-fp32", "onnx-int8"):
+        assert pi4.artifact(name).latency == pi5.artifact(name).latency and pi4.artifact(name).latency is not None
+    assert pi4.artifact("onnx-fp32").validation == pi5.artifact("onnx-fp32").validation
+
+
 def test_a_bundle_is_no_folder_for_several_targets(two_pis, digits_data):
     out, results = two_pis
     before = json.loads((results[0].path / "manifest.json").read_text())
