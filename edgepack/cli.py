@@ -63,10 +63,25 @@ class _LogLines(logging.Handler):
             err_console.print(f"[dim]{message}[/]", highlight=False)
         if self.status is not None and record.levelno == logging.INFO:
             minutes, seconds = divmod(int(time.monotonic() - self.started), 60)
-            self.status.update(f"building ({minutes}:{seconds:02d}): {message}…")
+            self.status.update(text=f"building ({minutes}:{seconds:02d}): {message}…")
 
 
 _log_lines = _LogLines(verbose=False)
+
+
+@contextmanager
+def _status_line(text: str):
+    """A spinner and `text` on stderr while the block runs; yields the Spinner to update.
+    rich's console.status() would also point sys.stdout and sys.stderr at the terminal, and
+    carry the converters' Python-level warnings (torch's `W1207 … _pytree.py`) past
+    native_output_hidden: this Live leaves them alone."""
+    from rich.live import Live
+    from rich.spinner import Spinner
+
+    spinner = Spinner("dots", text=text, style="status.spinner")
+    with Live(spinner, console=err_console, refresh_per_second=12.5, transient=True, redirect_stdout=False,
+              redirect_stderr=False):
+        yield spinner
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -151,7 +166,7 @@ def build_cmd(model, output, targets, as_json, **options):
     # The status line is on stderr (on a terminal only: rich draws nothing elsewhere), never
     # with -q or --json, whose callers asked for errors or a document alone.
     status_line = nullcontext() if as_json or _log_lines.quiet else \
-        err_console.status(f"building {plain(model)} for {plain(', '.join(targets))}…")
+        _status_line(f"building {plain(model)} for {plain(', '.join(targets))}…")
     with status_line as status, native_output_hidden(console, err_console):
         _log_lines.status, _log_lines.started = status, time.monotonic()
         try:

@@ -192,7 +192,8 @@ CONVERTER_NOISE = re.compile(r"^[IWEF]\d{4} |absl|XNNPACK|TensorFlow|\[[EW]:onnx
 @pytest.mark.slow  # a whole build of every format in a child process
 def test_build_prints_the_artifact_table_through_the_real_console_script(digits_data, tmp_path):
     cli = Path(sys.executable).parent / "edgepack"
-    terminal = {**os.environ, "TTY_COMPATIBLE": "1"}  # rich draws as on a terminal: the status line too
+    # rich draws as on a (wide) terminal: the status line too
+    terminal = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "250"}
     proc = subprocess.run(
         [cli, "build", DIGITS_MODEL, "--target", "host", "-o", tmp_path / "digits",
          "--weights", digits_data / "weights.safetensors", "--calibration", digits_data / "calib.npz",

@@ -115,7 +115,7 @@ def test_the_status_line_says_which_candidate_is_under_way_and_what_the_recipes_
     shown = []
 
     class Status:
-        def update(self, text):
+        def update(self, *, text):  # rich's Spinner.update
             shown.append(text)
 
     lines = cli._LogLines(verbose=True)
