@@ -38,8 +38,8 @@ __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 # 1.3: postprocess (a detector's decode + NMS). 1.4: preprocess.resize (a letterbox's
 # implementation: OpenCV or numpy, same pixels, different speed). 1.5: results[].whole_call
 # and results[].stream (predict and predict_many on the raw input, bundles that declare preprocessing).
-# 1.6: results[].stream.workers and .peak_rss_mb (predict_many's default workers, each with a
-# session of its own; results[].peak_rss_mb is now taken before the stream).
+# 1.6: results[].stream.workers and .added_rss_mb (predict_many's default workers, each with a
+# session of its own, and the memory they hold); results[].peak_rss_mb is taken before the stream.
 BENCH_SCHEMA_VERSION = "1.6"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
@@ -201,6 +201,7 @@ def whole_call_cost(model: Model, sample: Union[bytes, str],
     from .stream import PREFETCH, default_workers
 
     workers = default_workers(model.threads)  # what predict_many runs below
+    resident = _resident_mb()
     # Warm: the pipeline, its caches, the workers' sessions, the pools' threads.
     list(model.predict_many([sample] * (PREFETCH + workers + 1)))
     calls: list[float] = []
@@ -225,16 +226,27 @@ def whole_call_cost(model: Model, sample: Union[bytes, str],
         stream_fps.append(frames / (time.perf_counter() - start))
     whole = {"runs": len(calls), "latency_ms": latency_summary(calls),
              "steps_p50_ms": {name: float(np.median(ms)) for name, ms in steps.items()}}
+    # What the stream holds on to: the workers' sessions (open until close()), the pipeline.
+    now = _resident_mb()
     stream = {"frames": frames, "rounds": STREAM_ROUNDS, "prefetch": PREFETCH, "workers": workers,
               "loop_fps": float(np.median(loop_fps)), "pipelined_fps": float(np.median(stream_fps)),
               "speedup": float(np.median([s / loop for s, loop in zip(stream_fps, loop_fps)])),
-              "peak_rss_mb": _peak_rss_mb()}  # the workers' sessions included
+              "added_rss_mb": None if resident is None or now is None else now - resident}
     return whole, stream
 
 
 def _peak_rss_mb() -> float:
     """This process's peak resident memory so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _resident_mb() -> Optional[float]:
+    """This process's resident memory now (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * resource.getpagesize() / 2**20
 
 
 def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:

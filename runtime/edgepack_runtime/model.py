@@ -309,12 +309,13 @@ class Model:
         `workers` items infer at once, each worker on a backend session of its own with a share
         of the model's threads (2 threads, 2 workers: 1 thread each; small layers scale badly
         over threads, two 1-thread inferences do not wait on each other). Default: 2 when the
-        model has 2 threads or more, else 1 (`stream.default_workers`). Each worker's session
-        holds the model's weights again and stays open until `close()`: a 14 MB detector costs
-        about 2 x 14 MB more; `workers=1` opens none and infers on this thread with the model's
-        own session. Answers are the same whichever session runs them (the backends split a
-        layer's outputs between threads, not the sums that make each one). Telemetry and drift
-        record each answered item once, in input order.
+        model has 2 threads or more, else 1 (`stream.default_workers`). Memory: each worker's
+        session holds the model's weights again and activations of its own, and stays open
+        until `close()`: 2 workers of the YOLO example's 640x640 detector take 100-200 MB more
+        than `predict` (README, "Streams"); `workers=1` opens none and infers on this thread
+        with the model's own session. Answers are the same whichever session runs them (the
+        backends split a layer's outputs between threads, not the sums that make each one).
+        Telemetry and drift record each answered item once, in input order.
 
         An error on an item stops the stream with the error's own class, its message led by
         "item N"."""

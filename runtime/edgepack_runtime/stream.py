@@ -45,18 +45,18 @@ __all__ = ["PREFETCH", "MAX_DEFAULT_WORKERS", "default_workers", "predict_stream
 # one takes longer than the other now and then; memory stays that of a few inputs and
 # their tensors however long the stream is.
 PREFETCH = 2
-# Workers by default: two frames in flight on 1-thread sessions beat one at a time on a
-# 2-thread session (measured, 2 cores: see default_workers). More workers than that, each
-# with its copy of the weights, were not measured on a device with more cores.
+# Workers by default. Measured on 2 cores (the YOLO example's bundle, 100 frames, frames/s
+# against a loop of predict): 2 workers of 1 thread beat 1 worker of 2 threads on every
+# artifact (onnx-fp32 1.16x vs 1.00x, onnx-int8 1.43x vs 1.01x, tflite-int8 1.25x vs
+# 1.09x, tflite-fp32 1.23x vs 1.20x). More than 2, each with memory of its own, were not
+# measured on a device with more cores: 4 threads run as 2 workers of 2.
 MAX_DEFAULT_WORKERS = 2
 DESCRIBE_CHARS = 40  # of a text item, in an error message
 
 
 def default_workers(threads: int) -> int:
-    """predict_many's workers for a model of `threads` threads: 2 from 2 threads on, else 1.
-
-    Measured on 2 cores, a YOLOv8n-sized detector through predict_many, 2 workers of 1
-    thread against 1 worker of 2 threads: see README ("Streams")."""
+    """predict_many's workers for a model of `threads` threads: 2 from 2 threads on, else 1
+    (see MAX_DEFAULT_WORKERS for the measurement, README "Streams" for the figures)."""
     return max(1, min(threads, MAX_DEFAULT_WORKERS))
 
 
