@@ -38,7 +38,9 @@ __all__ = ["BenchSettings", "run_bench", "BENCH_SCHEMA_VERSION"]
 # 1.3: postprocess (a detector's decode + NMS). 1.4: preprocess.resize (a letterbox's
 # implementation: OpenCV or numpy, same pixels, different speed). 1.5: results[].whole_call
 # and results[].stream (predict and predict_many on the raw input, bundles that declare preprocessing).
-BENCH_SCHEMA_VERSION = "1.5"
+# 1.6: results[].stream.workers and .added_rss_mb (predict_many's default workers, each with a
+# session of its own, and the memory they hold); results[].peak_rss_mb is taken before the stream.
+BENCH_SCHEMA_VERSION = "1.6"
 RANDOM_INPUT_SEED = 0
 WORKER_TIMEOUT_S = 3600
 # Runs in the fresh process: the clock starts before edgepack_runtime is imported.
@@ -193,12 +195,15 @@ def _raw_sample(spec: dict[str, Any]) -> Union[bytes, str]:
 def whole_call_cost(model: Model, sample: Union[bytes, str],
                     seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """The whole `predict` call on `sample` (decode + preprocess + infer + postprocess), and
-    frames per second over it repeated: a loop of `predict` calls against `predict_many`, in
-    STREAM_ROUNDS alternating rounds of the same frame count; medians, and the median of the
-    per-round ratios."""
-    from .stream import PREFETCH
+    frames per second over it repeated: a loop of `predict` calls against `predict_many` with
+    its defaults (the figure a user gets), in STREAM_ROUNDS alternating rounds of the same
+    frame count; medians, and the median of the per-round ratios."""
+    from .stream import PREFETCH, default_workers
 
-    list(model.predict_many([sample] * (PREFETCH + 2)))  # warm: the pipeline, its caches, the pool's threads
+    workers = default_workers(model.threads)  # what predict_many runs below
+    resident = _resident_mb()
+    # Warm: the pipeline, its caches, the workers' sessions, the pools' threads.
+    list(model.predict_many([sample] * (PREFETCH + workers + 1)))
     calls: list[float] = []
     steps: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": []}
     loop_fps: list[float] = []
@@ -221,10 +226,27 @@ def whole_call_cost(model: Model, sample: Union[bytes, str],
         stream_fps.append(frames / (time.perf_counter() - start))
     whole = {"runs": len(calls), "latency_ms": latency_summary(calls),
              "steps_p50_ms": {name: float(np.median(ms)) for name, ms in steps.items()}}
-    stream = {"frames": frames, "rounds": STREAM_ROUNDS, "prefetch": PREFETCH,
+    # What the stream holds on to: the workers' sessions (open until close()), the pipeline.
+    now = _resident_mb()
+    stream = {"frames": frames, "rounds": STREAM_ROUNDS, "prefetch": PREFETCH, "workers": workers,
               "loop_fps": float(np.median(loop_fps)), "pipelined_fps": float(np.median(stream_fps)),
-              "speedup": float(np.median([s / loop for s, loop in zip(stream_fps, loop_fps)]))}
+              "speedup": float(np.median([s / loop for s, loop in zip(stream_fps, loop_fps)])),
+              "added_rss_mb": None if resident is None or now is None else now - resident}
     return whole, stream
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _resident_mb() -> Optional[float]:
+    """This process's resident memory now (Linux; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * resource.getpagesize() / 2**20
 
 
 def _feeds(bundle: Bundle, how: str, sizes: Optional[dict[str, int]] = None) -> list[dict[str, np.ndarray]]:
@@ -266,6 +288,7 @@ def _worker(t0: float, spec: dict[str, Any]) -> dict[str, Any]:
     cpu0, wall0 = time.process_time(), time.perf_counter()
     timings = loop(spec["runs"], spec["min_seconds"])
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    peak_rss_mb = _peak_rss_mb()  # before the stream's workers open sessions of their own
     whole_call: dict[str, Any] = {}
     if spec.get("raw"):  # after the inference figures: the stream's threads do not touch them
         whole, stream = whole_call_cost(model, _raw_sample(spec["raw"]), min(STREAM_SECONDS, spec["min_seconds"]))
@@ -277,7 +300,7 @@ def _worker(t0: float, spec: dict[str, Any]) -> dict[str, Any]:
         "latency_ms": latency_summary(timings),
         "throughput_per_s": len(timings) / wall,
         "cpu_ms_per_inference": cpu / len(timings) * 1e3,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "peak_rss_mb": peak_rss_mb,
         "runs": len(timings),
         "timed_seconds": wall,
         **whole_call,

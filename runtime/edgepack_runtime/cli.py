@@ -214,6 +214,7 @@ def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: b
     import time
 
     from .folder import annotation_paths, answer_line, image_files
+    from .stream import default_workers
 
     files = image_files(folder)
     drawings = annotation_paths(files, annotate) if annotate is not None else None
@@ -239,7 +240,8 @@ def _run_folder(bundle: Path, folder: Path, annotate: Optional[Path], as_json: b
     if not as_json:
         drew = f", drawings in {annotate}" if drawings is not None else ""
         console.print(plain(f"{len(files)} image(s) in {seconds:.2f} s: {len(files) / seconds:.1f} images/s "
-                            f"({model.artifact.name}, {model.threads} thread(s){drew})"), style="dim", highlight=False)
+                            f"({model.artifact.name}, {model.threads} thread(s), {default_workers(model.threads)} "
+                            f"worker(s){drew})"), style="dim", highlight=False)
 
 
 def _print_answer(model: Model, prediction: Optional[Prediction], outputs: dict[str, np.ndarray]) -> None:
@@ -416,7 +418,8 @@ def bench(bundle: Path, artifact: str, threads: Optional[list[int]], warmup: int
     if whole:
         console.print("call: decode + preprocess + inference + postprocess of one predict(); fps: frames per second "
                       "over the same input repeated, a loop of predict() vs a stream through predict_many() (the next "
-                      "frames prepared while one infers), medians of alternating rounds", style="dim", highlight=False)
+                      "frames prepared while others infer, from 2 threads on 2 at once, each on a session of its own "
+                      "with a share of the threads), medians of alternating rounds", style="dim", highlight=False)
     pre = result.get("preprocess")
     if pre:
         steps = ", ".join(f"{name.replace('_', ' ')} {ms:.3f}" for name, ms in pre["steps_p50_ms"].items())

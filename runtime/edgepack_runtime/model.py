@@ -139,6 +139,9 @@ class Model:
         self.bundle = bundle
         self.artifact = artifact
         self._session: Optional[Session] = session  # None once closed
+        # predict_many's workers: one session each, opened on the first stream that has
+        # several workers and kept until close() (their threads per worker, the sessions).
+        self._workers_open: tuple[tuple[int, ...], list[Session]] = ((), [])
         self.telemetry = telemetry  # the TelemetryWriter recording this model's inferences, or None
         self._drift: Optional[DriftMonitor] = None
         if telemetry is not None and bundle.manifest.drift_reference:
@@ -238,10 +241,9 @@ class Model:
         zero point applied here); `raw=True` passes the artifact's integer tensors through
         (see `native_dtypes()`), shapes stay the manifest's.
         """
-        telemetry = self.telemetry
-        if telemetry is None:
+        if self.telemetry is None:
             return self._backend_run(self.check_inputs(inputs, raw), raw)
-        return self._run_recorded(telemetry, inputs, raw)
+        return self._run_recorded(inputs, raw)
 
     def raw_input_kind(self) -> Optional[str]:
         """"image" or "text": what `predict` takes; None when the bundle takes tensors only."""
@@ -298,20 +300,49 @@ class Model:
 
     def predict_many(self, values: Iterable[Any], top_k: Optional[int] = None, channels: str = "rgb",
                      score_threshold: Optional[float] = None, iou_threshold: Optional[float] = None, *,
-                     prefetch: int = PREFETCH) -> Iterator[Prediction]:
+                     prefetch: int = PREFETCH, workers: Optional[int] = None) -> Iterator[Prediction]:
         """`predict` over a stream of raw inputs (any iterable, read lazily: a folder's paths,
         a camera's frames), yielding each Prediction in input order, the same as a loop of
         `predict` calls. The next `prefetch` items are decoded and preprocessed on as many
-        threads while the current one infers (prefetch=0: one at a time). An error on an item
-        stops the stream with the error's own class, its message led by "item N"."""
+        threads while the current ones infer (prefetch=0: by the worker inferring them).
+
+        `workers` items infer at once, each worker on a backend session of its own with a share
+        of the model's threads (2 threads, 2 workers: 1 thread each; small layers scale badly
+        over threads, two 1-thread inferences do not wait on each other). Default: 2 when the
+        model has 2 threads or more, else 1 (`stream.default_workers`). Memory: each worker's
+        session holds the model's weights again and activations of its own, and stays open
+        until `close()`: 2 workers of the YOLO example's 640x640 detector take 100-200 MB more
+        than `predict` (README, "Streams"); `workers=1` opens none and infers on this thread
+        with the model's own session. Answers are the same whichever session runs them (the
+        backends split a layer's outputs between threads, not the sums that make each one).
+        Telemetry and drift record each answered item once, in input order.
+
+        An error on an item stops the stream with the error's own class, its message led by
+        "item N"."""
         from .postprocess import check_thresholds
         from .stream import predict_stream
 
         check_thresholds(self.bundle.manifest.postprocessing, score_threshold=score_threshold,
                          iou_threshold=iou_threshold)
         self._preprocessing()  # here, not on the pool's threads, and before the first item is read
-        return predict_stream(self, values, prefetch, channels, top_k=top_k, score_threshold=score_threshold,
-                              iou_threshold=iou_threshold)
+        self._answer_labels()  # once, before any worker answers
+        return predict_stream(self, values, prefetch, workers, channels, top_k=top_k,
+                              score_threshold=score_threshold, iou_threshold=iou_threshold)
+
+    def _worker_sessions(self, workers: int) -> list[Session]:
+        """predict_many's `workers` backend sessions, the model's threads split between them
+        (5 threads, 2 workers: 3 and 2). Opened on first use (the artifact's files hashed
+        again: what runs is what was verified), kept until close() or a stream with another
+        number of workers."""
+        shares = tuple(self.threads // workers + (i < self.threads % workers) for i in range(workers))
+        if self._workers_open[0] != shares:
+            self._workers_open = ((), [])  # the old ones go before the new ones take memory
+            file = self.bundle.verify_artifact(self.artifact)
+            manifest = self.bundle.manifest
+            opened = [open_session(self.artifact.format, file, n, manifest.inputs, manifest.outputs,
+                                   self.artifact.layout) for n in shares]
+            self._workers_open = (shares, opened)
+        return self._workers_open[1]
 
     def predict_tensors(self, feeds: Mapping[str, np.ndarray], top_k: Optional[int] = None,
                         run: Optional[RunFn] = None, *, geometry: Optional[Geometry] = None,
@@ -320,23 +351,31 @@ class Model:
         """`predict` from preprocessed tensors: run them (through `run`, default `self.run`)
         and answer as the bundle declares. A detector's boxes are mapped back to the original
         image through `geometry` (from `prepare`); without it they stay in input pixels."""
-        from .postprocess import answer, check_thresholds, label_count, read_labels
+        from .postprocess import answer, check_thresholds
         from .tasks import Ask
 
         post = self.bundle.manifest.postprocessing
         check_thresholds(post, score_threshold=score_threshold, iou_threshold=iou_threshold)
-        if self._labels is None and post is not None and post.labels is not None:
-            spec = {s.name: s for s in self.outputs}[post.output]
-            self._labels = read_labels(self.bundle.read_data_file(post.labels), label_count(post, spec))
+        labels = self._answer_labels()
         start = time.perf_counter()
         outputs = (run or self.run)(feeds)
         ran = time.perf_counter()
         ask = Ask(top_k=top_k, score_threshold=score_threshold, iou_threshold=iou_threshold, geometry=geometry,
                   input_hw=self._input_hw(feeds) if geometry is not None else None)
-        prediction = answer(post, outputs, self._labels, ask)
+        prediction = answer(post, outputs, labels, ask)
         prediction.inference_ms = (ran - start) * 1e3
         prediction.postprocess_ms = (time.perf_counter() - ran) * 1e3
         return prediction
+
+    def _answer_labels(self) -> Optional[list[str]]:
+        """The labels the answers name (read and checked once), or None."""
+        from .postprocess import label_count, read_labels
+
+        post = self.bundle.manifest.postprocessing
+        if self._labels is None and post is not None and post.labels is not None:
+            spec = {s.name: s for s in self.outputs}[post.output]
+            self._labels = read_labels(self.bundle.read_data_file(post.labels), label_count(post, spec))
+        return self._labels
 
     def _input_hw(self, feeds: Mapping[str, np.ndarray]) -> Optional[tuple[int, int]]:
         """The image input's height and width in `feeds` (where a mask's pixels lie)."""
@@ -359,6 +398,7 @@ class Model:
         if self.telemetry is not None:
             self.telemetry.flush()
         self._session = None
+        self._workers_open = ((), [])
 
     def __enter__(self) -> "Model":
         return self
@@ -366,8 +406,10 @@ class Model:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _backend_run(self, feeds: Mapping[str, np.ndarray], raw: bool) -> dict[str, np.ndarray]:
-        session = self._open
+    def _backend_run(self, feeds: Mapping[str, np.ndarray], raw: bool,
+                     session: Optional[Session] = None) -> dict[str, np.ndarray]:
+        """`feeds` (checked) through `session` (default the model's own)."""
+        session = session or self._open
         try:
             return session.run(feeds, raw)
         except EdgepackError:
@@ -378,16 +420,25 @@ class Model:
                 "the file may be damaged: run `edgepack-runtime verify` and rebuild the bundle if it fails"
             ) from exc
 
-    def _run_recorded(self, telemetry: TelemetryWriter, inputs: Mapping[str, np.ndarray],
-                      raw: bool) -> dict[str, np.ndarray]:
+    def _run_recorded(self, inputs: Mapping[str, np.ndarray], raw: bool) -> dict[str, np.ndarray]:
         start = time.perf_counter()
         try:
             outputs = self._backend_run(self.check_inputs(inputs, raw), raw)
         except Exception as exc:
-            telemetry.record(self.telemetry_label, self.artifact.name, None, type(exc).__name__)
+            self._record_run(inputs, None, type(exc).__name__, raw)
             raise
-        telemetry.record(self.telemetry_label, self.artifact.name, (time.perf_counter() - start) * 1e3, "ok")
-        if self._drift is not None and not raw:
+        self._record_run(inputs, (time.perf_counter() - start) * 1e3, "ok", raw)
+        return outputs
+
+    def _record_run(self, inputs: Mapping[str, np.ndarray], latency_ms: Optional[float], outcome: str,
+                   raw: bool = False) -> None:
+        """Telemetry (and drift, for an "ok" run on float inputs) of one inference: run()'s,
+        or one a predict_many worker ran, recorded in input order on the stream's thread."""
+        telemetry = self.telemetry
+        if telemetry is None:
+            return
+        telemetry.record(self.telemetry_label, self.artifact.name, latency_ms, outcome)
+        if self._drift is not None and not raw and outcome == "ok":
             try:
                 self._drift.observe(inputs)
                 self._runs += 1
@@ -397,7 +448,6 @@ class Model:
                 log.warning("input drift is off for %s: it failed on an input (%s)", self.telemetry_label,
                             first_line(exc, 120))
                 self._drift = None
-        return outputs
 
     def drift_scores(self) -> dict[str, Optional[float]]:
         """PSI per input over recent inferences (telemetry on and a drift reference in the bundle)."""

@@ -1,5 +1,6 @@
-"""Streams: Model.predict_many answers as a loop of predict calls, in order; errors name
-their item; `run --image DIR/` over a folder; bench's whole-call and frames-per-second figures."""
+"""Streams: Model.predict_many answers as a loop of predict calls, in order, with one worker or
+several; errors name their item; telemetry and drift record each item once, in order; `run
+--image DIR/` over a folder; bench's whole-call and frames-per-second figures."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 
 import edgepack_runtime
-from edgepack_runtime import InputError
+from edgepack_runtime import InferenceError, InputError
+from edgepack_runtime.backends import open_session
 
 from ..conftest import detector_scene, digit_pngs
 from .test_serve import CLI
@@ -29,24 +31,84 @@ def scenes() -> list[np.ndarray]:
             detector_scene(64, 64, (0, 0, 8, 8), (8, 8, 64, 64)), detector_scene(blue=(0, 0, 0, 0))]
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
 @pytest.mark.parametrize("prefetch", [0, 1, 2, 5])
-def test_predict_many_equals_a_loop_of_predict_in_order(digits_raw_bundle, digits_data, prefetch):
+def test_predict_many_equals_a_loop_of_predict_in_order(digits_raw_bundle, digits_data, prefetch, workers):
     files, _, _ = digit_pngs(digits_data, 24)
-    with edgepack_runtime.load(digits_raw_bundle) as model:
+    with edgepack_runtime.load(digits_raw_bundle, threads=3) as model:  # predict: one 3-thread session
         expected = [model.predict(png, top_k=3) for png in files]
-        got = list(model.predict_many(iter(files), top_k=3, prefetch=prefetch))
+        got = list(model.predict_many(iter(files), top_k=3, prefetch=prefetch, workers=workers))
     assert len({tuple(p.top) for p in expected}) > 5  # the answers differ: an order mix-up would show
     assert len(got) == len(expected) and all(same(a, b) for a, b in zip(got, expected, strict=True))
     assert all(p.preprocess_ms > 0 and p.inference_ms > 0 for p in got)
 
 
-def test_predict_many_maps_each_detectors_boxes_to_its_own_photo(detector_bundle):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_predict_many_maps_each_detectors_boxes_to_its_own_photo(detector_bundle, workers):
     photos = scenes() * 3
-    with edgepack_runtime.load(detector_bundle) as model:
+    with edgepack_runtime.load(detector_bundle, threads=2) as model:
         expected = [model.predict(p, score_threshold=0.3) for p in photos]
-        got = list(model.predict_many(photos, score_threshold=0.3))
+        got = list(model.predict_many(photos, score_threshold=0.3, workers=workers))
     assert len({len(p.detections) for p in expected}) > 1
     assert all(same(a, b) for a, b in zip(got, expected, strict=True))
+
+
+@pytest.mark.parametrize("artifact", ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"])
+def test_a_session_answers_the_same_at_any_thread_count(digits_bundle, artifact):
+    """What workers rest on: a worker's 1-thread session computes the numbers of predict's
+    2-thread one, bit for bit (the backends split outputs between threads, not sums)."""
+    bundle = edgepack_runtime.open_bundle(digits_bundle)
+    art, manifest = bundle.manifest.artifact(artifact), bundle.manifest
+    inputs, _ = bundle.golden()
+    outputs = []
+    for threads in (1, 2, 3):
+        session = open_session(art.format, bundle.verify_artifact(art), threads, manifest.inputs, manifest.outputs,
+                               art.layout)
+        outputs.append([session.run({"image": x})["output"] for x in inputs["image"][:16]])
+    assert all(np.array_equal(a, b) for other in outputs[1:] for a, b in zip(outputs[0], other, strict=True))
+
+
+class Recorded:
+    """A telemetry writer and a drift monitor that keep what they are given, in order."""
+
+    def __init__(self):
+        self.records, self.observed = [], []
+
+    def record(self, bundle, artifact, latency_ms, outcome):
+        self.records.append((artifact, outcome, latency_ms))
+
+    def record_drift(self, bundle, scores):
+        pass
+
+    def flush(self):
+        pass
+
+    def observe(self, inputs):
+        self.observed.append(inputs["image"])
+
+    def scores(self):
+        return {}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_telemetry_and_drift_record_each_answered_item_once_in_order(digits_raw_bundle, digits_data, tmp_path,
+                                                                     workers):
+    files, _, _ = digit_pngs(digits_data, 12)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(files[0][:40])
+    with edgepack_runtime.load(digits_raw_bundle, threads=2) as model:
+        tensors = [model.preprocess(png)["image"] for png in files]
+        model.telemetry = model._drift = seen = Recorded()
+        assert len(list(model.predict_many(files, workers=workers))) == len(files)
+        assert [r[:2] for r in seen.records] == [("onnx-fp32", "ok")] * len(files)
+        assert all(r[2] > 0 for r in seen.records)
+        assert len(seen.observed) == len(files)
+        assert all(np.array_equal(a, b) for a, b in zip(seen.observed, tensors, strict=True))
+        # A stream stopped by item 5: the five before it recorded, nothing after it.
+        seen.records.clear()
+        with pytest.raises(InputError, match="^item 5: "):
+            list(model.predict_many([*files[:5], str(broken), *files[5:]], workers=workers))
+        assert len(seen.records) == 5
 
 
 def test_predict_many_reads_the_stream_lazily_and_only_a_few_items_ahead(digits_raw_bundle, digits_data):
@@ -58,33 +120,59 @@ def test_predict_many_reads_the_stream_lazily_and_only_a_few_items_ahead(digits_
             read.append(i)
             yield files[i % len(files)]
 
-    with edgepack_runtime.load(digits_raw_bundle) as model:
-        stream = model.predict_many(camera(), prefetch=2)
-        for _ in range(5):
-            next(stream)
-        assert len(read) <= 5 + 2 + 1  # the item inferring and two ahead, never the whole stream
-        stream.close()  # leaving early leaves no preparing thread behind
-    assert not [t for t in threading.enumerate() if t.name.startswith("edgepack-prepare")]
+    with edgepack_runtime.load(digits_raw_bundle, threads=2) as model:
+        for workers in (1, 2):
+            read.clear()
+            stream = model.predict_many(camera(), prefetch=2, workers=workers)
+            for _ in range(5):
+                next(stream)
+            assert len(read) <= 5 + 2 + workers  # the items inferring and two ahead, never the whole stream
+            stream.close()  # leaving early leaves no preparing or inferring thread behind
+            assert not [t for t in threading.enumerate() if t.name.startswith(("edgepack-prepare", "edgepack-infer"))]
 
 
-def test_an_error_names_its_item_after_the_good_ones_answered(digits_raw_bundle, digits_data, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_error_names_its_item_after_the_good_ones_answered(digits_raw_bundle, digits_data, tmp_path, workers):
     files, _, _ = digit_pngs(digits_data, 3)
     broken = tmp_path / "broken.png"
     broken.write_bytes(files[0][:40])
     items = [files[0], files[1], str(broken), files[2]]
     answered = []
-    with edgepack_runtime.load(digits_raw_bundle) as model:
+    with edgepack_runtime.load(digits_raw_bundle, threads=2) as model:
         with pytest.raises(InputError, match=r"^item 2: \S*broken\.png (cannot be decoded|is not an image)") as caught:
-            for prediction in model.predict_many(items):
+            for prediction in model.predict_many(items, workers=workers):
                 answered.append(prediction)
         assert len(answered) == 2 and caught.value.item == 2
         with pytest.raises(InputError, match=r"^item 1 \(8 bytes\): the image is not an image"):
-            list(model.predict_many([files[0], b"notimage"], prefetch=0))
+            list(model.predict_many([files[0], b"notimage"], prefetch=0, workers=workers))
         # Checked when called, before any item is read.
         with pytest.raises(InputError, match="score_threshold applies to detectors"):
-            model.predict_many(iter(()), score_threshold=0.5)
+            model.predict_many(iter(()), score_threshold=0.5, workers=workers)
         with pytest.raises(InputError, match="prefetch must be a whole number"):
-            model.predict_many(files, prefetch=-1)
+            model.predict_many(files, prefetch=-1, workers=workers)
+
+
+@pytest.mark.parametrize("workers", [0, -1, 3, 1.5, True, "2"])
+def test_bad_workers_are_one_clear_line_before_any_item_is_read(digits_raw_bundle, workers):
+    def never():
+        raise AssertionError("read")
+        yield
+
+    with edgepack_runtime.load(digits_raw_bundle, threads=2) as model:
+        with pytest.raises(InputError, match=r"^workers must be a whole number from 1 to the model's 2 thread\(s\), "
+                                             r"not .*load with more threads for more workers\)$") as caught:
+            model.predict_many(never(), workers=workers)
+    assert "\n" not in str(caught.value)
+
+
+def test_workers_share_the_threads_and_close_releases_their_sessions(digits_raw_bundle, digits_data):
+    files, _, _ = digit_pngs(digits_data, 4)
+    model = edgepack_runtime.load(digits_raw_bundle, threads=3)
+    list(model.predict_many(files, workers=2))
+    assert [s.threads for s in model._worker_sessions(2)] == [2, 1]
+    model.close()
+    with pytest.raises(InferenceError, match="was closed"):
+        model.predict_many(files, workers=2)
 
 
 def test_a_tensor_bundle_refuses_a_stream(digits_bundle):
@@ -170,8 +258,10 @@ def test_bench_reports_the_whole_call_and_the_stream_beside_inference(detector_b
 
     Image.fromarray(detector_scene()).save(tmp_path / "scene.jpg")
     quick = BenchSettings(warmup=2, warmup_seconds=0.0, runs=10, min_seconds=0.0)
-    doc = run_bench(detector_bundle, "all", [1], quick, image=str(tmp_path / "scene.jpg"))
-    assert BENCH_SCHEMA_VERSION == "1.5" and doc["schema_version"] == "1.5"
+    doc = run_bench(detector_bundle, "all", [1, 2], quick, image=str(tmp_path / "scene.jpg"))
+    assert BENCH_SCHEMA_VERSION == "1.6" and doc["schema_version"] == "1.6"
+    # predict_many's default, the figure a user gets: 1 thread, 1 worker; 2 threads, 2 workers of 1.
+    assert [r["stream"]["workers"] for r in doc["results"]] == [1, 2]
     row = doc["results"][0]
     whole, stream = row["whole_call"], row["stream"]
     assert set(whole) == {"runs", "latency_ms", "steps_p50_ms"} and set(whole["steps_p50_ms"]) == {
@@ -179,7 +269,10 @@ def test_bench_reports_the_whole_call_and_the_stream_beside_inference(detector_b
     # The whole call holds the inference and the preprocessing of the same input.
     assert whole["latency_ms"]["p50"] > whole["steps_p50_ms"]["inference"] and whole["steps_p50_ms"]["preprocess"] > 0
     assert whole["runs"] == stream["frames"] * stream["rounds"] and stream["frames"] >= 20
-    assert set(stream) == {"frames", "rounds", "prefetch", "loop_fps", "pipelined_fps", "speedup"}
+    assert set(stream) == {"frames", "rounds", "prefetch", "workers", "loop_fps", "pipelined_fps", "speedup",
+                           "added_rss_mb"}
+    # Two workers hold two more sessions than one worker (which opens none).
+    assert doc["results"][1]["stream"]["added_rss_mb"] > stream["added_rss_mb"]
     assert stream["loop_fps"] > 0 and stream["pipelined_fps"] > 0 and stream["speedup"] > 0
     # A bundle that takes tensors has no raw input to measure a whole call on.
     assert "whole_call" not in run_bench(digits_bundle, "all", [1], quick)["results"][0]
