@@ -268,8 +268,7 @@ def _reachable(judged: Judged) -> bool:
                    for m in (acc.metrics if acc is not None else ()))
 
 
-def _screen(fmt, plan: QuantPlan, exported: Exported, session: Session, ctx: SearchContext
-            ) -> tuple[np.ndarray, dict]:
+def _screen(plan: QuantPlan, session: Session, ctx: SearchContext) -> tuple[np.ndarray, dict]:
     """The first look at a candidate, before the rest of the samples are spent on it (a
     sequential test): its rows and outputs. Cross-fitted, the artifact itself on every judged
     sample: they calibrated it, so its figure is optimistic, which is the safe side for
@@ -295,7 +294,7 @@ def _try(fmt, islands: Islands, plan: QuantPlan, exported: Exported, out: Path, 
     with mapped(BuildError, f"the runtime cannot load or run this {fmt.name}-{precision.name} candidate"):
         validation, session = check_parity(fmt.name, precision.name, out, layout, ctx.profile, ctx.host, ctx.refs,
                                            ctx.budget)
-        rows, screened = _screen(fmt, plan, exported, session, ctx)
+        rows, screened = _screen(plan, session, ctx)
         judged = {SCREEN: _judge(screened, rows, None, fmt.name, precision, ctx)}
         candidate = Candidate(islands, plan, result, out, validation, judged, session, 0.0)
         if validation.passed and _reachable(judged[SCREEN]):
@@ -444,7 +443,7 @@ def _rank_float(counts: list[int], ranked: list[tuple], base: Candidate, attempt
 def _bisect_prefix(bases: list[Candidate], attempt) -> None:
     """The first layers in float: each base with the largest share first. Where that is not
     within budget, a smaller share will not be either (float only takes error away), so the
-    walk ends there. Else, from the base that came closest, bisect PREFIX_SHARES for the
+    step ends there. Else, from the base that came closest, bisect PREFIX_SHARES for the
     smallest share within budget (more float is only slower): 2 + at most 3 candidates for
     5 shares, where walking them one by one from both bases tried up to 10 (issue 28)."""
     largest = [(base, attempt(base.recipe, base.islands.with_prefix(PREFIX_SHARES[-1]))) for base in bases]
