@@ -7,8 +7,9 @@ target's recipes, whether this host runs the target's kernels (which decides whe
 counts) and the layout. Two profiles that differ only in what they say about the device
 (a Raspberry Pi 5 and a 4B: the same presets, other ISA notes) share every artifact.
 The float export's check against PyTorch is shared where the export, the layout, the
-threads and whether this host runs the target's kernels agree. Everything else (timing,
-the manifest, the bundle) is each target's own.
+threads and whether this host runs the target's kernels agree, and so is the timing run
+of a target whose artifacts are the same files, run the same way. Everything else (the
+manifest, the bundle) is each target's own.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ class SharedWork:
         # The first target's BuildContext once it has loaded and referenced the model.
         self.first: Optional[BuildContext] = None
         self._scratch = tempfile.TemporaryDirectory(prefix="edgepack-shared-")  # removed with the build
-        self._done: dict[Hashable, tuple[object, list[Path]]] = {}
-        self._results: dict[Hashable, object] = {}
+        self._results: dict[Hashable, object] = {}  # by key: a value, or the BuildError making it raised
 
     def result(self, key: Hashable, make: Callable[[], T]) -> T:
         """`make()`'s result, made the first time `key` is asked for (work that writes no
@@ -64,19 +64,16 @@ class SharedWork:
         """`make()`'s result, which writes the artifact `file` of format `fmt` (with its
         companions): made the first time `key` is asked for, copied to `file`'s folder
         after that. A BuildError is remembered too: the next target fails the same way."""
-        if key in self._done:
-            value, stored = self._done[key]
-            if isinstance(value, BuildError):
-                raise BuildError(str(value))
+        made_here = key not in self._results
+
+        def make_and_keep() -> tuple[T, list[Path]]:
+            value = make()
+            folder = Path(self._scratch.name) / str(len(self._results))
+            folder.mkdir()
+            return value, [Path(shutil.copy2(path, folder / path.name)) for path in artifact_files(fmt, file)]
+
+        value, stored = self.result(key, make_and_keep)
+        if not made_here:
             for path in stored:
                 shutil.copy2(path, file.parent / path.name)
-            return value  # type: ignore[return-value]
-        try:
-            value = make()
-        except BuildError as exc:
-            self._done[key] = (exc, [])
-            raise
-        folder = Path(self._scratch.name) / str(len(self._done))
-        folder.mkdir()
-        self._done[key] = (value, [Path(shutil.copy2(path, folder / path.name)) for path in artifact_files(fmt, file)])
         return value

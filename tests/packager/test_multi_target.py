@@ -58,3 +58,32 @@ def test_a_bundle_is_no_folder_for_several_targets(two_pis, digits_data):
         edgepack.build(DIGITS_MODEL, results[0].path, ["raspberry-pi/5", "raspberry-pi/4b"], formats=["onnx"],
                        weights=digits_data / "weights.safetensors", calibration=digits_data / "calib.npz")
     assert json.loads((results[0].path / "manifest.json").read_text()) == before
+
+
+def test_shared_work_makes_once_copies_the_files_and_remembers_a_failure(tmp_path):
+    from edgepack.formats import get_format
+    from edgepack.shared_work import SharedWork
+
+    shared, calls = SharedWork(), []
+
+    def make(folder):
+        def write():
+            calls.append(folder)
+            (tmp_path / folder / "model.onnx").write_bytes(b"onnx bytes")
+            return "exported"
+        return write
+
+    for folder in ("pi-5", "pi-4b"):
+        (tmp_path / folder).mkdir()
+        assert shared.reuse(("onnx", 18), get_format("onnx"), tmp_path / folder / "model.onnx", make(folder)) == \
+            "exported"
+    assert calls == ["pi-5"] and (tmp_path / "pi-4b" / "model.onnx").read_bytes() == b"onnx bytes"
+
+    def fail():
+        calls.append("failed")
+        raise BuildError("pnnx wrote no ncnn files")
+
+    for _ in range(2):  # the next target fails the same way, without trying again
+        with pytest.raises(BuildError, match="pnnx wrote no ncnn files"):
+            shared.result(("ncnn", "pi"), fail)
+    assert calls.count("failed") == 1
