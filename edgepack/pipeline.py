@@ -586,10 +586,14 @@ def _build_precision(ctx: BuildContext, fmt, precision: Precision, exported: Opt
             with ctx.timed(f"{fmt.name}.validate"):
                 if ctx.shared is None:
                     validation, accuracy = validate()
-                else:  # the same bytes checked the same way: an earlier target's verdict (shared_work.py)
+                else:  # the same bytes checked the same way: an earlier target's figures (shared_work.py)
                     validation, accuracy = ctx.shared.result(
-                        ("validate", fmt.name, fmt.export_key(ctx.profile), layout, ctx.profile.threads,
-                         ctx.profile.matches_host(ctx.host, fmt.name, precision.name)), validate)
+                        ("validate", fmt.name, fmt.export_key(ctx.profile), layout, ctx.profile.threads), validate)
+                    # Whether this host runs the target's kernels labels the figures, not makes them.
+                    matches = ctx.profile.matches_host(ctx.host, fmt.name, precision.name)
+                    validation = dataclasses.replace(validation, host_matches_target=matches)
+                    if accuracy is not None:
+                        accuracy = dataclasses.replace(accuracy, indicative=not matches)
         else:
             with ctx.timed(f"{fmt.name}.quantize+search"):
                 found = _search(ctx, fmt, precision, exported, file)
@@ -670,7 +674,8 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
     converter changed. A quantized artifact that its format's fp32 clearly outpaces on a
     host that runs the target's kernels is said so: it still ships (it is smaller, and the
     default never picks it), the user decides. In a multi-target build, a target whose
-    artifacts are the same files as an earlier target's, run the same way, takes its run."""
+    artifacts are among an earlier target's, run at the same threads, takes that run: its
+    rounds interleave every artifact, so any of them compare as in a run of their own."""
     built = [a for a in artifacts if a.status == "ok"]
 
     def measure() -> tuple[dict[str, dict], dict[str, Optional[dict]]]:
@@ -684,9 +689,10 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
 
     if shared is None:
         timings, narrowed = measure()
-    else:
-        timings, narrowed = shared.result(("latency", profile.threads, tuple(
-            (a.name, a.sha256, a.layout, a.validation.host_matches_target) for a in built)), measure)
+    else:  # an earlier target's run of these files (and maybe more) at these threads
+        timings, narrowed = shared.covering(("latency", profile.threads),
+                                            frozenset((a.name, a.sha256, a.layout) for a in built), measure)
+        timings = {a.name: timings[a.name] for a in built}
     timed = []
     for art in artifacts:
         latency, fp32 = timings.get(art.name), timings.get(f"{art.format}-fp32")

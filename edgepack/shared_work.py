@@ -6,9 +6,10 @@ quantization search once per set of inputs that decide it: the export, the preci
 target's recipes, whether this host runs the target's kernels (which decides whether speed
 counts) and the layout. Two profiles that differ only in what they say about the device
 (a Raspberry Pi 5 and a 4B: the same presets, other ISA notes) share every artifact.
-The float export's check against PyTorch is shared where the export, the layout, the
-threads and whether this host runs the target's kernels agree, and so is the timing run
-of a target whose artifacts are the same files, run the same way. Everything else (the
+The float export's check against PyTorch is shared where the export, the layout and the
+threads agree (whether this host runs the target's kernels only labels its figures), and
+a target whose artifacts are among an earlier target's, at the same threads, takes that
+target's timing run. Everything else (the
 manifest, the bundle) is each target's own.
 """
 
@@ -59,6 +60,14 @@ class SharedWork:
             self._results[key] = exc
             raise
         return made
+
+    def covering(self, kind: Hashable, wanted: frozenset, make: Callable[[], T]) -> T:
+        """`make()`'s result for the items `wanted`, or the result of an earlier call of the
+        same `kind` whose items included them all (a run that measured more than asked)."""
+        for key in self._results:
+            if isinstance(key, tuple) and len(key) == 3 and key[:2] == ("covering", kind) and wanted <= key[2]:
+                return self.result(key, make)
+        return self.result(("covering", kind, wanted), make)
 
     def reuse(self, key: Hashable, fmt, file: Path, make: Callable[[], T]) -> T:
         """`make()`'s result, which writes the artifact `file` of format `fmt` (with its

@@ -119,6 +119,11 @@ def _unknown_layers(param: Path) -> list[str]:
     return sorted(k for k in kinds if ncnn.layer_to_index(k) < 0)
 
 
+def _settings(target: "TargetProfile") -> NcnnSettings:
+    """The profile's [ncnn] table; the defaults for a profile without one (ncnn asked for by --formats)."""
+    return target.settings(NAME) or NcnnSettings(precisions=("fp32",))
+
+
 class NcnnFormat(ExportFormat):
     """The ncnn format: pnnx export, fp32 and fp16, three files per artifact."""
 
@@ -134,6 +139,9 @@ class NcnnFormat(ExportFormat):
     def companions(self, path: Path) -> list[Path]:
         """`model.fp16.param` -> `model.fp16.bin` (weights), `model.fp16.ncnn.json` (options)."""
         return [weights_path(path), options_path(path)]
+
+    def export_key(self, target: "TargetProfile") -> object:
+        return _settings(target).lightmode  # what the fp32 export's options say of the profile
 
     def layout(self, target: "TargetProfile") -> str | None:
         return None  # ncnn takes NCHW (its Mat is CHW, one sample at a time) as PyTorch does
@@ -181,14 +189,15 @@ class NcnnFormat(ExportFormat):
                              "or leave ncnn out with --formats onnx,tflite")
 
     def _write_options(self, out: Path, target: "TargetProfile", fp16: bool) -> None:
-        # A profile without an [ncnn] table (ncnn asked for by --formats): the defaults.
-        settings = target.settings(NAME) or NcnnSettings(precisions=("fp32",))
+        settings = _settings(target)
         options = {"fp16": fp16, "fp16_arithmetic": fp16 and settings.fp16_arithmetic,
                    "lightmode": settings.lightmode}
         options_path(out).write_text(json.dumps(options, indent=2, sort_keys=True) + "\n")
 
     def recipes(self, target: "TargetProfile", precision: Precision) -> list[Recipe]:
-        return [Recipe()]  # fp16 has no knobs; int8 is not built (module docstring)
+        # fp16 has one knob, the profile's; int8 is not built (module docstring). Targets
+        # whose recipes are equal share the fp16 artifact (shared_work.py).
+        return [Recipe(fp16_arithmetic=_settings(target).fp16_arithmetic)]
 
     def quantize(self, exported: Exported, out: Path, target: "TargetProfile", plan: QuantPlan,
                  calibration: dict[str, np.ndarray]) -> QuantResult:
@@ -203,8 +212,8 @@ class NcnnFormat(ExportFormat):
                              "the traced model: rebuild the bundle")
         self._convert(_pnnx(), Path(traced.scratch.name) / "model.pt", traced.shape_args, out, fp16=True)
         self._write_options(out, target, fp16=True)
-        arithmetic = (target.settings(NAME) or NcnnSettings(("fp32",))).fp16_arithmetic
-        return QuantResult("pnnx", Recipe(plan.recipe, weights="fp16", fp16_storage=True, fp16_arithmetic=arithmetic))
+        return QuantResult("pnnx", Recipe(plan.recipe, weights="fp16", fp16_storage=True,
+                                          fp16_arithmetic=_settings(target).fp16_arithmetic))
 
     def toolchain(self) -> dict[str, str]:
         versions = {}

@@ -1,22 +1,44 @@
 """One build for several targets: one bundle each, with the work they agree on done once."""
 
+import dataclasses
 import json
 
 import pytest
 
 import edgepack
+from edgepack import pipeline
 from edgepack.errors import BuildError
+from edgepack.formats.ncnn import NcnnFormat
+from edgepack.targets import load_target
 from edgepack_runtime.bundle import open_bundle
+from edgepack_runtime.hostinfo import host_info
 
 from ..conftest import DIGITS_MODEL
 
 
+def _counted(patch, owner, name: str) -> list:
+    """Calls of the real `owner.name` during a build, each recorded by its arguments."""
+    calls, real = [], getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    patch.setattr(owner, name, spy)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def two_pis(digits_data, tmp_path_factory):
+    """The Pi 5 and the Pi 4B, ONNX and ncnn: the 4B's artifacts are a subset of the 5's
+    (it has no ncnn fp16), and its ncnn options agree with the 5's."""
     out = tmp_path_factory.mktemp("fleet") / "digits"
-    results = edgepack.build(DIGITS_MODEL, out, ["raspberry-pi/5", "raspberry-pi/4b"], formats=["onnx"],
-                             weights=digits_data / "weights.safetensors", calibration=digits_data / "calib.npz",
-                             eval_data=digits_data / "eval.npz")
+    with pytest.MonkeyPatch.context() as patch:
+        exports = _counted(patch, NcnnFormat, "export")
+        results = edgepack.build(DIGITS_MODEL, out, ["raspberry-pi/5", "raspberry-pi/4b"], formats=["onnx", "ncnn"],
+                                 weights=digits_data / "weights.safetensors", calibration=digits_data / "calib.npz",
+                                 eval_data=digits_data / "eval.npz")
+    assert len(exports) == 1  # the 4B took the 5's ncnn export
     return out, results
 
 
@@ -41,14 +63,37 @@ def test_targets_whose_presets_agree_share_the_search_but_keep_their_own_isa_not
 
 
 def test_the_same_files_run_the_same_way_are_checked_and_timed_once(two_pis):
-    """The Pi 4B's artifacts are the Pi 5's files, run with 4 threads on a host that runs
-    neither's kernels: its float check and its timing run are the Pi 5's, not measured again
-    (two timing runs would not agree to the microsecond)."""
+    """The Pi 4B's artifacts are among the Pi 5's files, run with 4 threads: its float checks
+    and its timings are the Pi 5's, not measured again (two timing runs would not agree to
+    the microsecond), and its bundle records only its own artifacts."""
     _, results = two_pis
     pi5, pi4 = (r.manifest for r in results)
-    for name in ("onnx-fp32", "onnx-int8"):
+    assert {a.name for a in pi4.artifacts} == {"onnx-fp32", "onnx-int8", "ncnn-fp32"}
+    assert "ncnn-fp16" in {a.name for a in pi5.artifacts}
+    for name in ("onnx-fp32", "onnx-int8", "ncnn-fp32"):
         assert pi4.artifact(name).latency == pi5.artifact(name).latency and pi4.artifact(name).latency is not None
-    assert pi4.artifact("onnx-fp32").validation == pi5.artifact("onnx-fp32").validation
+    for name in ("onnx-fp32", "ncnn-fp32"):
+        assert pi4.artifact(name).validation == pi5.artifact(name).validation
+
+
+def test_a_float_check_is_shared_and_labelled_for_each_target(digits_data, tmp_path):
+    """The same float export checked at the same threads gives the same figures whatever the
+    target: it is checked once. Whether this host runs the target's kernels (an x86 box's
+    yes, a Pi's no) is each target's own label."""
+    with pytest.MonkeyPatch.context() as patch:
+        checks = _counted(patch, pipeline, "validate_artifact")
+        results = edgepack.build(DIGITS_MODEL, tmp_path / "out", ["raspberry-pi/4b", "x86-64/avx2"], formats=["onnx"],
+                                 precisions=["fp32"], weights=digits_data / "weights.safetensors",
+                                 calibration=digits_data / "calib.npz", eval_data=digits_data / "eval.npz")
+    assert len(checks) == 1
+    pi4, avx2 = (r.manifest.artifact("onnx-fp32") for r in results)
+    host = host_info()
+    for target, art in (("raspberry-pi/4b", pi4), ("x86-64/avx2", avx2)):
+        matches = load_target(target).matches_host(host, "onnx", "fp32")
+        assert art.validation.host_matches_target is matches and art.accuracy.indicative is not matches
+    assert dataclasses.replace(avx2.validation, host_matches_target=None) == \
+        dataclasses.replace(pi4.validation, host_matches_target=None)
+    assert avx2.accuracy.metrics == pi4.accuracy.metrics and avx2.sha256 == pi4.sha256
 
 
 def test_a_bundle_is_no_folder_for_several_targets(two_pis, digits_data):
