@@ -53,16 +53,21 @@ def run_samples(run: RunFn, inputs: Mapping[str, np.ndarray]) -> dict[str, np.nd
 
 
 def max_abs_diff(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> float:
-    """Largest absolute difference over every output element."""
-    return max(
-        float(np.max(np.abs(outputs[name].astype(np.float64) - ref.astype(np.float64))))
-        for name, ref in reference.items()
-    )
+    """Largest absolute difference over every output element (NaN if any is NaN)."""
+    return float(np.max([_max_abs(outputs[name], ref) for name, ref in reference.items()]))
 
 
-def _per_sample(outputs: Mapping[str, np.ndarray], names: Iterable[str]) -> np.ndarray:
-    """All outputs of each sample flattened into one float64 row: [N, total elements]."""
-    return np.concatenate([outputs[n].reshape(len(outputs[n]), -1).astype(np.float64) for n in names], axis=1)
+def _max_abs(out: np.ndarray, ref: np.ndarray) -> float:
+    if out.ndim == 0 or out.shape[:1] != ref.shape[:1] or not len(out):  # no samples to walk
+        return float(np.max(np.abs(out.astype(np.float64) - ref.astype(np.float64))))
+    # A sample at a time: float64 copies of a whole evaluation set's outputs are GBs for a
+    # detector (26 samples of [151, 8400] took 1.5 GB of temporaries, a quarter of a build).
+    return float(np.max([np.max(np.abs(o.astype(np.float64) - r.astype(np.float64))) for o, r in zip(out, ref)]))
+
+
+def _sample(outputs: Mapping[str, np.ndarray], names: Iterable[str], i: int) -> np.ndarray:
+    """All outputs of sample `i` flattened into one float64 row."""
+    return np.concatenate([outputs[n][i].ravel() for n in names], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -78,27 +83,40 @@ class Fidelity:
 
 
 def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> Fidelity:
-    """Compare stacked outputs ([N, ...] per name) with the reference's."""
+    """Compare stacked outputs ([N, ...] per name) with the reference's, a sample at a time
+    (in float64, as a whole: each sample's outputs are one row)."""
     names = list(reference)
-    out, ref = _per_sample(outputs, names), _per_sample(reference, names)
-    noise = out - ref
-    norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-    both_zero = (np.linalg.norm(out, axis=1) == 0) & (np.linalg.norm(ref, axis=1) == 0)
+    count = len(reference[names[0]])
+    dots, norms_out, norms_ref = np.empty(count), np.empty(count), np.empty(count)
+    signal, noise_power, worst = np.empty(count), np.empty(count), np.empty(count)
+    highs, lows = np.empty(count), np.empty(count)
+    size = 0
+    for i in range(count):
+        out, ref = _sample(outputs, names, i), _sample(reference, names, i)
+        noise = out - ref
+        size = ref.size
+        dots[i], norms_out[i], norms_ref[i] = out @ ref, np.sqrt(out @ out), np.sqrt(ref @ ref)
+        signal[i], noise_power[i] = ref @ ref, noise @ noise
+        worst[i] = np.max(np.abs(noise)) if size else 0.0
+        highs[i], lows[i] = (ref.max(), ref.min()) if size else (0.0, 0.0)
+    norms = norms_out * norms_ref
+    both_zero = (norms_out == 0) & (norms_ref == 0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        cosines = np.where(norms > 0, np.sum(out * ref, axis=1) / norms, np.where(both_zero, 1.0, 0.0))
-    signal, noise_power = float(np.sum(ref * ref)), float(np.sum(noise * noise))
-    sqnr = float("inf") if noise_power == 0 else (-float("inf") if signal == 0 else 10 * np.log10(signal / noise_power))
-    span = float(ref.max() - ref.min()) if ref.size else 0.0
-    worst = float(np.max(np.abs(noise))) if noise.size else 0.0
-    max_rel = worst / span if span > 0 else (0.0 if worst == 0 else float("inf"))
+        cosines = np.where(norms > 0, dots / norms, np.where(both_zero, 1.0, 0.0))
+    total_signal, total_noise = float(np.sum(signal)), float(np.sum(noise_power))
+    sqnr = (float("inf") if total_noise == 0 else
+            (-float("inf") if total_signal == 0 else 10 * np.log10(total_signal / total_noise)))
+    span = float(np.max(highs) - np.min(lows)) if count and size else 0.0
+    largest = float(np.max(worst)) if count else 0.0
+    max_rel = largest / span if span > 0 else (0.0 if largest == 0 else float("inf"))
     first = reference[names[0]]
     agreement = None
     if first[0].size > 1:
-        n = len(first)
-        agreement = float(np.mean(outputs[names[0]].reshape(n, -1).argmax(1) == first.reshape(n, -1).argmax(1)) * 100)
+        agreement = float(np.mean(outputs[names[0]].reshape(count, -1).argmax(1) == first.reshape(count, -1).argmax(1))
+                          * 100)
     return Fidelity(cosine=float(np.clip(np.mean(cosines), -1.0, 1.0)), sqnr_db=sqnr, max_rel_error=max_rel,
-                    top1_agreement=agreement, samples=len(out),
-                    cosine_min=float(np.clip(np.min(cosines), -1.0, 1.0)) if len(cosines) else 1.0)
+                    top1_agreement=agreement, samples=count,
+                    cosine_min=float(np.clip(np.min(cosines), -1.0, 1.0)) if count else 1.0)
 
 
 def parity_passes(max_abs: float, tolerance: float, cosine: float, min_cosine: Optional[float]) -> bool:

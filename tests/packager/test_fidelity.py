@@ -17,7 +17,7 @@ from edgepack.validate import SPEED_TIE, clearly_faster, torch_references, valid
 from edgepack_runtime.hostinfo import HostInfo, host_info
 from edgepack_runtime.manifest import TensorSpec
 from edgepack_runtime.model import choose_artifact
-from edgepack_runtime.parity import fidelity
+from edgepack_runtime.parity import fidelity, max_abs_diff
 
 TINY_SCALE = 1e-20  # outputs around 1e-20: any absolute tolerance passes them
 
@@ -38,6 +38,24 @@ def test_fidelity_scales_with_the_outputs():
     assert same.cosine > 0.9999 and same.top1_agreement == 100.0 and same.max_rel_error < 1e-5
     wrong = fidelity({"output": -ref["output"]}, ref)
     assert wrong.cosine < -0.99 and wrong.top1_agreement < 50 and wrong.sqnr_db < 0
+
+
+def test_fidelity_treats_each_samples_outputs_as_one_row():
+    """Computed a sample at a time (a detector's evaluation set in float64 is GBs), as if
+    every output of a sample were one row: its cosine, the SQNR over all, the worst error
+    relative to the reference's range, and the arg-max of the first output."""
+    rng = np.random.default_rng(3)
+    ref = {"boxes": rng.standard_normal((6, 3)), "scores": rng.standard_normal((6, 2, 4)).astype(np.float32)}
+    out = {"boxes": ref["boxes"] + rng.standard_normal((6, 3)), "scores": -ref["scores"]}
+    rows = [np.concatenate([v.reshape(6, -1).astype(np.float64) for v in d.values()], axis=1) for d in (out, ref)]
+    noise = rows[0] - rows[1]
+    cosines = np.sum(rows[0] * rows[1], axis=1) / np.linalg.norm(rows[0], axis=1) / np.linalg.norm(rows[1], axis=1)
+    got = fidelity(out, ref)
+    assert got.cosine == pytest.approx(cosines.mean()) and got.cosine_min == pytest.approx(cosines.min())
+    assert got.sqnr_db == pytest.approx(10 * np.log10(np.sum(rows[1] ** 2) / np.sum(noise ** 2)))
+    assert got.max_rel_error == pytest.approx(np.abs(noise).max() / (rows[1].max() - rows[1].min()))
+    assert got.top1_agreement == pytest.approx(100 * np.mean(out["boxes"].argmax(1) == ref["boxes"].argmax(1)))
+    assert got.samples == 6 and max_abs_diff(out, ref) == pytest.approx(np.abs(noise).max())
 
 
 def test_a_broken_artifact_of_a_tiny_output_model_fails(tmp_path):
