@@ -668,19 +668,22 @@ def _has_attention(fmt, precisions: list[Precision], fp32_file: Path) -> bool:
 
 def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, bundle_dir: Path,
                     shared: Optional[SharedWork] = None) -> tuple[list[Artifact], dict[str, dict]]:
-    """Time every built artifact in one interleaved run (the runtime's default rests on
-    these ratios, so they come from the same run; returned by name, rounds included), and
-    record the integer input dtypes a
-    converter changed. A quantized artifact that its format's fp32 clearly outpaces on a
-    host that runs the target's kernels is said so: it still ships (it is smaller, and the
-    default never picks it), the user decides. In a multi-target build, a target whose
-    artifacts are among an earlier target's, run at the same threads, takes that run: its
-    rounds interleave every artifact, so any of them compare as in a run of their own."""
+    """Time the built artifacts whose kernels this host runs in one interleaved run (the
+    runtime's default rests on these ratios, so they come from the same run; returned by
+    name, rounds included), and record the integer input dtypes a converter changed. The
+    others are not timed: a Pi's artifacts timed on an x86 build host say nothing of the
+    Pi, and the runtime never reads such a figure. A quantized artifact that its format's
+    fp32 clearly outpaces here is said so: it still ships (it is smaller, and the default
+    never picks it), the user decides. In a multi-target build, a target whose artifacts
+    are among an earlier target's, run at the same threads, takes that run: its rounds
+    interleave every artifact, so any of them compare as in a run of their own."""
     built = [a for a in artifacts if a.status == "ok"]
 
     def measure() -> tuple[dict[str, dict], dict[str, Optional[dict]]]:
         sessions = [open_artifact(a.format, bundle_dir / a.path, a.layout, profile, refs) for a in built]
-        timings = dict(zip((a.name for a in built), compare_latency(sessions, refs, host), strict=True))
+        here = [(a.name, s) for a, s in zip(built, sessions, strict=True) if a.validation.host_matches_target]
+        timings = dict(zip((name for name, _ in here), compare_latency([s for _, s in here], refs, host),
+                           strict=True)) if here else {}
         declared = {s.name: np.dtype(s.dtype) for s in refs.inputs}
         narrowed = {a.name: {n: str(d) for n, d in s.native_dtypes().items() if d.kind in "iu"
                              and declared[n].kind in "iu" and d != declared[n]} or None
@@ -690,22 +693,21 @@ def _time_artifacts(artifacts: list[Artifact], profile, host, refs: References, 
     if shared is None:
         timings, narrowed = measure()
     else:  # an earlier target's run of these files (and maybe more) at these threads
-        timings, narrowed = shared.covering(("latency", profile.threads),
-                                            frozenset((a.name, a.sha256, a.layout) for a in built), measure)
-        timings = {a.name: timings[a.name] for a in built}
+        timings, narrowed = shared.covering(("latency", profile.threads), frozenset(
+            (a.name, a.sha256, a.layout, a.validation.host_matches_target) for a in built), measure)
+        timings = {a.name: timings[a.name] for a in built if a.name in timings}
     timed = []
     for art in artifacts:
-        latency, fp32 = timings.get(art.name), timings.get(f"{art.format}-fp32")
-        if latency is None:
+        if art.status != "ok":
             timed.append(art)
             continue
-        matches = bool(art.validation.host_matches_target)  # the build judged it here: always set
-        if art.precision != BASE and fp32 and matches and clearly_faster(fp32, latency):
+        latency, fp32 = timings.get(art.name), timings.get(f"{art.format}-fp32")
+        if latency is not None and art.precision != BASE and fp32 and clearly_faster(fp32, latency):
             log.warning(f"{art.name} runs at {fp32['p50_ms'] / latency['p50_ms']:.2f}x the speed of {art.format}-fp32 "
                  f"on this host, which runs target {profile.id}'s kernels: it saves space, not time")
-        fields = {k: v for k, v in latency.items() if k != "rounds_ms"}
-        timed.append(dataclasses.replace(art, latency=Latency(**fields, matches_target=matches),
-                                         input_dtypes=narrowed[art.name]))
+        fields = {k: v for k, v in (latency or {}).items() if k != "rounds_ms"}
+        timed.append(dataclasses.replace(art, input_dtypes=narrowed[art.name],
+                                         latency=Latency(**fields, matches_target=True) if latency else None))
     return timed, timings
 
 
