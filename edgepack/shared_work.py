@@ -9,8 +9,7 @@ counts) and the layout. Two profiles that differ only in what they say about the
 The float export's check against PyTorch is shared where the export, the layout and the
 threads agree (whether this host runs the target's kernels only labels its figures), and
 a target whose artifacts are among an earlier target's, at the same threads, takes that
-target's timing run. Everything else (the
-manifest, the bundle) is each target's own.
+target's timing run. Everything else (the manifest, the bundle) is each target's own.
 """
 
 from __future__ import annotations
