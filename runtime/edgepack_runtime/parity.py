@@ -90,11 +90,10 @@ def fidelity(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarr
     dots, norms_out, norms_ref = np.empty(count), np.empty(count), np.empty(count)
     signal, noise_power, worst = np.empty(count), np.empty(count), np.empty(count)
     highs, lows = np.empty(count), np.empty(count)
-    size = 0
+    size = sum(int(np.prod(reference[n].shape[1:])) for n in names)  # output elements per sample
     for i in range(count):
         out, ref = _sample(outputs, names, i), _sample(reference, names, i)
         noise = out - ref
-        size = ref.size
         dots[i], norms_out[i], norms_ref[i] = out @ ref, np.sqrt(out @ out), np.sqrt(ref @ ref)
         signal[i], noise_power[i] = ref @ ref, noise @ noise
         worst[i] = np.max(np.abs(noise)) if size else 0.0
