@@ -212,8 +212,8 @@ class NcnnFormat(ExportFormat):
                              "the traced model: rebuild the bundle")
         self._convert(_pnnx(), Path(traced.scratch.name) / "model.pt", traced.shape_args, out, fp16=True)
         self._write_options(out, target, fp16=True)
-        return QuantResult("pnnx", Recipe(plan.recipe, weights="fp16", fp16_storage=True,
-                                          fp16_arithmetic=_settings(target).fp16_arithmetic))
+        # plan.recipe already says fp16_arithmetic (recipes())
+        return QuantResult("pnnx", Recipe(plan.recipe, weights="fp16", fp16_storage=True))
 
     def toolchain(self) -> dict[str, str]:
         versions = {}

@@ -70,6 +70,9 @@ def test_the_same_files_run_the_same_way_are_checked_and_timed_once(two_pis):
     pi5, pi4 = (r.manifest for r in results)
     assert {a.name for a in pi4.artifacts} == {"onnx-fp32", "onnx-int8", "ncnn-fp32"}
     assert "ncnn-fp16" in {a.name for a in pi5.artifacts}
+    # fp16 arithmetic is the fp16 recipe's knob (what decides whether targets share the artifact)
+    assert pi5.artifact("ncnn-fp16").quantization.recipe["fp16_arithmetic"] is \
+        load_target("raspberry-pi/5").settings("ncnn").fp16_arithmetic
     for name in ("onnx-fp32", "onnx-int8", "ncnn-fp32"):
         assert pi4.artifact(name).latency == pi5.artifact(name).latency
         assert (pi4.artifact(name).latency is not None) is pi4.artifact(name).validation.host_matches_target
